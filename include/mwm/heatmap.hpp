@@ -1,0 +1,179 @@
+// Heatmaps of any resolution to one score per patch, and several prompts to one score.
+#pragma once
+
+#include <math.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "error.hpp"
+#include "grid.hpp"
+
+namespace mwm {
+
+enum class pool_reduction { mean, max, fraction, nearest };
+enum class prompt_combine { max, weighted_sum };
+// What a NaN or infinity in a heatmap means: an error (default), or a zero value.
+enum class nan_policy { error, zero };
+
+// Resolution of one heatmap; a 2D heatmap has depth 1.
+struct heatmap_shape {
+  std::int64_t depth = 1;
+  std::int64_t height = 1;
+  std::int64_t width = 1;
+  MWM_HOST_DEVICE std::int64_t num_pixels() const { return depth * height * width; }
+};
+
+struct pool_options {
+  pool_reduction reduction = pool_reduction::mean;
+  float threshold = 0.5f;  // for `fraction`: share of pixels with value > threshold
+  nan_policy non_finite = nan_policy::error;
+};
+
+namespace detail {
+
+// Half-open source range of output cell i, the rule of PyTorch's adaptive pooling: it tiles the
+// input exactly when the sizes divide, and still covers every cell when the heatmap is smaller.
+struct source_range {
+  std::int64_t begin;
+  std::int64_t end;
+};
+
+MWM_HOST_DEVICE MWM_INLINE source_range adaptive_range(std::int64_t cell, std::int64_t in,
+                                                       std::int64_t out) {
+  return source_range{(cell * in) / out, ((cell + 1) * in + out - 1) / out};
+}
+
+// PyTorch's interpolate(mode="nearest") source index, computed in float as PyTorch does.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_source(std::int64_t cell, std::int64_t in,
+                                                       std::int64_t out) {
+  if (out == in) return cell;
+  if (out == 2 * in) return cell >> 1;
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  const auto source = static_cast<std::int64_t>(floorf(static_cast<float>(cell) * scale));
+  return source < in - 1 ? source : in - 1;
+}
+
+MWM_HOST_DEVICE MWM_INLINE bool is_finite_value(float v) {
+  return v == v && v - v == 0.0f;  // NaN fails the first test, +-inf the second
+}
+
+MWM_HOST_DEVICE MWM_INLINE float finite_or_zero(float v) { return is_finite_value(v) ? v : 0.0f; }
+
+}  // namespace detail
+
+// Score of patch (d, h, w) of `grid` from one heatmap; non-finite values count as zero (callers
+// that must reject them check first with first_non_finite).
+MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shape,
+                                           grid_shape grid, pool_options options,
+                                           std::int64_t d, std::int64_t h, std::int64_t w) {
+  if (options.reduction == pool_reduction::nearest) {
+    const auto sd = detail::nearest_source(d, shape.depth, grid.depth);
+    const auto sh = detail::nearest_source(h, shape.height, grid.height);
+    const auto sw = detail::nearest_source(w, shape.width, grid.width);
+    return detail::finite_or_zero(heat[(sd * shape.height + sh) * shape.width + sw]);
+  }
+  const auto rd = detail::adaptive_range(d, shape.depth, grid.depth);
+  const auto rh = detail::adaptive_range(h, shape.height, grid.height);
+  const auto rw = detail::adaptive_range(w, shape.width, grid.width);
+  double sum = 0.0;
+  float maximum = -INFINITY;
+  std::int64_t above = 0;
+  for (auto z = rd.begin; z < rd.end; ++z) {
+    for (auto y = rh.begin; y < rh.end; ++y) {
+      const float* row = heat + (z * shape.height + y) * shape.width;
+      for (auto x = rw.begin; x < rw.end; ++x) {
+        const float v = detail::finite_or_zero(row[x]);
+        sum += static_cast<double>(v);
+        maximum = v > maximum ? v : maximum;
+        above += v > options.threshold ? 1 : 0;
+      }
+    }
+  }
+  const auto count = static_cast<double>((rd.end - rd.begin) * (rh.end - rh.begin) *
+                                         (rw.end - rw.begin));
+  switch (options.reduction) {
+    case pool_reduction::max:
+      return maximum;
+    case pool_reduction::fraction:
+      return static_cast<float>(static_cast<double>(above) / count);
+    default:
+      return static_cast<float>(sum / count);
+  }
+}
+
+// Index of the first NaN or infinity in values[0, count), or -1.
+inline std::int64_t first_non_finite(const float* values, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    if (!detail::is_finite_value(values[i])) return i;
+  }
+  return -1;
+}
+
+inline void validate_heatmap_shape(heatmap_shape shape) {
+  detail::require(shape.depth > 0, "heatmap depth", shape.depth, "must be positive");
+  detail::require(shape.height > 0, "heatmap height", shape.height, "must be positive");
+  detail::require(shape.width > 0, "heatmap width", shape.width, "must be positive");
+}
+
+inline void validate_no_non_finite(const float* values, std::int64_t count, const char* argument,
+                                   nan_policy policy) {
+  if (policy != nan_policy::error) return;
+  const auto at = first_non_finite(values, count);
+  if (at >= 0) {
+    throw error(std::string("mwm: ") + argument + "[" + detail::to_text(at) +
+                "] = " + detail::to_text(values[at]) +
+                ": NaN or infinity (pass nan_policy=zero to treat it as zero)");
+  }
+}
+
+// One heatmap (shape.num_pixels() values, row-major) to grid.num_patches() scores.
+inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid,
+                         pool_options options, float* scores) {
+  validate_heatmap_shape(shape);
+  validate_no_non_finite(heat, shape.num_pixels(), "heatmap", options.non_finite);
+  for (std::int64_t d = 0; d < grid.depth; ++d)
+    for (std::int64_t h = 0; h < grid.height; ++h)
+      for (std::int64_t w = 0; w < grid.width; ++w)
+        scores[grid.index(d, h, w)] = pool_cell(heat, shape, grid, options, d, h, w);
+}
+
+// Combines the scores of `prompts` prompts (prompt-major, prompts x patches) for one patch.
+MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores,
+                                                          std::int64_t prompts,
+                                                          std::int64_t patches,
+                                                          prompt_combine mode,
+                                                          const float* weights,
+                                                          std::int64_t patch) {
+  if (mode == prompt_combine::max) {
+    float best = scores[patch];
+    for (std::int64_t k = 1; k < prompts; ++k) {
+      const float v = scores[k * patches + patch];
+      best = v > best ? v : best;
+    }
+    return best;
+  }
+  double sum = 0.0;
+  for (std::int64_t k = 0; k < prompts; ++k) {
+    sum += static_cast<double>(weights[k]) * static_cast<double>(scores[k * patches + patch]);
+  }
+  return static_cast<float>(sum);
+}
+
+inline void validate_prompt_weights(std::int64_t prompts, prompt_combine mode,
+                                    const std::vector<float>& weights) {
+  detail::require(prompts > 0, "prompts", prompts, "must be positive");
+  if (mode != prompt_combine::weighted_sum) return;
+  detail::require(static_cast<std::int64_t>(weights.size()) == prompts, "prompt_weights size",
+                  weights.size(), "must equal the number of prompts (" +
+                                      detail::to_text(prompts) + ")");
+  for (std::size_t k = 0; k < weights.size(); ++k) {
+    detail::require(detail::is_finite_value(weights[k]), "prompt_weights", weights[k],
+                    "must be finite");
+  }
+}
+
+}  // namespace mwm

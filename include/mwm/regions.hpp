@@ -1,0 +1,96 @@
+// Patch scores to region indices: strict ascending thresholds, or per-sample quantile shares.
+#pragma once
+
+#include <string.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "config.hpp"
+#include "error.hpp"
+
+namespace mwm {
+
+// Region index = how many thresholds the score strictly exceeds; one threshold gives
+// background 0 and ROI 1.
+MWM_HOST_DEVICE MWM_INLINE std::int32_t region_of_score(float score, const float* thresholds,
+                                                        std::int32_t num_thresholds) {
+  std::int32_t region = 0;
+  for (std::int32_t t = 0; t < num_thresholds; ++t) region += score > thresholds[t] ? 1 : 0;
+  return region;
+}
+
+inline void validate_thresholds(const std::vector<float>& thresholds) {
+  detail::require(!thresholds.empty(), "thresholds size", thresholds.size(),
+                  "must hold at least one threshold");
+  for (std::size_t t = 0; t < thresholds.size(); ++t) {
+    detail::require(thresholds[t] == thresholds[t], "thresholds", thresholds[t],
+                    "must not be NaN");
+    if (t > 0) {
+      detail::require(thresholds[t] > thresholds[t - 1], "thresholds", thresholds[t],
+                      "must be strictly ascending (previous is " +
+                          detail::to_text(thresholds[t - 1]) + ")");
+    }
+  }
+}
+
+// Shares must be strictly descending in (0, 1]: share[0] of the patches form region >= 1,
+// share[1] region >= 2, and so on.
+inline void validate_quantile_shares(const std::vector<double>& shares) {
+  detail::require(!shares.empty(), "quantiles size", shares.size(),
+                  "must hold at least one share");
+  for (std::size_t q = 0; q < shares.size(); ++q) {
+    detail::require(shares[q] >= 0.0 && shares[q] <= 1.0, "quantiles", shares[q],
+                    "must lie in [0, 1]");
+    if (q > 0) {
+      detail::require(shares[q] < shares[q - 1], "quantiles", shares[q],
+                      "must be strictly descending (previous is " +
+                          detail::to_text(shares[q - 1]) + ")");
+    }
+  }
+}
+
+// Patches among `patches` in the top `share`: int(patches * share) as Python computes it.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t quantile_count(std::int64_t patches, double share) {
+  return static_cast<std::int64_t>(static_cast<double>(patches) * share);
+}
+
+namespace detail {
+
+// Sortable form of a float where larger scores come first and -0.0 equals +0.0.
+MWM_HOST_DEVICE MWM_INLINE std::uint32_t descending_float_bits(float value) {
+  if (value == 0.0f) value = 0.0f;
+  std::uint32_t bits;
+  static_assert(sizeof(bits) == sizeof(value), "float must be 32 bits");
+  memcpy(&bits, &value, sizeof(bits));
+  const std::uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return ~ascending;
+}
+
+}  // namespace detail
+
+// Patch order by score, highest first, ties by patch index; `order` gets `patches` indices.
+inline void rank_by_score_descending(const float* scores, std::int64_t patches,
+                                     std::int64_t* order) {
+  std::iota(order, order + patches, std::int64_t(0));
+  std::stable_sort(order, order + patches, [scores](std::int64_t a, std::int64_t b) {
+    return detail::descending_float_bits(scores[a]) < detail::descending_float_bits(scores[b]);
+  });
+}
+
+// Regions by per-sample quantiles for one sample.
+inline void regions_by_quantiles(const float* scores, std::int64_t patches,
+                                 const std::vector<double>& shares, std::int32_t* regions,
+                                 std::vector<std::int64_t>& order_workspace) {
+  order_workspace.resize(static_cast<std::size_t>(patches));
+  rank_by_score_descending(scores, patches, order_workspace.data());
+  std::fill(regions, regions + patches, 0);
+  for (std::size_t q = 0; q < shares.size(); ++q) {
+    const auto top = quantile_count(patches, shares[q]);
+    for (std::int64_t r = 0; r < top; ++r) regions[order_workspace[r]] = std::int32_t(q + 1);
+  }
+}
+
+}  // namespace mwm
