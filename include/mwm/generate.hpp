@@ -22,6 +22,7 @@ struct mask_request {
   mask_policy policy;
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;                // global sample index of sample 0
+  const std::int64_t* sample_index = nullptr;  // (batch) global index per sample, else offset+b
   const std::int32_t* regions = nullptr;   // (batch, N): per_region, fixed_total
   const float* scores = nullptr;           // (batch, N): weighted, loss/attention guided
   nan_policy non_finite = nan_policy::error;
@@ -76,38 +77,52 @@ inline void validate_request(const mask_request& request) {
   }
 }
 
-// Fills the outputs for every sample; sample b uses global index offset + b.
-inline void generate_masks_into(const mask_request& request, const batch_outputs& out) {
-  validate_request(request);
+// Global sample index of sample b: the one Philox keys its draws with.
+inline std::uint64_t global_sample_index(const mask_request& request, std::int64_t b) {
+  return request.sample_index ? static_cast<std::uint64_t>(request.sample_index[b])
+                              : request.offset + static_cast<std::uint64_t>(b);
+}
+
+// Fills the outputs of samples [begin, end); callers run disjoint ranges on any threads.
+inline void generate_sample_range(const mask_request& request, const policy_params& params,
+                                  const index_widths& widths, const batch_outputs& out,
+                                  std::int64_t begin, std::int64_t end) {
   const grid_shape grid = request.grid;
   const std::int64_t n = grid.num_patches();
+  selection_workspace ws;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  for (std::int64_t b = begin; b < end; ++b) {
+    const std::int32_t* regions = request.regions ? request.regions + b * n : nullptr;
+    const float* scores = request.scores ? request.scores + b * n : nullptr;
+    const std::int64_t visible =
+        select_sample(params, grid, regions, scores, request.seed,
+                      global_sample_index(request, b), ws, order.data());
+    sample_outputs row;
+    row.mask = out.mask ? out.mask + b * n : nullptr;
+    row.ids_shuffle = out.ids_shuffle ? out.ids_shuffle + b * n : nullptr;
+    row.ids_restore = out.ids_restore ? out.ids_restore + b * n : nullptr;
+    row.ids_keep = out.ids_keep ? out.ids_keep + b * widths.keep : nullptr;
+    row.ids_masked = out.ids_masked ? out.ids_masked + b * widths.masked : nullptr;
+    row.noise = out.noise ? out.noise + b * n : nullptr;
+    row.keep_width = widths.keep;
+    row.masked_width = widths.masked;
+    write_sample_outputs(row, order.data(), n, visible);
+    if (out.num_masked) out.num_masked[b] = n - visible;
+  }
+}
+
+// Fills the outputs for every sample; sample b uses global index offset + b (or sample_index[b]).
+inline void generate_masks_into(const mask_request& request, const batch_outputs& out) {
+  validate_request(request);
+  const std::int64_t n = request.grid.num_patches();
   detail::require(out.noise == nullptr || n <= max_patches_for_noise, "grid patches", n,
                   "must be at most 2^24 for the noise output");
-  const policy_params params = make_policy_params(request.policy, grid);
-  const index_widths widths = output_widths(request.policy, grid);
-  detail::parallel_chunks(request.batch, request.threads, [&](std::int64_t begin,
-                                                              std::int64_t end) {
-    selection_workspace ws;
-    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-    for (std::int64_t b = begin; b < end; ++b) {
-      const std::int32_t* regions = request.regions ? request.regions + b * n : nullptr;
-      const float* scores = request.scores ? request.scores + b * n : nullptr;
-      const std::int64_t visible = select_sample(params, grid, regions, scores, request.seed,
-                                                 request.offset + static_cast<std::uint64_t>(b),
-                                                 ws, order.data());
-      sample_outputs row;
-      row.mask = out.mask ? out.mask + b * n : nullptr;
-      row.ids_shuffle = out.ids_shuffle ? out.ids_shuffle + b * n : nullptr;
-      row.ids_restore = out.ids_restore ? out.ids_restore + b * n : nullptr;
-      row.ids_keep = out.ids_keep ? out.ids_keep + b * widths.keep : nullptr;
-      row.ids_masked = out.ids_masked ? out.ids_masked + b * widths.masked : nullptr;
-      row.noise = out.noise ? out.noise + b * n : nullptr;
-      row.keep_width = widths.keep;
-      row.masked_width = widths.masked;
-      write_sample_outputs(row, order.data(), n, visible);
-      if (out.num_masked) out.num_masked[b] = n - visible;
-    }
-  });
+  const policy_params params = make_policy_params(request.policy, request.grid);
+  const index_widths widths = output_widths(request.policy, request.grid);
+  detail::parallel_chunks(request.batch, request.threads,
+                          [&](std::int64_t begin, std::int64_t end) {
+                            generate_sample_range(request, params, widths, out, begin, end);
+                          });
 }
 
 // Owning result of generate_masks.
