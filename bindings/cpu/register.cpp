@@ -1,0 +1,12 @@
+#include <torch/library.h>
+
+#include "cpu/ops.h"
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  using namespace mwm_bindings::cpu;
+  m.impl("patch_scores", &patch_scores);
+  m.impl("regions_from_thresholds", &regions_from_thresholds);
+  m.impl("regions_from_quantiles", &regions_from_quantiles);
+  m.impl("generate_masks", &generate_masks);
+  m.impl("upsample_patch_map", &upsample_patch_map);
+}

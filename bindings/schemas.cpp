@@ -1,0 +1,25 @@
+// Every mwm op, declared once. Implementations register per backend in cpu/register.cpp and
+// cuda/register.cpp; fake kernels and autograd are registered in python/mwm/_ops.
+#include <torch/library.h>
+
+TORCH_LIBRARY(mwm, m) {
+  // Heatmaps (B, K, [D,] H, W) float32 -> patch scores (B, N) float32.
+  m.def(
+      "patch_scores(Tensor heatmaps, int[] grid, str reduction, float threshold, str combine, "
+      "Tensor? prompt_weights, str nan_policy) -> Tensor");
+  // Scores (B, N) float32 -> region indices (B, N) int32.
+  m.def("regions_from_thresholds(Tensor scores, float[] thresholds, str nan_policy) -> Tensor");
+  m.def("regions_from_quantiles(Tensor scores, float[] quantiles, str nan_policy) -> Tensor");
+  // Masks for the samples whose global indices are `sample_index` (B,) int64.
+  m.def(
+      "generate_masks(Tensor sample_index, int[] grid, str policy, float ratio, "
+      "float[] region_ratios, Tensor? regions, Tensor? scores, int seed, str rounding, str order, "
+      "int coarse_factor, float hard_share, str attention_mode, float hint_pool_share, "
+      "float hint_share, float weight_floor, int block_min_patches, int block_max_patches, "
+      "float block_min_aspect, float block_max_aspect, str nan_policy) -> (Tensor mask, "
+      "Tensor num_masked, Tensor ids_shuffle, Tensor ids_restore, Tensor ids_keep, "
+      "Tensor ids_masked, Tensor noise)");
+  // Per-patch map (B, N) on `grid` -> (B, 1, grid * factors), optionally negated (SparK's active
+  // map is the negated mask).
+  m.def("upsample_patch_map(Tensor values, int[] grid, int[] factors, bool invert) -> Tensor");
+}

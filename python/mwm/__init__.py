@@ -1,0 +1,27 @@
+"""mwm — Mask What Matters: text-guided patch masks for masked image modeling.
+
+The ops are registered as ``torch.ops.mwm.*`` by the compiled extension; this package holds the
+functional API over them, the masker object, integrations, grounding, viz and the benchmark
+harness.
+"""
+
+from .budget import keep_count
+from .masker import MWM_PRESETS, TextGuidedMasker
+from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
+                      regions_from_quantiles, regions_from_thresholds, sample_indices,
+                      upsample_patch_map)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MWM_PRESETS",
+    "MaskResult",
+    "TextGuidedMasker",
+    "generate_masks",
+    "heatmap_to_patch_scores",
+    "keep_count",
+    "regions_from_quantiles",
+    "regions_from_thresholds",
+    "sample_indices",
+    "upsample_patch_map",
+]

@@ -1,0 +1,1 @@
+"""Fake (meta) kernels and autograd formulas of the mwm ops, one module per op family."""

@@ -1,0 +1,199 @@
+"""Functional masking API: heatmaps to patch scores to regions to masks.
+
+Every function is a thin wrapper over one ``torch.ops.mwm`` op, so it runs on CPU or CUDA
+tensors, inside ``torch.compile(fullgraph=True)``, and gives the same masks on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _extension
+
+_extension.load()
+from ._ops import masking as _masking_fakes  # noqa: E402,F401  (registers the fake kernels)
+
+Grid = Sequence[int]
+POLICIES = ("random", "per_region", "fixed_total", "weighted", "block", "coarse", "loss_guided",
+            "attention_guided")
+_SEED_MASK = (1 << 64) - 1
+
+
+def _as_grid(grid: Union[int, Grid]) -> list[int]:
+    if isinstance(grid, int):
+        return [grid, grid]
+    grid = [int(g) for g in grid]
+    if len(grid) not in (2, 3) or any(g <= 0 for g in grid):
+        raise ValueError(f"mwm: grid = {grid}: must be 2 or 3 positive sizes (gh, gw) / (gd, gh, gw)")
+    return grid
+
+
+def _signed_seed(seed: int) -> int:
+    # The op schema carries a signed 64-bit int; the core reads the same 64 bits unsigned.
+    if not isinstance(seed, int) or seed < 0 or seed > _SEED_MASK:
+        raise ValueError(f"mwm: seed = {seed!r}: must be an integer in [0, 2^64)")
+    return seed - (1 << 64) if seed >= (1 << 63) else seed
+
+
+def heatmap_to_patch_scores(heatmaps: torch.Tensor, grid: Union[int, Grid], *,
+                            reduction: str = "mean", threshold: float = 0.5,
+                            combine: str = "max",
+                            prompt_weights: Optional[Sequence[float]] = None,
+                            nan_policy: str = "error") -> torch.Tensor:
+    """Patch scores ``(B, N)`` from heatmaps ``(B, [K,] H, W)`` (2D grid) or ``(B, [K,] D, H, W)``
+    (3D grid) of any resolution.
+
+    ``reduction``: ``mean``, ``max``, ``fraction`` (share of pixels ``> threshold``) over each
+    patch's area (PyTorch adaptive-pooling cells), or ``nearest`` (``interpolate(mode="nearest")``,
+    the MWM reference's resize). Several prompts ``K`` combine by ``max`` or ``weighted_sum``.
+    """
+    grid = _as_grid(grid)
+    if not isinstance(heatmaps, torch.Tensor):
+        raise TypeError(f"mwm: heatmaps must be a torch.Tensor, got {type(heatmaps).__name__}")
+    if heatmaps.dim() == len(grid) + 1:
+        heatmaps = heatmaps.unsqueeze(1)
+    if heatmaps.dim() != len(grid) + 2:
+        raise ValueError(f"mwm: heatmaps has shape {tuple(heatmaps.shape)}: expected (B, [K,] "
+                         f"{'D, ' if len(grid) == 3 else ''}H, W) for grid {grid}")
+    if not heatmaps.is_floating_point():
+        raise TypeError(f"mwm: heatmaps must be floating point, got {heatmaps.dtype}")
+    weights = None
+    if prompt_weights is not None:
+        weights = torch.as_tensor(prompt_weights, dtype=torch.float32)
+    return torch.ops.mwm.patch_scores(heatmaps.float(), grid, reduction, float(threshold),
+                                      combine, weights, nan_policy)
+
+
+def regions_from_thresholds(scores: torch.Tensor, thresholds: Sequence[float], *,
+                            nan_policy: str = "error") -> torch.Tensor:
+    """Region index per patch ``(B, N) int32``: how many of the ascending ``thresholds`` the
+    score strictly exceeds (one threshold: background 0, ROI 1)."""
+    return torch.ops.mwm.regions_from_thresholds(scores, [float(t) for t in thresholds],
+                                                 nan_policy)
+
+
+def regions_from_quantiles(scores: torch.Tensor, quantiles: Sequence[float], *,
+                           nan_policy: str = "error") -> torch.Tensor:
+    """Region index per patch ``(B, N) int32`` from per-sample shares: the top ``quantiles[0]``
+    of patches by score form region >= 1, the top ``quantiles[1]`` region >= 2, ... (shares
+    strictly descending; ties by patch index)."""
+    return torch.ops.mwm.regions_from_quantiles(scores, [float(q) for q in quantiles], nan_policy)
+
+
+@dataclass
+class MaskResult:
+    """Masks of a batch, all from one canonical per-sample order (visible first, then masked).
+
+    ``mask[b, n]`` is True when patch ``n`` is masked (hidden from the encoder). ``ids_keep`` and
+    ``ids_masked`` are padded with -1 when totals vary per sample (``per_region``);
+    ``num_masked`` gives the lengths. ``argsort(noise)`` equals ``ids_shuffle``, so passing
+    ``noise`` to HF ``ViTMAEModel`` keeps exactly the visible set (for fixed totals).
+    """
+
+    mask: torch.Tensor
+    num_masked: torch.Tensor
+    ids_shuffle: torch.Tensor
+    ids_restore: torch.Tensor
+    ids_keep: torch.Tensor
+    ids_masked: torch.Tensor
+    noise: torch.Tensor
+    grid: tuple
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def num_visible(self) -> torch.Tensor:
+        return self.num_patches - self.num_masked
+
+    def mask_ratio(self) -> torch.Tensor:
+        """Share of masked patches per sample, float32 ``(B,)``."""
+        return self.num_masked.float() / self.num_patches
+
+    def active(self) -> torch.Tensor:
+        """SparK's active map ``(B, 1, gh, gw)`` (3D: ``(B, 1, gd, gh, gw)``): True = visible."""
+        return ~self.mask.view(self.mask.shape[0], 1, *self.grid)
+
+    def active_pyramid(self, scales: Sequence[int]) -> list:
+        """SparK's active maps repeated to each feature-map scale: for scale ``s`` the map is
+        ``s`` times finer per axis than the mask grid."""
+        return [upsample_patch_map(self.mask, self.grid, s, invert=True) for s in scales]
+
+    def pixel_mask(self, patch_size: Union[int, Sequence[int]]) -> torch.Tensor:
+        """The mask at pixel level, ``(B, 1, H, W)`` (3D: ``(B, 1, D, H, W)``), True = masked."""
+        return upsample_patch_map(self.mask, self.grid, patch_size, invert=False)
+
+
+def upsample_patch_map(values: torch.Tensor, grid: Union[int, Grid],
+                       factor: Union[int, Sequence[int]], *, invert: bool = False) -> torch.Tensor:
+    """A per-patch bool map ``(B, N)`` repeated ``factor`` times per axis: ``(B, 1, *grid*factor)``;
+    ``invert=True`` negates it (mask to SparK active map)."""
+    grid = _as_grid(grid)
+    factors = [int(factor)] * len(grid) if isinstance(factor, int) else [int(f) for f in factor]
+    return torch.ops.mwm.upsample_patch_map(values, grid, factors, bool(invert))
+
+
+def sample_indices(batch_size: int, offset: int = 0,
+                   device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Global sample indices ``offset .. offset + batch_size - 1`` as the int64 tensor the mask
+    op is keyed by."""
+    if batch_size <= 0:
+        raise ValueError(f"mwm: batch_size = {batch_size}: must be positive")
+    if offset < 0:
+        raise ValueError(f"mwm: offset = {offset}: must be non-negative")
+    return torch.arange(offset, offset + batch_size, dtype=torch.int64, device=device)
+
+
+def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
+                   policy: str = "random", ratio: float = 0.75,
+                   region_ratios: Sequence[float] = (),
+                   regions: Optional[torch.Tensor] = None,
+                   scores: Optional[torch.Tensor] = None,
+                   seed: int = 0, offset: int = 0,
+                   sample_index: Optional[torch.Tensor] = None,
+                   rounding: str = "floor", order: str = "random",
+                   coarse_factor: int = 2, hard_share: float = 0.5,
+                   attention_mode: str = "high", hint_pool_share: float = 0.2,
+                   hint_share: float = 0.1, weight_floor: float = 0.5,
+                   block_min_patches: int = 16, block_max_patches: int = 0,
+                   block_min_aspect: float = 0.3, block_max_aspect: float = 1 / 0.3,
+                   nan_policy: str = "error",
+                   device: Union[str, torch.device, None] = None) -> MaskResult:
+    """Masks for a batch under one policy (see DESIGN.md, "Policies").
+
+    Sample ``b`` is keyed by its global index ``offset + b`` (or ``sample_index[b]``), so the same
+    sample gets the same mask in any batch, on any device, thread count or DDP world size.
+
+    - ``random`` (MAE; SparK with ``rounding="round"``), ``block`` (BEiT v2), ``coarse`` (SimMIM
+      with ``rounding="ceil_mask"``): need nothing else.
+    - ``per_region`` (MWM) and ``fixed_total``: ``regions (B, N) int32`` and one ratio per region
+      in ``region_ratios``; ``fixed_total`` masks ``N - keep_count(N, ratio)`` in every sample.
+    - ``weighted``, ``loss_guided`` (HPM), ``attention_guided`` (AttMask): ``scores (B, N)``.
+    """
+    grid = _as_grid(grid)
+    if policy not in POLICIES:
+        raise ValueError(f"mwm: policy = {policy!r}: must be one of {', '.join(POLICIES)}")
+    if sample_index is None:
+        for name, tensor in (("regions", regions), ("scores", scores)):
+            if tensor is not None:
+                if batch_size is None:
+                    batch_size = tensor.shape[0]
+                device = device if device is not None else tensor.device
+        if batch_size is None:
+            raise ValueError("mwm: batch_size = None: give batch_size, sample_index, regions or "
+                             "scores")
+        sample_index = sample_indices(int(batch_size), int(offset), device)
+    elif sample_index.dtype != torch.int64:
+        raise TypeError(f"mwm: sample_index must be int64, got {sample_index.dtype}")
+    outputs = torch.ops.mwm.generate_masks(
+        sample_index, grid, policy, float(ratio), [float(r) for r in region_ratios], regions,
+        scores, _signed_seed(seed), rounding, order, int(coarse_factor), float(hard_share),
+        attention_mode, float(hint_pool_share), float(hint_share), float(weight_floor),
+        int(block_min_patches), int(block_max_patches), float(block_min_aspect),
+        float(block_max_aspect), nan_policy)
+    return MaskResult(*outputs, grid=tuple(grid))
