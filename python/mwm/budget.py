@@ -26,7 +26,8 @@ def keep_count(n: int, ratio: float, rounding: str = "floor") -> int:
 
 
 def output_widths(policy: str, grid: Sequence[int], ratio: float, rounding: str,
-                  coarse_factor: int) -> tuple[int, int]:
+                  coarse_factor: int, attention_mode: str = "high", hint_pool_share: float = 0.0,
+                  hint_share: float = 0.0) -> tuple[int, int]:
     """Widths of ``ids_keep`` and ``ids_masked``: exact for fixed totals, ``N`` (padded with -1)
     for ``per_region``."""
     n = math.prod(grid)
@@ -37,4 +38,8 @@ def output_widths(policy: str, grid: Sequence[int], ratio: float, rounding: str,
         keep = keep_count(cells, ratio, rounding) * (n // max(cells, 1))
     else:
         keep = keep_count(n, ratio, rounding)
+    if policy == "attention_guided" and attention_mode == "hint":
+        # AttMask-Hint reveals int(n * hint_share) of the top int(n * hint_pool_share) again.
+        pool = min(int(n * hint_pool_share), n - keep)
+        keep += min(int(n * hint_share), pool)
     return keep, n - keep

@@ -27,10 +27,12 @@ def _regions_from_quantiles_fake(scores, quantiles, nan_policy):
 
 @torch.library.register_fake("mwm::generate_masks")
 def _generate_masks_fake(sample_index, grid, policy, ratio, region_ratios, regions, scores, seed,
-                         rounding, order, coarse_factor, *rest):
+                         rounding, order, coarse_factor, hard_share, attention_mode,
+                         hint_pool_share, hint_share, *rest):
     batch = sample_index.shape[0]
     n = math.prod(grid)
-    keep, masked = output_widths(policy, grid, ratio, rounding, coarse_factor)
+    keep, masked = output_widths(policy, grid, ratio, rounding, coarse_factor, attention_mode,
+                                 hint_pool_share, hint_share)
     as_long = dict(dtype=torch.int64)
     return (
         sample_index.new_empty((batch, n), dtype=torch.bool),
