@@ -1,0 +1,252 @@
+import json
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from mwm import cli
+from mwm.grounding import mwm_region_map
+from mwm.grounding.image_io import list_images, read_image
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 64
+
+
+def blob(center, radius, size=SIZE, peak=1.0):
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    return (peak * np.exp(-(((y - center[0]) ** 2 + (x - center[1]) ** 2) / radius**2))).astype(np.float32)
+
+
+def write_dicom(path, pixels, slope=2.0, intercept=-100.0):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """a.png (gray), b.jpg (RGB), c.dcm, d.nii.gz (3 slices); heatmaps as .npy/.npz/volume."""
+    images, heatmaps = tmp_path / "images", tmp_path / "heatmaps"
+    images.mkdir()
+    heatmaps.mkdir()
+    rng = np.random.default_rng(0)
+    gray = (rng.random((SIZE, SIZE)) * 255).astype(np.uint8)
+    Image.fromarray(gray).save(images / "a.png")
+    Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(images / "b.jpg")
+    write_dicom(images / "c.dcm", (rng.random((SIZE, SIZE)) * 1000).astype(np.uint16))
+    volume = rng.random((SIZE, SIZE, 3)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(images / "d.nii.gz"))
+    (images / "notes.txt").write_text("not an image")
+    np.save(heatmaps / "a.npy", blob((16, 16), 10))
+    np.savez(heatmaps / "b.npz", heatmap=blob((24, 8), 6, size=32))  # half resolution
+    np.save(heatmaps / "c.npy", np.maximum(blob((48, 48), 8), blob((10, 50), 5, peak=0.6)))
+    np.save(heatmaps / "d.npy", np.stack([blob((32, 32), 6 + 4 * z) for z in range(3)], axis=-1))
+    return tmp_path, images, heatmaps
+
+
+def run(*args):
+    return cli.main(["mask", *map(str, args), "--quiet"])
+
+
+def load(path):
+    with np.load(path) as archive:
+        return {key: archive[key] for key in archive.keys()}
+
+
+def test_mask_writes_one_npz_and_overlay_per_image(dataset):
+    root, images, heatmaps = dataset
+    out = root / "out"
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--grid", 4, 4) == 0
+    ids = ["a", "b", "c", "d_z000", "d_z001", "d_z002"]
+    assert sorted(p.name for p in out.glob("*.npz")) == [f"{i}.npz" for i in ids]
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i}_overlay.png" for i in ids]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    for name in ids:
+        data = load(out / f"{name}.npz")
+        mask, region = data["mask"], data["region_map"].reshape(-1)
+        assert mask.shape == (16,) and mask.dtype == bool
+        assert tuple(data["grid"]) == (4, 4) and tuple(data["image_shape"]) == (SIZE, SIZE)
+        assert data["num_masked"] == mask.sum()
+        assert sorted(np.concatenate([data["ids_keep"], data["ids_masked"]]).tolist()) == list(range(16))
+        assert not mask[data["ids_keep"]].any() and mask[data["ids_masked"]].all()
+        for r, ratio in enumerate([0.4, 0.8]):  # the default preset, per region
+            n = int((region == r).sum())
+            assert int(mask[region == r].sum()) == n - int(n * (1 - ratio))
+        with Image.open(out / f"{name}_overlay.png") as overlay:
+            assert overlay.size == (SIZE, SIZE) and overlay.mode == "RGB"
+    # The region map is the MWM pipeline on the image's own heatmap, on the 4x4 grid.
+    expected = mwm_region_map(torch.from_numpy(np.load(heatmaps / "c.npy"))[None], grid=(4, 4))[0]
+    assert np.array_equal(load(out / "c.npz")["region_map"] > 0, expected.numpy())
+    volume = np.load(heatmaps / "d.npy")
+    expected = mwm_region_map(torch.from_numpy(volume[..., 2].copy())[None], grid=(4, 4))[0]
+    assert np.array_equal(load(out / "d_z002.npz")["region_map"] > 0, expected.numpy())
+
+
+def test_masks_are_reproducible_and_follow_the_seed(dataset):
+    root, images, heatmaps = dataset
+    for name, seed in (("one", 0), ("two", 0), ("three", 5)):
+        assert run("--images", images, "--heatmaps", heatmaps, "--out", root / name, "--seed", seed) == 0
+    masks = {n: [load(root / n / f"{i}.npz")["mask"] for i in ("a", "b", "c")] for n in ("one", "two", "three")}
+    assert all(np.array_equal(x, y) for x, y in zip(masks["one"], masks["two"]))
+    assert any(not np.array_equal(x, y) for x, y in zip(masks["one"], masks["three"]))
+    assert load(root / "one" / "a.npz")["mask"].shape == (49,)  # default grid 7x7
+
+
+def test_readers_return_the_stored_values(dataset):
+    _, images, _ = dataset
+    items = {item.id: item for item in list_images(images)}
+    assert list(items) == ["a", "b", "c", "d_z000", "d_z001", "d_z002"]
+    assert np.array_equal(read_image(items["a"]), np.asarray(Image.open(images / "a.png"), dtype=np.float32))
+    assert read_image(items["b"]).shape == (SIZE, SIZE, 3)
+    import pydicom
+
+    raw = pydicom.dcmread(str(images / "c.dcm")).pixel_array.astype(np.float32)
+    assert np.array_equal(read_image(items["c"]), raw * 2.0 - 100.0)
+    volume = np.asarray(nibabel.load(str(images / "d.nii.gz")).dataobj)
+    assert np.array_equal(read_image(items["d_z001"]), volume[..., 1])
+
+
+def test_a_bad_file_is_named_and_the_run_continues(dataset, capsys):
+    root, images, heatmaps = dataset
+    (images / "b2.png").write_bytes(b"definitely not a png")
+    np.save(heatmaps / "b2.npy", blob((8, 8), 4))
+    out = root / "out"
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert "b2.png" in err and "cannot read image" in err
+    assert len(list(out.glob("*.npz"))) == 6 and not (out / "b2.npz").exists()
+
+
+def test_stop_on_error_keeps_what_was_written(dataset, capsys):
+    root, images, heatmaps = dataset
+    np.save(heatmaps / "b.npy", np.full((SIZE, SIZE), 3.0, dtype=np.float32))  # b.npy wins over b.npz
+    out = root / "out"
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--on-error", "stop") == 1
+    err = capsys.readouterr().err
+    assert "b.jpg: heatmap values span [3, 3], outside [0, 1]" in err and "--normalize-heatmaps" in err
+    assert sorted(p.name for p in out.glob("*.npz")) == ["a.npz"]
+    # With normalization the same heatmap is accepted (a constant map normalizes to zeros).
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--normalize-heatmaps") == 0
+
+
+def test_missing_heatmap_names_the_image(dataset, capsys):
+    root, images, heatmaps = dataset
+    (heatmaps / "c.npy").unlink()
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "out") == 1
+    err = capsys.readouterr().err
+    assert "c.dcm: no heatmap c.npy or c.npz" in err
+
+
+def test_boxes_json_and_patch_size(dataset, capsys):
+    root, images, _ = dataset
+    boxes = {
+        "normalized": False,
+        "boxes": {
+            "a": [{"box": [0, 0, 32, 32], "score": 0.9}],
+            "b": [{"box": [32, 32, 64, 64]}],
+            "c": [],
+            **{f"d_z00{z}": [{"box": [16, 16, 48, 48], "score": 0.5}] for z in range(3)},
+        },
+    }
+    path = root / "boxes.json"
+    path.write_text(json.dumps(boxes))
+    out = root / "out"
+    assert run("--images", images, "--boxes", path, "--out", out, "--patch-size", 16) == 0
+    expected_a = np.zeros((4, 4), dtype=np.float32)
+    expected_a[:2, :2] = 1
+    assert np.array_equal(load(out / "a.npz")["region_map"], expected_a)
+    assert np.array_equal(load(out / "b.npz")["region_map"], expected_a[::-1, ::-1])
+    assert load(out / "c.npz")["region_map"].sum() == 0
+    assert load(out / "d_z001.npz")["region_map"][1:3, 1:3].all()
+    # A patch size that does not divide the image is an error naming the file.
+    assert run("--images", images, "--boxes", path, "--out", root / "bad", "--patch-size", 24) == 1
+    assert "a.png: image size 64x64 is not divisible by --patch-size 24 24" in capsys.readouterr().err
+    boxes["boxes"]["a"] = [{"box": [0, 0, 32], "score": 0.9}]
+    path.write_text(json.dumps(boxes))
+    assert run("--images", images, "--boxes", path, "--out", root / "bad2") == 1
+    assert "boxes['a'][0].box = [0, 0, 32] must be 4 numbers" in capsys.readouterr().err
+
+
+def test_prompt_bank_regions(dataset):
+    root, images, _ = dataset
+    heatmaps = root / "two_prompts"
+    heatmaps.mkdir()
+    for item in list_images(images):
+        tumor, tissue = blob((20, 20), 8), blob((32, 32), 40, peak=0.9)
+        np.save(heatmaps / f"{item.id}.npy", np.stack([tumor, tissue]))
+    out = root / "out"
+    bank = ROOT / "examples" / "prompt_banks" / "brain_mri_levels.yaml"
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--prompt-bank", bank,
+               "--modality", "brain_mri", "--grid", 8, 8) == 0
+    data = load(out / "a.npz")
+    levels = data["region_map"].reshape(-1)
+    assert set(np.unique(levels).tolist()) <= {0.0, 0.5, 1.0}
+    assert (levels == 1.0).any() and (levels == 0.5).any()
+    for value, ratio in ((0.0, 0.2), (0.5, 0.5), (1.0, 0.8)):
+        n = int((levels == value).sum())
+        assert int(data["mask"][levels == value].sum()) == n - int(n * (1 - ratio))
+
+
+def test_usage_errors_return_status_2(dataset, capsys):
+    root, images, heatmaps = dataset
+    assert run("--images", root / "nowhere", "--heatmaps", heatmaps, "--out", root / "o") == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "o", "--region-ratios", 0.1, 0.2, 0.3) == 2
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "o", "--modality", "brain_mri") == 2
+    with pytest.raises(SystemExit):
+        cli.main(["mask", "--images", str(images)])  # argparse: --out and a source are required
+
+
+def test_threshold_regions_use_patch_means(dataset):
+    root, images, heatmaps = dataset
+    out = root / "out"
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--grid", 4, 4,
+               "--regions", "threshold", "--threshold", 0.2, "--no-overlays") == 0
+    assert not list(out.glob("*.png"))
+    heat = torch.from_numpy(np.load(heatmaps / "a.npy"))
+    means = heat.reshape(4, 16, 4, 16).mean(dim=(1, 3))
+    assert np.array_equal(load(out / "a.npz")["region_map"] > 0, (means > 0.2).numpy())
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "x.npz"
+    target.write_bytes(b"old")
+
+    def fail(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        cli._atomic_write(target, b"new")
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_progress_bar_and_summary_go_to_stderr(dataset, capsys):
+    root, images, heatmaps = dataset
+    status = cli.main(["mask", "--images", str(images), "--heatmaps", str(heatmaps),
+                       "--out", str(root / "out"), "--no-overlays"])
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "mwm mask: 100%" in err and "6/6" in err  # tqdm's bar
+    assert "wrote 6 of 6 masks" in err
