@@ -250,3 +250,19 @@ def test_progress_bar_and_summary_go_to_stderr(dataset, capsys):
     err = capsys.readouterr().err
     assert "mwm mask: 100%" in err and "6/6" in err  # tqdm's bar
     assert "wrote 6 of 6 masks" in err
+
+
+def test_heatmaps_from_one_npz_keyed_by_id_or_one_stacked_npy(dataset):
+    root, images, heatmaps = dataset
+    ids = [item.id for item in list_images(images)]
+    maps = {i: blob((8 + 8 * k, 40), 6) for k, i in enumerate(ids)}
+    np.savez(root / "all.npz", **maps)
+    np.save(root / "all.npy", np.stack([maps[i] for i in ids]))
+    for source in ("all.npz", "all.npy"):
+        out = root / source.replace(".", "_")
+        assert run("--images", images, "--heatmaps", root / source, "--out", out, "--grid", 8, 8, "--no-overlays") == 0
+        for i in ("a", "d_z001"):
+            expected = mwm_region_map(torch.from_numpy(maps[i])[None], grid=(8, 8))[0].numpy()
+            assert np.array_equal(load(out / f"{i}.npz")["region_map"] > 0, expected)
+    np.save(root / "short.npy", np.stack([maps[i] for i in ids[:2]]))
+    assert run("--images", images, "--heatmaps", root / "short.npy", "--out", root / "o") == 2
