@@ -27,6 +27,19 @@ struct grid_shape {
   }
 };
 
+// Axis coordinates of a patch: the inverse of grid_shape::index.
+struct patch_coordinates {
+  std::int64_t d;
+  std::int64_t h;
+  std::int64_t w;
+};
+
+MWM_HOST_DEVICE MWM_INLINE patch_coordinates coordinates_of(const grid_shape& grid,
+                                                            std::int64_t patch) {
+  return patch_coordinates{patch / (grid.height * grid.width), (patch / grid.width) % grid.height,
+                           patch % grid.width};
+}
+
 inline grid_shape make_grid_2d(std::int64_t height, std::int64_t width) {
   detail::require(height > 0, "grid height", height, "must be positive");
   detail::require(width > 0, "grid width", width, "must be positive");

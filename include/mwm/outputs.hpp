@@ -40,13 +40,20 @@ MWM_HOST_DEVICE MWM_INLINE void write_position(const sample_outputs& out, std::i
   }
 }
 
+// Padding of entry i of the index rows when it lies past the sample's counts; a device thread
+// per position runs it (the widths never exceed n).
+MWM_HOST_DEVICE MWM_INLINE void write_padding_at(const sample_outputs& out, std::int64_t n,
+                                                 std::int64_t visible, std::int64_t i) {
+  if (out.ids_keep && i >= visible && i < out.keep_width) out.ids_keep[i] = -1;
+  if (out.ids_masked && i >= n - visible && i < out.masked_width) out.ids_masked[i] = -1;
+}
+
 // Padding of the index rows past the sample's counts.
 MWM_HOST_DEVICE MWM_INLINE void write_padding(const sample_outputs& out, std::int64_t n,
                                               std::int64_t visible) {
-  if (out.ids_keep)
-    for (std::int64_t i = visible; i < out.keep_width; ++i) out.ids_keep[i] = -1;
-  if (out.ids_masked)
-    for (std::int64_t i = n - visible; i < out.masked_width; ++i) out.ids_masked[i] = -1;
+  const std::int64_t first = visible < n - visible ? visible : n - visible;
+  const std::int64_t width = out.keep_width > out.masked_width ? out.keep_width : out.masked_width;
+  for (std::int64_t i = first; i < width; ++i) write_padding_at(out, n, visible, i);
 }
 
 inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* order,

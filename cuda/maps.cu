@@ -1,0 +1,254 @@
+// Patch maps on the device: heatmap pooling, regions (thresholds, quantiles), upsampling. The
+// per-element bodies are in map_steps.cuh (tested on the host against the core's drivers).
+#include <cub/block/block_radix_sort.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include "device_checks.cuh"
+#include "map_steps.cuh"
+#include "mwm_cuda.hpp"
+
+namespace mwm {
+namespace gpu {
+namespace {
+
+constexpr int element_threads = 256;
+
+#define MWM_FOR_ELEMENTS(e, count)                                                      \
+  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
+       e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+
+// The CPU path rejects any NaN or infinity in the heatmaps, also where `nearest` pooling does
+// not read, so every value is checked.
+__global__ void check_heatmaps_kernel(const float* heatmaps, std::int64_t count) {
+  MWM_FOR_ELEMENTS(e, count) { checked_value(heatmaps, e, nan_policy::error, "heatmaps"); }
+}
+
+__global__ void pool_kernel(const float* heatmaps, heatmap_shape shape, grid_shape grid,
+                            pool_options options, std::int64_t count, float* out) {
+  MWM_FOR_ELEMENTS(e, count) { out[e] = pool_prompt_patch(heatmaps, shape, grid, options, e); }
+}
+
+__global__ void combine_kernel(const float* per_prompt, std::int64_t prompts, std::int64_t n,
+                               prompt_combine mode, const float* weights, std::int64_t count,
+                               float* scores) {
+  MWM_FOR_ELEMENTS(e, count) {
+    scores[e] = combine_sample_patch(per_prompt, prompts, n, mode, weights, e);
+  }
+}
+
+__global__ void thresholds_kernel(const float* scores, std::int64_t count,
+                                  const float* thresholds, std::int32_t num_thresholds,
+                                  nan_policy non_finite, std::int32_t* regions) {
+  MWM_FOR_ELEMENTS(e, count) {
+    const float v = checked_value(scores, e, non_finite, "scores");
+    regions[e] = region_of_score(v, thresholds, num_thresholds);
+  }
+}
+
+// Quantile regions of one sample per block: rank sort, then region_of_rank.
+template <int Threads, int Items>
+__global__ void __launch_bounds__(Threads)
+    quantiles_in_block_kernel(const float* scores, std::int64_t n, const std::int64_t* top_counts,
+                              std::int32_t num_shares, nan_policy non_finite,
+                              std::int32_t* regions) {
+  using sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint32_t, Threads, Items, std::int32_t>;
+  __shared__ typename sort::TempStorage storage;
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * n;
+  std::uint32_t keys[Items];
+  std::int32_t cells[Items];
+  for (int j = 0; j < Items; ++j) {
+    const int i = static_cast<int>(threadIdx.x) * Items + j;
+    cells[j] = i;
+    keys[j] = i < n ? quantile_sort_key(checked_value(scores, row + i, non_finite, "scores"))
+                    : ~std::uint32_t(0);
+  }
+  sort(storage).Sort(keys, cells);
+  for (int j = 0; j < Items; ++j) {
+    const int rank = static_cast<int>(threadIdx.x) * Items + j;
+    if (rank < n) regions[row + cells[j]] = region_of_rank(rank, top_counts, num_shares);
+  }
+}
+
+__global__ void quantile_keys_kernel(const float* scores, std::int64_t n, std::int64_t count,
+                                     nan_policy non_finite, std::uint32_t* keys,
+                                     std::int32_t* cells, std::int32_t* offsets,
+                                     std::int64_t segments) {
+  MWM_FOR_ELEMENTS(e, count) {
+    keys[e] = quantile_sort_key(checked_value(scores, e, non_finite, "scores"));
+    cells[e] = static_cast<std::int32_t>(e % n);
+    if (e % n == 0) offsets[e / n] = static_cast<std::int32_t>(e);
+    if (e == 0) offsets[segments] = static_cast<std::int32_t>(count);
+  }
+}
+
+__global__ void quantile_regions_kernel(std::int64_t n, std::int64_t count,
+                                        const std::int32_t* ranked_cells,
+                                        const std::int64_t* top_counts, std::int32_t num_shares,
+                                        std::int32_t* regions) {
+  MWM_FOR_ELEMENTS(e, count) {
+    regions[e - e % n + ranked_cells[e]] = region_of_rank(e % n, top_counts, num_shares);
+  }
+}
+
+__global__ void upsample_kernel(const std::uint8_t* values, grid_shape grid, std::int64_t fd,
+                                std::int64_t fh, std::int64_t fw, bool invert,
+                                std::int64_t count, std::uint8_t* out) {
+  MWM_FOR_ELEMENTS(e, count) { out[e] = upsampled_element(values, grid, fd, fh, fw, invert, e); }
+}
+
+__global__ void check_weights_kernel(const float* weights, std::int64_t count) {
+  MWM_FOR_ELEMENTS(e, count) {
+    if (!detail::is_finite_value(weights[e])) fail_non_finite("prompt_weights", e, weights[e]);
+  }
+}
+
+#undef MWM_FOR_ELEMENTS
+
+// Quantiles: the segmented path sorts the whole batch at once when it fits CUB's int counts.
+struct quantile_layout {
+  std::uint32_t* keys[2];
+  std::int32_t* cells[2];
+  std::int32_t* offsets;
+  void* sort_storage;
+  std::size_t sort_storage_bytes;
+  std::size_t total_bytes;
+};
+
+quantile_layout lay_out_quantiles(std::int64_t batch, std::int64_t n, void* base) {
+  quantile_layout l{};
+  workspace_carver carve(base);
+  for (auto& k : l.keys) k = carve.take<std::uint32_t>(batch * n);
+  for (auto& c : l.cells) c = carve.take<std::int32_t>(batch * n);
+  l.offsets = carve.take<std::int32_t>(batch + 1);
+  CUB_NS_QUALIFIER::DoubleBuffer<std::uint32_t> keys(nullptr, nullptr);
+  CUB_NS_QUALIFIER::DoubleBuffer<std::int32_t> cells(nullptr, nullptr);
+  const std::int32_t* offsets = nullptr;
+  check_cuda(CUB_NS_QUALIFIER::DeviceSegmentedRadixSort::SortPairs(
+                 nullptr, l.sort_storage_bytes, keys, cells, static_cast<int>(batch * n),
+                 static_cast<int>(batch), offsets, offsets + 1),
+             "DeviceSegmentedRadixSort (size query)");
+  l.sort_storage = carve.take_bytes(l.sort_storage_bytes);
+  l.total_bytes = carve.used();
+  return l;
+}
+
+constexpr std::int64_t max_quantile_patches_in_block = 256 * 8;
+
+}  // namespace
+
+std::size_t patch_scores_workspace_bytes(const pooling_request& request) {
+  const std::int64_t per_prompt = request.batch * request.prompts * request.grid.num_patches();
+  workspace_carver carve(nullptr);
+  if (pooling_needs_combine(request.prompts, request.combine)) carve.take<float>(per_prompt);
+  return carve.used();
+}
+
+void patch_scores_async(const pooling_request& request, const float* heatmaps,
+                        const float* prompt_weights, float* scores, void* workspace,
+                        std::size_t workspace_bytes, cudaStream_t stream) {
+  detail::require(request.batch > 0, "batch", request.batch, "must be positive");
+  detail::require(request.prompts > 0, "prompts", request.prompts, "must be positive");
+  validate_heatmap_shape(request.shape);
+  const bool weighted = request.combine == prompt_combine::weighted_sum;
+  detail::require(!weighted || prompt_weights != nullptr, "prompt_weights", "null",
+                  "are required by combine = weighted_sum");
+  require_workspace(workspace_bytes, patch_scores_workspace_bytes(request), "patch_scores_async");
+  const std::int64_t n = request.grid.num_patches();
+  if (request.options.non_finite == nan_policy::error) {
+    const std::int64_t count = request.batch * request.prompts * request.shape.num_pixels();
+    check_heatmaps_kernel<<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
+        heatmaps, count);
+    check_launch("check_heatmaps_kernel");
+  }
+  if (weighted) {
+    check_weights_kernel<<<1, 32, 0, stream>>>(prompt_weights, request.prompts);
+    check_launch("check_weights_kernel");
+  }
+  pool_options options = request.options;
+  options.non_finite = nan_policy::zero;  // checked above; pool_cell counts them as zero
+  const bool combine = pooling_needs_combine(request.prompts, request.combine);
+  float* pooled = combine ? static_cast<float*>(workspace) : scores;
+  const std::int64_t pooled_count = request.batch * request.prompts * n;
+  pool_kernel<<<blocks_for(pooled_count, element_threads), element_threads, 0, stream>>>(
+      heatmaps, request.shape, request.grid, options, pooled_count, pooled);
+  check_launch("pool_kernel");
+  if (combine) {
+    const std::int64_t count = request.batch * n;
+    combine_kernel<<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
+        pooled, request.prompts, n, request.combine, prompt_weights, count, scores);
+    check_launch("combine_kernel");
+  }
+}
+
+void regions_from_thresholds_async(const float* scores, std::int64_t batch, std::int64_t n,
+                                   const float* thresholds, std::int32_t count,
+                                   nan_policy non_finite, std::int32_t* regions,
+                                   cudaStream_t stream) {
+  detail::require(batch > 0, "batch", batch, "must be positive");
+  detail::require(count > 0, "thresholds size", count, "must hold at least one threshold");
+  const std::int64_t elements = batch * n;
+  thresholds_kernel<<<blocks_for(elements, element_threads), element_threads, 0, stream>>>(
+      scores, elements, thresholds, count, non_finite, regions);
+  check_launch("thresholds_kernel");
+}
+
+std::size_t quantile_workspace_bytes(std::int64_t batch, std::int64_t n) {
+  if (n <= max_quantile_patches_in_block) return 0;
+  return lay_out_quantiles(batch, n, nullptr).total_bytes;
+}
+
+void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::int64_t n,
+                                  const std::int64_t* top_counts, std::int32_t num_shares,
+                                  nan_policy non_finite, std::int32_t* regions, void* workspace,
+                                  std::size_t workspace_bytes, cudaStream_t stream) {
+  detail::require(batch > 0 && batch <= 0x7FFFFFFF, "batch", batch, "must lie in [1, 2^31)");
+  detail::require(num_shares > 0, "quantiles size", num_shares, "must hold at least one share");
+  detail::require(batch * n <= 0x7FFFFFFF, "batch * patches", batch * n,
+                  "must stay below 2^31 for the CUDA quantile sort (split the batch)");
+  require_workspace(workspace_bytes, quantile_workspace_bytes(batch, n),
+                    "regions_from_quantiles_async");
+  const auto blocks = static_cast<unsigned int>(batch);
+  if (n <= 128 * 4) {
+    quantiles_in_block_kernel<128, 4>
+        <<<blocks, 128, 0, stream>>>(scores, n, top_counts, num_shares, non_finite, regions);
+    check_launch("quantiles_in_block_kernel");
+    return;
+  }
+  if (n <= max_quantile_patches_in_block) {
+    quantiles_in_block_kernel<256, 8>
+        <<<blocks, 256, 0, stream>>>(scores, n, top_counts, num_shares, non_finite, regions);
+    check_launch("quantiles_in_block_kernel");
+    return;
+  }
+  quantile_layout l = lay_out_quantiles(batch, n, workspace);
+  const std::int64_t count = batch * n;
+  CUB_NS_QUALIFIER::DoubleBuffer<std::uint32_t> keys(l.keys[0], l.keys[1]);
+  CUB_NS_QUALIFIER::DoubleBuffer<std::int32_t> cells(l.cells[0], l.cells[1]);
+  const unsigned int grid = blocks_for(count, element_threads);
+  quantile_keys_kernel<<<grid, element_threads, 0, stream>>>(
+      scores, n, count, non_finite, keys.Current(), cells.Current(), l.offsets, batch);
+  check_launch("quantile_keys_kernel");
+  check_cuda(CUB_NS_QUALIFIER::DeviceSegmentedRadixSort::SortPairs(
+                 l.sort_storage, l.sort_storage_bytes, keys, cells, static_cast<int>(count),
+                 static_cast<int>(batch), l.offsets, l.offsets + 1, 0, 32, stream),
+             "DeviceSegmentedRadixSort (quantiles)");
+  quantile_regions_kernel<<<grid, element_threads, 0, stream>>>(n, count, cells.Current(),
+                                                                top_counts, num_shares, regions);
+  check_launch("quantile_regions_kernel");
+}
+
+void upsample_patch_map_async(const std::uint8_t* values, std::int64_t batch, grid_shape grid,
+                              std::int64_t fd, std::int64_t fh, std::int64_t fw, bool invert,
+                              std::uint8_t* out, cudaStream_t stream) {
+  detail::require(fd > 0, "depth factor", fd, "must be positive");
+  detail::require(fh > 0, "height factor", fh, "must be positive");
+  detail::require(fw > 0, "width factor", fw, "must be positive");
+  const std::int64_t count = batch * grid.num_patches() * fd * fh * fw;
+  if (count == 0) return;
+  upsample_kernel<<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
+      values, grid, fd, fh, fw, invert, count, out);
+  check_launch("upsample_kernel");
+}
+
+}  // namespace gpu
+}  // namespace mwm

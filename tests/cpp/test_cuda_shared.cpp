@@ -1,0 +1,401 @@
+// The CUDA path's host-side logic on the CPU: the launcher's passes (cuda/selection_steps.cuh,
+// run through their host reference) must reproduce the CPU driver select_sample for every
+// policy, and the per-thread bodies of the other kernels must reproduce the core's batch
+// drivers. The .cuh files are read here by the host compiler (no __CUDACC__); the same file is
+// also built by nvcc as host code when MWM_BUILD_CUDA is on (cuda/CMakeLists.txt).
+#include <mwm/masking.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../cuda/map_steps.cuh"
+#include "../../cuda/selection_steps.cuh"
+#include "../../cuda/selection_steps_host.hpp"
+#include "catch.hpp"
+
+namespace {
+
+using rng_type = std::mt19937_64;
+
+std::int64_t draw_int(rng_type& rng, std::int64_t lo, std::int64_t hi) {
+  return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+}
+
+double draw_unit(rng_type& rng) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }
+
+// Scores with many exact ties (a few levels, both signs of zero) and some spread values, so
+// the rank passes meet the tie-breaking rules.
+std::vector<float> tied_scores(rng_type& rng, std::int64_t count) {
+  std::vector<float> scores(static_cast<std::size_t>(count));
+  for (auto& s : scores) {
+    const auto kind = draw_int(rng, 0, 4);
+    if (kind == 0) s = 0.0f;
+    else if (kind == 1) s = -0.0f;
+    else if (kind == 2) s = static_cast<float>(draw_int(rng, 0, 4)) * 0.25f;
+    else s = static_cast<float>(draw_unit(rng) * 2.0 - 0.5);
+  }
+  return scores;
+}
+
+struct grid_case {
+  mwm::grid_shape grid;
+  std::string name;
+};
+
+std::vector<grid_case> grids() {
+  return {{mwm::make_grid_2d(14, 14), "14x14"}, {mwm::make_grid_2d(7, 7), "7x7"},
+          {mwm::make_grid_2d(4, 10), "4x10"},   {mwm::make_grid_2d(1, 1), "1x1"},
+          {mwm::make_grid_3d(4, 6, 8), "4x6x8"}, {mwm::make_grid_3d(8, 8, 8), "8x8x8"},
+          {mwm::make_grid_3d(2, 2, 2), "2x2x2"}};
+}
+
+std::vector<mwm::mask_policy> policies(rng_type& rng) {
+  using mwm::policy_kind;
+  std::vector<mwm::mask_policy> out;
+  const policy_kind kinds[] = {policy_kind::random,      policy_kind::per_region,
+                               policy_kind::fixed_total, policy_kind::weighted,
+                               policy_kind::block,       policy_kind::coarse,
+                               policy_kind::loss_guided, policy_kind::attention_guided};
+  const mwm::keep_rounding roundings[] = {mwm::keep_rounding::floor, mwm::keep_rounding::round,
+                                          mwm::keep_rounding::ceil_mask,
+                                          mwm::keep_rounding::floor_mask};
+  const mwm::attention_mode modes[] = {mwm::attention_mode::high, mwm::attention_mode::low,
+                                       mwm::attention_mode::hint};
+  for (auto kind : kinds) {
+    for (int variant = 0; variant < 6; ++variant) {
+      mwm::mask_policy p;
+      p.kind = kind;
+      p.ratio = variant == 0 ? 0.75 : (variant == 1 ? 0.0 : (variant == 2 ? 1.0 : draw_unit(rng)));
+      p.rounding = roundings[variant % 4];
+      p.order = variant % 2 ? mwm::visible_order::sorted : mwm::visible_order::random;
+      const auto regions = draw_int(rng, 1, 4);
+      for (std::int64_t r = 0; r < regions; ++r)
+        p.region_ratios.push_back(r == 0 && variant == 0 ? 0.8 : draw_unit(rng));
+      p.coarse_factor = 2;
+      p.hard_share = draw_unit(rng);
+      p.attention = modes[variant % 3];
+      p.hint_pool_share = p.ratio * draw_unit(rng);
+      p.hint_share = p.hint_pool_share * draw_unit(rng);
+      p.weight_floor = variant == 3 ? 0.0 : draw_unit(rng);
+      p.block.min_patches = draw_int(rng, 1, 16);
+      p.block.max_patches = variant == 4 ? p.block.min_patches + draw_int(rng, 0, 20) : 0;
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+bool coarse_fits(const mwm::mask_policy& p, const mwm::grid_shape& g) {
+  if (p.kind != mwm::policy_kind::coarse) return true;
+  const auto f = p.coarse_factor;
+  return g.height % f == 0 && g.width % f == 0 && (g.ndim == 2 || g.depth % f == 0);
+}
+
+}  // namespace
+
+TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
+          "[cuda][selection]") {
+  rng_type rng(20261123);
+  const auto all_policies = policies(rng);
+  std::int64_t compared = 0;
+  for (const auto& gc : grids()) {
+    const std::int64_t n = gc.grid.num_patches();
+    for (const auto& policy : all_policies) {
+      if (!coarse_fits(policy, gc.grid)) continue;
+      const auto params = mwm::make_policy_params(policy, gc.grid);
+      for (int sample = 0; sample < 4; ++sample) {
+        const auto seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
+        const auto global_index = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 20)) +
+                                  (sample == 3 ? (std::uint64_t(1) << 33) : 0);
+        std::vector<std::int32_t> regions(static_cast<std::size_t>(n));
+        const auto region_count = static_cast<std::int32_t>(policy.region_ratios.size());
+        // Sample 0 puts every patch in the last region, leaving the others empty.
+        for (auto& r : regions)
+          r = sample == 0 ? region_count - 1
+                          : static_cast<std::int32_t>(draw_int(rng, 0, region_count - 1));
+        const auto scores = tied_scores(rng, n);
+
+        mwm::selection_workspace ws;
+        std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
+        const auto expected_visible =
+            mwm::select_sample(params, gc.grid, regions.data(), scores.data(), seed,
+                               global_index, ws, expected.data());
+        std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -7);
+        const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
+            params, gc.grid, regions.data(), scores.data(), seed, global_index, actual.data());
+
+        INFO("grid " << gc.name << ", policy " << mwm::policy_name(policy.kind) << ", ratio "
+                     << policy.ratio << ", order "
+                     << (policy.order == mwm::visible_order::sorted ? "sorted" : "random")
+                     << ", sample " << sample);
+        REQUIRE(actual_visible == expected_visible);
+        REQUIRE(actual == expected);
+        ++compared;
+      }
+    }
+  }
+  // Every policy variant on every grid it fits (coarse skips 7x7 and 1x1) was compared.
+  CHECK(compared == 4 * 6 * (8 * 7 - 2));
+}
+
+TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included",
+          "[cuda][outputs]") {
+  rng_type rng(7);
+  for (std::int64_t n : {1, 2, 49, 196}) {
+    for (int trial = 0; trial < 8; ++trial) {
+      std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+      std::iota(order.begin(), order.end(), std::int64_t(0));
+      std::shuffle(order.begin(), order.end(), rng);
+      const std::int64_t visible = draw_int(rng, 0, n);
+      // Fixed widths (exact) or padded ones (a variable-total policy's N).
+      const bool padded = trial % 2 == 0;
+      const mwm::index_widths widths{padded ? n : visible, padded ? n : n - visible};
+
+      auto make_rows = [&](std::vector<std::uint8_t>& mask, std::vector<std::int64_t>& shuffle,
+                           std::vector<std::int64_t>& restore, std::vector<std::int64_t>& keep,
+                           std::vector<std::int64_t>& masked, std::vector<float>& noise) {
+        mask.assign(static_cast<std::size_t>(n), 9);
+        shuffle.assign(static_cast<std::size_t>(n), -9);
+        restore.assign(static_cast<std::size_t>(n), -9);
+        keep.assign(static_cast<std::size_t>(widths.keep), -9);
+        masked.assign(static_cast<std::size_t>(widths.masked), -9);
+        noise.assign(static_cast<std::size_t>(n), -9.0f);
+        mwm::batch_outputs out;
+        out.mask = mask.data();
+        out.ids_shuffle = shuffle.data();
+        out.ids_restore = restore.data();
+        out.ids_keep = keep.data();
+        out.ids_masked = masked.data();
+        out.noise = noise.data();
+        return mwm::gpu::sample_rows(out, widths, n, 0);
+      };
+      std::vector<std::uint8_t> mask_a, mask_b;
+      std::vector<std::int64_t> shuffle_a, shuffle_b, restore_a, restore_b, keep_a, keep_b,
+          masked_a, masked_b;
+      std::vector<float> noise_a, noise_b;
+      const auto rows_a = make_rows(mask_a, shuffle_a, restore_a, keep_a, masked_a, noise_a);
+      const auto rows_b = make_rows(mask_b, shuffle_b, restore_b, keep_b, masked_b, noise_b);
+      mwm::write_sample_outputs(rows_a, order.data(), n, visible);
+      // The kernel runs one thread per position, in any order: run them backwards.
+      for (std::int64_t position = n - 1; position >= 0; --position)
+        mwm::gpu::write_order_position(rows_b, n, visible, position, order[position]);
+
+      INFO("n " << n << ", visible " << visible << ", padded " << padded);
+      REQUIRE(mask_b == mask_a);
+      REQUIRE(shuffle_b == shuffle_a);
+      REQUIRE(restore_b == restore_a);
+      REQUIRE(keep_b == keep_a);
+      REQUIRE(masked_b == masked_a);
+      REQUIRE(noise_b == noise_a);
+      // Nothing was left unwritten (the -9 fill would show).
+      CHECK(std::count(keep_b.begin(), keep_b.end(), -9) == 0);
+      CHECK(std::count(masked_b.begin(), masked_b.end(), -9) == 0);
+    }
+  }
+}
+
+TEST_CASE("cuda group starts are written once each, empty groups included", "[cuda][plan]") {
+  // Sorted groups 1 1 3 3 3 of 5 groups: groups 0, 2 and 4 are empty.
+  const std::vector<std::int32_t> sorted_groups{1, 1, 3, 3, 3};
+  const std::int64_t n = 5;
+  const int groups = 5;
+  std::vector<std::int64_t> starts(groups + 1, -1);
+  std::vector<int> writes(groups + 1, 0);
+  for (std::int64_t position = 0; position < n; ++position) {
+    // Each position's thread writes into a fresh row, so every write it makes shows.
+    std::vector<std::int64_t> written(groups + 1, -1);
+    mwm::gpu::mark_group_starts(position > 0 ? sorted_groups[position - 1] : -1,
+                                sorted_groups[position], position, n, groups, written.data());
+    for (int g = 0; g <= groups; ++g) {
+      if (written[g] < 0) continue;
+      ++writes[g];
+      starts[g] = written[g];
+    }
+  }
+  CHECK(starts == std::vector<std::int64_t>{0, 0, 2, 2, 5, 5});
+  CHECK(writes == std::vector<int>(groups + 1, 1));
+}
+
+TEST_CASE("cuda pooling passes reproduce heatmaps_to_scores", "[cuda][pooling]") {
+  rng_type rng(11);
+  const mwm::pool_reduction reductions[] = {mwm::pool_reduction::mean, mwm::pool_reduction::max,
+                                            mwm::pool_reduction::fraction,
+                                            mwm::pool_reduction::nearest};
+  struct shape_case {
+    mwm::grid_shape grid;
+    mwm::heatmap_shape heat;
+  };
+  const shape_case shapes[] = {
+      {mwm::make_grid_2d(7, 7), {1, 224, 224}},  // divisible
+      {mwm::make_grid_2d(14, 14), {1, 37, 50}},  // uneven cells
+      {mwm::make_grid_2d(5, 6), {1, 3, 4}},      // heatmap coarser than the grid
+      {mwm::make_grid_3d(4, 4, 4), {9, 8, 13}},
+  };
+  for (const auto& sc : shapes) {
+    for (auto reduction : reductions) {
+      for (auto combine : {mwm::prompt_combine::max, mwm::prompt_combine::weighted_sum}) {
+        for (std::int64_t prompts : {1, 3}) {
+          mwm::pooling_request request;
+          request.grid = sc.grid;
+          request.batch = 2;
+          request.prompts = prompts;
+          request.shape = sc.heat;
+          request.options.reduction = reduction;
+          request.options.threshold = 0.4f;
+          request.combine = combine;
+          request.threads = 1;
+          for (std::int64_t k = 0; k < prompts; ++k)
+            request.prompt_weights.push_back(static_cast<float>(draw_unit(rng) * 2.0 - 0.5));
+          const std::int64_t pixels = sc.heat.num_pixels();
+          std::vector<float> heat(static_cast<std::size_t>(request.batch * prompts * pixels));
+          for (auto& v : heat) v = static_cast<float>(draw_unit(rng));
+          const std::int64_t n = sc.grid.num_patches();
+          std::vector<float> expected(static_cast<std::size_t>(request.batch * n));
+          mwm::heatmaps_to_scores(request, heat.data(), expected.data());
+
+          // Pass 1 into per-prompt rows, pass 2 combines; or pass 1 alone when it may.
+          std::vector<float> per_prompt(static_cast<std::size_t>(request.batch * prompts * n));
+          for (std::int64_t e = 0; e < request.batch * prompts * n; ++e)
+            per_prompt[e] =
+                mwm::gpu::pool_prompt_patch(heat.data(), sc.heat, sc.grid, request.options, e);
+          std::vector<float> actual(static_cast<std::size_t>(request.batch * n));
+          if (mwm::gpu::pooling_needs_combine(prompts, combine)) {
+            for (std::int64_t e = 0; e < request.batch * n; ++e)
+              actual[e] = mwm::gpu::combine_sample_patch(per_prompt.data(), prompts, n, combine,
+                                                         request.prompt_weights.data(), e);
+          } else {
+            actual = per_prompt;
+          }
+          INFO("grid " << sc.grid.depth << "x" << sc.grid.height << "x" << sc.grid.width
+                       << ", reduction " << static_cast<int>(reduction) << ", prompts "
+                       << prompts);
+          REQUIRE(actual == expected);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda quantile passes reproduce regions_by_quantiles", "[cuda][regions]") {
+  rng_type rng(5);
+  for (std::int64_t n : {1, 7, 49, 196, 512}) {
+    const std::vector<std::vector<double>> share_sets{{0.3}, {0.5, 0.2, 0.05}, {1.0, 0.0}};
+    for (const auto& shares : share_sets) {
+      const std::int64_t batch = 3;
+      const auto scores = tied_scores(rng, batch * n);
+      std::vector<std::int32_t> expected(static_cast<std::size_t>(batch * n));
+      mwm::regions_by_quantiles(scores.data(), batch, n, shares, expected.data(),
+                                mwm::nan_policy::error, 1);
+      std::vector<std::int64_t> top_counts;
+      for (double share : shares) top_counts.push_back(mwm::quantile_count(n, share));
+      std::vector<std::int32_t> actual(static_cast<std::size_t>(batch * n), -1);
+      for (std::int64_t b = 0; b < batch; ++b) {
+        std::vector<std::uint32_t> keys(static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i)
+          keys[i] = mwm::gpu::quantile_sort_key(scores[b * n + i]);
+        const auto ranked = mwm::gpu::reference::radix_sort_positions(keys, 32);
+        for (std::int64_t rank = 0; rank < n; ++rank)
+          actual[b * n + ranked[rank]] = mwm::gpu::region_of_rank(
+              rank, top_counts.data(), static_cast<std::int32_t>(top_counts.size()));
+      }
+      INFO("n " << n << ", shares " << shares.size());
+      REQUIRE(actual == expected);
+    }
+  }
+}
+
+TEST_CASE("cuda upsampling element reproduces upsample_patch_map", "[cuda][upsample]") {
+  rng_type rng(3);
+  struct upsample_case {
+    mwm::grid_shape grid;
+    std::int64_t fd, fh, fw;
+  };
+  const upsample_case cases[] = {{mwm::make_grid_2d(7, 7), 1, 2, 2},
+                                 {mwm::make_grid_2d(3, 5), 1, 4, 1},
+                                 {mwm::make_grid_3d(2, 3, 4), 2, 3, 1}};
+  for (const auto& c : cases) {
+    for (bool invert : {false, true}) {
+      const std::int64_t batch = 2;
+      const std::int64_t n = c.grid.num_patches();
+      std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * n));
+      for (auto& m : mask) m = static_cast<std::uint8_t>(draw_int(rng, 0, 1));
+      const std::int64_t cells = n * c.fd * c.fh * c.fw;
+      std::vector<std::uint8_t> expected(static_cast<std::size_t>(batch * cells));
+      for (std::int64_t b = 0; b < batch; ++b)
+        mwm::upsample_patch_map(mask.data() + b * n, c.grid, c.fd, c.fh, c.fw, invert,
+                                expected.data() + b * cells);
+      std::vector<std::uint8_t> actual(expected.size(), 7);
+      for (std::int64_t e = 0; e < batch * cells; ++e)
+        actual[e] = mwm::gpu::upsampled_element(mask.data(), c.grid, c.fd, c.fh, c.fw, invert, e);
+      REQUIRE(actual == expected);
+    }
+  }
+}
+
+TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][batch]") {
+  rng_type rng(99);
+  const auto all_policies = policies(rng);
+  for (const auto& gc : {grid_case{mwm::make_grid_2d(14, 14), "14x14"},
+                         grid_case{mwm::make_grid_3d(4, 4, 6), "4x4x6"}}) {
+    const std::int64_t n = gc.grid.num_patches();
+    for (std::size_t k = 0; k < all_policies.size(); k += 3) {
+      const auto& policy = all_policies[k];
+      const std::int64_t batch = 5;
+      std::vector<std::int64_t> sample_index{17, 3, 1000000007, 0, 17};
+      std::vector<std::int32_t> regions(static_cast<std::size_t>(batch * n));
+      for (auto& r : regions)
+        r = static_cast<std::int32_t>(
+            draw_int(rng, 0, static_cast<std::int64_t>(policy.region_ratios.size()) - 1));
+      const auto scores = tied_scores(rng, batch * n);
+      mwm::mask_request request;
+      request.grid = gc.grid;
+      request.batch = batch;
+      request.policy = policy;
+      request.seed = 42;
+      request.sample_index = sample_index.data();
+      request.regions = regions.data();
+      request.scores = scores.data();
+      request.threads = 1;
+      const auto expected = mwm::generate_masks(request);
+
+      const auto params = mwm::make_policy_params(policy, gc.grid);
+      const auto widths = mwm::output_widths(policy, gc.grid);
+      mwm::mask_batch actual = expected;
+      std::fill(actual.mask.begin(), actual.mask.end(), 3);
+      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
+                      &actual.ids_keep, &actual.ids_masked})
+        std::fill(v->begin(), v->end(), -5);
+      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
+      mwm::batch_outputs out;
+      out.mask = actual.mask.data();
+      out.num_masked = actual.num_masked.data();
+      out.ids_shuffle = actual.ids_shuffle.data();
+      out.ids_restore = actual.ids_restore.data();
+      out.ids_keep = actual.ids_keep.data();
+      out.ids_masked = actual.ids_masked.data();
+      out.noise = actual.noise.data();
+      std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+      for (std::int64_t b = 0; b < batch; ++b) {
+        const auto sample = mwm::gpu::sample_global_index(sample_index.data(), 0, b);
+        const auto visible = mwm::gpu::reference::select_sample_in_passes(
+            params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed,
+            sample, order.data());
+        const auto row = mwm::gpu::sample_rows(out, widths, n, b);
+        for (std::int64_t position = 0; position < n; ++position)
+          mwm::gpu::write_order_position(row, n, visible, position, order[position]);
+        out.num_masked[b] = n - visible;
+      }
+      INFO("grid " << gc.name << ", policy " << mwm::policy_name(policy.kind));
+      REQUIRE(actual.mask == expected.mask);
+      REQUIRE(actual.num_masked == expected.num_masked);
+      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
+      REQUIRE(actual.ids_restore == expected.ids_restore);
+      REQUIRE(actual.ids_keep == expected.ids_keep);
+      REQUIRE(actual.ids_masked == expected.ids_masked);
+      REQUIRE(actual.noise == expected.noise);
+    }
+  }
+}
