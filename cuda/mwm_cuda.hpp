@@ -11,7 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mwm/loss.hpp"
 #include "mwm/masking.hpp"
+#include "mwm/tokens.hpp"
 
 namespace mwm {
 namespace gpu {
@@ -63,6 +65,95 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
 void upsample_patch_map_async(const std::uint8_t* values, std::int64_t batch, grid_shape grid,
                               std::int64_t fd, std::int64_t fh, std::int64_t fw, bool invert,
                               std::uint8_t* out, cudaStream_t stream);
+
+// ---- masked reconstruction loss ------------------------------------------------------------
+
+enum class float_type { float32, float64, float16, bfloat16 };
+
+// A masked_recon_loss call on device memory. Supported (pred, target) types: equal types, or a
+// float16 / bfloat16 prediction with a float32 target; callers convert other pairs exactly to
+// one of these (a wider type holds every value of a narrower one, and the gradient of a wider
+// prediction rounds to the narrower type once, as the direct computation does).
+struct loss_call_view {
+  patch_geometry geometry;
+  std::int64_t batch = 0;
+  const void* pred = nullptr;
+  float_type pred_type = float_type::float32;
+  patch_strides pred_strides;
+  const void* target = nullptr;
+  float_type target_type = float_type::float32;
+  patch_strides target_strides;
+  const std::uint8_t* mask = nullptr;  // (B, N), dense
+  const void* weight = nullptr;        // (B, N) dense in the accumulation type, or null
+  loss_options options;
+};
+
+bool loss_types_supported(float_type pred, float_type target);
+
+// The accumulation type: float64 when pred or target is float64, float32 otherwise.
+inline float_type loss_accumulation_type(float_type pred, float_type target) {
+  return pred == float_type::float64 || target == float_type::float64 ? float_type::float64
+                                                                      : float_type::float32;
+}
+
+std::size_t loss_workspace_bytes(const loss_call_view& call);
+
+// `out` (accumulation type): the reduced loss, or (B, N) per-patch losses for reduction none.
+// Per-block partial sums (cub::BlockReduce) are added in a fixed order by a second kernel, so
+// the value is the same on every run; no floating-point atomics.
+void masked_recon_loss_async(const loss_call_view& call, void* out, void* workspace,
+                             std::size_t workspace_bytes, cudaStream_t stream);
+
+// grad_out (accumulation type): one value, or (B, N) for reduction none. grad_pred has the
+// prediction's type and the strides `grad_strides`; every element is written.
+void masked_recon_loss_backward_async(const loss_call_view& call, const void* grad_out,
+                                      void* grad_pred, const patch_strides& grad_strides,
+                                      void* workspace, std::size_t workspace_bytes,
+                                      cudaStream_t stream);
+
+// ---- tokens ---------------------------------------------------------------------------------
+// Token rows (B, rows, C) with element strides; index rows (B, width) int64, dense. Ids outside
+// their range trap in the kernels (the host drivers' validate_*_ids raise instead). Gradients
+// add their sources in the order the host drivers do, so they match bit for bit.
+
+// out (B, K, C) = x (B, N, C) at ids_keep (B, K); -1 gathers zeros.
+void gather_tokens_async(float_type type, const void* x, const token_strides& xs,
+                         const std::int64_t* ids_keep, std::int64_t batch, std::int64_t slots,
+                         std::int64_t num_tokens, std::int64_t channels, void* out,
+                         const token_strides& os, cudaStream_t stream);
+
+std::size_t gather_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t slots,
+                                                   std::int64_t num_tokens);
+
+// grad_x (B, N, C): zeros with grad (B, K, C) added at ids_keep.
+void gather_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
+                                  const std::int64_t* ids_keep, std::int64_t batch,
+                                  std::int64_t slots, std::int64_t num_tokens,
+                                  std::int64_t channels, void* grad_x, const token_strides& xs,
+                                  void* workspace, std::size_t workspace_bytes,
+                                  cudaStream_t stream);
+
+// out (B, N, C) from x_vis (B, K, C), ids_restore (B, N), the visible counts (B) or null (K),
+// and mask_token (C, element stride mask_stride).
+void restore_tokens_async(float_type type, const void* x_vis, const token_strides& vs,
+                          const std::int64_t* ids_restore, const std::int64_t* visible,
+                          std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                          std::int64_t channels, const void* mask_token,
+                          std::int64_t mask_stride, void* out, const token_strides& os,
+                          cudaStream_t stream);
+
+std::size_t restore_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t slots,
+                                                    std::int64_t num_tokens,
+                                                    std::int64_t channels);
+
+// grad_x_vis (B, K, C) and grad_mask_token (C, dense) of restore_tokens.
+void restore_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
+                                   const std::int64_t* ids_restore, const std::int64_t* visible,
+                                   std::int64_t batch, std::int64_t slots,
+                                   std::int64_t num_tokens, std::int64_t channels,
+                                   void* grad_x_vis, const token_strides& vs,
+                                   void* grad_mask_token, void* workspace,
+                                   std::size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace mwm

@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "../../cuda/loss_steps.cuh"
 #include "../../cuda/map_steps.cuh"
 #include "../../cuda/selection_steps.cuh"
 #include "../../cuda/selection_steps_host.hpp"
+#include "../../cuda/token_steps.cuh"
 #include "catch.hpp"
 
 namespace {
@@ -396,6 +398,216 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
       REQUIRE(actual.ids_keep == expected.ids_keep);
       REQUIRE(actual.ids_masked == expected.ids_masked);
       REQUIRE(actual.noise == expected.noise);
+    }
+  }
+}
+
+namespace {
+
+// Values of mixed magnitude, so that a different order of additions would round differently.
+std::vector<float> mixed_values(rng_type& rng, std::int64_t count) {
+  std::vector<float> values(static_cast<std::size_t>(count));
+  for (auto& v : values) {
+    const double magnitude = std::pow(10.0, static_cast<double>(draw_int(rng, -3, 3)));
+    v = static_cast<float>((draw_unit(rng) * 2.0 - 1.0) * magnitude);
+  }
+  return values;
+}
+
+// Start of each destination's run of sources, as the kernels compute it: a stable sort of the
+// destination keys per sample (radix_sort_positions) and mark_group_starts.
+struct host_runs {
+  std::vector<std::int32_t> sources;
+  std::vector<std::int64_t> starts;
+};
+
+host_runs runs_of(const std::vector<std::int64_t>& destinations, std::int64_t batch,
+                  std::int64_t rows, std::int64_t keys) {
+  host_runs runs;
+  runs.sources.resize(static_cast<std::size_t>(batch * rows));
+  runs.starts.resize(static_cast<std::size_t>(batch * (keys + 1)));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    std::vector<std::uint32_t> sample_keys(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r)
+      sample_keys[r] = mwm::gpu::destination_key(destinations[b * rows + r]);
+    const auto sorted = mwm::gpu::reference::radix_sort_positions(sample_keys, 32);
+    for (std::int64_t position = 0; position < rows; ++position) {
+      runs.sources[b * rows + position] = static_cast<std::int32_t>(sorted[position]);
+      const auto previous =
+          position > 0 ? static_cast<std::int32_t>(sample_keys[sorted[position - 1]]) : -1;
+      mwm::gpu::mark_group_starts(previous, static_cast<std::int32_t>(sample_keys[sorted[position]]),
+                                  position, rows, static_cast<int>(keys),
+                                  runs.starts.data() + b * (keys + 1));
+    }
+  }
+  return runs;
+}
+
+}  // namespace
+
+TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bit",
+          "[cuda][tokens]") {
+  rng_type rng(31);
+  const std::int64_t batch = 3, num_tokens = 10, slots = 6, channels = 5;
+  // Token rows with padding between them, to exercise the strides.
+  const mwm::token_strides xs{num_tokens * (channels + 2), channels + 2, 1};
+  const mwm::token_strides ks{slots * channels, channels, 1};
+  const auto x = mixed_values(rng, batch * xs.batch);
+  // Duplicates and padding in ids_keep: the gradient adds duplicates in slot order.
+  const std::vector<std::int64_t> ids{3, 3, -1, 9, 0, 3, 1, 2, 4, 5, 6, 7, -1, -1, 8, 8, 8, 0};
+
+  std::vector<float> expected(static_cast<std::size_t>(batch * ks.batch), 0.0f);
+  std::vector<float> actual(expected.size(), 7.0f);
+  mwm::gather_tokens(x.data(), xs, ids.data(), slots, channels, expected.data(), ks, 0, batch);
+  for (std::int64_t e = 0; e < batch * slots * channels; ++e)
+    mwm::gpu::gather_element(x.data(), xs, ids.data(), slots, channels, actual.data(), ks, e);
+  REQUIRE(actual == expected);
+
+  const auto grad = mixed_values(rng, batch * ks.batch);
+  std::vector<float> grad_expected(static_cast<std::size_t>(batch * xs.batch), 0.0f);
+  std::vector<float> grad_actual(grad_expected.size(), 0.0f);
+  mwm::gather_tokens_backward<float>(grad.data(), ks, ids.data(), slots, num_tokens, channels,
+                                     grad_expected.data(), xs, 0, batch);
+  const auto runs = runs_of(ids, batch, slots, num_tokens + 1);
+  for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
+    mwm::gpu::gather_backward_element<float>(grad.data(), ks, runs.sources.data(),
+                                             runs.starts.data(), slots, num_tokens, channels,
+                                             grad_actual.data(), xs, e);
+  REQUIRE(grad_actual == grad_expected);
+
+  // Restore: a permutation per sample, visible counts below K for samples 1 and 2.
+  std::vector<std::int64_t> ids_restore;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    std::vector<std::int64_t> perm(static_cast<std::size_t>(num_tokens));
+    std::iota(perm.begin(), perm.end(), std::int64_t(0));
+    std::shuffle(perm.begin(), perm.end(), rng);
+    ids_restore.insert(ids_restore.end(), perm.begin(), perm.end());
+  }
+  const std::vector<std::int64_t> visible{slots, 2, 0};
+  const auto x_vis = mixed_values(rng, batch * ks.batch);
+  const auto mask_token = mixed_values(rng, channels * 2);  // element stride 2
+  const mwm::token_strides os{num_tokens * channels, channels, 1};
+  for (const std::int64_t* counts : {static_cast<const std::int64_t*>(nullptr), visible.data()}) {
+    std::vector<float> restored(static_cast<std::size_t>(batch * os.batch), 0.0f);
+    std::vector<float> restored_actual(restored.size(), 9.0f);
+    mwm::restore_tokens(x_vis.data(), ks, ids_restore.data(), counts, slots, num_tokens, channels,
+                        mask_token.data(), 2, restored.data(), os, 0, batch);
+    for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
+      mwm::gpu::restore_element(x_vis.data(), ks, ids_restore.data(), counts, slots, num_tokens,
+                                channels, mask_token.data(), 2, restored_actual.data(), os, e);
+    REQUIRE(restored_actual == restored);
+
+    const auto grad_out = mixed_values(rng, batch * os.batch);
+    std::vector<float> vis_expected(static_cast<std::size_t>(batch * ks.batch), 0.0f);
+    std::vector<float> vis_actual(vis_expected.size(), 5.0f);
+    std::vector<float> partials(static_cast<std::size_t>(batch * channels));
+    std::vector<float> token_expected(static_cast<std::size_t>(channels));
+    mwm::restore_tokens_backward<float>(grad_out.data(), os, ids_restore.data(), counts, slots,
+                                        num_tokens, channels, vis_expected.data(), ks,
+                                        partials.data(), 0, batch);
+    mwm::sum_mask_partials(partials.data(), batch, channels, token_expected.data());
+
+    std::vector<std::int64_t> destinations(static_cast<std::size_t>(batch * num_tokens));
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t n = 0; n < num_tokens; ++n)
+        destinations[b * num_tokens + n] = mwm::gpu::restore_destination(
+            ids_restore.data(), counts, slots, num_tokens, b, n);
+    const auto restore_runs = runs_of(destinations, batch, num_tokens, slots + 1);
+    for (std::int64_t e = 0; e < batch * slots * channels; ++e)
+      mwm::gpu::restore_backward_element<float>(grad_out.data(), os, restore_runs.sources.data(),
+                                                restore_runs.starts.data(), slots, num_tokens,
+                                                channels, vis_actual.data(), ks, e);
+    std::vector<float> channel_major(static_cast<std::size_t>(batch * channels));
+    for (std::int64_t e = 0; e < batch * channels; ++e)
+      mwm::gpu::mask_partial_element(grad_out.data(), os, restore_runs.sources.data(),
+                                     restore_runs.starts.data(), batch, slots, num_tokens,
+                                     channels, channel_major.data(), e);
+    std::vector<float> token_actual(static_cast<std::size_t>(channels), 3.0f);
+    for (std::int64_t c = 0; c < channels; ++c)
+      mwm::gpu::mask_gradient_element(channel_major.data(), batch, token_actual.data(), c);
+    INFO("visible counts " << (counts ? "given" : "K"));
+    REQUIRE(vis_actual == vis_expected);
+    REQUIRE(token_actual == token_expected);
+  }
+}
+
+TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][loss]") {
+  rng_type rng(17);
+  struct loss_case {
+    mwm::patch_geometry geometry;
+    bool patch_layout;
+  };
+  const loss_case cases[] = {{mwm::make_geometry_2d(3, 32, 48, 16, 16), false},
+                             {mwm::make_geometry_2d(3, 32, 48, 16, 16), true},
+                             {mwm::make_geometry_3d(1, 8, 12, 12, 4, 4, 4), false},
+                             {mwm::make_geometry_3d(2, 4, 8, 8, 2, 4, 4), true}};
+  const mwm::loss_reduction reductions[] = {mwm::loss_reduction::mean,
+                                            mwm::loss_reduction::mean_eps,
+                                            mwm::loss_reduction::sum, mwm::loss_reduction::none};
+  for (const auto& lc : cases) {
+    const auto& g = lc.geometry;
+    const std::int64_t batch = 2;
+    const std::int64_t n = g.grid.num_patches();
+    const std::int64_t p = g.patch_vector_size();
+    const std::int64_t pixels = g.channels * g.image_depth() * g.image_height() * g.image_width();
+    const auto target = mixed_values(rng, batch * pixels);
+    const auto pred = mixed_values(rng, batch * (lc.patch_layout ? n * p : pixels));
+    const std::int64_t h_stride = g.image_width();
+    const std::int64_t d_stride = g.image_height() * h_stride;
+    const std::int64_t c_stride = g.image_depth() * d_stride;
+    const auto target_strides =
+        mwm::image_patch_strides(g, g.channels * c_stride, c_stride, d_stride, h_stride, 1);
+    const auto pred_strides = lc.patch_layout
+                                  ? mwm::vector_patch_strides(g, n * p, p, 1)
+                                  : target_strides;
+    std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * n));
+    for (auto& m : mask) m = static_cast<std::uint8_t>(draw_int(rng, 0, 1));
+    std::vector<float> weight(static_cast<std::size_t>(batch * n));
+    for (auto& w : weight) w = static_cast<float>(draw_unit(rng));
+    for (auto reduction : reductions) {
+      for (bool norm : {false, true}) {
+        for (auto error : {mwm::recon_error::mse, mwm::recon_error::l1}) {
+          mwm::loss_inputs<float, float, float> in;
+          in.geometry = g;
+          in.batch = batch;
+          in.pred = pred.data();
+          in.pred_strides = pred_strides;
+          in.target = target.data();
+          in.target_strides = target_strides;
+          in.mask = mask.data();
+          in.weight = norm ? weight.data() : nullptr;
+          in.options.error = error;
+          in.options.norm_target = norm;
+          in.options.reduction = reduction;
+          const std::int64_t count = batch * n;
+          std::vector<float> expected(static_cast<std::size_t>(count));
+          REQUIRE(mwm::patch_losses(in, 0, count, expected.data()) == -1);
+          std::vector<float> actual(static_cast<std::size_t>(count));
+          float coefficient_sum = 0.0f;
+          for (std::int64_t i = 0; i < count; ++i) {
+            float c = -1.0f;
+            REQUIRE(mwm::gpu::patch_loss_at(in, i, &c, &actual[i]));
+            coefficient_sum += c;
+          }
+          INFO("patch layout " << lc.patch_layout << ", norm " << norm << ", reduction "
+                               << static_cast<int>(reduction));
+          REQUIRE(actual == expected);
+          CHECK(coefficient_sum == mwm::coefficient_total(in.mask, in.weight, count));
+
+          const bool per_patch = reduction == mwm::loss_reduction::none;
+          const auto upstream = mixed_values(rng, per_patch ? count : 1);
+          const float denominator = mwm::loss_denominator(
+              reduction, mwm::coefficient_total(in.mask, in.weight, count));
+          std::vector<float> grad_expected(pred.size(), 0.0f);
+          std::vector<float> grad_actual(pred.size(), 4.0f);
+          mwm::patch_gradients(in, upstream.data(), denominator, grad_expected.data(),
+                               pred_strides, 0, count);
+          for (std::int64_t i = count - 1; i >= 0; --i)
+            mwm::gpu::patch_gradient_at(in, upstream.data(), denominator, grad_actual.data(),
+                                        pred_strides, i);
+          REQUIRE(grad_actual == grad_expected);
+        }
+      }
     }
   }
 }
