@@ -60,6 +60,7 @@ inline void regions_by_thresholds(const float* scores, std::int64_t batch, std::
                                   const std::vector<float>& thresholds, std::int32_t* regions,
                                   nan_policy non_finite = nan_policy::error) {
   detail::require(batch > 0, "batch", batch, "must be positive");
+  detail::require(n > 0, "patches", n, "must be positive");
   validate_thresholds(thresholds);
   validate_no_non_finite(scores, batch * n, "scores", non_finite);
   const auto count = static_cast<std::int32_t>(thresholds.size());
@@ -72,6 +73,7 @@ inline void regions_by_quantiles(const float* scores, std::int64_t batch, std::i
                                  const std::vector<double>& shares, std::int32_t* regions,
                                  nan_policy non_finite = nan_policy::error, int threads = 0) {
   detail::require(batch > 0, "batch", batch, "must be positive");
+  detail::require(n > 0, "patches", n, "must be positive");
   validate_quantile_shares(shares);
   validate_no_non_finite(scores, batch * n, "scores", non_finite);
   detail::parallel_chunks(batch, threads, [&](std::int64_t begin, std::int64_t end) {

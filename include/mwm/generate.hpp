@@ -40,11 +40,14 @@ inline index_widths output_widths(const mask_policy& policy, const grid_shape& g
   const std::int64_t n = grid.num_patches();
   if (!has_fixed_total(policy.kind)) return index_widths{n, n};
   std::int64_t keep = keep_count(n, policy.ratio, policy.rounding);
+  const auto params = make_policy_params(policy, grid);
   if (policy.kind == policy_kind::coarse) {
-    const auto params = make_policy_params(policy, grid);
     const grid_shape coarse = selection_grid(params, grid);
     const std::int64_t cells = coarse.num_patches();
     keep = keep_count(cells, policy.ratio, policy.rounding) * (n / cells);
+  }
+  if (policy.kind == policy_kind::attention_guided && policy.attention == attention_mode::hint) {
+    keep += hint_reveal_count(params, n);  // revealed hints are visible too
   }
   return index_widths{keep, n - keep};
 }

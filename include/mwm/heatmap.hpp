@@ -10,6 +10,7 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "finite.hpp"
 #include "grid.hpp"
 
 namespace mwm {
@@ -56,12 +57,6 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_source(std::int64_t cell, std::i
   const auto source = static_cast<std::int64_t>(floorf(static_cast<float>(cell) * scale));
   return source < in - 1 ? source : in - 1;
 }
-
-MWM_HOST_DEVICE MWM_INLINE bool is_finite_value(float v) {
-  return v == v && v - v == 0.0f;  // NaN fails the first test, +-inf the second
-}
-
-MWM_HOST_DEVICE MWM_INLINE float finite_or_zero(float v) { return is_finite_value(v) ? v : 0.0f; }
 
 }  // namespace detail
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "config.hpp"
+#include "finite.hpp"
 #include "philox.hpp"
 
 namespace mwm {
@@ -72,9 +73,10 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t unit_q16(double value) {
   return static_cast<std::uint32_t>(rint(clamped * 65536.0));
 }
 
-// Weight w(score) = floor + (1 - floor) * clamp(score, 0, 1) in Q0.16, integer arithmetic.
+// Weight w(score) = floor + (1 - floor) * clamp(score, 0, 1) in Q0.16, integer arithmetic; a
+// non-finite score (allowed by nan_policy::zero) weighs as zero.
 MWM_HOST_DEVICE MWM_INLINE std::uint32_t weight_q16(float score, std::uint32_t floor_q16) {
-  const std::uint64_t s = unit_q16(static_cast<double>(score));
+  const std::uint64_t s = unit_q16(static_cast<double>(detail::finite_or_zero(score)));
   return floor_q16 + static_cast<std::uint32_t>(((65536u - floor_q16) * s + 32768u) >> 16);
 }
 

@@ -7,6 +7,7 @@
 #include "budget.hpp"
 #include "config.hpp"
 #include "error.hpp"
+#include "finite.hpp"
 #include "generate.hpp"
 #include "grid.hpp"
 #include "heatmap.hpp"

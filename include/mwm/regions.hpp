@@ -10,13 +10,15 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "finite.hpp"
 
 namespace mwm {
 
 // Region index = how many thresholds the score strictly exceeds; one threshold gives
-// background 0 and ROI 1.
+// background 0 and ROI 1. A non-finite score (allowed by nan_policy::zero) counts as zero.
 MWM_HOST_DEVICE MWM_INLINE std::int32_t region_of_score(float score, const float* thresholds,
                                                         std::int32_t num_thresholds) {
+  score = detail::finite_or_zero(score);
   std::int32_t region = 0;
   for (std::int32_t t = 0; t < num_thresholds; ++t) region += score > thresholds[t] ? 1 : 0;
   return region;
@@ -59,8 +61,10 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t quantile_count(std::int64_t patches, dou
 
 namespace detail {
 
-// Sortable form of a float where larger scores come first and -0.0 equals +0.0.
+// Sortable form of a float where larger scores come first, -0.0 equals +0.0, and non-finite
+// values (allowed by nan_policy::zero) rank as zero.
 MWM_HOST_DEVICE MWM_INLINE std::uint32_t descending_float_bits(float value) {
+  value = finite_or_zero(value);
   if (value == 0.0f) value = 0.0f;
   std::uint32_t bits;
   static_assert(sizeof(bits) == sizeof(value), "float must be 32 bits");

@@ -70,6 +70,21 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t masked_total(const policy_params& p, std
   return n - keep_count(n, p.ratio, p.rounding);
 }
 
+// Attention `hint`: the top int(N * hint_pool_share) patches (at most the masked budget) form
+// the pool that int(N * hint_share) of them are revealed from.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_pool_count(const policy_params& p, std::int64_t n) {
+  const auto pool = static_cast<std::int64_t>(static_cast<double>(n) * p.hint_pool_share);
+  const std::int64_t masked = masked_total(p, n);
+  return pool < masked ? pool : masked;
+}
+
+MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_reveal_count(const policy_params& p,
+                                                          std::int64_t n) {
+  const auto reveal = static_cast<std::int64_t>(static_cast<double>(n) * p.hint_share);
+  const std::int64_t pool = hint_pool_count(p, n);
+  return reveal < pool ? reveal : pool;
+}
+
 // Groups that rank-based policies (loss_guided, attention_guided) put the patch of rank
 // `rank` in, where rank 0 is the highest score (the lowest for attention `low`).
 MWM_HOST_DEVICE MWM_INLINE std::int32_t group_of_rank(const policy_params& p, std::int64_t rank,
@@ -79,10 +94,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int32_t group_of_rank(const policy_params& p, st
     const auto hard = static_cast<std::int64_t>(static_cast<double>(masked) * p.hard_share);
     return rank < hard ? 1 : 0;  // 1: masked for being hard; 0: the random rest
   }
-  if (p.attention == attention_mode::hint) {
-    auto pool = static_cast<std::int64_t>(static_cast<double>(n) * p.hint_pool_share);
-    if (pool > masked) pool = masked;
-    if (rank < pool) return 2;  // the hint pool: a few of it are revealed
+  if (p.attention == attention_mode::hint && rank < hint_pool_count(p, n)) {
+    return 2;  // the hint pool: a few of it are revealed
   }
   return rank < masked ? 1 : 0;
 }
@@ -115,8 +128,8 @@ MWM_HOST_DEVICE MWM_INLINE void plan_keep_counts(const policy_params& p,
         keep[r] = keep_count(sizes[r], p.region_ratio[r], p.rounding);
       return;
     case policy_kind::fixed_total: {
-      std::int64_t masked[max_regions];
-      std::int64_t ratio_q16[max_regions];
+      std::int64_t masked[max_regions] = {};
+      std::int64_t ratio_q16[max_regions] = {};
       for (int r = 0; r < p.num_regions; ++r) ratio_q16[r] = unit_q16(p.region_ratio[r]);
       share_masked_budget(sizes, ratio_q16, p.num_regions, masked_total(p, n), masked);
       for (int r = 0; r < p.num_regions; ++r) keep[r] = sizes[r] - masked[r];
@@ -138,10 +151,7 @@ MWM_HOST_DEVICE MWM_INLINE void plan_keep_counts(const policy_params& p,
     case policy_kind::attention_guided:
       keep[0] = sizes[0];
       keep[1] = 0;
-      if (p.attention == attention_mode::hint) {
-        const auto reveal = static_cast<std::int64_t>(static_cast<double>(n) * p.hint_share);
-        keep[2] = reveal < sizes[2] ? reveal : sizes[2];
-      }
+      if (p.attention == attention_mode::hint) keep[2] = hint_reveal_count(p, n);
       return;
     default:  // random, weighted, coarse (on the coarse grid)
       keep[0] = n - masked_total(p, n);
