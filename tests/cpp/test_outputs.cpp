@@ -1,0 +1,144 @@
+// The index outputs: one canonical order per sample, seen through every output a trainer reads.
+#include <mwm/masking.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "catch.hpp"
+#include "core_test_support.hpp"
+
+namespace {
+
+struct outputs_fixture {
+  mwm::grid_shape grid;
+  std::vector<std::int32_t> regions;
+  std::vector<float> scores;
+};
+
+outputs_fixture make_fixture(const mwm::grid_shape& grid, std::int64_t batch) {
+  mwm_test::test_rng rng(7);
+  outputs_fixture f;
+  f.grid = grid;
+  f.regions = mwm_test::random_regions(rng, grid, batch, 3);
+  f.scores = mwm_test::random_scores(rng, batch * grid.num_patches(), false);
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("every policy's outputs are consistent permutations", "[outputs]") {
+  const mwm::grid_shape grids[] = {mwm::make_grid_2d(8, 6), mwm::make_grid_2d(14, 14),
+                                   mwm::make_grid_3d(4, 4, 6)};
+  for (const auto& grid : grids) {
+    const std::int64_t batch = 9;
+    const auto fixture = make_fixture(grid, batch);
+    for (const auto& config : mwm_test::every_policy()) {
+      INFO(config.name << " on " << grid.depth << "x" << grid.height << "x" << grid.width);
+      mwm_test::generate_inputs in;
+      in.grid = grid;
+      in.batch = batch;
+      in.seed = 123;
+      in.regions = &fixture.regions;
+      in.scores = &fixture.scores;
+      const auto masks = mwm_test::generate(config.policy, in);
+      mwm_test::require_consistent_outputs(masks);
+      if (config.policy.order == mwm::visible_order::sorted) {
+        const std::int64_t n = grid.num_patches();
+        for (std::int64_t b = 0; b < batch; ++b) {
+          const auto masked = masks.num_masked[static_cast<std::size_t>(b)];
+          const std::int64_t* shuffle = masks.ids_shuffle.data() + b * n;
+          REQUIRE(std::is_sorted(shuffle, shuffle + (n - masked)));
+          REQUIRE(std::is_sorted(shuffle + (n - masked), shuffle + n));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("random visible order is not index order", "[outputs]") {
+  mwm::mask_policy policy;
+  policy.ratio = 0.5;
+  mwm_test::generate_inputs in;
+  in.grid = mwm::make_grid_2d(14, 14);
+  in.batch = 4;
+  const auto masks = mwm_test::generate(policy, in);
+  int sorted_rows = 0;
+  for (std::int64_t b = 0; b < in.batch; ++b) {
+    const std::int64_t* keep = masks.ids_keep.data() + b * masks.widths.keep;
+    sorted_rows += std::is_sorted(keep, keep + masks.widths.keep) ? 1 : 0;
+  }
+  CHECK(sorted_rows == 0);
+}
+
+TEST_CASE("per_region pads ids_keep and ids_masked with -1 to width N", "[outputs]") {
+  mwm::mask_policy policy;
+  policy.kind = mwm::policy_kind::per_region;
+  policy.region_ratios = {0.2, 0.9};
+  const mwm::grid_shape grid = mwm::make_grid_2d(5, 5);
+  // Sample 0 is all background, sample 1 all ROI: visible int(25 * 0.8) = 20 and
+  // int(25 * (1 - 0.9)) = int(2.4999999999999996) = 2.
+  std::vector<std::int32_t> regions(50, 0);
+  std::fill(regions.begin() + 25, regions.end(), 1);
+  mwm_test::generate_inputs in;
+  in.grid = grid;
+  in.batch = 2;
+  in.regions = &regions;
+  const auto masks = mwm_test::generate(policy, in);
+  REQUIRE(masks.widths.keep == 25);
+  REQUIRE(masks.widths.masked == 25);
+  CHECK(masks.num_masked[0] == 5);
+  CHECK(masks.num_masked[1] == 23);
+  const auto row_keep = [&](std::int64_t b) { return masks.ids_keep.data() + b * 25; };
+  const auto row_masked = [&](std::int64_t b) { return masks.ids_masked.data() + b * 25; };
+  CHECK(std::count(row_keep(0), row_keep(0) + 25, -1) == 5);
+  CHECK(std::count(row_masked(0), row_masked(0) + 25, -1) == 20);
+  CHECK(std::count(row_keep(1), row_keep(1) + 25, -1) == 23);
+  CHECK(std::count(row_masked(1), row_masked(1) + 25, -1) == 2);
+  // The padding sits at the end of each row.
+  CHECK(std::all_of(row_keep(1) + 2, row_keep(1) + 25, [](std::int64_t v) { return v == -1; }));
+  mwm_test::require_consistent_outputs(masks);
+}
+
+TEST_CASE("noise is position / N, strictly increasing along ids_shuffle", "[outputs]") {
+  mwm::mask_policy policy;
+  policy.ratio = 0.75;
+  mwm_test::generate_inputs in;
+  in.grid = mwm::make_grid_2d(14, 14);
+  in.batch = 3;
+  const auto masks = mwm_test::generate(policy, in);
+  for (std::int64_t b = 0; b < in.batch; ++b) {
+    for (std::int64_t position = 0; position < 196; ++position) {
+      const auto patch = masks.ids_shuffle[static_cast<std::size_t>(b * 196 + position)];
+      CHECK(masks.noise[static_cast<std::size_t>(b * 196 + patch)] ==
+            static_cast<float>(position) / 196.0f);
+    }
+  }
+}
+
+TEST_CASE("generate_masks_into writes only the outputs asked for", "[outputs]") {
+  mwm::mask_request request;
+  request.grid = mwm::make_grid_2d(4, 4);
+  request.batch = 2;
+  request.policy.ratio = 0.5;
+  request.seed = 9;
+  std::vector<std::uint8_t> mask(32, 7);
+  std::vector<std::int64_t> keep(16, -9);
+  mwm::batch_outputs out;
+  out.mask = mask.data();
+  out.ids_keep = keep.data();
+  mwm::generate_masks_into(request, out);
+  const auto full = mwm::generate_masks(request);
+  CHECK(mask == full.mask);
+  CHECK(keep == full.ids_keep);
+}
+
+TEST_CASE("upsample_patch_map repeats each patch value and can invert", "[outputs]") {
+  const mwm::grid_shape grid = mwm::make_grid_2d(2, 3);
+  const std::uint8_t mask[] = {1, 0, 0, 0, 1, 1};
+  std::vector<std::uint8_t> active(static_cast<std::size_t>(4 * 6));
+  mwm::upsample_patch_map(mask, grid, 1, 2, 2, true, active.data());
+  for (std::int64_t h = 0; h < 4; ++h)
+    for (std::int64_t w = 0; w < 6; ++w)
+      CHECK(active[static_cast<std::size_t>(h * 6 + w)] == (mask[(h / 2) * 3 + w / 2] ? 0 : 1));
+}
