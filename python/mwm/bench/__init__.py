@@ -1,0 +1,1 @@
+"""Benchmarks of mwm: `mwm-bench ratios` (text-guided vs random masking ratios) and friends."""

@@ -1,0 +1,155 @@
+"""`mwm-bench`: the benchmark command line.
+
+Subcommands:
+  ratios  text-guided vs random masking ratios -> downstream accuracy (see mwm.bench.ratios)
+  speed   kernel and loss timings; lives in mwm.bench.speed, imported only when asked for, and
+          receives its arguments untouched through ``mwm.bench.speed.main(argv) -> int``
+
+Run it as ``mwm-bench ...`` (installed entry point) or ``python -m mwm.bench ...``, and under
+``torchrun --nproc_per_node=2 -m mwm.bench ratios ...`` for DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+
+def _int_list(text: str) -> tuple:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _name_list(text: str) -> tuple:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
+def _add_ratios_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="the short setting (~5 min on 2 CPU cores); same as --preset quick")
+    p.add_argument("--preset", choices=("micro", "quick", "full"), default=None,
+                   help="micro: seconds, for tests; quick; full (default)")
+    p.add_argument("--out", type=Path, default=Path("mwm-out/ratios"),
+                   help="output folder (default: ./mwm-out/ratios)")
+    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--configs", type=_name_list,
+                   help="comma-separated masking configs: none, random-R, mwm-H/L, fixed-R, "
+                        "weighted-R (default: all of them)")
+    p.add_argument("--data", choices=("builtin", "folder"), default="builtin",
+                   help="built-in phantoms or --folder with your images")
+    p.add_argument("--folder", help="folder with labels.csv, images and heatmaps/*.npy")
+    p.add_argument("--datasets", type=_name_list, help="phantom kinds: brain, chest, brain3d")
+    p.add_argument("--models", type=_name_list, help="cnn (SparK-style), mae (ViT)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--epochs", type=int, help="override the preset's pretraining epochs")
+    p.add_argument("--pretrain-samples", type=int, help="override the pretraining set size")
+    p.add_argument("--batch-size", type=int, help="global pretraining batch size")
+    p.add_argument("--image-size", type=int, help="2D image side (pixels)")
+    p.add_argument("--jitter", type=float, help="simulated grounding: box jitter")
+    p.add_argument("--miss-rate", type=float, help="simulated grounding: share of missed boxes")
+    p.add_argument("--fp-rate", type=float, help="simulated grounding: false positives per image")
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--record-masks", type=Path,
+                   help="also save every pretraining mask keyed by global sample index (.pt)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mwm-bench", description="mwm benchmarks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ratios = sub.add_parser(
+        "ratios",
+        help="text-guided masking at low ratios vs random masking at high ratios",
+        description="Pretrain small SparK-style CNNs / MAE ViTs with random and text-guided "
+                    "masks, probe the frozen encoders, and report accuracy and Dice against the "
+                    "measured masking ratio.",
+    )
+    _add_ratios_arguments(ratios)
+    sub.add_parser("speed", help="timings of mwm ops against references", add_help=False)
+    return parser
+
+
+def _settings_from_args(args):
+    from .ratios import preset
+
+    name = args.preset or ("quick" if args.quick else "full")
+    if args.quick and args.preset not in (None, "quick"):
+        raise SystemExit(f"mwm-bench ratios: --quick contradicts --preset {args.preset}")
+    overrides = {
+        "seeds": args.seeds, "configs": args.configs, "datasets": args.datasets,
+        "models": args.models, "epochs": args.epochs, "pretrain_samples": args.pretrain_samples,
+        "batch_size": args.batch_size, "image_size": args.image_size, "jitter": args.jitter,
+        "miss_rate": args.miss_rate, "fp_rate": args.fp_rate, "folder": args.folder,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides["data"] = args.data
+    return name, preset(name, **overrides)
+
+
+def run_ratios_command(args, argv: Sequence[str]) -> int:
+    import torch
+
+    from . import distributed as bdist
+    from .ratios import run_ratios, validate_settings
+    from .report import print_table, write_results
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"mwm-bench ratios: --threads={args.threads} must be at least 1")
+        torch.set_num_threads(args.threads)
+    try:
+        name, settings = _settings_from_args(args)
+        ctx = bdist.init_from_env(args.device)
+        validate_settings(settings, ctx.world_size)
+    except ValueError as exc:
+        raise SystemExit(f"mwm-bench ratios: {exc}") from None
+    try:
+        started = time.perf_counter()
+        doc = run_ratios(settings, ctx, progress=not args.no_progress,
+                         record_masks=args.record_masks is not None)
+        if ctx.is_main:
+            command = "mwm-bench " + " ".join(shlex.quote(a) for a in argv)
+            doc["elapsed_seconds"] = time.perf_counter() - started
+            print_table(doc["summary"], plain=args.plain,
+                        title=f"mwm-bench ratios ({name}): {doc['elapsed_seconds']:.0f} s, "
+                              f"{ctx.world_size} process(es)")
+            paths = write_results(doc, args.out, command)
+            if args.record_masks is not None:
+                args.record_masks.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(doc["masks"], args.record_masks)
+                paths["masks"] = args.record_masks
+            for what, path in paths.items():
+                print(f"{what:>16}: {path}")
+    finally:
+        bdist.shutdown(ctx)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "speed":
+        from . import speed  # another module's subcommand; imported only when used
+
+        return int(speed.main(rest) or 0)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return run_ratios_command(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

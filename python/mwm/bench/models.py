@@ -1,0 +1,393 @@
+"""Small masked-image-modeling models for the ratios benchmark, 2D or 3D.
+
+- `SparseCNN`: a SparK-style convolutional encoder. The masked input is zeroed, and after every
+  convolution the masked positions are zeroed again at that feature map's resolution; batch
+  norm statistics come from the active (visible) positions only. A light U-Net decoder fills
+  masked positions of each scale with a learned mask token and reconstructs the image; the loss
+  covers masked patches only, against per-patch normalized pixels.
+- `TinyMAE`: a small MAE ViT. The encoder sees only the visible tokens (gathered with
+  ``ids_keep``; samples with fewer visible tokens are padded and the padding is excluded from
+  attention), the decoder receives mask tokens put in place with ``ids_restore``, and the loss
+  covers masked patches only.
+
+Both expose ``features(images)`` for frozen-encoder probes: a list of (B, C, *grid_s) feature
+maps (coarsest last) computed with nothing masked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mwm
+
+
+def _conv(ndim: int):
+    return {2: nn.Conv2d, 3: nn.Conv3d}[ndim]
+
+
+def _conv_transpose(ndim: int):
+    return {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[ndim]
+
+
+def _spatial_ndim(images: torch.Tensor, argument: str = "images") -> int:
+    if images.dim() not in (4, 5):
+        raise ValueError(
+            f"{argument} must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(images.shape)}"
+        )
+    return images.dim() - 2
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, *S) -> (B, N, P): patches in row-major grid order, each ordered (pd, ph, pw, c)
+    with the channel fastest (MAE's and HF ViTMAE's layout)."""
+    ndim = _spatial_ndim(images)
+    b, c, *spatial = images.shape
+    if any(s % patch_size for s in spatial):
+        raise ValueError(
+            f"patch_size={patch_size} must divide every spatial size, got {tuple(spatial)}"
+        )
+    grid = [s // patch_size for s in spatial]
+    split = [b, c]
+    for g in grid:
+        split += [g, patch_size]
+    x = images.reshape(split)
+    grid_axes = [2 + 2 * i for i in range(ndim)]
+    patch_axes = [3 + 2 * i for i in range(ndim)]
+    x = x.permute(0, *grid_axes, *patch_axes, 1)
+    return x.reshape(b, math.prod(grid), patch_size**ndim * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: Sequence[int]):
+    """Inverse of `patchify`: (B, N, P) -> (B, C, *grid * patch_size)."""
+    ndim = len(grid)
+    b = patches.shape[0]
+    x = patches.reshape(b, *grid, *([patch_size] * ndim), channels)
+    order = [0, 1 + 2 * ndim]
+    for i in range(ndim):
+        order += [1 + i, 1 + ndim + i]
+    x = x.permute(order)
+    return x.reshape(b, channels, *[g * patch_size for g in grid])
+
+
+def _plain_reconstruction_loss(pred_patches, target_patches, mask, norm_pix: bool):
+    if norm_pix:
+        mean = target_patches.mean(dim=-1, keepdim=True)
+        var = target_patches.var(dim=-1, keepdim=True, unbiased=True)
+        target_patches = (target_patches - mean) / (var + 1e-6).sqrt()
+    per_patch = (pred_patches.float() - target_patches.float()).pow(2).mean(dim=-1)
+    weight = mask.to(per_patch.dtype)
+    return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def reconstruction_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    norm_pix: bool = True,
+    *,
+    patch_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Mean squared error over the masked patches only (MAE / SparK).
+
+    pred: (B, N, P) patches or an image shaped like `target`; target: (B, C, *S) images;
+    mask: (B, N) bool, True = masked. With `norm_pix`, each target patch is standardized with
+    its own mean and unbiased variance (eps 1e-6). Uses the fused ``mwm.masked_recon_loss`` when
+    the extension provides it, this plain PyTorch code otherwise.
+    """
+    ndim = _spatial_ndim(target, "target")
+    if mask.dim() != 2 or mask.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"mask must be (B, N) with B = {target.shape[0]}, got shape {tuple(mask.shape)}"
+        )
+    num_patches = mask.shape[1]
+    if patch_size is None:
+        patch_size = round((math.prod(target.shape[2:]) / num_patches) ** (1.0 / ndim))
+    if patch_size <= 0 or math.prod(s // patch_size for s in target.shape[2:]) != num_patches:
+        raise ValueError(
+            f"patch_size={patch_size} does not tile target {tuple(target.shape)} into "
+            f"mask's N={num_patches} patches"
+        )
+    expected = (target.shape[0], num_patches, patch_size**ndim * target.shape[1])
+    if pred.shape != target.shape and tuple(pred.shape) != expected:
+        raise ValueError(
+            f"pred must be an image shaped like target {tuple(target.shape)} or patches "
+            f"{expected}, got shape {tuple(pred.shape)}"
+        )
+    if hasattr(mwm, "masked_recon_loss"):
+        return mwm.masked_recon_loss(pred, target, mask, patch_size, norm_target=norm_pix)
+    if pred.shape == target.shape:
+        pred = patchify(pred, patch_size)
+    return _plain_reconstruction_loss(pred, patchify(target, patch_size), mask, norm_pix)
+
+
+def expand_active(active: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Repeat a coarse (B, 1, *grid) active map to a feature map of spatial `size` (SparK)."""
+    out = active
+    for axis, (g, s) in enumerate(zip(active.shape[2:], size)):
+        if s % g:
+            raise ValueError(f"feature size {tuple(size)} is not a multiple of the mask grid "
+                             f"{tuple(active.shape[2:])}")
+        out = out.repeat_interleave(s // g, dim=2 + axis)
+    return out
+
+
+class SparseBatchNorm(nn.Module):
+    """Batch norm whose statistics come from active positions only; masked positions stay 0."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor, active: Optional[torch.Tensor]) -> torch.Tensor:
+        if active is None:
+            flat = x.movedim(1, -1).reshape(-1, x.shape[1])
+            return self.bn(flat).reshape(x.movedim(1, -1).shape).movedim(-1, 1)
+        channels_last = x.movedim(1, -1)
+        where = active[:, 0]
+        out = torch.zeros_like(channels_last)
+        out[where] = self.bn(channels_last[where])
+        return out.movedim(-1, 1)
+
+
+class _SparseConvUnit(nn.Module):
+    """conv -> zero masked -> sparse BN -> GELU."""
+
+    def __init__(self, ndim, cin, cout, stride):
+        super().__init__()
+        self.conv = _conv(ndim)(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.norm = SparseBatchNorm(cout)
+
+    def forward(self, x, active_map):
+        x = self.conv(x)
+        active = None if active_map is None else expand_active(active_map, x.shape[2:])
+        if active is not None:
+            x = x * active
+        return F.gelu(self.norm(x, active))  # GELU(0) = 0: masked positions stay zero
+
+
+class _SparseStage(nn.Module):
+    """Optional stride-2 downsampling, then one residual block; every conv respects the mask."""
+
+    def __init__(self, ndim, cin, cout, downsample: bool):
+        super().__init__()
+        self.down = _SparseConvUnit(ndim, cin, cout, stride=2) if downsample else None
+        self.body1 = _SparseConvUnit(ndim, cout, cout, stride=1)
+        self.body2 = _SparseConvUnit(ndim, cout, cout, stride=1)
+
+    def forward(self, x, active_map):
+        if self.down is not None:
+            x = self.down(x, active_map)
+        return x + self.body2(self.body1(x, active_map), active_map)
+
+
+class SparseCNN(nn.Module):
+    """SparK-style CNN. A non-overlapping ``stem`` x ``stem`` patchify stem (as ConvNeXt, so no
+    stem pixel straddles a mask patch), then one stage per width, each after the first halving
+    the resolution: total stride = stem * 2 ** (len(widths) - 1) = the mask patch size."""
+
+    def __init__(
+        self, in_channels: int = 1, widths: Sequence[int] = (32, 64), stem: int = 4, ndim: int = 2
+    ):
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim={ndim} must be 2 or 3")
+        if not widths:
+            raise ValueError("widths must hold at least one stage width")
+        if stem < 1:
+            raise ValueError(f"stem={stem} must be a positive stride")
+        self.ndim, self.in_channels, self.widths = ndim, in_channels, tuple(widths)
+        self.patch_size = stem * 2 ** (len(widths) - 1)
+        conv, up = _conv(ndim), _conv_transpose(ndim)
+        self.stem = conv(in_channels, widths[0], stem, stride=stem, bias=False)
+        self.stem_norm = SparseBatchNorm(widths[0])
+        self.stages = nn.ModuleList(
+            _SparseStage(ndim, widths[max(i - 1, 0)], widths[i], downsample=i > 0)
+            for i in range(len(widths))
+        )
+        # Light decoder (after SparK's): each scale is densified - a projection, and a learned
+        # mask token wherever the encoder saw nothing - then merged from coarse to fine.
+        self.densify = nn.ModuleList(conv(w, w, 1) for w in widths)
+        self.mask_tokens = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, w, *([1] * ndim))) for w in widths
+        )
+        bn = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[ndim]
+        self.ups = nn.ModuleList(
+            up(widths[i], widths[i - 1], 2, stride=2) for i in range(len(widths) - 1, 0, -1)
+        )
+        self.fuse = nn.ModuleList(
+            nn.Sequential(conv(widths[i - 1], widths[i - 1], 3, padding=1, bias=False),
+                          bn(widths[i - 1]), nn.GELU())
+            for i in range(len(widths) - 1, 0, -1)
+        )
+        # Each finest-scale position predicts its stem x stem block of pixels.
+        self.head = up(widths[0], in_channels, stem, stride=stem)
+        for t in self.mask_tokens:
+            nn.init.trunc_normal_(t, std=0.02)
+
+    def encode(self, images: torch.Tensor, active_map: Optional[torch.Tensor]):
+        """Features of every stage (finest first). `active_map` (B, 1, *grid) or None."""
+        x = images
+        if active_map is not None:
+            x = x * expand_active(active_map, x.shape[2:]).to(x.dtype)
+        x = self.stem(x)
+        active = None if active_map is None else expand_active(active_map, x.shape[2:])
+        x = F.gelu(self.stem_norm(x, active))
+        feats = []
+        for stage in self.stages:
+            x = stage(x, active_map)
+            feats.append(x)
+        return feats
+
+    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        return self.encode(images, None)
+
+    def forward(self, images: torch.Tensor, masks, norm_pix: bool = True) -> torch.Tensor:
+        """Reconstruction loss for one batch masked by `masks` (an mwm mask result)."""
+        active_map = masks.active().to(images.device)
+        feats = self.encode(images, active_map)
+        dense = []
+        for f, proj, token in zip(feats, self.densify, self.mask_tokens):
+            active = expand_active(active_map, f.shape[2:])
+            dense.append(torch.where(active, proj(f), token.to(f.dtype)))
+        x = dense[-1]
+        for up, fuse, skip in zip(self.ups, self.fuse, dense[:-1][::-1]):
+            x = fuse(up(x) + skip)
+        pred = self.head(x)
+        return reconstruction_loss(
+            pred, images, masks.mask.to(images.device), norm_pix, patch_size=self.patch_size
+        )
+
+
+def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    angles = positions.double()[:, None] * omega[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_position_embedding(dim: int, grid: Sequence[int]) -> torch.Tensor:
+    """Fixed sin-cos position embedding (N, dim) for a row-major grid, dim split across axes."""
+    ndim = len(grid)
+    if dim % (2 * ndim):
+        raise ValueError(f"embed dim={dim} must be divisible by 2 * {ndim} for a {ndim}D grid")
+    coords = torch.meshgrid(*[torch.arange(g) for g in grid], indexing="ij")
+    parts = [_sincos_1d(dim // ndim, c.reshape(-1)) for c in coords]
+    return torch.cat(parts, dim=1).float()
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block; `valid` (B, T) marks real tokens (None: all real)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).unbind(2)
+        attn_mask = None if valid is None else valid[:, None, None, :]
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask
+        )
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyMAE(nn.Module):
+    """A small MAE: ViT encoder on visible tokens, light decoder with mask tokens."""
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int = 1,
+        patch_size: int = 8,
+        ndim: int = 2,
+        dim: int = 96,
+        depth: int = 4,
+        heads: int = 4,
+        decoder_dim: int = 64,
+        decoder_depth: int = 1,
+        decoder_heads: int = 4,
+    ):
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim={ndim} must be 2 or 3")
+        if image_size % patch_size:
+            raise ValueError(f"patch_size={patch_size} must divide image_size={image_size}")
+        self.ndim, self.patch_size, self.in_channels = ndim, patch_size, in_channels
+        self.grid = (image_size // patch_size,) * ndim
+        self.num_patches = math.prod(self.grid)
+        self.patch_embed = _conv(ndim)(in_channels, dim, patch_size, stride=patch_size)
+        self.register_buffer("pos", sincos_position_embedding(dim, self.grid)[None], False)
+        self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.decoder_embed = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer(
+            "decoder_pos", sincos_position_embedding(decoder_dim, self.grid)[None], False
+        )
+        self.decoder_blocks = nn.ModuleList(
+            _Block(decoder_dim, decoder_heads) for _ in range(decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, patch_size**ndim * in_channels)
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos
+
+    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        x = self._tokens(images)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        return [x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.grid)]
+
+    def forward(self, images: torch.Tensor, masks, norm_pix: bool = True) -> torch.Tensor:
+        device = images.device
+        n = self.num_patches
+        num_keep = n - masks.num_masked.to(device=device, dtype=torch.long)
+        width = int(num_keep.max())
+        slot = torch.arange(width, device=device)[None]
+        valid = slot < num_keep[:, None]  # variable-total policies pad ids_keep with -1
+        ids_keep = torch.where(valid, masks.ids_keep.to(device)[:, :width].long(), 0)
+        tokens = self._tokens(images)
+        x = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        uniform = bool(valid.all())
+        for blk in self.blocks:
+            x = blk(x, None if uniform else valid)
+        x = self.decoder_embed(self.norm(x))
+        # Canonical order is [visible..., masked...]; ids_restore puts each token back in place.
+        shuffled = self.mask_token.to(x.dtype).expand(x.shape[0], n, -1).clone()
+        shuffled[:, :width] = torch.where(valid[..., None], x, shuffled[:, :width])
+        ids_restore = masks.ids_restore.to(device).long()
+        x = torch.gather(shuffled, 1, ids_restore[..., None].expand(-1, -1, x.shape[-1]))
+        x = x + self.decoder_pos
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        pred = self.decoder_pred(self.decoder_norm(x))
+        return reconstruction_loss(
+            pred, images, masks.mask.to(device), norm_pix, patch_size=self.patch_size
+        )

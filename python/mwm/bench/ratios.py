@@ -1,0 +1,589 @@
+"""`mwm-bench ratios`: does text-guided masking at a lower ratio beat random masking at a high one?
+
+Mask What Matters (arXiv 2509.23054) masks the region a text prompt points at harder than the
+background (per_region: r_high inside, r_low outside, ~40 % overall) and reports better
+downstream accuracy than SparK's random 60-70 %. This module reproduces that comparison at a
+scale two CPU cores can run: pretrain small SparK-style CNNs and MAE ViTs on procedural phantoms
+(or your own folder) with each masking configuration, then probe the frozen encoders for
+classification accuracy and lesion Dice, over several seeds.
+
+Masks come from mwm and are keyed by the global sample index: in epoch ``e`` the sample at
+position ``p`` of the epoch's shuffled order is sample ``e * L + p``, so every process of a DDP
+run (each takes a contiguous slice of every global batch) draws exactly the masks one process
+would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+import mwm
+
+from . import distributed as bdist
+from .grounding_sim import SimulatedGrounder
+from .models import SparseCNN, TinyMAE
+from .phantoms import CLASS_NAMES, PhantomDataset
+from .probes import extract_features, linear_probe, segmentation_probe
+
+# --------------------------------------------------------------------------------------------
+# Masking configurations
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """One way of masking during pretraining. ``policy == "none"`` means no pretraining at all
+    (the randomly initialized encoder), the floor every other configuration should beat."""
+
+    name: str
+    policy: str  # none | random | per_region | fixed_total | weighted
+    ratio: Optional[float] = None
+    region_ratios: Optional[Tuple[float, float]] = None  # (r_low background, r_high ROI)
+
+    @property
+    def guided(self) -> bool:
+        return self.policy in ("per_region", "fixed_total", "weighted")
+
+    def masker(self, grid, seed: int, thresholds, reduction: str) -> Callable:
+        """`masker(heatmaps, offset)` -> mwm mask result."""
+        if self.policy == "none":
+            raise ValueError(f"config {self.name!r} pretrains nothing and draws no masks")
+        if self.policy == "random":
+            ratio = self.ratio
+
+            def random_masks(heatmaps: torch.Tensor, offset: int):
+                return mwm.generate_masks(
+                    grid=tuple(grid), batch_size=heatmaps.shape[0], policy="random",
+                    ratio=ratio, seed=seed, offset=offset, rounding="round",
+                )
+
+            return random_masks
+        kwargs = dict(grid=tuple(grid), thresholds=list(thresholds), policy=self.policy,
+                      seed=seed, reduction=reduction)
+        kwargs["region_ratios"] = list(self.region_ratios or DEFAULT_REGION_RATIOS)
+        if self.ratio is not None:
+            kwargs["ratio"] = self.ratio
+        guided = mwm.TextGuidedMasker(**kwargs)
+        return lambda heatmaps, offset: guided(heatmaps, offset=offset)
+
+
+# MWM's default preset (r_low, r_high); it also sets the ROI/background proportions of
+# fixed_total, whose overall ratio is given separately.
+DEFAULT_REGION_RATIOS = (0.4, 0.8)
+
+DEFAULT_CONFIGS = (
+    "none",
+    "random-0.6",
+    "random-0.7",
+    "mwm-0.8/0.4",
+    "mwm-0.7/0.3",
+    "mwm-0.6/0.2",
+    "fixed-0.4",
+    "weighted-0.4",
+)
+
+_RATIO = r"(0(?:\.\d+)?|1(?:\.0+)?)"
+
+
+def parse_config(text: str) -> MaskConfig:
+    """``none``, ``random-R``, ``mwm-H/L`` (per_region, ROI ratio H, background L),
+    ``fixed-R`` (fixed_total at overall R), ``weighted-R``."""
+    name = text.strip()
+    if name == "none":
+        return MaskConfig(name, "none")
+    m = re.fullmatch(rf"random-{_RATIO}", name)
+    if m:
+        return MaskConfig(name, "random", ratio=float(m.group(1)))
+    m = re.fullmatch(rf"mwm-{_RATIO}/{_RATIO}", name)
+    if m:
+        high, low = float(m.group(1)), float(m.group(2))
+        return MaskConfig(name, "per_region", region_ratios=(low, high))
+    m = re.fullmatch(rf"fixed-{_RATIO}", name)
+    if m:
+        return MaskConfig(name, "fixed_total", ratio=float(m.group(1)))
+    m = re.fullmatch(rf"weighted-{_RATIO}", name)
+    if m:
+        return MaskConfig(name, "weighted", ratio=float(m.group(1)))
+    raise ValueError(
+        f"config={text!r} is not understood; use none, random-R, mwm-H/L, fixed-R or weighted-R "
+        f"with ratios in [0, 1] (e.g. {', '.join(DEFAULT_CONFIGS)})"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass
+class Settings:
+    datasets: Tuple[str, ...] = ("brain",)
+    models: Tuple[str, ...] = ("cnn",)
+    configs: Tuple[str, ...] = DEFAULT_CONFIGS
+    seeds: Tuple[int, ...] = (0, 1)
+    image_size: int = 64
+    volume_size: int = 32  # brain3d side length
+    patch_size: int = 8
+    pretrain_samples: int = 1024
+    train_samples: int = 512
+    test_samples: int = 512
+    epochs: int = 4
+    batch_size: int = 64
+    lr: Dict[str, float] = field(default_factory=lambda: {"cnn": 2e-3, "mae": 1e-3})
+    warmup_share: float = 0.1
+    cnn_widths: Tuple[int, ...] = (32, 64)
+    mae_dim: int = 64
+    mae_depth: int = 3
+    prompts: Dict[str, str] = field(
+        default_factory=lambda: {"brain": "tumor", "brain3d": "tumor", "chest": "lesion"}
+    )
+    jitter: float = 0.1
+    miss_rate: float = 0.1
+    fp_rate: float = 0.1
+    expand_ratio: float = 1.2
+    thresholds: Tuple[float, ...] = (0.5,)
+    reduction: str = "max"
+    data_seed: int = 0
+    probe_steps: int = 300
+    seg_probe_steps: int = 200
+    data: str = "builtin"
+    folder: Optional[str] = None
+
+
+PRESETS: Dict[str, Settings] = {
+    # Seconds: for tests only; the numbers mean nothing.
+    "micro": Settings(
+        configs=("random-0.7", "mwm-0.8/0.4"), seeds=(0,), image_size=32, patch_size=8,
+        pretrain_samples=32, train_samples=32, test_samples=32, epochs=1, batch_size=8,
+        cnn_widths=(8, 16), mae_dim=32, mae_depth=1, probe_steps=20, seg_probe_steps=10,
+    ),
+    # The README's main command: under 10 minutes on 2 CPU cores.
+    "quick": Settings(),
+    # Both models, three phantom kinds, three seeds, longer pretraining.
+    "full": Settings(
+        datasets=("brain", "chest", "brain3d"), models=("cnn", "mae"), seeds=(0, 1, 2),
+        pretrain_samples=2048, train_samples=1024, test_samples=1024, epochs=10,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> Settings:
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is not one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def validate_settings(s: Settings, world_size: int = 1) -> None:
+    """Raise ValueError naming the first setting that cannot run."""
+    for kind in s.datasets:
+        if s.data == "builtin" and kind not in CLASS_NAMES:
+            raise ValueError(f"dataset={kind!r} must be one of {', '.join(CLASS_NAMES)}")
+    for m in s.models:
+        if m not in ("cnn", "mae"):
+            raise ValueError(f"model={m!r} must be 'cnn' or 'mae'")
+    for c in s.configs:
+        parse_config(c)
+    if not s.seeds:
+        raise ValueError("seeds must name at least one seed")
+    if s.batch_size % world_size:
+        raise ValueError(
+            f"batch_size={s.batch_size} must be divisible by the number of processes {world_size}"
+        )
+    if s.patch_size & (s.patch_size - 1) or s.patch_size < 2:
+        raise ValueError(f"patch_size={s.patch_size} must be a power of two (CNN strides)")
+    if s.data not in ("builtin", "folder"):
+        raise ValueError(f"data={s.data!r} must be 'builtin' or 'folder'")
+    if s.data == "folder" and not s.folder:
+        raise ValueError("data='folder' needs folder=<directory>")
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (L, C, *S)
+    labels: torch.Tensor  # (L,)
+    lesions: Optional[torch.Tensor]  # (L, *S) bool
+    heatmaps: Optional[torch.Tensor] = None  # (L, *S) float32
+
+
+@dataclass
+class Prepared:
+    name: str
+    class_names: Tuple[str, ...]
+    image_size: int
+    ndim: int
+    pretrain: Split
+    train: Split
+    test: Split
+    examples: Split  # a few test samples, one per class where possible, for overlays
+    prompt: str = ""
+
+    @property
+    def grid(self) -> Tuple[int, ...]:
+        return (self.image_size // self.patch_size,) * self.ndim
+
+    patch_size: int = 8
+
+
+def _phantom_split(kind, length, size, seed, start, grounder, prompt) -> Split:
+    data = PhantomDataset(kind, length, size=size, seed=seed, start=start)
+    stacked = data.stacked()
+    heat = grounder.heatmaps(data.samples, prompt)
+    return Split(stacked["image"], stacked["label"], stacked["lesion"], heat)
+
+
+def _examples(split: Split, num_classes: int) -> Split:
+    picks = []
+    for c in range(num_classes):
+        hits = (split.labels == c).nonzero().flatten()
+        if len(hits):
+            picks.append(int(hits[0]))
+    idx = torch.tensor(picks)
+    return Split(
+        split.images[idx], split.labels[idx],
+        None if split.lesions is None else split.lesions[idx],
+        None if split.heatmaps is None else split.heatmaps[idx],
+    )
+
+
+def prepare_builtin(kind: str, s: Settings) -> Prepared:
+    size = s.volume_size if kind == "brain3d" else s.image_size
+    prompt = s.prompts[kind]
+    grounder = SimulatedGrounder(
+        jitter=s.jitter, miss_rate=s.miss_rate, fp_rate=s.fp_rate,
+        expand_ratio=s.expand_ratio, seed=s.data_seed,
+    )
+    pre = _phantom_split(kind, s.pretrain_samples, size, s.data_seed, 0, grounder, prompt)
+    start = s.pretrain_samples
+    train = _phantom_split(kind, s.train_samples, size, s.data_seed, start, grounder, prompt)
+    start += s.train_samples
+    test = _phantom_split(kind, s.test_samples, size, s.data_seed, start, grounder, prompt)
+    return Prepared(
+        name=kind, class_names=CLASS_NAMES[kind], image_size=size,
+        ndim=3 if kind == "brain3d" else 2, pretrain=pre, train=train, test=test,
+        examples=_examples(test, len(CLASS_NAMES[kind])), prompt=prompt,
+        patch_size=s.patch_size,
+    )
+
+
+def prepare_folder(s: Settings) -> Prepared:
+    from .folder import load_folder
+
+    data = load_folder(s.folder, size=s.image_size)
+
+    def subset(names) -> Split:
+        idx = torch.tensor([i for i, sp in enumerate(data.splits) if sp in names])
+        return Split(
+            data.images[idx], data.labels[idx],
+            None if data.lesions is None else data.lesions[idx], data.heatmaps[idx],
+        )
+
+    test = subset({"test"})
+    return Prepared(
+        name="folder", class_names=data.class_names, image_size=s.image_size, ndim=2,
+        pretrain=subset({"pretrain", "train"}), train=subset({"train"}), test=test,
+        examples=_examples(test, len(data.class_names)), prompt="(your heatmaps)",
+        patch_size=s.patch_size,
+    )
+
+
+def lesion_patches(lesions: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(L, *S) pixel masks -> (L, N) True where a patch holds any lesion pixel."""
+    ndim = lesions.dim() - 1
+    pool = {2: nn.functional.max_pool2d, 3: nn.functional.max_pool3d}[ndim]
+    return pool(lesions[:, None].float(), patch_size).flatten(1) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining
+
+
+@dataclass
+class PretrainStats:
+    masked_share_sum: float = 0.0  # sum over samples of num_masked / N
+    samples: int = 0
+    lesion_masked: int = 0  # lesion patches that were masked
+    lesion_total: int = 0
+    background_masked: int = 0
+    background_total: int = 0
+    final_loss: float = float("nan")
+    seconds: float = 0.0
+
+    @property
+    def effective_ratio(self) -> float:
+        return self.masked_share_sum / max(self.samples, 1)
+
+
+def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
+    channels = data.pretrain.images.shape[1]
+    if kind == "cnn":
+        stem = s.patch_size // 2 ** (len(s.cnn_widths) - 1)
+        if stem < 1:
+            raise ValueError(
+                f"patch_size={s.patch_size} is too small for {len(s.cnn_widths)} CNN stages"
+            )
+        return SparseCNN(channels, s.cnn_widths, stem=stem, ndim=data.ndim)
+    heads = max(1, s.mae_dim // 32)
+    return TinyMAE(
+        data.image_size, channels, s.patch_size, ndim=data.ndim, dim=s.mae_dim,
+        depth=s.mae_depth, heads=heads, decoder_dim=s.mae_dim, decoder_depth=1,
+        decoder_heads=heads,
+    )
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pretrain(
+    model: nn.Module,
+    data: Prepared,
+    masker: Callable,
+    s: Settings,
+    lr: float,
+    seed: int,
+    ctx: bdist.DistContext,
+    progress: bool = True,
+    record: Optional[Dict[int, np.ndarray]] = None,
+    desc: str = "pretrain",
+) -> PretrainStats:
+    """Masked-image-modeling pretraining; each process takes its slice of every global batch.
+    `record`, when given, receives {global sample index: mask row} for this process's samples."""
+    images, heat = data.pretrain.images, data.pretrain.heatmaps
+    roi = lesion_patches(data.pretrain.lesions, s.patch_size) if data.pretrain.lesions is not None else None
+    length = images.shape[0]
+    global_batch = s.batch_size
+    if length < global_batch:
+        raise ValueError(
+            f"pretrain set of {length} images is smaller than batch_size={global_batch}"
+        )
+    local = global_batch // ctx.world_size
+    steps_per_epoch = length // global_batch
+    total_steps = steps_per_epoch * s.epochs
+    net = model
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    warmup = max(1, int(s.warmup_share * total_steps))
+    stats = PretrainStats()
+    started = time.perf_counter()
+    model.train()
+    bar = tqdm(total=total_steps, desc=desc, leave=False, disable=not (progress and ctx.is_main))
+    step = 0
+    loss_sum = torch.zeros(())
+    for epoch in range(s.epochs):
+        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        for batch in range(steps_per_epoch):
+            first = batch * global_batch + ctx.rank * local  # position of this slice in the epoch
+            idx = order[first : first + local]
+            offset = epoch * length + first
+            masks = masker(heat[idx], offset)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, total_steps, lr, warmup)
+            loss = net(images[idx].to(ctx.device, non_blocking=True), masks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+            mask = masks.mask.cpu().bool()
+            stats.masked_share_sum += float(masks.num_masked.double().sum()) / mask.shape[1]
+            stats.samples += mask.shape[0]
+            if roi is not None:
+                inside = roi[idx]
+                stats.lesion_masked += int((mask & inside).sum())
+                stats.lesion_total += int(inside.sum())
+                stats.background_masked += int((mask & ~inside).sum())
+                stats.background_total += int((~inside).sum())
+            if record is not None:
+                for j in range(mask.shape[0]):
+                    record[offset + j] = np.packbits(mask[j].numpy())
+            loss_sum = loss.detach().cpu()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss_sum):.3f}")
+    bar.close()
+    stats.final_loss = float(loss_sum)
+    stats.seconds = time.perf_counter() - started
+    # Every rank saw different samples: add their counts up.
+    counts = torch.tensor([
+        stats.masked_share_sum, stats.samples, stats.lesion_masked, stats.lesion_total,
+        stats.background_masked, stats.background_total, stats.final_loss,
+    ])
+    total = bdist.all_reduce_sum(ctx, counts)
+    stats.masked_share_sum, stats.final_loss = float(total[0]), float(total[6]) / ctx.world_size
+    stats.samples, stats.lesion_masked, stats.lesion_total = (int(v) for v in total[1:4])
+    stats.background_masked, stats.background_total = int(total[4]), int(total[5])
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# One run = one (dataset, model, config, seed)
+
+
+def evaluate(model: nn.Module, data: Prepared, s: Settings, seed: int, device, progress: bool):
+    train = extract_features(model, data.train.images, device, progress=progress, desc="features/train")
+    test = extract_features(model, data.test.images, device, progress=progress, desc="features/test")
+    accuracy = linear_probe(
+        train.pooled, data.train.labels, test.pooled, data.test.labels,
+        num_classes=len(data.class_names), seed=seed, steps=s.probe_steps,
+    )
+    dice = float("nan")
+    if data.train.lesions is not None and data.test.lesions is not None:
+        dice = segmentation_probe(
+            train.maps, data.train.lesions, test.maps, data.test.lesions,
+            seed=seed, steps=s.seg_probe_steps,
+        )
+    return accuracy, dice
+
+
+def run_one(
+    data: Prepared, model_kind: str, config: MaskConfig, seed: int, s: Settings,
+    ctx: bdist.DistContext, progress: bool, record: Optional[Dict[int, np.ndarray]] = None,
+) -> Optional[dict]:
+    torch.manual_seed(seed)
+    model = build_model(model_kind, data, s).to(ctx.device)
+    result = {"dataset": data.name, "model": model_kind, "config": config.name,
+              "policy": config.policy, "seed": seed}
+    if config.policy == "none":
+        stats = None
+    else:
+        masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
+        stats = pretrain(
+            model, data, masker, s, s.lr[model_kind], seed, ctx, progress, record,
+            desc=f"{data.name}/{model_kind}/{config.name}/seed{seed}",
+        )
+    result.update(_stats_fields(stats))
+    if ctx.is_main:
+        started = time.perf_counter()
+        accuracy, dice = evaluate(model, data, s, seed, ctx.device, progress)
+        result.update(accuracy=accuracy, dice=dice, probe_seconds=time.perf_counter() - started)
+    bdist.barrier(ctx)
+    return result if ctx.is_main else None
+
+
+def _ratio(num: int, den: int) -> Optional[float]:
+    return num / den if den else None
+
+
+def _stats_fields(stats: Optional[PretrainStats]) -> dict:
+    if stats is None:
+        return {"effective_ratio": None, "lesion_ratio": None, "background_ratio": None,
+                "final_loss": None, "pretrain_seconds": 0.0, "masks_drawn": 0}
+    return {
+        "effective_ratio": stats.effective_ratio,
+        "lesion_ratio": _ratio(stats.lesion_masked, stats.lesion_total),
+        "background_ratio": _ratio(stats.background_masked, stats.background_total),
+        "final_loss": stats.final_loss,
+        "pretrain_seconds": stats.seconds,
+        "masks_drawn": stats.samples,
+    }
+
+
+def example_masks(data: Prepared, configs: Sequence[MaskConfig], s: Settings, seed: int = 0):
+    """Masks each configuration draws for the example images (offset 0), for the overlays."""
+    out = {}
+    for config in configs:
+        if config.policy == "none":
+            continue
+        masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
+        out[config.name] = masker(data.examples.heatmaps, 0).mask.cpu().bool()
+    return out
+
+
+def run_ratios(
+    s: Settings,
+    ctx: Optional[bdist.DistContext] = None,
+    progress: bool = True,
+    record_masks: bool = False,
+) -> dict:
+    """Run every (dataset, model, config, seed); returns the results document (rank 0) with
+    ``runs`` (one entry per run), ``summary`` (mean and std over seeds) and metadata. With
+    `record_masks`, ``masks`` maps "dataset/model/config/seed" to {global index: packed mask}
+    gathered from every process."""
+    ctx = ctx or bdist.DistContext()
+    validate_settings(s, ctx.world_size)
+    configs = [parse_config(c) for c in s.configs]
+    started = time.perf_counter()
+    prepared = (
+        [prepare_folder(s)] if s.data == "folder" else [prepare_builtin(k, s) for k in s.datasets]
+    )
+    data_seconds = time.perf_counter() - started
+    plan = [(d, m, c, seed) for d in prepared for m in s.models for c in configs for seed in s.seeds]
+    runs, masks = [], {}
+    outer = tqdm(plan, desc="ratios", disable=not (progress and ctx.is_main))
+    for data, model_kind, config, seed in outer:
+        outer.set_postfix_str(f"{data.name}/{model_kind}/{config.name}/seed{seed}")
+        record: Optional[Dict[int, np.ndarray]] = {} if record_masks else None
+        result = run_one(data, model_kind, config, seed, s, ctx, progress, record)
+        if record_masks and config.policy != "none":
+            merged: Dict[int, np.ndarray] = {}
+            for part in bdist.gather_objects(ctx, record):
+                merged.update(part)
+            masks[f"{data.name}/{model_kind}/{config.name}/{seed}"] = merged
+        if result is not None:
+            runs.append(result)
+    outer.close()
+    doc = {
+        "settings": dataclasses.asdict(s),
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
+        "torch_threads": torch.get_num_threads(),
+        "data_seconds": data_seconds,
+        "elapsed_seconds": time.perf_counter() - started,
+        "runs": runs,
+        "summary": summarize(runs),
+        "datasets": {
+            d.name: {"classes": list(d.class_names), "prompt": d.prompt, "grid": list(d.grid),
+                     "image_size": d.image_size, "pretrain": int(d.pretrain.images.shape[0]),
+                     "train": int(d.train.images.shape[0]), "test": int(d.test.images.shape[0])}
+            for d in prepared
+        },
+    }
+    doc["_prepared"] = prepared  # for the report's overlays; dropped before writing JSON
+    doc["_configs"] = configs
+    doc["_settings"] = s
+    if record_masks:
+        doc["masks"] = masks
+    return doc
+
+
+def _mean_std(values: List[float]) -> Tuple[Optional[float], Optional[float]]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    arr = np.asarray(vals, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarize(runs: List[dict]) -> List[dict]:
+    """Mean and sample std over seeds of every (dataset, model, config)."""
+    keys: List[Tuple[str, str, str]] = []
+    for r in runs:
+        key = (r["dataset"], r["model"], r["config"])
+        if key not in keys:
+            keys.append(key)
+    out = []
+    for key in keys:
+        group = [r for r in runs if (r["dataset"], r["model"], r["config"]) == key]
+        row = {"dataset": key[0], "model": key[1], "config": key[2],
+               "policy": group[0]["policy"], "seeds": [r["seed"] for r in group]}
+        for metric in ("effective_ratio", "lesion_ratio", "background_ratio", "accuracy", "dice",
+                       "pretrain_seconds"):
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in group])
+        out.append(row)
+    return out

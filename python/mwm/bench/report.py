@@ -1,0 +1,248 @@
+"""What `mwm-bench ratios` writes: the console table, results.json, results.md, the accuracy vs
+effective-ratio plot and example mask overlays."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+COLUMNS = (
+    ("dataset", "dataset"),
+    ("model", "model"),
+    ("config", "config"),
+    ("eff. ratio", "effective_ratio"),
+    ("lesion ratio", "lesion_ratio"),
+    ("bg ratio", "background_ratio"),
+    ("accuracy %", "accuracy"),
+    ("lesion Dice %", "dice"),
+)
+
+
+def _fmt(mean: Optional[float], std: Optional[float], scale: float = 1.0, digits: int = 1) -> str:
+    if mean is None:
+        return "-"
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+def table_rows(summary: Sequence[dict]) -> List[List[str]]:
+    rows = []
+    for r in summary:
+        row = [r["dataset"], r["model"], r["config"]]
+        for _, key in COLUMNS[3:6]:
+            row.append(_fmt(r[f"{key}_mean"], None, digits=3))
+        row.append(_fmt(r["accuracy_mean"], r["accuracy_std"], 100.0))
+        row.append(_fmt(r["dice_mean"], r["dice_std"], 100.0))
+        rows.append(row)
+    return rows
+
+
+def plain_table(summary: Sequence[dict]) -> str:
+    header = [c[0] for c in COLUMNS]
+    rows = table_rows(summary)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def markdown_table(summary: Sequence[dict]) -> str:
+    header = [c[0] for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(summary)]
+    return "\n".join(lines)
+
+
+def print_table(summary: Sequence[dict], plain: bool = False, title: str = "") -> None:
+    if not plain:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            plain = True
+    if plain:
+        if title:
+            print(title)
+        print(plain_table(summary))
+        return
+    table = Table(title=title or None)
+    for name, _ in COLUMNS:
+        table.add_column(name, justify="left" if name in ("dataset", "model", "config") else "right")
+    for row in table_rows(summary):
+        table.add_row(*row)
+    Console(width=max(120, Console().width)).print(table)
+
+
+def _json_ready(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def machine_info() -> Dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def write_results(doc: dict, out: Path, command: str) -> Dict[str, Path]:
+    """results.json, results.md, ratios.png and overlays_<dataset>.png under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in doc.items() if not k.startswith("_") and k != "masks"}
+    public["command"] = command
+    public["machine"] = machine_info()
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    paths["json"].write_text(json.dumps(_json_ready(public), indent=2) + "\n")
+    paths["markdown"].write_text(markdown_report(public))
+    plot = plot_accuracy_vs_ratio(doc["summary"], out / "ratios.png")
+    if plot is not None:
+        paths["plot"] = plot
+    for data in doc.get("_prepared", []):
+        from .ratios import example_masks
+
+        masks = example_masks(data, doc["_configs"], doc["_settings"])
+        paths[f"overlay_{data.name}"] = plot_overlays(data, masks, out / f"overlays_{data.name}.png")
+    return paths
+
+
+def markdown_report(public: dict) -> str:
+    s = public["settings"]
+    lines = [
+        "# mwm-bench ratios",
+        "",
+        f"Command: `{public['command']}`  ",
+        f"Elapsed: {public['elapsed_seconds']:.0f} s on {public['machine']['cpu_count']} CPUs, "
+        f"{public['world_size']} process(es), {public['torch_threads']} torch thread(s), "
+        f"device {public['device']}.",
+        "",
+        f"Pretraining: {s['epochs']} epochs over {s['pretrain_samples']} images, batch "
+        f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}. Probes: frozen encoder, "
+        "linear classifier on pooled features (accuracy) and a per-pixel linear head on the "
+        "feature maps (lesion Dice, images with a lesion only). `eff. ratio` is measured from "
+        "the masks drawn during pretraining (mean of num_masked / N); `lesion ratio` and "
+        "`bg ratio` are the shares of lesion / non-lesion patches that were masked.",
+        "",
+        markdown_table(public["summary"]),
+        "",
+    ]
+    for name, info in public.get("datasets", {}).items():
+        lines.append(
+            f"- `{name}`: classes {', '.join(info['classes'])}; prompt `{info['prompt']}`; "
+            f"grid {'x'.join(map(str, info['grid']))}; {info['pretrain']} pretrain / "
+            f"{info['train']} probe-train / {info['test']} test images."
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path]:
+    """One panel per (dataset, model): accuracy (top) and Dice (bottom) against the effective
+    ratio; the unpretrained reference as a dashed line."""
+    panels = []
+    for r in summary:
+        key = (r["dataset"], r["model"])
+        if key not in panels:
+            panels.append(key)
+    if not panels:
+        return None
+    plt = _matplotlib()
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 7), squeeze=False)
+    for col, key in enumerate(panels):
+        rows = [r for r in summary if (r["dataset"], r["model"]) == key]
+        for row_i, metric in enumerate(("accuracy", "dice")):
+            ax = axes[row_i, col]
+            for r in rows:
+                mean, std = r[f"{metric}_mean"], r[f"{metric}_std"]
+                if mean is None:
+                    continue
+                if r["effective_ratio_mean"] is None:
+                    ax.axhline(100 * mean, color="gray", ls="--", lw=1, label=f"{r['config']} (no pretraining)")
+                    continue
+                color = "tab:red" if r["policy"] == "random" else "tab:blue"
+                ax.errorbar(r["effective_ratio_mean"], 100 * mean, yerr=100 * (std or 0.0),
+                            fmt="o", color=color, capsize=3)
+                ax.annotate(r["config"], (r["effective_ratio_mean"], 100 * mean), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
+            ax.set_xlabel("effective masking ratio (measured)")
+            ax.set_ylabel("linear-probe accuracy %" if metric == "accuracy" else "lesion Dice %")
+            ax.set_title(f"{key[0]} / {key[1]}")
+            ax.grid(alpha=0.3)
+            handles, labels = ax.get_legend_handles_labels()
+            if handles:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle("random (red) vs text-guided (blue) masking; mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _middle_slice(t: torch.Tensor) -> torch.Tensor:
+    """2D view of a sample: the central depth slice of a volume."""
+    return t[t.shape[0] // 2] if t.dim() == 3 else t
+
+
+def plot_overlays(data, masks: Dict[str, torch.Tensor], path: Path) -> Path:
+    """Rows: one example per class. Columns: image with lesion outline and heatmap, then the
+    patches each configuration masks (shaded)."""
+    plt = _matplotlib()
+    ex = data.examples
+    names = list(masks)
+    rows, cols = ex.images.shape[0], 1 + len(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
+    grid = data.grid
+    for i in range(rows):
+        image = _middle_slice(ex.images[i, 0]).numpy()
+        lo, hi = np.percentile(image, [1, 99])
+        ax = axes[i, 0]
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
+        if ex.heatmaps is not None:
+            heat = _middle_slice(ex.heatmaps[i]).numpy()
+            ax.imshow(np.ma.masked_where(heat <= 0, heat), cmap="autumn", alpha=0.4, vmin=0, vmax=1)
+        if ex.lesions is not None and bool(ex.lesions[i].any()):
+            ax.contour(_middle_slice(ex.lesions[i]).numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(f"{data.class_names[int(ex.labels[i])]}", fontsize=8)
+        for j, name in enumerate(names, start=1):
+            m = masks[name][i].reshape(grid).float()
+            m = _middle_slice(m)
+            up = m.repeat_interleave(data.patch_size, 0).repeat_interleave(data.patch_size, 1)
+            ax = axes[i, j]
+            ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
+            ax.imshow(np.ma.masked_where(up.numpy() < 0.5, up.numpy()), cmap="bwr", alpha=0.55, vmin=0, vmax=1)
+            if ex.lesions is not None and bool(ex.lesions[i].any()):
+                ax.contour(_middle_slice(ex.lesions[i]).numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+            if i == 0:
+                ax.set_title(f"{name}", fontsize=8)
+            ax.set_xlabel(f"{int(m.sum())}/{m.numel()} masked", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{data.name}: heatmap (orange), lesion (cyan), masked patches (red)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
