@@ -22,4 +22,10 @@ TORCH_LIBRARY(mwm, m) {
   // Per-patch map (B, N) on `grid` -> (B, 1, grid * factors), optionally negated (SparK's active
   // map is the negated mask).
   m.def("upsample_patch_map(Tensor values, int[] grid, int[] factors, bool invert) -> Tensor");
+  // CORAL ||cov(x) - cov(y)||_F^2 / (4 d^2) of x (n, d) and y (m, d), float32/float64; also
+  // returns cov(x) - cov(y) (d, d), which the backward reuses.
+  m.def("coral_loss(Tensor x, Tensor y) -> (Tensor loss, Tensor cov_diff)");
+  m.def(
+      "coral_loss_backward(Tensor grad_loss, Tensor? grad_cov_diff, Tensor x, Tensor y, "
+      "Tensor cov_diff) -> (Tensor grad_x, Tensor grad_y)");
 }

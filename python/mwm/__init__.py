@@ -6,6 +6,9 @@ harness.
 """
 
 from .budget import keep_count
+from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
+                    coral_loss)
+from .feature_pool import DynamicFeaturePool, confidence_filter
 from .masker import MWM_PRESETS, TextGuidedMasker
 from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
                       regions_from_quantiles, regions_from_thresholds, sample_indices,
@@ -14,6 +17,13 @@ from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassWiseCoral",
+    "DynamicFeaturePool",
+    "class_alignment",
+    "class_wise_coral",
+    "confidence_filter",
+    "coral_consistency",
+    "coral_loss",
     "MWM_PRESETS",
     "MaskResult",
     "TextGuidedMasker",

@@ -1,0 +1,81 @@
+// coral_loss_backward on the CPU: both input gradients of mwm/coral.hpp, one per thread when
+// large.
+#ifdef MWM_WITH_EIGEN
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <mwm/coral.hpp>
+#include <mwm/parallel.hpp>
+
+#include <algorithm>
+#include <optional>
+#include <tuple>
+
+#include "cpu/coral_tensors.h"
+#include "cpu/ops.h"
+
+namespace mwm_bindings {
+namespace cpu {
+
+std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_loss,
+                                                       const std::optional<at::Tensor>& grad_cov_diff,
+                                                       const at::Tensor& x, const at::Tensor& y,
+                                                       const at::Tensor& cov_diff) {
+  check_coral_features(x, y);
+  const int64_t d = x.size(1);
+  TORCH_CHECK_VALUE(grad_loss.numel() == 1, "mwm: grad_loss has shape ", shape_text(grad_loss),
+                    ": must hold one value (the gradient of the scalar loss)");
+  check_dtype(grad_loss, "grad_loss", x.scalar_type());
+  check_dim(cov_diff, "cov_diff", 2);
+  check_dtype(cov_diff, "cov_diff", x.scalar_type());
+  check_size(cov_diff, "cov_diff", 0, d, "d");
+  check_size(cov_diff, "cov_diff", 1, d, "d");
+  check_same_device(cov_diff, "cov_diff", x, "x");
+  if (grad_cov_diff) {
+    check_dim(*grad_cov_diff, "grad_cov_diff", 2);
+    check_dtype(*grad_cov_diff, "grad_cov_diff", x.scalar_type());
+    check_size(*grad_cov_diff, "grad_cov_diff", 0, d, "d");
+    check_size(*grad_cov_diff, "grad_cov_diff", 1, d, "d");
+  }
+  const auto x_rows = x.contiguous();
+  const auto y_rows = y.contiguous();
+  auto grad_x = at::empty({x.size(0), d}, x.options());
+  auto grad_y = at::empty({y.size(0), d}, y.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mwm::coral_loss_backward", [&] {
+    translate_errors([&] {
+      using covariance = mwm::covariance_matrix<scalar_t>;
+      // Row-major tensors copied into column-major matrices: the transpose of what they hold,
+      // which for cov_diff (symmetric) is itself and for grad_cov_diff is fixed below.
+      const covariance diff = Eigen::Map<const covariance>(cov_diff.contiguous().data_ptr<scalar_t>(), d, d);
+      std::optional<covariance> incoming;
+      if (grad_cov_diff) {
+        incoming = Eigen::Map<const covariance>(grad_cov_diff->contiguous().data_ptr<scalar_t>(), d, d)
+                       .transpose();
+      }
+      const covariance weight = mwm::coral_gradient_weight(
+          diff, grad_loss.item<scalar_t>(), incoming ? &*incoming : nullptr);
+      auto gx = mutable_feature_view<scalar_t>(grad_x);
+      auto gy = mutable_feature_view<scalar_t>(grad_y);
+      const auto xs = feature_view<scalar_t>(x_rows);
+      const auto ys = feature_view<scalar_t>(y_rows);
+      mwm::detail::parallel_chunks(2, threads_for_product_pair(std::max(x.size(0), y.size(0)), d),
+                                   [&](int64_t begin, int64_t end) {
+                                     for (int64_t i = begin; i < end; ++i) {
+                                       if (i == 0) {
+                                         mwm::coral_input_gradient(xs, weight, scalar_t(1), gx);
+                                       } else {
+                                         mwm::coral_input_gradient(ys, weight, scalar_t(-1), gy);
+                                       }
+                                     }
+                                   });
+      return 0;
+    });
+  });
+  return {grad_x, grad_y};
+}
+
+}  // namespace cpu
+}  // namespace mwm_bindings
+
+#endif  // MWM_WITH_EIGEN
