@@ -4,7 +4,7 @@
 # bindings/cuda/register.cpp has a CUDA kernel registered.
 #
 #   scripts/check_cuda_extension.sh            # venv /work/venv-cuda, build/ext-cuda, sm_80 + sm_90
-#   MWM_CUDA_VENV=... MWM_CUDA_BUILD_DIR=... CMAKE_CUDA_ARCHITECTURES="80" scripts/check_cuda_extension.sh
+#   MWM_CUDA_VENV=... MWM_CUDA_BUILD_DIR=... MWM_CUDA_ARCHITECTURES="80" scripts/check_cuda_extension.sh
 #
 # The venv holds the CUDA build of torch 2.14.1 (about 5.5 GB; pip takes it from the local disk
 # cache when it lies there). It is created on first use and reused afterwards.
@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${MWM_CUDA_VENV:-/work/venv-cuda}
 build=${MWM_CUDA_BUILD_DIR:-$root/build/ext-cuda}
-archs=${CMAKE_CUDA_ARCHITECTURES:-80;90}
+archs=${MWM_CUDA_ARCHITECTURES:-80;90}
 python=$venv/bin/python
 start=$(date +%s)
 
@@ -47,7 +47,8 @@ cmake -S "$root" -B "$build" -G Ninja \
   -DMWM_BUILD_PYTHON=ON -DMWM_BUILD_TESTS=OFF -DMWM_BUILD_BENCHMARKS=OFF \
   -DMWM_BUILD_EXAMPLES=OFF -DMWM_INSTALL=OFF \
   -DCMAKE_PREFIX_PATH="$prefix" -DPython_EXECUTABLE="$python" \
-  -DCMAKE_CUDA_ARCHITECTURES="$archs" -DCMAKE_CUDA_COMPILER="$toolkit/bin/nvcc" \
+  -DMWM_CUDA_ARCHITECTURES="$archs" -DCMAKE_CUDA_ARCHITECTURES="$archs" \
+  -DCMAKE_CUDA_COMPILER="$toolkit/bin/nvcc" \
   -DCUDA_TOOLKIT_ROOT_DIR="$toolkit" -DCUDAToolkit_ROOT="$toolkit" \
   -DCUDA_nvrtc_LIBRARY="$nvrtc" > "$build.configure.log" 2>&1 ||
   { tail -40 "$build.configure.log"; exit 1; }

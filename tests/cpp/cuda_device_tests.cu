@@ -1,0 +1,282 @@
+// The CUDA launchers against the CPU drivers, on a GPU: masks of every policy on both paths
+// (one block per sample, segmented sorts), patch maps, the loss and the tokens must give the
+// CPU's results (bit for bit; the reduced loss to rounding). Built with -DMWM_BUILD_CUDA=ON
+// (cuda/CMakeLists.txt); without a CUDA device it says so and exits 77, which ctest reports as
+// skipped.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <mwm/masking.hpp>
+
+#include "mwm_cuda.hpp"
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++passed;
+  } else {
+    ++failed;
+    std::printf("FAILED: %s\n", what.c_str());
+  }
+}
+
+void cuda_ok(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    std::printf("CUDA error in %s: %s\n", what, cudaGetErrorString(status));
+    std::exit(1);
+  }
+}
+
+// A device copy of a host vector, freed with the object.
+template <typename T>
+struct device_vector {
+  T* data = nullptr;
+  std::size_t size = 0;
+  explicit device_vector(std::size_t n) : size(n) {
+    cuda_ok(cudaMalloc(&data, (n > 0 ? n : 1) * sizeof(T)), "cudaMalloc");
+  }
+  explicit device_vector(const std::vector<T>& host) : device_vector(host.size()) {
+    cuda_ok(cudaMemcpy(data, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
+            "cudaMemcpy to device");
+  }
+  ~device_vector() { cudaFree(data); }
+  device_vector(const device_vector&) = delete;
+  device_vector& operator=(const device_vector&) = delete;
+  std::vector<T> host() const {
+    std::vector<T> out(size);
+    cuda_ok(cudaMemcpy(out.data(), data, size * sizeof(T), cudaMemcpyDeviceToHost),
+            "cudaMemcpy to host");
+    return out;
+  }
+};
+
+void test_masks(std::mt19937_64& rng) {
+  using mwm::policy_kind;
+  const policy_kind kinds[] = {policy_kind::random,      policy_kind::per_region,
+                               policy_kind::fixed_total, policy_kind::weighted,
+                               policy_kind::block,       policy_kind::coarse,
+                               policy_kind::loss_guided, policy_kind::attention_guided};
+  // 196, 49 and 512 patches take one block per sample; 4096 the segmented sorts.
+  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(8, 6),
+                                   mwm::make_grid_3d(8, 8, 8), mwm::make_grid_2d(64, 64),
+                                   mwm::make_grid_3d(16, 16, 16)};
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  for (const auto& grid : grids) {
+    const std::int64_t n = grid.num_patches();
+    const std::int64_t batch = n > 1000 ? 3 : 33;
+    for (auto kind : kinds) {
+      for (auto order : {mwm::visible_order::random, mwm::visible_order::sorted}) {
+        mwm::mask_request request;
+        request.grid = grid;
+        request.batch = batch;
+        request.policy.kind = kind;
+        request.policy.order = order;
+        request.policy.region_ratios = {0.4, 0.8, 0.6};
+        request.policy.attention =
+            order == mwm::visible_order::sorted ? mwm::attention_mode::hint
+                                                : mwm::attention_mode::low;
+        request.seed = rng();
+        request.offset = rng() % 1000;
+        std::vector<std::int32_t> regions(static_cast<std::size_t>(batch * n));
+        std::vector<float> scores(regions.size());
+        for (std::size_t i = 0; i < regions.size(); ++i) {
+          regions[i] = static_cast<std::int32_t>(rng() % 3);
+          scores[i] = std::floor(unit(rng) * 8.0f) / 8.0f;  // ties
+        }
+        request.regions = regions.data();
+        request.scores = scores.data();
+        const auto expected = mwm::generate_masks(request);
+
+        device_vector<std::int32_t> d_regions(regions);
+        device_vector<float> d_scores(scores);
+        device_vector<std::uint8_t> mask(expected.mask.size());
+        device_vector<std::int64_t> num_masked(expected.num_masked.size());
+        device_vector<std::int64_t> shuffle(expected.ids_shuffle.size());
+        device_vector<std::int64_t> restore(expected.ids_restore.size());
+        device_vector<std::int64_t> keep(expected.ids_keep.size());
+        device_vector<std::int64_t> masked(expected.ids_masked.size());
+        device_vector<float> noise(expected.noise.size());
+        mwm::mask_request on_device = request;
+        on_device.regions = d_regions.data;
+        on_device.scores = d_scores.data;
+        mwm::batch_outputs out;
+        out.mask = mask.data;
+        out.num_masked = num_masked.data;
+        out.ids_shuffle = shuffle.data;
+        out.ids_restore = restore.data;
+        out.ids_keep = keep.data;
+        out.ids_masked = masked.data;
+        out.noise = noise.data;
+        const std::size_t bytes = mwm::gpu::mask_workspace_bytes(on_device);
+        device_vector<char> workspace(bytes);
+        mwm::gpu::generate_masks_async(on_device, out, workspace.data, bytes, nullptr);
+        cuda_ok(cudaDeviceSynchronize(), "generate_masks_async");
+        const std::string what = std::string(mwm::policy_name(kind)) + " on " +
+                                 std::to_string(n) + " patches";
+        check(mask.host() == expected.mask, "mask, " + what);
+        check(num_masked.host() == expected.num_masked, "num_masked, " + what);
+        check(shuffle.host() == expected.ids_shuffle, "ids_shuffle, " + what);
+        check(restore.host() == expected.ids_restore, "ids_restore, " + what);
+        check(keep.host() == expected.ids_keep, "ids_keep, " + what);
+        check(masked.host() == expected.ids_masked, "ids_masked, " + what);
+        check(noise.host() == expected.noise, "noise, " + what);
+      }
+    }
+  }
+}
+
+void test_maps(std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  mwm::pooling_request request;
+  request.grid = mwm::make_grid_2d(14, 14);
+  request.batch = 4;
+  request.prompts = 3;
+  request.shape = {1, 100, 90};
+  request.combine = mwm::prompt_combine::weighted_sum;
+  request.prompt_weights = {0.5f, 0.25f, 1.5f};
+  request.threads = 1;
+  std::vector<float> heat(static_cast<std::size_t>(4 * 3 * 100 * 90));
+  for (auto& v : heat) v = unit(rng);
+  for (auto reduction : {mwm::pool_reduction::mean, mwm::pool_reduction::max,
+                         mwm::pool_reduction::fraction, mwm::pool_reduction::nearest}) {
+    request.options.reduction = reduction;
+    std::vector<float> expected(static_cast<std::size_t>(4 * 196));
+    mwm::heatmaps_to_scores(request, heat.data(), expected.data());
+    device_vector<float> d_heat(heat), d_weights(request.prompt_weights), scores(expected.size());
+    const std::size_t bytes = mwm::gpu::patch_scores_workspace_bytes(request);
+    device_vector<char> workspace(bytes);
+    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data,
+                                 workspace.data, bytes, nullptr);
+    cuda_ok(cudaDeviceSynchronize(), "patch_scores_async");
+    check(scores.host() == expected, "patch_scores");
+  }
+  for (std::int64_t n : {196, 5000}) {  // one block per sample, then the segmented sort
+    const std::int64_t batch = 3;
+    std::vector<float> scores(static_cast<std::size_t>(batch * n));
+    for (auto& v : scores) v = std::floor(unit(rng) * 16.0f) / 16.0f;
+    const std::vector<double> shares{0.5, 0.2};
+    std::vector<std::int32_t> expected(scores.size());
+    mwm::regions_by_quantiles(scores.data(), batch, n, shares, expected.data());
+    std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5), mwm::quantile_count(n, 0.2)};
+    device_vector<float> d_scores(scores);
+    device_vector<std::int64_t> d_counts(counts);
+    device_vector<std::int32_t> regions(expected.size());
+    const std::size_t bytes = mwm::gpu::quantile_workspace_bytes(batch, n);
+    device_vector<char> workspace(bytes);
+    mwm::gpu::regions_from_quantiles_async(d_scores.data, batch, n, d_counts.data, 2,
+                                           mwm::nan_policy::error, regions.data, workspace.data,
+                                           bytes, nullptr);
+    cuda_ok(cudaDeviceSynchronize(), "regions_from_quantiles_async");
+    check(regions.host() == expected, "regions_from_quantiles, n = " + std::to_string(n));
+  }
+}
+
+void test_loss_and_tokens(std::mt19937_64& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const auto g = mwm::make_geometry_2d(3, 64, 48, 16, 16);
+  const std::int64_t batch = 5, n = g.grid.num_patches(), p = g.patch_vector_size();
+  std::vector<float> target(static_cast<std::size_t>(batch * 3 * 64 * 48));
+  std::vector<float> pred(static_cast<std::size_t>(batch * n * p));
+  for (auto& v : target) v = normal(rng);
+  for (auto& v : pred) v = normal(rng);
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * n));
+  for (auto& m : mask) m = static_cast<std::uint8_t>(rng() % 4 != 0);
+  mwm::loss_inputs<float, float, float> in;
+  in.geometry = g;
+  in.batch = batch;
+  in.pred = pred.data();
+  in.pred_strides = mwm::vector_patch_strides(g, n * p, p, 1);
+  in.target = target.data();
+  in.target_strides = mwm::image_patch_strides(g, 3 * 64 * 48, 64 * 48, 0, 48, 1);
+  in.mask = mask.data();
+  in.options.norm_target = true;
+  std::vector<float> losses(static_cast<std::size_t>(batch * n));
+  mwm::patch_losses(in, 0, batch * n, losses.data());
+  const float total = mwm::coefficient_total(in.mask, in.weight, batch * n);
+  const float expected = mwm::reduce_patch_losses(losses.data(), batch * n, in.options.reduction,
+                                                  total);
+  device_vector<float> d_pred(pred), d_target(target), loss(1);
+  device_vector<std::uint8_t> d_mask(mask);
+  mwm::gpu::loss_call_view view;
+  view.geometry = g;
+  view.batch = batch;
+  view.pred = d_pred.data;
+  view.pred_strides = in.pred_strides;
+  view.target = d_target.data;
+  view.target_strides = in.target_strides;
+  view.mask = d_mask.data;
+  view.options = in.options;
+  const std::size_t bytes = mwm::gpu::loss_workspace_bytes(view);
+  device_vector<char> workspace(bytes);
+  mwm::gpu::masked_recon_loss_async(view, loss.data, workspace.data, bytes, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "masked_recon_loss_async");
+  const float actual = loss.host()[0];
+  check(std::fabs(actual - expected) <= 1e-5f * std::fabs(expected), "loss value");
+
+  const std::vector<float> upstream{0.75f};
+  std::vector<float> grad_expected(pred.size());
+  mwm::patch_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0,
+                       batch * n);
+  device_vector<float> d_upstream(upstream), grad(pred.size());
+  mwm::gpu::masked_recon_loss_backward_async(view, d_upstream.data, grad.data, in.pred_strides,
+                                             workspace.data, bytes, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "masked_recon_loss_backward_async");
+  check(grad.host() == grad_expected, "loss gradient");
+
+  // Tokens: duplicates and padding in ids_keep.
+  const std::int64_t tokens = 12, slots = 5, channels = 7;
+  const mwm::token_strides xs{tokens * channels, channels, 1}, ks{slots * channels, channels, 1};
+  std::vector<float> x(static_cast<std::size_t>(batch * tokens * channels));
+  for (auto& v : x) v = normal(rng);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(batch * slots));
+  for (auto& id : ids) id = static_cast<std::int64_t>(rng() % (tokens + 1)) - 1;
+  std::vector<float> gathered(static_cast<std::size_t>(batch * slots * channels));
+  mwm::gather_tokens(x.data(), xs, ids.data(), slots, channels, gathered.data(), ks, 0, batch);
+  device_vector<float> d_x(x), d_out(gathered.size());
+  device_vector<std::int64_t> d_ids(ids);
+  mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data, batch,
+                                slots, tokens, channels, d_out.data, ks, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "gather_tokens_async");
+  check(d_out.host() == gathered, "gather_tokens");
+  std::vector<float> grad_x(x.size());
+  mwm::gather_tokens_backward<float>(gathered.data(), ks, ids.data(), slots, tokens, channels,
+                                     grad_x.data(), xs, 0, batch);
+  const std::size_t token_bytes =
+      mwm::gpu::gather_tokens_backward_workspace_bytes(batch, slots, tokens);
+  device_vector<char> token_workspace(token_bytes);
+  device_vector<float> d_grad_x(x.size());
+  mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks,
+                                         d_ids.data, batch, slots, tokens, channels,
+                                         d_grad_x.data, xs, token_workspace.data, token_bytes,
+                                         nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "gather_tokens_backward_async");
+  check(d_grad_x.host() == grad_x, "gather_tokens_backward");
+}
+
+}  // namespace
+
+int main() {
+  int devices = 0;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status != cudaSuccess || devices == 0) {
+    std::printf("mwm_cuda_device_tests: skipped, no CUDA device (%s)\n",
+                status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+    return 77;
+  }
+  std::mt19937_64 rng(20261124);
+  test_masks(rng);
+  test_maps(rng);
+  test_loss_and_tokens(rng);
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
