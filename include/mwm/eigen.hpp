@@ -47,8 +47,9 @@ row_major_matrix<std::int32_t> region_index_cast(const Eigen::DenseBase<D>& valu
   const row_major_matrix<long double> wide = values.derived().template cast<long double>();
   for (Eigen::Index i = 0; i < wide.size(); ++i) {
     const long double v = wide.data()[i];
-    require(v >= 0 && v <= std::numeric_limits<std::int32_t>::max(), "regions",
-            static_cast<double>(v), "must be a region index in [0, 2^31)");
+    if (!(v >= 0 && v <= std::numeric_limits<std::int32_t>::max())) {
+      require(false, "regions", static_cast<double>(v), "must be a region index in [0, 2^31)");
+    }
   }
   return wide.template cast<std::int32_t>();
 }

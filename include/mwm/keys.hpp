@@ -31,22 +31,34 @@ MWM_HOST_DEVICE MWM_INLINE selection_key random_key(std::uint64_t seed,
 
 namespace detail {
 
+// Position of the highest set bit of a nonzero value (the same answer on every path).
+MWM_HOST_DEVICE MWM_INLINE int highest_bit(std::uint64_t value) {
+#if defined(__CUDA_ARCH__)
+  return 63 - __clzll(static_cast<long long>(value));
+#elif defined(__GNUC__) || defined(__clang__)
+  return 63 - __builtin_clzll(value);
+#else
+  int msb = 0;
+  while ((value >> (msb + 1)) != 0) ++msb;
+  return msb;
+#endif
+}
+
 // -log2((bits + 0.5) / 2^32) in unsigned Q8.24, with integer arithmetic only so that every
 // compiler and device gives the same bits.
 MWM_HOST_DEVICE MWM_INLINE std::uint32_t neg_log2_q24(std::uint32_t bits) {
   // u = x / 2^33 with x odd in [1, 2^33).
   const std::uint64_t x = (static_cast<std::uint64_t>(bits) << 1) | 1u;
-  int msb = 0;
-  while ((x >> (msb + 1)) != 0) ++msb;
+  const int msb = highest_bit(x);
   // Mantissa m = x / 2^msb in [1, 2), as Q1.31.
   std::uint64_t m = msb >= 31 ? (x >> (msb - 31)) : (x << (31 - msb));
   std::uint32_t fraction = 0;
   for (int bit = 23; bit >= 0; --bit) {
-    m = (m * m) >> 31;
-    if (m >= (std::uint64_t(1) << 32)) {
-      m >>= 1;
-      fraction |= std::uint32_t(1) << bit;
-    }
+    m = (m * m) >> 31;  // in [1, 4) as Q1.31
+    // Without a branch: the outcome is a coin flip, so a branch would mispredict half the time.
+    const std::uint64_t carry = m >> 32;
+    m >>= carry;
+    fraction |= static_cast<std::uint32_t>(carry) << bit;
   }
   // log2(x) = msb + fraction; -log2(u) = 33 - log2(x) >= 0 since x < 2^33.
   const std::uint64_t log2_x = (static_cast<std::uint64_t>(msb) << 24) | fraction;
@@ -56,8 +68,7 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t neg_log2_q24(std::uint32_t bits) {
 // Monotone 32-bit code of a 64-bit value: 6-bit exponent, 26 bits after the leading one.
 MWM_HOST_DEVICE MWM_INLINE std::uint32_t compress_u64(std::uint64_t value) {
   if (value == 0) return 0;
-  int msb = 0;
-  while ((value >> (msb + 1)) != 0) ++msb;
+  const int msb = highest_bit(value);
   const std::uint64_t mantissa =
       msb >= 26 ? (value >> (msb - 26)) : (value << (26 - msb));  // 27 bits, top one set
   return (static_cast<std::uint32_t>(msb + 1) << 26) |

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <numeric>
 #include <vector>
 
 #include "config.hpp"
@@ -75,13 +74,25 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t descending_float_bits(float value) {
 
 }  // namespace detail
 
+// Patches by score, highest first (lowest first when `lowest_first`), ties by lower patch index:
+// keys[0, patches) become (rank bits << 32 | patch index), sorted ascending. Integer keys are
+// unique, so a plain sort gives the order that a stable sort by score would.
+inline void sort_score_keys(const float* scores, std::int64_t patches, bool lowest_first,
+                            std::uint64_t* keys) {
+  for (std::int64_t i = 0; i < patches; ++i) {
+    const std::uint32_t descending = detail::descending_float_bits(scores[i]);
+    const std::uint32_t rank_bits = lowest_first ? ~descending : descending;
+    keys[i] = (static_cast<std::uint64_t>(rank_bits) << 32) | static_cast<std::uint32_t>(i);
+  }
+  std::sort(keys, keys + patches);
+}
+
 // Patch order by score, highest first, ties by patch index; `order` gets `patches` indices.
 inline void rank_by_score_descending(const float* scores, std::int64_t patches,
                                      std::int64_t* order) {
-  std::iota(order, order + patches, std::int64_t(0));
-  std::stable_sort(order, order + patches, [scores](std::int64_t a, std::int64_t b) {
-    return detail::descending_float_bits(scores[a]) < detail::descending_float_bits(scores[b]);
-  });
+  std::vector<std::uint64_t> keys(static_cast<std::size_t>(patches));
+  sort_score_keys(scores, patches, false, keys.data());
+  for (std::int64_t i = 0; i < patches; ++i) order[i] = static_cast<std::uint32_t>(keys[i]);
 }
 
 // Regions by per-sample quantiles for one sample.

@@ -174,14 +174,67 @@ MWM_HOST_DEVICE MWM_INLINE selection_key patch_key(const policy_params& p, std::
 struct selection_workspace {
   std::vector<selection_key> keys;
   std::vector<std::int32_t> groups;
-  std::vector<std::int64_t> rank_order;
   std::vector<std::uint8_t> flags;
   std::vector<selection_key> visible;
   std::vector<selection_key> hidden;
   std::vector<std::vector<selection_key>> buckets;
+  std::vector<selection_key> sort_scratch;
+  std::vector<std::uint32_t> sort_counts;
 };
 
 namespace detail {
+
+// Sorts distinct keys ascending. Keys go to one of n buckets by their high word, scaled to the
+// range the high words span, and each bucket is sorted on its own: with the uniform random high
+// words of selection keys that is linear on average and several times faster than a comparison
+// sort at mask sizes. Crowded buckets (skewed high words) fall back to std::sort. The result is
+// std::sort's.
+inline void sort_keys(std::vector<selection_key>& keys, selection_workspace& ws) {
+  const std::size_t n = keys.size();
+  if (n < 16) {
+    std::sort(keys.begin(), keys.end());
+    return;
+  }
+  std::uint32_t low = 0xFFFFFFFFu;
+  std::uint32_t high = 0;
+  for (auto key : keys) {
+    const auto word = static_cast<std::uint32_t>(key >> 32);
+    low = word < low ? word : low;
+    high = word > high ? word : high;
+  }
+  // bucket(word) = ((word - low) * scale) >> 32 is monotone and below n.
+  const std::uint64_t span = static_cast<std::uint64_t>(high - low) + 1;
+  const std::uint64_t scale = (static_cast<std::uint64_t>(n) << 32) / span;
+  const auto bucket_of = [&](selection_key key) {
+    return static_cast<std::size_t>(
+        (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key >> 32) - low) * scale) >> 32);
+  };
+  ws.sort_counts.assign(n + 1, 0);
+  for (auto key : keys) ++ws.sort_counts[bucket_of(key) + 1];
+  for (std::size_t b = 1; b <= n; ++b) ws.sort_counts[b] += ws.sort_counts[b - 1];
+  ws.sort_scratch.resize(n);
+  for (auto key : keys) ws.sort_scratch[ws.sort_counts[bucket_of(key)]++] = key;
+  // Bucket b now ends at sort_counts[b]; insertion sort for the small ones.
+  std::size_t begin = 0;
+  for (std::size_t b = 0; b < n; ++b) {
+    const std::size_t end = ws.sort_counts[b];
+    if (end - begin > 32) {
+      std::sort(ws.sort_scratch.begin() + static_cast<std::ptrdiff_t>(begin),
+                ws.sort_scratch.begin() + static_cast<std::ptrdiff_t>(end));
+    } else {
+      for (std::size_t i = begin + 1; i < end; ++i) {
+        const selection_key key = ws.sort_scratch[i];
+        std::size_t j = i;
+        for (; j > begin && ws.sort_scratch[j - 1] > key; --j) {
+          ws.sort_scratch[j] = ws.sort_scratch[j - 1];
+        }
+        ws.sort_scratch[j] = key;
+      }
+    }
+    begin = end;
+  }
+  keys.swap(ws.sort_scratch);
+}
 
 inline void sort_by_index(std::vector<selection_key>& keys) {
   std::sort(keys.begin(), keys.end(), [](selection_key a, selection_key b) {
@@ -196,8 +249,8 @@ inline std::int64_t emit_order(const policy_params& p, selection_workspace& ws,
     sort_by_index(ws.visible);
     sort_by_index(ws.hidden);
   } else {
-    std::sort(ws.visible.begin(), ws.visible.end());
-    std::sort(ws.hidden.begin(), ws.hidden.end());
+    sort_keys(ws.visible, ws);
+    sort_keys(ws.hidden, ws);
   }
   std::int64_t at = 0;
   for (auto key : ws.visible) order[at++] = key_index(key);
@@ -215,8 +268,10 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
     case policy_kind::per_region:
     case policy_kind::fixed_total:
       for (std::int64_t i = 0; i < n; ++i) {
-        require(regions[i] >= 0 && regions[i] < p.num_regions, "regions", regions[i],
-                "must lie in [0, " + to_text(p.num_regions) + ") (one ratio per region)");
+        if (regions[i] < 0 || regions[i] >= p.num_regions) {  // the message only on failure
+          require(false, "regions", regions[i],
+                  "must lie in [0, " + to_text(p.num_regions) + ") (one ratio per region)");
+        }
         ws.groups[i] = regions[i];
       }
       return;
@@ -228,21 +283,12 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
       return;
     case policy_kind::loss_guided:
     case policy_kind::attention_guided: {
-      ws.rank_order.resize(static_cast<std::size_t>(n));
-      rank_by_score_descending(scores, n, ws.rank_order.data());
       const bool lowest_first =
           p.kind == policy_kind::attention_guided && p.attention == attention_mode::low;
-      if (lowest_first) {
-        // Ascending score with ties by lower index: reverse the descending order, then restore
-        // index order inside each run of equal scores.
-        std::stable_sort(ws.rank_order.begin(), ws.rank_order.end(),
-                         [scores](std::int64_t a, std::int64_t b) {
-                           return descending_float_bits(scores[a]) >
-                                  descending_float_bits(scores[b]);
-                         });
-      }
+      ws.keys.resize(static_cast<std::size_t>(n));
+      sort_score_keys(scores, n, lowest_first, ws.keys.data());
       for (std::int64_t rank = 0; rank < n; ++rank)
-        ws.groups[ws.rank_order[rank]] = group_of_rank(p, rank, n);
+        ws.groups[key_index(ws.keys[rank])] = group_of_rank(p, rank, n);
       return;
     }
     default:
@@ -278,6 +324,14 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
     ws.buckets[ws.groups[i]].push_back(
         patch_key(p, seed, global_sample_index, static_cast<std::uint32_t>(i), score));
   }
+  if (groups == 1 && p.order == visible_order::random && p.kind != policy_kind::coarse) {
+    // One group in key order: a single sort lists the visible patches (smallest keys), then
+    // the masked ones, exactly as emit_order would.
+    auto& keys = ws.buckets[0];
+    detail::sort_keys(keys, ws);
+    for (std::size_t i = 0; i < keys.size(); ++i) order[i] = key_index(keys[i]);
+    return keep[0];
+  }
   ws.visible.clear();
   ws.hidden.clear();
   for (int g = 0; g < groups; ++g) {
@@ -294,7 +348,8 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   // Coarse: every patch inherits its cell's side and key; the low bits become the patch index.
   ws.flags.assign(static_cast<std::size_t>(n), 0);
   for (auto key : ws.visible) ws.flags[key_index(key)] = 1;
-  std::vector<selection_key> cell_key(static_cast<std::size_t>(n));
+  std::vector<selection_key>& cell_key = ws.keys;
+  cell_key.resize(static_cast<std::size_t>(n));
   for (auto key : ws.visible) cell_key[key_index(key)] = key;
   for (auto key : ws.hidden) cell_key[key_index(key)] = key;
   ws.visible.clear();

@@ -62,8 +62,9 @@ std::vector<std::int32_t> region_index_copy(const xt::xexpression<E>& expression
   const auto wide = row_major_copy<long double>(expression, shape);
   std::vector<std::int32_t> out(wide.size());
   for (std::size_t i = 0; i < wide.size(); ++i) {
-    require(wide[i] >= 0 && wide[i] <= std::numeric_limits<std::int32_t>::max(), "regions",
-            static_cast<double>(wide[i]), "must be a region index in [0, 2^31)");
+    if (!(wide[i] >= 0 && wide[i] <= std::numeric_limits<std::int32_t>::max())) {
+      require(false, "regions", static_cast<double>(wide[i]), "must be a region index in [0, 2^31)");
+    }
     out[i] = static_cast<std::int32_t>(wide[i]);
   }
   return out;

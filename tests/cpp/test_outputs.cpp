@@ -142,3 +142,27 @@ TEST_CASE("upsample_patch_map repeats each patch value and can invert", "[output
     for (std::int64_t w = 0; w < 6; ++w)
       CHECK(active[static_cast<std::size_t>(h * 6 + w)] == (mask[(h / 2) * 3 + w / 2] ? 0 : 1));
 }
+
+TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "[outputs]") {
+  mwm_test::test_rng rng(55);
+  mwm::selection_workspace ws;
+  for (int trial = 0; trial < 300; ++trial) {
+    const auto n = static_cast<std::size_t>(mwm_test::uniform_int(rng, 0, 600));
+    const auto spread = mwm_test::uniform_int(rng, 0, 4);
+    std::vector<mwm::selection_key> keys(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t high = rng();
+      if (spread == 0) high = 7;                                  // one high word for all
+      if (spread == 1) high = 0x3f000000u + (high & 0xff);        // a narrow range
+      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;      // the two extremes
+      if (spread == 3) high = high % 5 == 0 ? high : 12345;       // one crowded bucket
+      keys[i] = mwm::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
+    }
+    std::shuffle(keys.begin(), keys.end(), rng);
+    auto expected = keys;
+    std::sort(expected.begin(), expected.end());
+    mwm::detail::sort_keys(keys, ws);
+    INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    REQUIRE(keys == expected);
+  }
+}
