@@ -28,13 +28,12 @@ std::tuple<at::Tensor, at::Tensor> coral_loss(const at::Tensor& x, const at::Ten
       const auto xs = feature_view<scalar_t>(x_rows);
       const auto ys = feature_view<scalar_t>(y_rows);
       mwm::covariance_matrix<scalar_t> covs[2];
-      mwm::detail::parallel_chunks(2, threads_for_pair(std::max(x.size(0), y.size(0)), d),
-                                   [&](int64_t begin, int64_t end) {
-                                     for (int64_t i = begin; i < end; ++i) {
-                                       covs[i] = i == 0 ? mwm::coral_covariance(xs, "x")
-                                                        : mwm::coral_covariance(ys, "y");
-                                     }
-                                   });
+      const int threads = threads_for_pair(std::max(x.size(0), y.size(0)), d);
+      mwm::detail::parallel_chunks(2, threads, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          covs[i] = i == 0 ? mwm::coral_covariance(xs, "x") : mwm::coral_covariance(ys, "y");
+        }
+      });
       // Symmetric, so the column-major Eigen result is also the row-major tensor.
       Eigen::Map<mwm::covariance_matrix<scalar_t>> diff(cov_diff.data_ptr<scalar_t>(), d, d);
       diff = covs[0] - covs[1];

@@ -47,11 +47,12 @@ std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_lo
       using covariance = mwm::covariance_matrix<scalar_t>;
       // Row-major tensors copied into column-major matrices: the transpose of what they hold,
       // which for cov_diff (symmetric) is itself and for grad_cov_diff is fixed below.
-      const covariance diff = Eigen::Map<const covariance>(cov_diff.contiguous().data_ptr<scalar_t>(), d, d);
+      const auto diff_values = cov_diff.contiguous();
+      const covariance diff = Eigen::Map<const covariance>(diff_values.data_ptr<scalar_t>(), d, d);
       std::optional<covariance> incoming;
       if (grad_cov_diff) {
-        incoming = Eigen::Map<const covariance>(grad_cov_diff->contiguous().data_ptr<scalar_t>(), d, d)
-                       .transpose();
+        const auto values = grad_cov_diff->contiguous();
+        incoming = Eigen::Map<const covariance>(values.data_ptr<scalar_t>(), d, d).transpose();
       }
       const covariance weight = mwm::coral_gradient_weight(
           diff, grad_loss.item<scalar_t>(), incoming ? &*incoming : nullptr);
@@ -59,16 +60,16 @@ std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_lo
       auto gy = mutable_feature_view<scalar_t>(grad_y);
       const auto xs = feature_view<scalar_t>(x_rows);
       const auto ys = feature_view<scalar_t>(y_rows);
-      mwm::detail::parallel_chunks(2, threads_for_product_pair(std::max(x.size(0), y.size(0)), d),
-                                   [&](int64_t begin, int64_t end) {
-                                     for (int64_t i = begin; i < end; ++i) {
-                                       if (i == 0) {
-                                         mwm::coral_input_gradient(xs, weight, scalar_t(1), gx);
-                                       } else {
-                                         mwm::coral_input_gradient(ys, weight, scalar_t(-1), gy);
-                                       }
-                                     }
-                                   });
+      const int threads = threads_for_product_pair(std::max(x.size(0), y.size(0)), d);
+      mwm::detail::parallel_chunks(2, threads, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          if (i == 0) {
+            mwm::coral_input_gradient(xs, weight, scalar_t(1), gx);
+          } else {
+            mwm::coral_input_gradient(ys, weight, scalar_t(-1), gy);
+          }
+        }
+      });
       return 0;
     });
   });
