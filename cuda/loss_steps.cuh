@@ -1,6 +1,7 @@
 // Per-patch bodies of the loss kernels: one thread runs one patch (flat index b * N + n) through
-// the core's per-patch functions, as the host drivers patch_losses and patch_gradients do for
-// each index of their range. A host compiler reads this file too (tests compare the two).
+// the core's per-patch functions, which read the patch in place (the host drivers band_losses
+// and band_gradients gather bands of patches first). A host compiler reads this file too
+// (tests compare the two).
 #pragma once
 
 #include <cstdint>
@@ -39,8 +40,8 @@ MWM_HOST_DEVICE void patch_gradient_at(const loss_inputs<Acc, P, T>& in, const A
   const std::int64_t b = i / n;
   const std::int64_t patch = i % n;
   const bool per_patch = in.options.reduction == loss_reduction::none;
-  const Acc c = patch_coefficient(in.mask, in.weight, i);
-  const Acc factor = (per_patch ? grad_out[i] : grad_out[0]) * c / denominator;
+  const Acc factor = gradient_factor(per_patch ? grad_out[i] : grad_out[0],
+                                     patch_coefficient(in.mask, in.weight, i), denominator);
   weighted_patch_gradient(factor, in.pred + patch_start(in.pred_strides, grid, b, patch),
                           in.pred_strides,
                           in.target + patch_start(in.target_strides, grid, b, patch),

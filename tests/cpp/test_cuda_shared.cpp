@@ -581,7 +581,9 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
           in.options.reduction = reduction;
           const std::int64_t count = batch * n;
           std::vector<float> expected(static_cast<std::size_t>(count));
-          REQUIRE(mwm::patch_losses(in, 0, count, expected.data()) == -1);
+          std::vector<float> scratch(static_cast<std::size_t>(mwm::band_scratch_size(g)));
+          const std::int64_t bands = mwm::band_count(g, batch);
+          REQUIRE(mwm::band_losses(in, 0, bands, expected.data(), scratch.data()) == -1);
           std::vector<float> actual(static_cast<std::size_t>(count));
           float coefficient_sum = 0.0f;
           for (std::int64_t i = 0; i < count; ++i) {
@@ -600,8 +602,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
               reduction, mwm::coefficient_total(in.mask, in.weight, count));
           std::vector<float> grad_expected(pred.size(), 0.0f);
           std::vector<float> grad_actual(pred.size(), 4.0f);
-          mwm::patch_gradients(in, upstream.data(), denominator, grad_expected.data(),
-                               pred_strides, 0, count);
+          mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(),
+                              pred_strides, 0, bands, scratch.data());
           for (std::int64_t i = count - 1; i >= 0; --i)
             mwm::gpu::patch_gradient_at(in, upstream.data(), denominator, grad_actual.data(),
                                         pred_strides, i);
