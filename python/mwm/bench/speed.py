@@ -1,0 +1,561 @@
+"""`mwm-bench speed`: mwm's ops against the code they replace, measured in the same run.
+
+Masking rows compare ``mwm.generate_masks`` with the reference re-implementations in
+mwm.bench.references (MAE, SparK, the Mask What Matters per-sample loop, HPM / AnatoMask, BEiT v2,
+SimMIM) at DESIGN.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
+224 px), B=8 on 8x8x8 (3D, 128^3 at patch 16). Text-guided rows run the whole path, heatmaps to
+patch scores to regions to masks, against the reference's threshold + resize + loop. Loss and
+CORAL rows come from mwm.bench.speed_loss / mwm.bench.speed_coral when those modules exist.
+
+Every row reports medians after a warm-up, ``ratio = mwm / reference`` (below 1: mwm is faster),
+the peak memory growth of each side, and whether both sides mask the same number of patches.
+
+The loss / CORAL hooks are called as ``run_loss_benchmarks(args)`` / ``run_coral_benchmarks(args)``
+and return lists of row dicts (keys: see mwm.bench.timing). ``args`` carries ``quick``,
+``repeats``, ``warmup``, ``seed``, ``device`` (a torch.device), ``threads`` and
+``copy_bandwidth`` (measured bytes/s, for their bandwidth share).
+
+Run: ``mwm-bench speed [--quick] [--out mwm-out/speed.json]`` or ``python -m mwm.bench.speed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import references as ref
+from .timing import (bandwidth_share, copy_bandwidth, describe_machine, machine_info,
+                     median_time, run_with_peak_memory, to_mib)
+
+DEFAULT_OUT = Path("mwm-out/speed.json")
+SECTIONS = ("masking", "text", "loss", "coral")
+MWM_RATIOS = (0.4, 0.8)  # (background, ROI): the MWM paper's default preset
+SALIENCY_THRESHOLD = 0.3  # the MWM reference's saliency threshold
+MAE_RATIO = 0.75
+SPARK_RATIO = 0.6
+BEIT_RATIO = 0.4  # BEiT v2: 75-78 of 196 patches
+SIMMIM_RATIO = 0.6
+HARD_SHARE = 0.5  # HPM: half of the masked budget by predicted loss
+GUIDED_VS_LOOP_TARGET = 20.0
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    batch: int
+    grid: tuple
+    image: tuple  # heatmap resolution (pixels)
+    what: str
+
+    @property
+    def label(self) -> str:
+        return f"B={self.batch} {'x'.join(map(str, self.grid))}"
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+
+FULL_SIZES = (
+    Size("vit", 256, (14, 14), (224, 224), "ViT-B/16 at 224 px"),
+    Size("spark", 128, (7, 7), (224, 224), "SparK at 224 px"),
+    Size("3d", 8, (8, 8, 8), (128, 128, 128), "3D 128^3, patch 16"),
+)
+# --quick keeps every batch and grid but halves the heatmap side of the text-guided rows.
+QUICK_SIZES = tuple(Size(s.name, s.batch, s.grid, tuple(p // 2 for p in s.image), s.what)
+                    for s in FULL_SIZES)
+QUICK_REPEATS, QUICK_WARMUP = 3, 1
+FULL_REPEATS, FULL_WARMUP = 30, 3
+
+
+@dataclass
+class Case:
+    """One row: two callables doing the same job, and how to read masked counts from each."""
+
+    section: str
+    name: str
+    size: Size
+    ours_label: str
+    reference_label: str
+    ours: Callable[[], object]
+    reference: Callable[[], object]
+    ours_counts: Callable[[object], torch.Tensor]
+    reference_counts: Callable[[object], torch.Tensor]
+    counts_comparable: bool = True
+    note: str = ""
+
+
+class _OffsetCounter:
+    """Advances mwm's sample offset per call, as a trainer does."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.offset = 0
+
+    def next(self) -> int:
+        start = self.offset
+        self.offset += self.batch
+        return start
+
+
+def synthetic_heatmaps(size: Size, seed: int, device: torch.device) -> torch.Tensor:
+    """One Gaussian blob per sample in [0, 1], ``(B, *image)``: a stand-in for saliency maps (the
+    speed of the path does not depend on what they show)."""
+    gen = torch.Generator().manual_seed(seed)
+    ndim = len(size.image)
+    centers = 0.25 + 0.5 * torch.rand(size.batch, ndim, generator=gen)
+    radii = 0.12 + 0.12 * torch.rand(size.batch, generator=gen)
+    axes = [(torch.arange(s, dtype=torch.float32) + 0.5) / s for s in size.image]
+    dist2 = torch.zeros(size.batch, *size.image)
+    per_sample = [size.batch] + [1] * ndim
+    for axis, coords in enumerate(axes):
+        along_axis = [1] * (ndim + 1)
+        along_axis[axis + 1] = size.image[axis]
+        dist2 += (coords.view(along_axis) - centers[:, axis].view(per_sample)) ** 2
+    return torch.exp(-dist2 / radii.view(per_sample) ** 2).to(device)
+
+
+def _mwm_counts(result) -> torch.Tensor:
+    return result.num_masked.cpu().to(torch.int64)
+
+
+def masking_cases(size: Size, seed: int, device: torch.device) -> List[Case]:
+    import mwm
+
+    b, grid, n = size.batch, size.grid, size.num_patches
+    gen = torch.Generator().manual_seed(seed)
+    heat = synthetic_heatmaps(size, seed, device)
+    scores = mwm.heatmap_to_patch_scores(heat, grid, reduction="nearest")
+    regions = mwm.regions_from_thresholds(scores, [SALIENCY_THRESHOLD])
+    region_map = regions.view(b, *grid)
+    loss_pred = torch.rand(b, n, generator=gen).to(device)
+    offsets = _OffsetCounter(b)
+    low, high = MWM_RATIOS
+    cases = [
+        Case("masking", "random (MAE)", size, f"generate_masks(random, r={MAE_RATIO})",
+             "MAE random_masking",
+             lambda: mwm.generate_masks(grid, b, policy="random", ratio=MAE_RATIO, seed=seed,
+                                        offset=offsets.next(), device=device),
+             lambda: ref.mae_random_masking(b, n, MAE_RATIO, generator=gen, device=device),
+             _mwm_counts, lambda out: ref.masked_counts(out[0].cpu())),
+        Case("masking", "per_region (MWM)", size,
+             f"generate_masks(per_region, {low}/{high})", "MWM per-sample loop",
+             lambda: mwm.generate_masks(grid, policy="per_region", region_ratios=MWM_RATIOS,
+                                        regions=regions, seed=seed, offset=offsets.next()),
+             lambda: ref.mwm_reference_masking(region_map, grid, high, low, generator=gen),
+             _mwm_counts, lambda out: ref.masked_counts(out.cpu(), active=True)),
+        Case("masking", "loss_guided (HPM)", size,
+             f"generate_masks(loss_guided, r={MAE_RATIO})", "HPM/AnatoMask numpy loop",
+             lambda: mwm.generate_masks(grid, policy="loss_guided", ratio=MAE_RATIO,
+                                        hard_share=HARD_SHARE, scores=loss_pred, seed=seed,
+                                        offset=offsets.next()),
+             lambda: ref.hpm_loss_guided_masking(loss_pred, MAE_RATIO, HARD_SHARE,
+                                                 rng=np.random.default_rng(seed)),
+             _mwm_counts, lambda out: ref.masked_counts(out[0].cpu())),
+    ]
+    if size.name == "spark":
+        cases.insert(1, Case(
+            "masking", "random (SparK)", size, f"generate_masks(random, r={SPARK_RATIO}, round)",
+            "SparK mask",
+            lambda: mwm.generate_masks(grid, b, policy="random", ratio=SPARK_RATIO,
+                                       rounding="round", seed=seed, offset=offsets.next(),
+                                       device=device),
+            lambda: ref.spark_random_masking(b, grid, SPARK_RATIO, generator=gen, device=device),
+            _mwm_counts, lambda out: ref.masked_counts(out.cpu(), active=True)))
+    if size.name == "vit":
+        beit = ref.BeitBlockMaskGenerator(grid, int(n * BEIT_RATIO), min_num_patches=16,
+                                          seed=seed)
+        simmim = ref.SimMIMMaskGenerator(224, 32, 16, SIMMIM_RATIO, seed=seed)
+        cases += [
+            Case("masking", "block (BEiT v2)", size,
+                 f"generate_masks(block, r={BEIT_RATIO})", "BEiT v2 MaskingGenerator",
+                 lambda: mwm.generate_masks(grid, b, policy="block", ratio=BEIT_RATIO,
+                                            rounding="floor_mask", block_min_patches=16,
+                                            seed=seed, offset=offsets.next(), device=device),
+                 lambda: ref.beit_block_masking(beit, b),
+                 _mwm_counts, ref.masked_counts),
+            Case("masking", "coarse (SimMIM)", size,
+                 f"generate_masks(coarse x2, r={SIMMIM_RATIO})", "SimMIM MaskGenerator",
+                 lambda: mwm.generate_masks(grid, b, policy="coarse", ratio=SIMMIM_RATIO,
+                                            coarse_factor=2, rounding="ceil_mask", seed=seed,
+                                            offset=offsets.next(), device=device),
+                 lambda: ref.simmim_masking(simmim, b),
+                 _mwm_counts, ref.masked_counts),
+        ]
+    return cases
+
+
+def text_guided_cases(size: Size, seed: int, device: torch.device) -> List[Case]:
+    import mwm
+
+    heat = synthetic_heatmaps(size, seed + 1, device)
+    gen = torch.Generator().manual_seed(seed)
+    low, high = MWM_RATIOS
+    grid = size.grid
+    image = "x".join(map(str, size.image))
+    # `nearest` is the reference's own resize, so both sides must agree on every count.
+    nearest = mwm.TextGuidedMasker(grid, region_ratios=MWM_RATIOS,
+                                   thresholds=(SALIENCY_THRESHOLD,), reduction="nearest",
+                                   seed=seed)
+    area_mean = mwm.TextGuidedMasker(grid, region_ratios=MWM_RATIOS,
+                                     thresholds=(SALIENCY_THRESHOLD,), reduction="mean",
+                                     seed=seed)
+
+    def reference():
+        return ref.mwm_reference_masking(heat > SALIENCY_THRESHOLD, grid, high, low,
+                                         generator=gen)
+
+    reference_counts = lambda out: ref.masked_counts(out.cpu(), active=True)  # noqa: E731
+    return [
+        Case("text", "text-guided, nearest", size,
+             f"TextGuidedMasker(nearest) on {image} heatmaps",
+             "threshold + resize + MWM loop", lambda: nearest(heat), reference, _mwm_counts,
+             reference_counts),
+        Case("text", "text-guided, area mean", size,
+             f"TextGuidedMasker(mean) on {image} heatmaps",
+             "threshold + resize + MWM loop", lambda: area_mean(heat), reference, _mwm_counts,
+             reference_counts, counts_comparable=False,
+             note="mean pooling sees the whole patch; counts differ from nearest by design"),
+    ]
+
+
+def measure(case: Case, repeats: int, warmup: int, device: torch.device) -> dict:
+    ours = median_time(case.ours, repeats=repeats, warmup=warmup, device=device)
+    theirs = median_time(case.reference, repeats=repeats, warmup=warmup, device=device)
+    ours_peak, ours_result = run_with_peak_memory(case.ours, device)
+    reference_peak, reference_result = run_with_peak_memory(case.reference, device)
+    counts_match = None
+    if case.counts_comparable:
+        counts_match = bool(torch.equal(case.ours_counts(ours_result),
+                                        case.reference_counts(reference_result)))
+    row = {
+        "section": case.section,
+        "case": case.name,
+        "size": case.size.label,
+        "batch": case.size.batch,
+        "grid": list(case.size.grid),
+        "ours": case.ours_label,
+        "reference": case.reference_label,
+        "ours_ms": ours.median_ms,
+        "reference_ms": theirs.median_ms,
+        "ratio": ours.median_s / theirs.median_s,
+        "ours_min_ms": ours.min_s * 1e3,
+        "reference_min_ms": theirs.min_s * 1e3,
+        "ours_peak_mb": to_mib(ours_peak),
+        "reference_peak_mb": to_mib(reference_peak),
+        "counts_match": counts_match,
+        "repeats": repeats,
+        "note": case.note,
+    }
+    if case.section == "text":
+        row["heatmap"] = list(case.size.image)
+    return row
+
+
+def _external_rows(module_name: str, function_name: str, args) -> tuple:
+    """Rows of another engineer's benchmark module, or a note when it does not exist yet."""
+    full_name = f"mwm.bench.{module_name}"
+    try:
+        module = importlib.import_module(full_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != full_name:
+            raise
+        return [], f"{full_name} is not available yet: no {module_name.split('_')[-1]} rows"
+    rows = list(getattr(module, function_name)(args))
+    for row in rows:
+        row.setdefault("section", module_name.split("_")[-1])
+        if row.get("bandwidth_share") is None and row.get("bytes_moved") and row.get("ours_ms"):
+            row["bandwidth_share"] = bandwidth_share(row["bytes_moved"], row["ours_ms"] / 1e3,
+                                                     args.copy_bandwidth)
+        if row.get("ratio") is None and row.get("ours_ms") and row.get("reference_ms"):
+            row["ratio"] = row["ours_ms"] / row["reference_ms"]
+    return rows, None
+
+
+def _find(rows: Sequence[dict], case: str, size: str) -> Optional[dict]:
+    return next((r for r in rows if r.get("case") == case and r.get("size") == size), None)
+
+
+def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
+    """The issue's targets: guided masking >= 20x faster than the MWM per-sample loop (every
+    size), and no slower than MAE's random_masking at B=256 14x14."""
+    targets = []
+    for size in FULL_SIZES:
+        guided = _find(rows, "per_region (MWM)", size.label)
+        if guided is not None:
+            speedup = guided["reference_ms"] / guided["ours_ms"]
+            targets.append({
+                "target": f"per_region >= {GUIDED_VS_LOOP_TARGET:.0f}x faster than the MWM loop",
+                "size": size.label, "value": speedup, "unit": "x faster",
+                "met": speedup >= GUIDED_VS_LOOP_TARGET})
+    guided = _find(rows, "per_region (MWM)", FULL_SIZES[0].label)
+    mae = _find(rows, "random (MAE)", FULL_SIZES[0].label)
+    if guided is not None and mae is not None:
+        ratio = guided["ours_ms"] / mae["reference_ms"]
+        targets.append({
+            "target": "per_region no slower than MAE random_masking (time ratio <= 1)",
+            "size": FULL_SIZES[0].label, "value": ratio, "unit": "mwm / MAE",
+            "met": ratio <= 1.0})
+    if mae is not None:
+        targets.append({
+            "target": "random no slower than MAE random_masking (time ratio <= 1)",
+            "size": FULL_SIZES[0].label, "value": mae["ratio"], "unit": "mwm / MAE",
+            "met": mae["ratio"] <= 1.0})
+    return targets
+
+
+def _fmt(value, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return f"{value:.{digits}f}{suffix}"
+
+
+COLUMNS = ("case", "size", "reference", "mwm ms", "ref ms", "mwm/ref", "speed-up",
+           "peak MiB mwm/ref", "copy-bw share", "same counts")
+
+
+def table_rows(rows: Sequence[dict]) -> List[List[str]]:
+    out = []
+    for r in rows:
+        ratio = r.get("ratio")
+        peak = "-"
+        if r.get("ours_peak_mb") is not None or r.get("reference_peak_mb") is not None:
+            peak = f"{_fmt(r.get('ours_peak_mb'), 1)} / {_fmt(r.get('reference_peak_mb'), 1)}"
+        share = r.get("bandwidth_share")
+        out.append([
+            str(r.get("case", "?")), str(r.get("size", "")), str(r.get("reference", "-")),
+            _fmt(r.get("ours_ms"), 3), _fmt(r.get("reference_ms"), 3), _fmt(ratio, 3),
+            _fmt(1.0 / ratio if ratio else None, 1, "x"), peak,
+            "-" if share is None else f"{100 * share:.0f}%", _fmt(r.get("counts_match")),
+        ])
+    return out
+
+
+def is_comparison_row(row: dict) -> bool:
+    """Rows in the shared format (mwm.bench.timing) go into the main table; others are shown
+    as they come, in a table of their own."""
+    return "ours_ms" in row
+
+
+# Keys repeated on every row of another module's table; the header already says them.
+_CONTEXT_KEYS = ("section", "benchmark", "machine", "torch", "threads", "copy_GBps")
+
+
+def generic_table(rows: Sequence[dict]) -> tuple:
+    """(columns, cells) of rows in any format: the union of their keys, in order of appearance."""
+    columns: List[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns and k not in _CONTEXT_KEYS]
+    cells = [[_fmt_any(row.get(k)) for k in columns] for row in rows]
+    return columns, cells
+
+
+def _fmt_any(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _plain(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(columns, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def plain_table(rows: Sequence[dict]) -> str:
+    return _plain(COLUMNS, table_rows(rows))
+
+
+def _markdown(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The main table, then one table per section whose rows use another format."""
+    parts = [_markdown(COLUMNS, table_rows([r for r in rows if is_comparison_row(r)]))]
+    for section, group in _other_sections(rows):
+        parts.append(f"**{section}**\n\n" + _markdown(*generic_table(group)))
+    return "\n\n".join(parts)
+
+
+def _other_sections(rows: Sequence[dict]) -> List[tuple]:
+    groups: dict = {}
+    for row in rows:
+        if not is_comparison_row(row):
+            groups.setdefault(str(row.get("section", "other")), []).append(row)
+    return list(groups.items())
+
+
+def targets_text(targets: Sequence[dict]) -> List[str]:
+    return [f"{t['target']} [{t['size']}]: {t['value']:.2f} {t['unit']} -> "
+            f"{'met' if t['met'] else 'NOT met'}" for t in targets]
+
+
+def print_report(doc: dict, plain: bool) -> None:
+    header = [f"machine: {describe_machine(doc['machine'])}",
+              f"copy bandwidth: {doc['copy_bandwidth_gbps']:.1f} GB/s; medians of "
+              f"{doc['settings']['repeats']} runs after {doc['settings']['warmup']} warm-up; "
+              f"mwm/ref < 1 means mwm is faster"]
+    if not plain:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            plain = True
+    main_rows = [r for r in doc["rows"] if is_comparison_row(r)]
+    others = [(f"{section} rows", *generic_table(group))
+              for section, group in _other_sections(doc["rows"])]
+    title = "mwm-bench speed" + (" (--quick)" if doc["settings"]["quick"] else "")
+    if plain:
+        print("\n".join(header))
+        print(plain_table(main_rows))
+        for name, columns, cells in others:
+            print(f"\n{name}\n{_plain(columns, cells)}")
+    else:
+        console = Console(width=max(160, Console().width))
+        for line in header:
+            console.print(line, highlight=False)
+        for name, columns, cells in [(title, COLUMNS, table_rows(main_rows))] + others:
+            table = Table(title=name)
+            for column in columns:
+                table.add_column(column, justify="left" if column in COLUMNS[:3] else "right")
+            for cells_row in cells:
+                table.add_row(*cells_row)
+            console.print(table)
+    for line in targets_text(doc["targets"]) + doc["unavailable"]:
+        print(line)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CI smoke run: {QUICK_REPEATS} repetitions after {QUICK_WARMUP} "
+                             f"warm-up instead of {FULL_REPEATS} after {FULL_WARMUP}, heatmaps "
+                             f"at half the side in the text-guided rows (same batches and grids), "
+                             f"no torch.compile references unless --compile")
+    parser.add_argument("--compile", dest="no_compile", action="store_false", default=None,
+                        help="keep the torch.compile references of the loss / CORAL rows")
+    parser.add_argument("--no-compile", dest="no_compile", action="store_true",
+                        help="skip the torch.compile references of the loss / CORAL rows")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"JSON results (default: ./{DEFAULT_OUT}); a Markdown table is "
+                             f"written next to it")
+    parser.add_argument("--repeats", type=int, help="timed repetitions per side")
+    parser.add_argument("--warmup", type=int, help="untimed calls before timing")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and masks")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
+
+
+def _validate(args) -> None:
+    if args.repeats is not None and args.repeats < 1:
+        raise SystemExit(f"mwm-bench speed: --repeats={args.repeats} must be at least 1")
+    if args.warmup is not None and args.warmup < 0:
+        raise SystemExit(f"mwm-bench speed: --warmup={args.warmup} must be non-negative")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"mwm-bench speed: --threads={args.threads} must be at least 1")
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise SystemExit(f"mwm-bench speed: --sections={args.sections!r}: choose from "
+                         f"{','.join(SECTIONS)}")
+    args.sections = sections
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError:
+        raise SystemExit(f"mwm-bench speed: --device={args.device!r} is not a torch device") from None
+
+
+def run(args, argv: Optional[Sequence[str]] = None) -> int:
+    _validate(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    args.repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
+    args.warmup = args.warmup if args.warmup is not None else (
+        QUICK_WARMUP if args.quick else FULL_WARMUP)
+    if args.no_compile is None:
+        args.no_compile = bool(args.quick)
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    started = time.perf_counter()
+    args.copy_bandwidth = copy_bandwidth((128 if args.quick else 256) << 20,
+                                         repeats=args.repeats, device=args.device)
+    rows: List[dict] = []
+    unavailable: List[str] = []
+    section_seconds = {}
+    for section, make_cases in (("masking", masking_cases), ("text", text_guided_cases)):
+        if section in args.sections:
+            section_start = time.perf_counter()
+            for size in sizes:
+                rows += [measure(case, args.repeats, args.warmup, args.device)
+                         for case in make_cases(size, args.seed, args.device)]
+            section_seconds[section] = time.perf_counter() - section_start
+    for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
+                                      ("coral", "speed_coral", "run_coral_benchmarks")):
+        if section in args.sections:
+            section_start = time.perf_counter()
+            extra, note = _external_rows(module, function, args)
+            section_seconds[section] = time.perf_counter() - section_start
+            rows += extra
+            if note:
+                unavailable.append(note)
+    doc = {
+        "command": "mwm-bench speed " + " ".join(shlex.quote(a) for a in (argv or [])),
+        "machine": machine_info(args.device),
+        "settings": {"quick": bool(args.quick), "repeats": args.repeats, "warmup": args.warmup,
+                     "no_compile": bool(args.no_compile),
+                     "seed": args.seed, "device": str(args.device), "sections": list(args.sections),
+                     "sizes": [{"name": s.name, "batch": s.batch, "grid": list(s.grid),
+                                "heatmap": list(s.image), "what": s.what} for s in sizes]},
+        "copy_bandwidth_gbps": args.copy_bandwidth / 1e9,
+        "rows": rows,
+        "targets": evaluate_targets(rows),
+        "unavailable": unavailable,
+        "section_seconds": section_seconds,
+    }
+    doc["elapsed_seconds"] = time.perf_counter() - started
+    print_report(doc, args.plain)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    markdown = args.out.with_suffix(".md")
+    markdown.write_text(markdown_table(rows) + "\n\n" + "\n".join(
+        f"- {line}" for line in targets_text(doc["targets"])) + "\n")
+    spent = ", ".join(f"{k} {v:.0f} s" for k, v in section_seconds.items())
+    print(f"wrote {args.out} and {markdown} ({doc['elapsed_seconds']:.0f} s: {spent})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mwm-bench speed",
+                                     description="mwm's ops against the code they replace")
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry of ``mwm-bench speed`` (mwm.bench.cli passes the arguments after ``speed``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(build_parser().parse_args(argv), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
