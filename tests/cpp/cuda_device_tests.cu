@@ -201,7 +201,9 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
   in.mask = mask.data();
   in.options.norm_target = true;
   std::vector<float> losses(static_cast<std::size_t>(batch * n));
-  mwm::patch_losses(in, 0, batch * n, losses.data());
+  std::vector<float> scratch(static_cast<std::size_t>(mwm::band_scratch_size(g)));
+  const std::int64_t bands = mwm::band_count(g, batch);
+  mwm::band_losses(in, 0, bands, losses.data(), scratch.data());
   const float total = mwm::coefficient_total(in.mask, in.weight, batch * n);
   const float expected = mwm::reduce_patch_losses(losses.data(), batch * n, in.options.reduction,
                                                   total);
@@ -225,8 +227,8 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
 
   const std::vector<float> upstream{0.75f};
   std::vector<float> grad_expected(pred.size());
-  mwm::patch_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0,
-                       batch * n);
+  mwm::band_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0,
+                      bands, scratch.data());
   device_vector<float> d_upstream(upstream), grad(pred.size());
   mwm::gpu::masked_recon_loss_backward_async(view, d_upstream.data, grad.data, in.pred_strides,
                                              workspace.data, bytes, nullptr);
