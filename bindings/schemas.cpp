@@ -28,4 +28,24 @@ TORCH_LIBRARY(mwm, m) {
   m.def(
       "coral_loss_backward(Tensor grad_loss, Tensor? grad_cov_diff, Tensor x, Tensor y, "
       "Tensor cov_diff) -> (Tensor grad_x, Tensor grad_y)");
+  // Masked reconstruction loss: pred (B, N, P) ("patch") or like target ("image"), target
+  // (B, C, [D,] H, W) read in place, mask (B, N) bool, weight (B, N); reduction mean | mean_eps |
+  // sum -> scalar, none -> (B, N). The backward returns grad_pred only.
+  m.def(
+      "masked_recon_loss(Tensor pred, Tensor target, Tensor mask, Tensor? weight, "
+      "int[] patch_size, str layout, bool norm_target, str error, str reduction) -> Tensor");
+  m.def(
+      "masked_recon_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor mask, "
+      "Tensor? weight, int[] patch_size, str layout, bool norm_target, str error, "
+      "str reduction) -> Tensor");
+  // Tokens: x (B, N, C) at ids_keep (B, K) (-1 gathers zeros); MAE's decoder input from x_vis
+  // (B, K, C), ids_restore (B, N), mask_token (C) and optional visible counts (B,).
+  m.def("gather_tokens(Tensor x, Tensor ids_keep) -> Tensor");
+  m.def("gather_tokens_backward(Tensor grad, Tensor ids_keep, int num_tokens) -> Tensor");
+  m.def(
+      "restore_tokens(Tensor x_vis, Tensor ids_restore, Tensor mask_token, "
+      "Tensor? num_visible) -> Tensor");
+  m.def(
+      "restore_tokens_backward(Tensor grad, Tensor ids_restore, Tensor? num_visible, "
+      "int num_slots) -> (Tensor grad_x_vis, Tensor grad_mask_token)");
 }

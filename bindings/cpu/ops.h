@@ -40,5 +40,27 @@ std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_lo
                                                        const at::Tensor& x, const at::Tensor& y,
                                                        const at::Tensor& cov_diff);
 
+at::Tensor masked_recon_loss(const at::Tensor& pred, const at::Tensor& target,
+                             const at::Tensor& mask, const std::optional<at::Tensor>& weight,
+                             at::IntArrayRef patch_size, c10::string_view layout,
+                             bool norm_target, c10::string_view error,
+                             c10::string_view reduction);
+at::Tensor masked_recon_loss_backward(const at::Tensor& grad, const at::Tensor& pred,
+                                      const at::Tensor& target, const at::Tensor& mask,
+                                      const std::optional<at::Tensor>& weight,
+                                      at::IntArrayRef patch_size, c10::string_view layout,
+                                      bool norm_target, c10::string_view error,
+                                      c10::string_view reduction);
+
+at::Tensor gather_tokens(const at::Tensor& x, const at::Tensor& ids_keep);
+at::Tensor gather_tokens_backward(const at::Tensor& grad, const at::Tensor& ids_keep,
+                                  int64_t num_tokens);
+at::Tensor restore_tokens(const at::Tensor& x_vis, const at::Tensor& ids_restore,
+                          const at::Tensor& mask_token,
+                          const std::optional<at::Tensor>& num_visible);
+std::tuple<at::Tensor, at::Tensor> restore_tokens_backward(
+    const at::Tensor& grad, const at::Tensor& ids_restore,
+    const std::optional<at::Tensor>& num_visible, int64_t num_slots);
+
 }  // namespace cpu
 }  // namespace mwm_bindings

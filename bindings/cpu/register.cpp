@@ -13,4 +13,10 @@ TORCH_LIBRARY_IMPL(mwm, CPU, m) {
   m.impl("coral_loss", &coral_loss);
   m.impl("coral_loss_backward", &coral_loss_backward);
 #endif
+  m.impl("masked_recon_loss", &masked_recon_loss);
+  m.impl("masked_recon_loss_backward", &masked_recon_loss_backward);
+  m.impl("gather_tokens", &gather_tokens);
+  m.impl("gather_tokens_backward", &gather_tokens_backward);
+  m.impl("restore_tokens", &restore_tokens);
+  m.impl("restore_tokens_backward", &restore_tokens_backward);
 }

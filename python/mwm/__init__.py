@@ -9,10 +9,12 @@ from .budget import keep_count
 from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
                     coral_loss)
 from .feature_pool import DynamicFeaturePool, confidence_filter
+from .loss import mae_loss, masked_recon_loss, simmim_loss, spark_loss
 from .masker import MWM_PRESETS, TextGuidedMasker
 from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
                       regions_from_quantiles, regions_from_thresholds, sample_indices,
                       upsample_patch_map)
+from .tokens import gather_tokens, restore_tokens
 
 __version__ = "0.1.0"
 
@@ -27,11 +29,17 @@ __all__ = [
     "MWM_PRESETS",
     "MaskResult",
     "TextGuidedMasker",
+    "gather_tokens",
     "generate_masks",
     "heatmap_to_patch_scores",
     "keep_count",
+    "mae_loss",
+    "masked_recon_loss",
     "regions_from_quantiles",
     "regions_from_thresholds",
+    "restore_tokens",
     "sample_indices",
+    "simmim_loss",
+    "spark_loss",
     "upsample_patch_map",
 ]

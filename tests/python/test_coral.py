@@ -169,6 +169,22 @@ def test_backward_op_rejects_mismatched_covariance():
                                           torch.zeros(3, 3, dtype=torch.float64))
 
 
+def test_benchmark_rows_follow_the_speed_harness_keys():
+    from types import SimpleNamespace
+
+    from mwm.bench.speed_coral import run_coral_benchmarks
+
+    args = SimpleNamespace(coral_sizes=[(50, 40, 4)], repeats=1, warmup=0, no_compile=True)
+    rows = run_coral_benchmarks(args)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["section"] == "coral" and row["reference"] == "Deep CORAL, eager PyTorch"
+    assert row["size"] == "n=50 m=40 d=4 float32" and row["repeats"] == 1
+    assert row["ours_ms"] > 0 and row["reference_ms"] > 0
+    assert row["ratio"] == pytest.approx(row["ours_ms"] / row["reference_ms"])
+    assert row["loss_relative_difference"] < 1e-5
+
+
 # --- CORN's class-wise distances -------------------------------------------------------------
 
 def test_class_wise_matrix_entries_are_coral_distances():

@@ -27,7 +27,7 @@ def test_lesions_are_small_inside_the_organ_and_only_in_lesion_classes(kind, org
     for i in range(12):
         s = generate(kind, i, seed=0, size=size)
         assert s.lesion.any() == (s.label != 0), (kind, i, s.label)
-        assert s.lesion.mean() < 0.06
+        assert s.lesion.mean() < 0.1  # small: a few percent of the image
         assert not (s.lesion & ~s.anatomy[organ]).any()
 
 

@@ -195,9 +195,9 @@ def _brain(rng: np.random.Generator, shape: Tuple[int, ...], label: int):
 
     lesion = np.zeros(shape, dtype=bool)
     if label:
-        radius = rng.uniform(0.11, 0.16) if label != 3 else rng.uniform(0.13, 0.18)
+        radius = rng.uniform(0.15, 0.22) if label != 3 else rng.uniform(0.18, 0.25)
         if ndim == 3:
-            radius *= 1.7  # keep the lesion's volume share near the 2D area share
+            radius *= 1.5  # keep the lesion's volume share near the 2D area share
         # Lesion centre inside the brain, off the midline ventricles.
         while True:
             offset = rng.uniform(-0.55, 0.55, ndim) * np.asarray(semi)
@@ -261,17 +261,17 @@ def _chest(rng: np.random.Generator, shape: Tuple[int, int], label: int):
                 break
         dist = np.hypot(rows - spot[0], cols - spot[1])
         if label == 1:  # nodule: small, sharp, solid
-            radius = rng.uniform(0.09, 0.13)
+            radius = rng.uniform(0.11, 0.15)
             inside = _soft_inside(dist - radius, 0.5 * pixel)
             add, lesion = 0.30 * inside, inside > 0.5
         elif label == 2:  # opacity: hazy, ill-defined consolidation
-            radius = rng.uniform(0.15, 0.2)
+            radius = rng.uniform(0.18, 0.24)
             d, boundary = _lobulated_radius(rng, (rows, cols), spot, radius, 0.25)
             inside = _soft_inside(d - boundary, 3.0 * pixel)
             haze = 1.0 + 0.4 * _smooth_noise(rng, shape, shape[-1] / 20)
             add, lesion = 0.17 * inside * haze, inside > 0.5
         else:  # cavity: thick bright wall around an air-filled centre
-            radius = rng.uniform(0.11, 0.15)
+            radius = rng.uniform(0.13, 0.18)
             inside = _soft_inside(dist - radius, 0.5 * pixel)
             air = _soft_inside(dist - 0.55 * radius, 0.5 * pixel)
             add, lesion = 0.36 * inside - 0.42 * air, inside > 0.5

@@ -3,6 +3,11 @@
 Both read features computed once with the encoder frozen (`extract_features`), so a probe costs
 a few seconds and measures what pretraining put into the representation, not what fine-tuning
 could add.
+
+The classifier is linear in the features of each position (a 1x1 convolution on the feature
+map) and pools the class logits over positions with log-sum-exp, a smooth maximum. A lesion that
+covers a few positions then decides the class, as it does for a radiologist; pooling the
+features first (global mean or max) drowns those positions in the rest of the image.
 """
 
 from __future__ import annotations
@@ -18,8 +23,14 @@ from tqdm.auto import tqdm
 
 @dataclass
 class Features:
-    pooled: torch.Tensor  # (L, F): mean and max of the coarsest map, for classification
-    maps: List[torch.Tensor]  # per scale (L, C_s, *grid_s), for segmentation
+    maps: List[torch.Tensor]  # per scale (L, C_s, *grid_s), finest first
+
+    def positions(self) -> torch.Tensor:
+        """(L, C, P): every scale average-pooled onto the coarsest grid, channels concatenated."""
+        coarse = self.maps[-1].shape[2:]
+        pool = F.adaptive_avg_pool2d if len(coarse) == 2 else F.adaptive_avg_pool3d
+        parts = [m if m.shape[2:] == coarse else pool(m, coarse) for m in self.maps]
+        return torch.cat(parts, dim=1).flatten(2)
 
 
 @torch.no_grad()
@@ -40,10 +51,7 @@ def extract_features(
         out = model.features(images[start : start + batch_size].to(device))
         maps.append([f.float().cpu() for f in out])
     model.train(was_training)
-    per_scale = [torch.cat([m[s] for m in maps]) for s in range(len(maps[0]))]
-    coarse = per_scale[-1].flatten(2)
-    pooled = torch.cat([coarse.mean(dim=2), coarse.amax(dim=2)], dim=1)
-    return Features(pooled, per_scale)
+    return Features([torch.cat([m[s] for m in maps]) for s in range(len(maps[0]))])
 
 
 def _standardize(train: torch.Tensor, test: torch.Tensor, dim):
@@ -52,35 +60,55 @@ def _standardize(train: torch.Tensor, test: torch.Tensor, dim):
     return (train - mean) / std, (test - mean) / std
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(L, C, P) -> contiguous (L, P, C), so each step is one (L*P, C) @ (C, K) product."""
+    return x.transpose(1, 2).contiguous()
+
+
 def linear_probe(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     num_classes: int,
-    seed: int = 0,
-    steps: int = 300,
-    lr: float = 0.02,
-    weight_decay: float = 1e-3,
+    weight_decay: float = 1e-2,
+    max_iter: int = 100,
 ) -> float:
-    """Test accuracy of a multinomial logistic regression on standardized features."""
+    """Test accuracy of a position-wise linear classifier with log-sum-exp pooling.
+
+    Features are (L, C, P) (P positions; (L, C) means one position), standardized per channel
+    with training statistics. The logits of position p are ``x_p W + b``; the class logits are
+    their log-sum-exp over positions. Fitted full-batch by L-BFGS from zero weights (no
+    randomness) on cross-entropy plus ``weight_decay / 2 * ||W||^2``."""
+    if train_x.dim() == 2:
+        train_x, test_x = train_x[..., None], test_x[..., None]
     if train_x.shape[0] != train_y.shape[0] or test_x.shape[0] != test_y.shape[0]:
         raise ValueError(
             f"features and labels disagree: train {tuple(train_x.shape)} vs {tuple(train_y.shape)}, "
             f"test {tuple(test_x.shape)} vs {tuple(test_y.shape)}"
         )
-    train_x, test_x = _standardize(train_x, test_x, dim=0)
-    gen = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(train_x.shape[1], num_classes, generator=gen) * 0.01).requires_grad_()
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay} must be non-negative")
+    train_x, test_x = _standardize(train_x, test_x, dim=(0, 2))
+    train_x, test_x = _channels_last(train_x), _channels_last(test_x)
+    weight = torch.zeros(train_x.shape[2], num_classes, requires_grad=True)
     bias = torch.zeros(num_classes, requires_grad=True)
-    opt = torch.optim.Adam([weight, bias], lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = F.cross_entropy(train_x @ weight + bias, train_y)
+
+    def logits(z):
+        return torch.logsumexp(z @ weight + bias, dim=1)
+
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=10,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
         opt.zero_grad()
+        loss = F.cross_entropy(logits(train_x), train_y) + 0.5 * weight_decay * weight.pow(2).sum()
         loss.backward()
-        opt.step()
+        return loss
+
+    opt.step(closure)
     with torch.no_grad():
-        predicted = (test_x @ weight + bias).argmax(dim=1)
+        predicted = logits(test_x).argmax(dim=1)
     return float((predicted == test_y).float().mean())
 
 

@@ -152,7 +152,7 @@ class Settings:
     thresholds: Tuple[float, ...] = (0.5,)
     reduction: str = "max"
     data_seed: int = 0
-    probe_steps: int = 300
+    probe_steps: int = 100  # L-BFGS iterations of the linear probe
     seg_probe_steps: int = 200
     data: str = "builtin"
     folder: Optional[str] = None
@@ -439,8 +439,8 @@ def evaluate(model: nn.Module, data: Prepared, s: Settings, seed: int, device, p
     train = extract_features(model, data.train.images, device, progress=progress, desc="features/train")
     test = extract_features(model, data.test.images, device, progress=progress, desc="features/test")
     accuracy = linear_probe(
-        train.pooled, data.train.labels, test.pooled, data.test.labels,
-        num_classes=len(data.class_names), seed=seed, steps=s.probe_steps,
+        train.positions(), data.train.labels, test.positions(), data.test.labels,
+        num_classes=len(data.class_names), max_iter=s.probe_steps,
     )
     dice = float("nan")
     if data.train.lesions is not None and data.test.lesions is not None:

@@ -132,8 +132,9 @@ def markdown_report(public: dict) -> str:
         "",
         f"Pretraining: {s['epochs']} epochs over {s['pretrain_samples']} images, batch "
         f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}. Probes: frozen encoder, "
-        "linear classifier on pooled features (accuracy) and a per-pixel linear head on the "
-        "feature maps (lesion Dice, images with a lesion only). `eff. ratio` is measured from "
+        "position-wise linear classifier (a 1x1 conv on the feature maps, logits pooled over "
+        "positions by log-sum-exp; accuracy) and a per-pixel linear head on the feature maps "
+        "(lesion Dice, images with a lesion only). `eff. ratio` is measured from "
         "the masks drawn during pretraining (mean of num_masked / N); `lesion ratio` and "
         "`bg ratio` are the shares of lesion / non-lesion patches that were masked.",
         "",

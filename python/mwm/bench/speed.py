@@ -288,8 +288,9 @@ def _find(rows: Sequence[dict], case: str, size: str) -> Optional[dict]:
 
 
 def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
-    """The issue's targets: guided masking >= 20x faster than the MWM per-sample loop (every
-    size), and no slower than MAE's random_masking at B=256 14x14."""
+    """The issue's targets, judged on medians (``best``: the same from the fastest runs):
+    guided masking >= 20x faster than the MWM per-sample loop (every size), and no slower than
+    MAE's random_masking at B=256 14x14."""
     targets = []
     for size in FULL_SIZES:
         guided = _find(rows, "per_region (MWM)", size.label)
@@ -297,21 +298,20 @@ def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
             speedup = guided["reference_ms"] / guided["ours_ms"]
             targets.append({
                 "target": f"per_region >= {GUIDED_VS_LOOP_TARGET:.0f}x faster than the MWM loop",
-                "size": size.label, "value": speedup, "unit": "x faster",
+                "size": size.label, "value": speedup,
+                "best": guided["reference_min_ms"] / guided["ours_min_ms"], "unit": "x faster",
                 "met": speedup >= GUIDED_VS_LOOP_TARGET})
-    guided = _find(rows, "per_region (MWM)", FULL_SIZES[0].label)
-    mae = _find(rows, "random (MAE)", FULL_SIZES[0].label)
-    if guided is not None and mae is not None:
-        ratio = guided["ours_ms"] / mae["reference_ms"]
-        targets.append({
-            "target": "per_region no slower than MAE random_masking (time ratio <= 1)",
-            "size": FULL_SIZES[0].label, "value": ratio, "unit": "mwm / MAE",
-            "met": ratio <= 1.0})
-    if mae is not None:
-        targets.append({
-            "target": "random no slower than MAE random_masking (time ratio <= 1)",
-            "size": FULL_SIZES[0].label, "value": mae["ratio"], "unit": "mwm / MAE",
-            "met": mae["ratio"] <= 1.0})
+    vit = FULL_SIZES[0].label
+    guided = _find(rows, "per_region (MWM)", vit)
+    mae = _find(rows, "random (MAE)", vit)
+    for case, row in (("per_region", guided), ("random", mae)):
+        if row is not None and mae is not None:
+            ratio = row["ours_ms"] / mae["reference_ms"]
+            targets.append({
+                "target": f"{case} no slower than MAE random_masking (time ratio <= 1)",
+                "size": vit, "value": ratio,
+                "best": row["ours_min_ms"] / mae["reference_min_ms"], "unit": "mwm / MAE",
+                "met": ratio <= 1.0})
     return targets
 
 
@@ -324,7 +324,7 @@ def _fmt(value, digits: int = 2, suffix: str = "") -> str:
 
 
 COLUMNS = ("case", "size", "reference", "mwm ms", "ref ms", "mwm/ref", "speed-up",
-           "peak MiB mwm/ref", "copy-bw share", "same counts")
+           "best mwm/ref", "peak MiB mwm/ref", "copy-bw share", "same counts")
 
 
 def table_rows(rows: Sequence[dict]) -> List[List[str]]:
@@ -335,10 +335,13 @@ def table_rows(rows: Sequence[dict]) -> List[List[str]]:
         if r.get("ours_peak_mb") is not None or r.get("reference_peak_mb") is not None:
             peak = f"{_fmt(r.get('ours_peak_mb'), 1)} / {_fmt(r.get('reference_peak_mb'), 1)}"
         share = r.get("bandwidth_share")
+        best = None
+        if r.get("ours_min_ms") and r.get("reference_min_ms"):
+            best = r["ours_min_ms"] / r["reference_min_ms"]
         out.append([
             str(r.get("case", "?")), str(r.get("size", "")), str(r.get("reference", "-")),
             _fmt(r.get("ours_ms"), 3), _fmt(r.get("reference_ms"), 3), _fmt(ratio, 3),
-            _fmt(1.0 / ratio if ratio else None, 1, "x"), peak,
+            _fmt(1.0 / ratio if ratio else None, 1, "x"), _fmt(best, 3), peak,
             "-" if share is None else f"{100 * share:.0f}%", _fmt(r.get("counts_match")),
         ])
     return out
@@ -404,15 +407,15 @@ def _other_sections(rows: Sequence[dict]) -> List[tuple]:
 
 
 def targets_text(targets: Sequence[dict]) -> List[str]:
-    return [f"{t['target']} [{t['size']}]: {t['value']:.2f} {t['unit']} -> "
-            f"{'met' if t['met'] else 'NOT met'}" for t in targets]
+    return [f"{t['target']} [{t['size']}]: {t['value']:.2f} {t['unit']} (best runs: "
+            f"{t['best']:.2f}) -> {'met' if t['met'] else 'NOT met'}" for t in targets]
 
 
 def print_report(doc: dict, plain: bool) -> None:
     header = [f"machine: {describe_machine(doc['machine'])}",
               f"copy bandwidth: {doc['copy_bandwidth_gbps']:.1f} GB/s; medians of "
               f"{doc['settings']['repeats']} runs after {doc['settings']['warmup']} warm-up; "
-              f"mwm/ref < 1 means mwm is faster"]
+              f"mwm/ref < 1 means mwm is faster (best: ratio of the fastest runs)"]
     if not plain:
         try:
             from rich.console import Console

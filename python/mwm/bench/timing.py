@@ -34,6 +34,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 MIB = float(1 << 20)
+THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS",
+                      "OMP_PROC_BIND")
 
 
 @dataclass
@@ -185,6 +187,10 @@ def machine_info(device: Optional[torch.device] = None) -> dict:
         "numpy": numpy.__version__,
         "python": sys.version.split()[0],
     }
+    # The OpenMP wait policy decides what a parallel region costs on a busy machine: spinning
+    # workers of one region can hold the cores the next region waits for.
+    info["environment"] = {name: os.environ[name] for name in THREAD_ENVIRONMENT
+                           if name in os.environ}
     try:
         info["load_average_1min"] = round(os.getloadavg()[0], 2)
     except OSError:
@@ -200,6 +206,8 @@ def describe_machine(info: dict) -> str:
             f"torch {info['torch']}, torch threads {info['torch_threads']}")
     if "gpu" in info:
         text += f", GPU {info['gpu']}"
+    for name, value in info.get("environment", {}).items():
+        text += f", {name}={value}"
     if load is not None:
         text += f", load average {load}"
     return text

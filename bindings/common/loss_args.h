@@ -1,0 +1,165 @@
+// Arguments of masked_recon_loss and its backward, validated once and turned into the core's
+// patch geometry, strides and options (shared by the CPU and CUDA impls).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
+#include <mwm/masking.hpp>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/parse.h"
+
+namespace mwm_bindings {
+
+inline mwm::recon_error parse_recon_error(c10::string_view v) {
+  return parse_choice<mwm::recon_error>("error", v,
+                                        {{"mse", mwm::recon_error::mse},
+                                         {"l1", mwm::recon_error::l1}});
+}
+
+inline mwm::loss_reduction parse_loss_reduction(c10::string_view v) {
+  return parse_choice<mwm::loss_reduction>("reduction", v,
+                                           {{"mean", mwm::loss_reduction::mean},
+                                            {"mean_eps", mwm::loss_reduction::mean_eps},
+                                            {"sum", mwm::loss_reduction::sum},
+                                            {"none", mwm::loss_reduction::none}});
+}
+
+// True for the patch layout (B, N, P), false for the image layout.
+inline bool parse_patch_layout(c10::string_view v) {
+  return parse_choice<bool>("layout", v, {{"patch", true}, {"image", false}});
+}
+
+inline void check_loss_float(const at::Tensor& t, const char* name) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16,
+                   "mwm: ", name, " must be float32, float64, float16 or bfloat16, got ",
+                   c10::toString(s));
+}
+
+// Accumulation type: float64 when either input is float64, float32 otherwise.
+inline at::ScalarType loss_accumulate_type(const at::Tensor& pred, const at::Tensor& target) {
+  return pred.scalar_type() == at::kDouble || target.scalar_type() == at::kDouble ? at::kDouble
+                                                                                  : at::kFloat;
+}
+
+// Patch strides of a tensor in the prediction's layout with the given element strides.
+inline mwm::patch_strides layout_strides(const mwm::patch_geometry& g, bool patch_layout,
+                                         at::IntArrayRef strides) {
+  if (patch_layout) return mwm::vector_patch_strides(g, strides[0], strides[1], strides[2]);
+  const bool volumetric = strides.size() == 5;
+  const size_t h = strides.size() - 2;
+  return mwm::image_patch_strides(g, strides[0], strides[1], volumetric ? strides[2] : 0,
+                                  strides[h], strides[h + 1]);
+}
+
+struct loss_call {
+  mwm::patch_geometry geometry;
+  int64_t batch = 0;
+  bool patch_layout = true;
+  mwm::loss_options options;
+  mwm::patch_strides pred_strides;
+  mwm::patch_strides target_strides;
+  at::ScalarType accumulate = at::kFloat;
+  at::Tensor mask;    // (B, N) bool, contiguous
+  at::Tensor weight;  // (B, N) in the accumulation type, contiguous; undefined: all ones
+
+  int64_t num_patches() const { return geometry.grid.num_patches(); }
+};
+
+// Validates every argument (shapes, dtypes, devices, option names) and builds the call.
+inline loss_call prepare_loss_call(const at::Tensor& pred, const at::Tensor& target,
+                                   const at::Tensor& mask, const std::optional<at::Tensor>& weight,
+                                   at::IntArrayRef patch_size, c10::string_view layout,
+                                   bool norm_target, c10::string_view error,
+                                   c10::string_view reduction) {
+  loss_call call;
+  call.options.error = parse_recon_error(error);
+  call.options.reduction = parse_loss_reduction(reduction);
+  call.options.norm_target = norm_target;
+  call.patch_layout = parse_patch_layout(layout);
+  check_loss_float(pred, "pred");
+  check_loss_float(target, "target");
+  check_same_device(target, "target", pred, "pred");
+  check_same_device(mask, "mask", pred, "pred");
+  TORCH_CHECK_VALUE(patch_size.size() == 2 || patch_size.size() == 3,
+                    "mwm: patch_size = ", patch_size,
+                    ": must have 2 (ph, pw) or 3 (pd, ph, pw) sizes");
+  const bool volumetric = patch_size.size() == 3;
+  TORCH_CHECK_VALUE(target.dim() == static_cast<int64_t>(patch_size.size()) + 2,
+                    "mwm: target has shape ", shape_text(target), ": expected (B, C, ",
+                    volumetric ? "D, H, W" : "H, W", ") for patch_size ", patch_size);
+  call.batch = target.size(0);
+  call.geometry =
+      volumetric ? mwm::make_geometry_3d(target.size(1), target.size(2), target.size(3),
+                                         target.size(4), patch_size[0], patch_size[1],
+                                         patch_size[2])
+                 : mwm::make_geometry_2d(target.size(1), target.size(2), target.size(3),
+                                         patch_size[0], patch_size[1]);
+  mwm::validate_loss_geometry(call.geometry, call.options);
+  const int64_t n = call.num_patches();
+  if (call.patch_layout) {
+    TORCH_CHECK_VALUE(pred.dim() == 3, "mwm: pred has shape ", shape_text(pred),
+                      ": layout 'patch' expects (B, N, P) = (", call.batch, ", ", n, ", ",
+                      call.geometry.patch_vector_size(), ") for target ", shape_text(target),
+                      " and patch_size ", patch_size);
+    check_size(pred, "pred", 0, call.batch, "the batch size of target");
+    check_size(pred, "pred", 1, n, "the number of patches N");
+    check_size(pred, "pred", 2, call.geometry.patch_vector_size(),
+               "the patch vector size P = C * patch volume");
+  } else {
+    TORCH_CHECK_VALUE(pred.sizes() == target.sizes(), "mwm: pred has shape ", shape_text(pred),
+                      ": layout 'image' expects the shape of target ", shape_text(target));
+  }
+  check_dtype(mask, "mask", at::kBool);
+  check_dim(mask, "mask", 2);
+  check_size(mask, "mask", 0, call.batch, "the batch size of target");
+  check_size(mask, "mask", 1, n, "the number of patches N");
+  call.mask = mask.contiguous();
+  call.accumulate = loss_accumulate_type(pred, target);
+  if (weight.has_value()) {
+    TORCH_CHECK_TYPE(weight->is_floating_point(), "mwm: weight must be floating point, got ",
+                     c10::toString(weight->scalar_type()));
+    check_same_device(*weight, "weight", pred, "pred");
+    check_dim(*weight, "weight", 2);
+    check_size(*weight, "weight", 0, call.batch, "the batch size of target");
+    check_size(*weight, "weight", 1, n, "the number of patches N");
+    call.weight = weight->to(call.accumulate).contiguous();
+  }
+  call.pred_strides = layout_strides(call.geometry, call.patch_layout, pred.strides());
+  call.target_strides = layout_strides(call.geometry, false, target.strides());
+  return call;
+}
+
+// The core's view of the inputs of a prepared call.
+template <typename Acc, typename P, typename T>
+mwm::loss_inputs<Acc, P, T> loss_inputs_of(const loss_call& call, const at::Tensor& pred,
+                                           const at::Tensor& target) {
+  mwm::loss_inputs<Acc, P, T> in;
+  in.geometry = call.geometry;
+  in.batch = call.batch;
+  in.pred = pred.const_data_ptr<P>();
+  in.pred_strides = call.pred_strides;
+  in.target = target.const_data_ptr<T>();
+  in.target_strides = call.target_strides;
+  in.mask = reinterpret_cast<const std::uint8_t*>(call.mask.const_data_ptr<bool>());
+  in.weight = call.weight.defined() ? call.weight.const_data_ptr<Acc>() : nullptr;
+  in.options = call.options;
+  return in;
+}
+
+// Bands (rows of patches) per parallel task: about 32k elements, so that small images do not
+// make tiny tasks.
+inline int64_t band_grain(const loss_call& call) {
+  const int64_t band = call.geometry.grid.width * call.geometry.patch_vector_size();
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, band));
+}
+
+}  // namespace mwm_bindings

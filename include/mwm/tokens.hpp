@@ -1,0 +1,195 @@
+// Sparse tokens for MAE-style encoders and decoders.
+//
+//   gather:  out[b, k] = x[b, ids_keep[b, k]]           (x (B, N, C), ids_keep (B, K))
+//            a slot holding -1 (the padding of variable-total policies) gathers zeros.
+//   restore: out[b, n] = x_vis[b, p] if p < visible[b] else mask_token,  p = ids_restore[b, n]
+//            (MAE's decoder input: x_vis followed by mask tokens, unshuffled by ids_restore;
+//            visible[b] defaults to K, and is the per-sample visible count when ids_keep was
+//            padded, so that padded slots of x_vis are never read).
+//
+// Per-token functions are MWM_HOST_DEVICE on raw pointers; the host drivers run them over a
+// range of samples.
+#pragma once
+
+#include <cstdint>
+
+#include "config.hpp"
+#include "error.hpp"
+
+namespace mwm {
+
+// The id of an empty slot in ids_keep / ids_masked.
+constexpr std::int64_t padding_id = -1;
+
+// Element strides of a (B, tokens, C) tensor.
+struct token_strides {
+  std::int64_t batch = 0;
+  std::int64_t token = 0;
+  std::int64_t channel = 0;
+};
+
+MWM_HOST_DEVICE MWM_INLINE std::int64_t token_offset(const token_strides& s, std::int64_t b,
+                                                     std::int64_t t) {
+  return b * s.batch + t * s.token;
+}
+
+// The x_vis slot that feeds restored token n at shuffled position `position`, or -1 for the mask
+// token.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t restored_slot(std::int64_t position,
+                                                      std::int64_t visible) {
+  return position < visible ? position : padding_id;
+}
+
+template <typename T>
+MWM_HOST_DEVICE MWM_INLINE void copy_token(const T* src, std::int64_t src_stride, T* dst,
+                                           std::int64_t dst_stride, std::int64_t channels) {
+  for (std::int64_t c = 0; c < channels; ++c) dst[c * dst_stride] = src[c * src_stride];
+}
+
+template <typename T>
+MWM_HOST_DEVICE MWM_INLINE void zero_token(T* dst, std::int64_t dst_stride,
+                                           std::int64_t channels) {
+  for (std::int64_t c = 0; c < channels; ++c) dst[c * dst_stride] = static_cast<T>(0.0f);
+}
+
+// dst += src, added in Acc (float for half types) and rounded once.
+template <typename Acc, typename T>
+MWM_HOST_DEVICE MWM_INLINE void add_token(const T* src, std::int64_t src_stride, T* dst,
+                                          std::int64_t dst_stride, std::int64_t channels) {
+  for (std::int64_t c = 0; c < channels; ++c)
+    dst[c * dst_stride] = static_cast<T>(static_cast<Acc>(dst[c * dst_stride]) +
+                                         static_cast<Acc>(src[c * src_stride]));
+}
+
+template <typename Acc, typename T>
+MWM_HOST_DEVICE MWM_INLINE void accumulate_token(const T* src, std::int64_t src_stride, Acc* acc,
+                                                 std::int64_t channels) {
+  for (std::int64_t c = 0; c < channels; ++c) acc[c] += static_cast<Acc>(src[c * src_stride]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation of index tensors (dense row-major), on the host.
+
+// Every ids_keep entry lies in [-1, N).
+inline void validate_keep_ids(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
+                              std::int64_t num_tokens) {
+  for (std::int64_t i = 0; i < batch * slots; ++i) {
+    if (ids[i] < padding_id || ids[i] >= num_tokens) {
+      detail::require(false, "ids_keep", ids[i],
+                      "must lie in [-1, " + detail::to_text(num_tokens) + ") (sample " +
+                          detail::to_text(i / slots) + ", slot " + detail::to_text(i % slots) +
+                          "; -1 marks padding)");
+    }
+  }
+}
+
+// Every ids_restore entry lies in [0, N); every visible count in [0, K].
+inline void validate_restore_ids(const std::int64_t* ids_restore, const std::int64_t* visible,
+                                 std::int64_t batch, std::int64_t num_tokens,
+                                 std::int64_t slots) {
+  for (std::int64_t i = 0; i < batch * num_tokens; ++i) {
+    if (ids_restore[i] < 0 || ids_restore[i] >= num_tokens) {
+      detail::require(false, "ids_restore", ids_restore[i],
+                      "must lie in [0, " + detail::to_text(num_tokens) + ") (sample " +
+                          detail::to_text(i / num_tokens) + ", token " +
+                          detail::to_text(i % num_tokens) + ")");
+    }
+  }
+  if (!visible) return;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    if (visible[b] < 0 || visible[b] > slots) {
+      detail::require(false, "num_visible", visible[b],
+                      "must lie in [0, " + detail::to_text(slots) + "] (sample " +
+                          detail::to_text(b) + "; K = x_vis.shape[1])");
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host drivers over samples [begin, end); index rows are dense row-major.
+
+// out (B, K, C) = x gathered at ids (B, K).
+template <typename T>
+void gather_tokens(const T* x, const token_strides& xs, const std::int64_t* ids,
+                   std::int64_t slots, std::int64_t channels, T* out, const token_strides& os,
+                   std::int64_t begin, std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b)
+    for (std::int64_t k = 0; k < slots; ++k) {
+      const std::int64_t id = ids[b * slots + k];
+      T* dst = out + token_offset(os, b, k);
+      if (id == padding_id) zero_token(dst, os.channel, channels);
+      else copy_token(x + token_offset(xs, b, id), xs.channel, dst, os.channel, channels);
+    }
+}
+
+// grad_x (B, N, C) = zeros with grad (B, K, C) added at ids; padded slots contribute nothing.
+template <typename Acc, typename T>
+void gather_tokens_backward(const T* grad, const token_strides& gs, const std::int64_t* ids,
+                            std::int64_t slots, std::int64_t num_tokens, std::int64_t channels,
+                            T* grad_x, const token_strides& xs, std::int64_t begin,
+                            std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b) {
+    for (std::int64_t n = 0; n < num_tokens; ++n)
+      zero_token(grad_x + token_offset(xs, b, n), xs.channel, channels);
+    for (std::int64_t k = 0; k < slots; ++k) {
+      const std::int64_t id = ids[b * slots + k];
+      if (id == padding_id) continue;
+      add_token<Acc>(grad + token_offset(gs, b, k), gs.channel, grad_x + token_offset(xs, b, id),
+                     xs.channel, channels);
+    }
+  }
+}
+
+// out (B, N, C) from x_vis (B, K, C), ids_restore (B, N), mask_token (C) and the visible counts
+// (null: K for every sample).
+template <typename T>
+void restore_tokens(const T* x_vis, const token_strides& vs, const std::int64_t* ids_restore,
+                    const std::int64_t* visible, std::int64_t slots, std::int64_t num_tokens,
+                    std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
+                    const token_strides& os, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b) {
+    const std::int64_t count = visible ? visible[b] : slots;
+    for (std::int64_t n = 0; n < num_tokens; ++n) {
+      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+      T* dst = out + token_offset(os, b, n);
+      if (slot == padding_id) copy_token(mask_token, mask_stride, dst, os.channel, channels);
+      else copy_token(x_vis + token_offset(vs, b, slot), vs.channel, dst, os.channel, channels);
+    }
+  }
+}
+
+// grad_x_vis (B, K, C): grad rows added at their slots (zeros in slots no token comes from);
+// mask_partials (B, C): per sample, the sum of the grad rows that came from the mask token
+// (summed over samples in a fixed order by the caller, so results do not depend on threads).
+template <typename Acc, typename T>
+void restore_tokens_backward(const T* grad, const token_strides& gs,
+                             const std::int64_t* ids_restore, const std::int64_t* visible,
+                             std::int64_t slots, std::int64_t num_tokens, std::int64_t channels,
+                             T* grad_x_vis, const token_strides& vs, Acc* mask_partials,
+                             std::int64_t begin, std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b) {
+    const std::int64_t count = visible ? visible[b] : slots;
+    for (std::int64_t k = 0; k < slots; ++k)
+      zero_token(grad_x_vis + token_offset(vs, b, k), vs.channel, channels);
+    Acc* partial = mask_partials + b * channels;
+    for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
+    for (std::int64_t n = 0; n < num_tokens; ++n) {
+      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+      const T* src = grad + token_offset(gs, b, n);
+      if (slot == padding_id) accumulate_token(src, gs.channel, partial, channels);
+      else add_token<Acc>(src, gs.channel, grad_x_vis + token_offset(vs, b, slot), vs.channel,
+                          channels);
+    }
+  }
+}
+
+// mask_token gradient (C) = sum over samples of mask_partials (B, C), in sample order.
+template <typename Acc>
+void sum_mask_partials(const Acc* mask_partials, std::int64_t batch, std::int64_t channels,
+                       Acc* out) {
+  for (std::int64_t c = 0; c < channels; ++c) out[c] = Acc(0);
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t c = 0; c < channels; ++c) out[c] += mask_partials[b * channels + c];
+}
+
+}  // namespace mwm

@@ -1,0 +1,202 @@
+"""Speed and memory of the fused masked reconstruction loss (forward + backward) against MAE's
+loss written in eager PyTorch and the same function under ``torch.compile``, measured in one run.
+
+Rows (dicts, keys of mwm.bench.timing) per case and reference: median times, the ratio, the
+peak memory allocated during one forward + backward, and the share of a memory-copy bandwidth
+measured in the same run that the fused op reaches. Peak memory comes from torch's profiler
+(``profile_memory=True``): every allocation and free of torch's CPU allocator, replayed in time
+order (tracemalloc cannot see torch's allocator, and RSS hides frees behind glibc's caches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from .timing import copy_bandwidth, describe_machine, machine_info, median_time, to_mib
+
+MASK_RATIO = 0.75
+
+
+@dataclass(frozen=True)
+class LossCase:
+    name: str
+    batch: int
+    channels: int
+    spatial: tuple
+    patch: int
+
+    @property
+    def grid(self) -> list:
+        return [s // self.patch for s in self.spatial]
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def patch_vector(self) -> int:
+        return self.channels * self.patch ** len(self.spatial)
+
+
+FULL_CASES = (LossCase("2d B=64 3x224x224 p16", 64, 3, (224, 224), 16),
+              LossCase("3d B=8 1x128^3 p16", 8, 1, (128, 128, 128), 16))
+QUICK_CASES = (LossCase("2d B=8 3x64x64 p16", 8, 3, (64, 64), 16),
+               LossCase("3d B=2 1x32^3 p16", 2, 1, (32, 32, 32), 16))
+
+
+def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
+    """MAE's patchify, and its 3D form: (B, N, P) with P ordered (pd, ph, pw, c)."""
+    b, c = imgs.shape[:2]
+    if imgs.dim() == 4:
+        h, w = imgs.shape[2] // p, imgs.shape[3] // p
+        x = torch.einsum("nchpwq->nhwpqc", imgs.reshape(b, c, h, p, w, p))
+        return x.reshape(b, h * w, p * p * c)
+    d, h, w = (s // p for s in imgs.shape[2:])
+    x = torch.einsum("ncdohpwq->ndhwopqc", imgs.reshape(b, c, d, p, h, p, w, p))
+    return x.reshape(b, d * h * w, p ** 3 * c)
+
+
+def mae_reference_loss(pred, imgs, mask, p: int):
+    """MAE's forward_loss with norm_pix_loss=True, as published (mask: 0/1 float)."""
+    target = patchify(imgs, p)
+    mean = target.mean(dim=-1, keepdim=True)
+    var = target.var(dim=-1, keepdim=True)
+    target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = ((pred - target) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+def _inputs(case: LossCase, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randn((case.batch, case.channels, *case.spatial), generator=g)
+    pred = torch.randn((case.batch, case.num_patches, case.patch_vector), generator=g)
+    keep = int(case.num_patches * (1 - MASK_RATIO))
+    noise = torch.rand((case.batch, case.num_patches), generator=g)
+    ids_shuffle = torch.argsort(noise, dim=1)
+    mask = torch.ones((case.batch, case.num_patches), dtype=torch.bool)
+    mask.scatter_(1, ids_shuffle[:, :keep], False)
+    return pred, imgs, mask
+
+
+def _step(loss_fn: Callable, pred: torch.Tensor, imgs, mask) -> None:
+    pred.grad = None
+    loss_fn(pred, imgs, mask).backward()
+
+
+def peak_allocated_bytes(fn: Callable[[], None]) -> tuple:
+    """(peak, final) bytes held by torch's CPU allocator above the level before ``fn``, from the
+    profiler's allocation events replayed in time order."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    held = peak = 0
+    for event in events:
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak, held
+
+
+def fused_bytes(case: LossCase, mask: torch.Tensor, element_size: int = 4) -> int:
+    """Bytes the fused loss must move: forward reads pred and target of the masked patches,
+    backward reads them again and writes the whole gradient."""
+    tensor = case.batch * case.num_patches * case.patch_vector * element_size
+    masked_share = mask.float().mean().item()
+    return int(4 * masked_share * tensor + tensor)
+
+
+def _methods(case: LossCase, compile_reference: bool):
+    import mwm
+
+    p = case.patch
+
+    def eager(pred, imgs, mask):
+        return mae_reference_loss(pred, imgs, mask.float(), p)
+
+    def fused(pred, imgs, mask):
+        return mwm.mae_loss(pred, imgs, mask, p, norm_pix_loss=True)
+
+    methods = [("eager", eager)]
+    if compile_reference:
+        methods.append(("compiled", torch.compile(eager, fullgraph=True, dynamic=False)))
+    methods.append(("mwm", fused))
+    return methods
+
+
+def run_loss_benchmarks(args) -> list:
+    """Rows for ``mwm-bench speed`` (keys: see mwm.bench.timing), one per case and reference.
+    Reads from ``args`` (all optional): ``quick`` (small sizes), ``repeats`` (default 7),
+    ``warmup`` (default 2), ``threads``, ``no_compile``, ``copy_bandwidth`` (bytes/s; measured
+    here when absent)."""
+    quick = bool(getattr(args, "quick", False))
+    repeats = int(getattr(args, "repeats", None) or 7)
+    warmup = int(getattr(args, "warmup", None) or 2)
+    threads = getattr(args, "threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    compile_reference = not bool(getattr(args, "no_compile", False))
+    bandwidth = getattr(args, "copy_bandwidth", None) or copy_bandwidth(
+        (64 if quick else 256) << 20, repeats=max(repeats, 5))
+    rows = []
+    for case in QUICK_CASES if quick else FULL_CASES:
+        pred, imgs, mask = _inputs(case)
+        pred.requires_grad_(True)
+        measured = {}
+        for name, fn in _methods(case, compile_reference):
+            timing = median_time(lambda: _step(fn, pred, imgs, mask), repeats=repeats,
+                                 warmup=warmup)
+            pred.grad = None  # freed before profiling: only this step's allocations count
+            peak, final = peak_allocated_bytes(lambda: fn(pred, imgs, mask).backward())
+            measured[name] = (timing.median_s, peak, final)
+        moved = fused_bytes(case, mask)
+        ours_s, ours_peak, ours_final = measured["mwm"]
+        for name, label in (("eager", "MAE forward_loss, eager"),
+                            ("compiled", "MAE forward_loss, torch.compile")):
+            if name not in measured:
+                continue
+            ref_s, ref_peak, ref_final = measured[name]
+            rows.append({
+                "section": "loss", "case": "MAE loss, norm_pix_loss, forward + backward",
+                "size": case.name, "ours": "mwm.mae_loss(norm_pix_loss=True)",
+                "reference": label, "ours_ms": ours_s * 1e3, "reference_ms": ref_s * 1e3,
+                "ratio": ours_s / ref_s, "speedup": ref_s / ours_s,
+                "ours_peak_mb": to_mib(ours_peak), "reference_peak_mb": to_mib(ref_peak),
+                # Peak beyond the gradient that every method returns (what the loss costs).
+                "ours_extra_mb": to_mib(ours_peak - ours_final),
+                "reference_extra_mb": to_mib(ref_peak - ref_final),
+                "extra_memory_share": (ours_peak - ours_final) / max(ref_peak - ref_final, 1),
+                "bytes_moved": moved, "bandwidth_share": moved / ours_s / bandwidth,
+                "copy_bandwidth_gbps": bandwidth / 1e9, "repeats": repeats,
+                "threads": torch.get_num_threads(),
+            })
+    return rows
+
+
+def add_loss_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile reference")
+
+
+def format_rows(rows: Sequence[dict]) -> str:
+    if not rows:
+        return ""
+    lines = [describe_machine(machine_info()) + f"; copy bandwidth "
+             f"{rows[0]['copy_bandwidth_gbps']:.2f} GB/s (read + write)",
+             f"{'size':<24}{'reference':<34}{'mwm ms':>8}{'ref ms':>9}{'speed-up':>9}"
+             f"{'extra MiB mwm/ref':>20}{'share':>8}{'bw share':>10}"]
+    for r in rows:
+        extra = f"{r['ours_extra_mb']:.2f}/{r['reference_extra_mb']:.1f}"
+        lines.append(f"{r['size']:<24}{r['reference']:<34}{r['ours_ms']:>8.1f}"
+                     f"{r['reference_ms']:>9.1f}{r['speedup']:>9.2f}{extra:>20}"
+                     f"{r['extra_memory_share']:>8.4f}{r['bandwidth_share']:>10.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""Fused masked reconstruction losses: MAE, SparK and SimMIM without patchifying the target.
+
+``masked_recon_loss`` reads the target images where they are, normalizes each patch on the fly
+(MAE ``norm_pix_loss``: ``(t - mean) / sqrt(var + 1e-6)``, unbiased variance over the patch),
+averages the error over the patch and reduces over the masked patches. The backward writes only
+the gradient of ``pred``. ``mae_loss``, ``spark_loss`` and ``simmim_loss`` are the published
+losses expressed through it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _extension
+
+_extension.load()
+from ._ops import loss as _loss_registrations  # noqa: E402,F401  (fake kernels, autograd)
+
+PatchSize = Union[int, Sequence[int]]
+LAYOUTS = ("patch", "image")
+ERRORS = ("mse", "l1")
+REDUCTIONS = ("mean", "mean_eps", "sum", "none")
+
+
+def _require_tensor(value, name: str) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"mwm: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _patch_sizes(patch_size: PatchSize, target: torch.Tensor) -> list[int]:
+    spatial = target.dim() - 2
+    if spatial not in (2, 3):
+        raise ValueError(f"mwm: target has shape {tuple(target.shape)}: expected (B, C, H, W) or "
+                         "(B, C, D, H, W)")
+    if isinstance(patch_size, int):
+        return [patch_size] * spatial
+    sizes = [int(p) for p in patch_size]
+    if len(sizes) != spatial:
+        raise ValueError(f"mwm: patch_size = {tuple(sizes)}: need {spatial} sizes for target of "
+                         f"shape {tuple(target.shape)}")
+    return sizes
+
+
+def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                      patch_size: PatchSize, *, weight: Optional[torch.Tensor] = None,
+                      layout: Optional[str] = None, norm_target: bool = False,
+                      error: str = "mse", reduction: str = "mean") -> torch.Tensor:
+    """Masked reconstruction loss over patches.
+
+    ``pred``: patch vectors ``(B, N, P)`` ordered ``(pd, ph, pw, c)`` (MAE/HF ``patchify``) or an
+    image shaped like ``target``; ``layout`` is inferred from ``pred.dim()`` when None.
+    ``target``: ``(B, C, H, W)`` or ``(B, C, D, H, W)``, read in place. ``mask``: ``(B, N)`` bool,
+    True = masked (the patches the loss covers). ``weight``: optional ``(B, N)`` per-patch
+    weights. ``error``: ``mse`` or ``l1``, averaged over the patch. ``reduction``: ``mean`` =
+    ``sum(mask*w*err) / sum(mask*w)`` (MAE; NaN when nothing is masked), ``mean_eps`` = the same
+    with ``+1e-8`` in the denominator (SparK), ``sum`` = ``sum(mask*w*err)``, ``none`` = the
+    per-patch ``mask*w*err`` ``(B, N)``. Patches with ``mask*w == 0`` are never read. A NaN/Inf in
+    a target patch the loss reads raises ValueError. Gradient: to ``pred`` only.
+    """
+    _require_tensor(pred, "pred")
+    _require_tensor(target, "target")
+    _require_tensor(mask, "mask")
+    if weight is not None:
+        _require_tensor(weight, "weight")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mwm: mask must be torch.bool (True = masked), got {mask.dtype}; pass "
+                        "soft or 0/1 float masks as weight=")
+    if layout is None:
+        layout = "patch" if pred.dim() == 3 else "image"
+    sizes = _patch_sizes(patch_size, target)
+    return torch.ops.mwm.masked_recon_loss(pred, target, mask, weight, sizes, layout,
+                                           bool(norm_target), error, reduction)
+
+
+def _mask_and_weight(mask: torch.Tensor):
+    """A bool mask as it is; a 0/1 (or soft) numeric mask as weights over all patches, which is
+    exactly how MAE's float mask enters ``(loss * mask).sum() / mask.sum()``."""
+    _require_tensor(mask, "mask")
+    if mask.dtype == torch.bool:
+        return mask, None
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype in (
+            torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise TypeError(f"mwm: mask must be bool or a real 0/1 tensor, got {mask.dtype}")
+    weight = mask if mask.is_floating_point() else mask.to(torch.float32)
+    return torch.ones(mask.shape, dtype=torch.bool, device=mask.device), weight
+
+
+def mae_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor,
+             patch_size: PatchSize = 16, *, norm_pix_loss: bool = False) -> torch.Tensor:
+    """MAE's (and HF ViTMAE's) ``forward_loss(imgs, pred, mask)``: ``pred (B, N, P)``,
+    ``imgs (B, C, H, W)`` (or 3D), ``mask (B, N)`` bool or MAE's 0/1 float mask."""
+    mask, weight = _mask_and_weight(mask)
+    return masked_recon_loss(pred, imgs, mask, patch_size, weight=weight, layout="patch",
+                             norm_target=norm_pix_loss, error="mse", reduction="mean")
+
+
+def spark_loss(rec: torch.Tensor, inp: torch.Tensor, active: torch.Tensor,
+               patch_size: PatchSize = 32) -> torch.Tensor:
+    """SparK's reconstruction loss: ``rec`` and ``inp`` images ``(B, C, H, W)`` (or 3D), ``active``
+    SparK's map ``(B, 1, h, w)`` (True = visible); per-patch normalized target, mse, averaged over
+    the non-active patches with ``+1e-8`` in the denominator."""
+    _require_tensor(active, "active")
+    if active.dtype != torch.bool:
+        raise TypeError(f"mwm: active must be torch.bool (True = visible), got {active.dtype}")
+    mask = active.logical_not().flatten(1)
+    return masked_recon_loss(rec, inp, mask, patch_size, layout="image", norm_target=True,
+                             error="mse", reduction="mean_eps")
+
+
+def simmim_loss(x_rec: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                patch_size: PatchSize) -> torch.Tensor:
+    """SimMIM's loss: ``sum(|x - x_rec| * m) / (sum(m) + 1e-5) / C`` with ``m`` the mask repeated
+    to pixels. ``mask``: ``(B, h, w)`` (or ``(B, N)``) on the model patch grid, bool or 0/1.
+
+    Per patch that is ``sum(mask * err) * q / (q * sum(mask) + 1e-5)`` with ``q`` pixels per
+    patch and ``err`` the l1 error averaged over the patch's ``C * q`` values.
+    """
+    _require_tensor(mask, "mask")
+    mask = mask.flatten(1) if mask.dim() > 2 else mask
+    mask, weight = _mask_and_weight(mask)
+    pixels = math.prod(_patch_sizes(patch_size, x))
+    total = masked_recon_loss(x_rec, x, mask, patch_size, weight=weight, layout="image",
+                              error="l1", reduction="sum")
+    covered = (mask.sum() if weight is None else weight.sum()).to(total.dtype)
+    return total * pixels / (covered * pixels + 1e-5)

@@ -1,0 +1,473 @@
+// The fused masked reconstruction loss against a plain reference that patchifies explicitly,
+// for 2D and 3D, both prediction layouts, strided views, every option; its gradient against
+// central finite differences.
+#include <mwm/masking.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+
+namespace {
+
+using mwm::loss_reduction;
+using mwm::recon_error;
+
+struct loss_case {
+  mwm::patch_geometry geometry;
+  std::int64_t batch;
+};
+
+// Image element (b, c, d, h, w) of a dense (B, C, D, H, W) buffer.
+std::int64_t dense_index(const mwm::patch_geometry& g, std::int64_t b, std::int64_t c,
+                         std::int64_t d, std::int64_t h, std::int64_t w) {
+  return (((b * g.channels + c) * g.image_depth() + d) * g.image_height() + h) *
+             g.image_width() +
+         w;
+}
+
+// Patch vectors (B, N, P) in MAE's order, written out with explicit loops.
+std::vector<double> patchify(const mwm::patch_geometry& g, std::int64_t batch,
+                             const std::vector<double>& image) {
+  const std::int64_t n = g.grid.num_patches();
+  const std::int64_t p = g.patch_vector_size();
+  std::vector<double> out(static_cast<std::size_t>(batch * n * p));
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t gd = 0; gd < g.grid.depth; ++gd)
+      for (std::int64_t gh = 0; gh < g.grid.height; ++gh)
+        for (std::int64_t gw = 0; gw < g.grid.width; ++gw) {
+          const std::int64_t patch = g.grid.index(gd, gh, gw);
+          std::int64_t e = 0;
+          for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+            for (std::int64_t ph = 0; ph < g.patch_height; ++ph)
+              for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
+                for (std::int64_t c = 0; c < g.channels; ++c, ++e)
+                  out[static_cast<std::size_t>((b * n + patch) * p + e)] =
+                      image[static_cast<std::size_t>(dense_index(
+                          g, b, c, gd * g.patch_depth + pd, gh * g.patch_height + ph,
+                          gw * g.patch_width + pw))];
+        }
+  return out;
+}
+
+// Per-patch c * err of the patchified data, computed the obvious way in double.
+std::vector<double> reference_patch_losses(const mwm::patch_geometry& g, std::int64_t batch,
+                                           const std::vector<double>& pred_vectors,
+                                           const std::vector<double>& target_image,
+                                           const std::vector<std::uint8_t>& mask,
+                                           const std::vector<double>& weight,
+                                           const mwm::loss_options& o) {
+  const auto target = patchify(g, batch, target_image);
+  const std::int64_t n = g.grid.num_patches();
+  const std::int64_t p = g.patch_vector_size();
+  std::vector<double> out(static_cast<std::size_t>(batch * n));
+  for (std::int64_t i = 0; i < batch * n; ++i) {
+    const double* t = &target[static_cast<std::size_t>(i * p)];
+    const double* x = &pred_vectors[static_cast<std::size_t>(i * p)];
+    double mean = 0, var = 0;
+    if (o.norm_target) {
+      for (std::int64_t e = 0; e < p; ++e) mean += t[e];
+      mean /= static_cast<double>(p);
+      for (std::int64_t e = 0; e < p; ++e) var += (t[e] - mean) * (t[e] - mean);
+      var /= static_cast<double>(p - 1);
+    }
+    double err = 0;
+    for (std::int64_t e = 0; e < p; ++e) {
+      const double th = o.norm_target ? (t[e] - mean) / std::sqrt(var + 1e-6) : t[e];
+      const double d = x[e] - th;
+      err += o.error == recon_error::mse ? d * d : std::fabs(d);
+    }
+    err /= static_cast<double>(p);
+    const double c = mask[static_cast<std::size_t>(i)] ? weight[static_cast<std::size_t>(i)] : 0;
+    out[static_cast<std::size_t>(i)] = c * err;
+  }
+  return out;
+}
+
+double reference_reduced(const std::vector<double>& losses, const std::vector<std::uint8_t>& mask,
+                         const std::vector<double>& weight, loss_reduction r) {
+  double total = 0, coefficients = 0;
+  for (std::size_t i = 0; i < losses.size(); ++i) {
+    total += losses[i];
+    coefficients += mask[i] ? weight[i] : 0;
+  }
+  if (r == loss_reduction::mean) return total / coefficients;
+  if (r == loss_reduction::mean_eps) return total / (coefficients + 1e-8);
+  return total;
+}
+
+template <typename Acc, typename P, typename T>
+std::int64_t run_losses(const mwm::loss_inputs<Acc, P, T>& in, std::int64_t band_begin,
+                        std::int64_t band_end, std::vector<Acc>& losses) {
+  std::vector<Acc> scratch(static_cast<std::size_t>(mwm::band_scratch_size(in.geometry)));
+  losses.assign(static_cast<std::size_t>(in.batch * in.geometry.grid.num_patches()), Acc(-1));
+  return mwm::band_losses(in, band_begin, band_end, losses.data(), scratch.data());
+}
+
+template <typename Acc, typename P, typename T>
+void run_gradients(const mwm::loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc denominator,
+                   P* grad, const mwm::patch_strides& gs) {
+  std::vector<Acc> scratch(static_cast<std::size_t>(mwm::band_scratch_size(in.geometry)));
+  mwm::band_gradients(in, upstream, denominator, grad, gs, 0,
+                      mwm::band_count(in.geometry, in.batch), scratch.data());
+}
+
+template <typename Acc, typename P, typename T>
+double run_forward(const mwm::loss_inputs<Acc, P, T>& in, std::vector<Acc>* per_patch = nullptr) {
+  const std::int64_t count = in.batch * in.geometry.grid.num_patches();
+  std::vector<Acc> losses;
+  REQUIRE(run_losses(in, 0, mwm::band_count(in.geometry, in.batch), losses) == -1);
+  if (per_patch) *per_patch = losses;
+  const Acc total = mwm::coefficient_total(in.mask, in.weight, count);
+  return static_cast<double>(
+      mwm::reduce_patch_losses(losses.data(), count, in.options.reduction, total));
+}
+
+struct fixture {
+  mwm::patch_geometry g;
+  std::int64_t batch;
+  std::vector<double> target;        // dense image (B, C, D, H, W)
+  std::vector<double> pred_vectors;  // dense (B, N, P)
+  std::vector<std::uint8_t> mask;
+  std::vector<double> weight;
+
+  fixture(const mwm::patch_geometry& geometry, std::int64_t b, std::uint64_t seed)
+      : g(geometry), batch(b) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+    const std::int64_t n = g.grid.num_patches();
+    target.resize(static_cast<std::size_t>(batch * n * g.patch_vector_size()));
+    // A large offset makes the variance a small difference of large numbers.
+    for (auto& v : target) v = 40.0 + uniform(rng);
+    pred_vectors.resize(target.size());
+    for (auto& v : pred_vectors) v = uniform(rng);
+    mask.resize(static_cast<std::size_t>(batch * n));
+    weight.resize(mask.size());
+    for (std::size_t i = 0; i < mask.size(); ++i) {
+      mask[i] = (rng() % 4) != 0;
+      weight[i] = 0.25 + (uniform(rng) + 1.0);
+    }
+    mask[0] = 1;
+  }
+
+  mwm::patch_strides target_strides() const {
+    const std::int64_t w = 1, h = g.image_width(), d = h * g.image_height();
+    const std::int64_t c = d * g.image_depth(), b = c * g.channels;
+    return mwm::image_patch_strides(g, b, c, d, h, w);
+  }
+
+  mwm::patch_strides vector_strides() const {
+    const std::int64_t p = g.patch_vector_size();
+    return mwm::vector_patch_strides(g, g.grid.num_patches() * p, p, 1);
+  }
+
+  mwm::loss_inputs<double, double, double> inputs(const mwm::loss_options& o,
+                                                  bool weighted) const {
+    mwm::loss_inputs<double, double, double> in;
+    in.geometry = g;
+    in.batch = batch;
+    in.pred = pred_vectors.data();
+    in.pred_strides = vector_strides();
+    in.target = target.data();
+    in.target_strides = target_strides();
+    in.mask = mask.data();
+    in.weight = weighted ? weight.data() : nullptr;
+    in.options = o;
+    return in;
+  }
+};
+
+// The message of the mwm::error that `call` throws ("" when it does not throw).
+template <typename Call>
+std::string error_message(Call call) {
+  try {
+    call();
+  } catch (const mwm::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::vector<loss_case> geometries() {
+  return {{mwm::make_geometry_2d(3, 8, 12, 4, 4), 2},
+          {mwm::make_geometry_2d(1, 6, 6, 3, 2), 3},
+          {mwm::make_geometry_2d(2, 20, 20, 10, 10), 1},
+          {mwm::make_geometry_3d(1, 8, 8, 8, 4, 4, 4), 2},
+          {mwm::make_geometry_3d(2, 4, 6, 8, 2, 3, 4), 1}};
+}
+
+std::vector<mwm::loss_options> all_options() {
+  std::vector<mwm::loss_options> out;
+  for (auto e : {recon_error::mse, recon_error::l1})
+    for (bool norm : {false, true})
+      for (auto r : {loss_reduction::mean, loss_reduction::mean_eps, loss_reduction::sum,
+                     loss_reduction::none})
+        out.push_back(mwm::loss_options{e, norm, r});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("patch strides address MAE's patch vector order in both layouts", "[loss]") {
+  const auto g = mwm::make_geometry_3d(2, 4, 6, 8, 2, 3, 4);
+  fixture f(g, 2, 1);
+  const auto vectors = patchify(g, 2, f.target);
+  const auto ts = f.target_strides();
+  const auto vs = f.vector_strides();
+  const std::int64_t p = g.patch_vector_size();
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t n = 0; n < g.grid.num_patches(); ++n) {
+      const double* image_patch = f.target.data() + mwm::patch_start(ts, g.grid, b, n);
+      const double* vector_patch = vectors.data() + mwm::patch_start(vs, g.grid, b, n);
+      std::int64_t e = 0;
+      for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+        for (std::int64_t ph = 0; ph < g.patch_height; ++ph)
+          for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
+            for (std::int64_t c = 0; c < g.channels; ++c, ++e) {
+              const double a = image_patch[pd * ts.depth + ph * ts.height + pw * ts.width +
+                                           c * ts.channel];
+              const double v = vector_patch[pd * vs.depth + ph * vs.height + pw * vs.width +
+                                            c * vs.channel];
+              const auto flat = (b * g.grid.num_patches() + n) * p + e;
+              REQUIRE(v == vectors[static_cast<std::size_t>(flat)]);
+              REQUIRE(a == v);
+            }
+    }
+}
+
+TEST_CASE("the fused loss equals the patchify reference for every option", "[loss]") {
+  std::uint64_t seed = 10;
+  for (const auto& lc : geometries()) {
+    fixture f(lc.geometry, lc.batch, ++seed);
+    for (const auto& o : all_options())
+      for (bool weighted : {false, true}) {
+        INFO("P = " << lc.geometry.patch_vector_size() << ", error " << int(o.error) << ", norm "
+                    << o.norm_target << ", reduction " << int(o.reduction) << ", weighted "
+                    << weighted);
+        std::vector<double> ones(f.weight.size(), 1.0);
+        const auto& w = weighted ? f.weight : ones;
+        const auto expected_patches =
+            reference_patch_losses(f.g, f.batch, f.pred_vectors, f.target, f.mask, w, o);
+        std::vector<double> patches;
+        const double got = run_forward(f.inputs(o, weighted), &patches);
+        for (std::size_t i = 0; i < patches.size(); ++i)
+          REQUIRE(patches[i] == Approx(expected_patches[i]).epsilon(1e-12).margin(1e-300));
+        if (o.reduction != loss_reduction::none) {
+          const double expected = reference_reduced(expected_patches, f.mask, w, o.reduction);
+          REQUIRE(got == Approx(expected).epsilon(1e-12));
+        }
+      }
+  }
+}
+
+TEST_CASE("the per-patch strided path (the CUDA kernels') equals the band drivers", "[loss]") {
+  std::uint64_t seed = 50;
+  for (const auto& lc : geometries()) {
+    fixture f(lc.geometry, lc.batch, ++seed);
+    const auto& g = f.g;
+    const std::int64_t n = g.grid.num_patches();
+    const std::int64_t count = f.batch * n;
+    for (const auto& o : all_options()) {
+      INFO("P = " << g.patch_vector_size() << ", error " << int(o.error) << ", norm "
+                  << o.norm_target);
+      const auto in = f.inputs(o, true);
+      std::vector<double> banded;
+      REQUIRE(run_losses(in, 0, mwm::band_count(g, f.batch), banded) == -1);
+      std::vector<double> upstream(static_cast<std::size_t>(count));
+      for (std::int64_t i = 0; i < count; ++i)
+        upstream[static_cast<std::size_t>(i)] = 0.3 + 0.2 * static_cast<double>(i % 5);
+      std::vector<double> banded_grad(f.pred_vectors.size());
+      run_gradients(in, upstream.data(), 1.0, banded_grad.data(), f.vector_strides());
+      std::vector<double> grad(f.pred_vectors.size(), 9.0);
+      for (std::int64_t i = 0; i < count; ++i) {
+        const std::int64_t b = i / n, patch = i % n;
+        const double c = mwm::patch_coefficient(in.mask, in.weight, i);
+        const double* pred = in.pred + mwm::patch_start(in.pred_strides, g.grid, b, patch);
+        const double* target = in.target + mwm::patch_start(in.target_strides, g.grid, b, patch);
+        double loss = -1;
+        REQUIRE(mwm::weighted_patch_loss(c, pred, in.pred_strides, target, in.target_strides, g,
+                                         o, &loss));
+        REQUIRE(loss == Approx(banded[static_cast<std::size_t>(i)]).epsilon(1e-14).margin(1e-300));
+        const bool per_patch = o.reduction == loss_reduction::none;
+        const double factor = mwm::gradient_factor(
+            upstream[per_patch ? static_cast<std::size_t>(i) : 0], c, 1.0);
+        mwm::weighted_patch_gradient(factor, pred, in.pred_strides, target, in.target_strides, g, o,
+                                     grad.data() + mwm::patch_start(in.pred_strides, g.grid, b,
+                                                                    patch),
+                                     in.pred_strides);
+      }
+      for (std::size_t e = 0; e < grad.size(); ++e)
+        REQUIRE(grad[e] == Approx(banded_grad[e]).epsilon(1e-14).margin(1e-300));
+    }
+  }
+}
+
+TEST_CASE("image-layout predictions and strided targets give the same loss", "[loss]") {
+  const auto g = mwm::make_geometry_2d(3, 8, 12, 4, 4);
+  fixture f(g, 2, 5);
+  const mwm::loss_options o{recon_error::mse, true, loss_reduction::mean};
+  const double reference = run_forward(f.inputs(o, true));
+
+  // The prediction as an image: unpatchify the vectors into a dense (B, C, H, W) buffer.
+  std::vector<double> pred_image(f.pred_vectors.size());
+  const auto vectors_of_index = patchify(g, f.batch, [&] {
+    std::vector<double> idx(pred_image.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<double>(i);
+    return idx;
+  }());
+  for (std::size_t e = 0; e < vectors_of_index.size(); ++e)
+    pred_image[static_cast<std::size_t>(vectors_of_index[e])] = f.pred_vectors[e];
+  auto in = f.inputs(o, true);
+  in.pred = pred_image.data();
+  in.pred_strides = f.target_strides();
+  CHECK(run_forward(in) == Approx(reference).epsilon(1e-14));
+
+  // The target stored channels-last (B, H, W, C), read through its strides.
+  std::vector<double> channels_last(f.target.size());
+  const std::int64_t H = g.image_height(), W = g.image_width(), C = g.channels;
+  for (std::int64_t b = 0; b < f.batch; ++b)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t w = 0; w < W; ++w)
+          channels_last[static_cast<std::size_t>(((b * H + h) * W + w) * C + c)] =
+              f.target[static_cast<std::size_t>(dense_index(g, b, c, 0, h, w))];
+  auto strided = f.inputs(o, true);
+  strided.target = channels_last.data();
+  strided.target_strides = mwm::image_patch_strides(g, H * W * C, 1, 0, W * C, C);
+  CHECK(run_forward(strided) == Approx(reference).epsilon(1e-14));
+}
+
+TEST_CASE("float predictions accumulate in float and stay close to double", "[loss]") {
+  const auto g = mwm::make_geometry_2d(3, 32, 32, 16, 16);
+  fixture f(g, 2, 9);
+  for (auto& v : f.target) v -= 40.0;  // float cannot hold the offset's variance precisely
+  const mwm::loss_options o{recon_error::mse, true, loss_reduction::mean};
+  const double reference = run_forward(f.inputs(o, false));
+  std::vector<float> pred(f.pred_vectors.begin(), f.pred_vectors.end());
+  std::vector<float> target(f.target.begin(), f.target.end());
+  mwm::loss_inputs<float, float, float> in;
+  in.geometry = g;
+  in.batch = f.batch;
+  in.pred = pred.data();
+  in.pred_strides = f.vector_strides();
+  in.target = target.data();
+  in.target_strides = f.target_strides();
+  in.mask = f.mask.data();
+  in.options = o;
+  CHECK(run_forward(in) == Approx(reference).epsilon(1e-5));
+}
+
+TEST_CASE("the gradient matches central differences of the loss", "[loss]") {
+  std::uint64_t seed = 100;
+  for (const auto& lc : {loss_case{mwm::make_geometry_2d(2, 4, 6, 2, 3), 2},
+                         loss_case{mwm::make_geometry_3d(1, 4, 4, 4, 2, 2, 2), 1}}) {
+    fixture f(lc.geometry, lc.batch, ++seed);
+    const std::int64_t count = f.batch * f.g.grid.num_patches();
+    for (const auto& o : all_options()) {
+      INFO("error " << int(o.error) << ", norm " << o.norm_target << ", reduction "
+                    << int(o.reduction));
+      auto in = f.inputs(o, true);
+      // An upstream gradient per patch for "none" (the loss is then sum(u * c * err)).
+      std::vector<double> upstream(static_cast<std::size_t>(count));
+      for (std::int64_t i = 0; i < count; ++i)
+        upstream[static_cast<std::size_t>(i)] = 0.5 + 0.1 * static_cast<double>(i % 7);
+      const bool none = o.reduction == loss_reduction::none;
+      const double one = 1.0;
+      const double denominator = mwm::loss_denominator(
+          o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+      std::vector<double> grad(f.pred_vectors.size(), 123.0);
+      run_gradients(in, none ? upstream.data() : &one, denominator, grad.data(),
+                    f.vector_strides());
+      auto objective = [&] {
+        std::vector<double> patches;
+        const double reduced = run_forward(in, &patches);
+        if (!none) return reduced;
+        double s = 0;
+        for (std::size_t i = 0; i < patches.size(); ++i) s += upstream[i] * patches[i];
+        return s;
+      };
+      auto& values = f.pred_vectors;
+      for (std::size_t e = 0; e < values.size(); ++e) {
+        const double keep = values[e];
+        const double h = 1e-6;
+        values[e] = keep + h;
+        const double up = objective();
+        values[e] = keep - h;
+        const double down = objective();
+        values[e] = keep;
+        REQUIRE(grad[e] == Approx((up - down) / (2 * h)).epsilon(1e-5).margin(1e-8));
+      }
+    }
+  }
+}
+
+TEST_CASE("unmasked patches get a zero gradient and are never read", "[loss]") {
+  const auto g = mwm::make_geometry_2d(1, 4, 4, 2, 2);
+  fixture f(g, 1, 3);
+  f.mask = {1, 0, 0, 1};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  // NaN in the target and prediction of patch 1 (unmasked): outside the loss, never read.
+  f.target[static_cast<std::size_t>(dense_index(g, 0, 0, 0, 0, 2))] = nan;
+  f.pred_vectors[4] = nan;
+  const mwm::loss_options o{recon_error::mse, true, loss_reduction::mean};
+  auto in = f.inputs(o, false);
+  const double loss = run_forward(in);
+  CHECK(std::isfinite(loss));
+  std::vector<double> grad(f.pred_vectors.size(), 7.0);
+  const double one = 1.0;
+  run_gradients(in, &one, 2.0, grad.data(), f.vector_strides());
+  for (std::size_t e = 4; e < 12; ++e) CHECK(grad[e] == 0.0);
+  for (std::size_t e = 0; e < 4; ++e) CHECK(grad[e] != 0.0);
+}
+
+TEST_CASE("a non-finite target in a patch of the loss is reported by its index", "[loss]") {
+  const auto g = mwm::make_geometry_2d(1, 4, 4, 2, 2);
+  for (bool norm : {false, true})
+    for (double bad : {std::numeric_limits<double>::quiet_NaN(),
+                       std::numeric_limits<double>::infinity()}) {
+      fixture f(g, 2, 4);
+      f.mask.assign(8, 1);
+      f.target[static_cast<std::size_t>(dense_index(g, 1, 0, 0, 3, 1))] = bad;  // b 1, patch 2
+      auto in = f.inputs(mwm::loss_options{recon_error::l1, norm, loss_reduction::mean}, false);
+      std::vector<double> losses;
+      // 2 bands of 2 patches per sample: patch 6 is the first of band 3.
+      CHECK(run_losses(in, 0, 4, losses) == 6);
+      CHECK(run_losses(in, 0, 3, losses) == -1);
+    }
+  // A non-finite prediction is not a target error: it propagates into the loss.
+  fixture f(g, 1, 4);
+  f.mask.assign(4, 1);
+  f.pred_vectors[0] = std::numeric_limits<double>::infinity();
+  auto in = f.inputs(mwm::loss_options{}, false);
+  std::vector<double> losses;
+  CHECK(run_losses(in, 0, 2, losses) == -1);
+  CHECK(std::isinf(losses[0]));
+}
+
+TEST_CASE("reductions: no masked patch gives NaN for mean and 0 for mean_eps", "[loss]") {
+  const auto g = mwm::make_geometry_2d(1, 4, 4, 2, 2);
+  fixture f(g, 1, 6);
+  f.mask.assign(4, 0);
+  CHECK(std::isnan(run_forward(f.inputs(mwm::loss_options{recon_error::mse, false,
+                                                           loss_reduction::mean},
+                                        false))));
+  CHECK(run_forward(f.inputs(mwm::loss_options{recon_error::mse, false,
+                                               loss_reduction::mean_eps},
+                             false)) == 0.0);
+}
+
+TEST_CASE("loss arguments are validated with the argument named", "[loss]") {
+  const auto single = mwm::make_geometry_2d(1, 4, 4, 1, 1);
+  const mwm::loss_options normalized{recon_error::mse, true, loss_reduction::mean};
+  CHECK_THAT(error_message([&] { mwm::validate_loss_geometry(single, normalized); }),
+             Catch::Matchers::StartsWith("mwm: patch vector size = 1: norm_target needs"));
+  CHECK(error_message([&] { mwm::validate_loss_geometry(single, mwm::loss_options{}); }).empty());
+  CHECK_THAT(error_message([] { mwm::make_geometry_2d(3, 224, 220, 16, 16); }),
+             Catch::Matchers::StartsWith("mwm: image width = 220: must be divisible by"));
+  CHECK_THAT(error_message([] { mwm::make_geometry_3d(1, 100, 128, 128, 16, 16, 16); }),
+             Catch::Matchers::StartsWith("mwm: image depth = 100: must be divisible by"));
+}

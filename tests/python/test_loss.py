@@ -1,0 +1,459 @@
+"""The fused masked reconstruction loss: parity with MAE, SparK and SimMIM written from their
+published code in plain PyTorch (float64, rtol 1e-10), gradients, opcheck over every sample,
+torch.compile, mixed precision, determinism across threads, and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import mwm
+
+RTOL = 1e-10
+
+
+# --- References, written in plain PyTorch from the published formulas ------------------------
+
+def patchify(imgs, p):
+    """MAE's patchify (2D) and its straightforward 3D extension: (B, N, P), P = (pd, ph, pw, c)."""
+    p = [p] * (imgs.dim() - 2) if isinstance(p, int) else list(p)
+    b, c = imgs.shape[:2]
+    if imgs.dim() == 4:
+        h, w = imgs.shape[2] // p[0], imgs.shape[3] // p[1]
+        x = imgs.reshape(b, c, h, p[0], w, p[1])
+        x = torch.einsum("nchpwq->nhwpqc", x)
+        return x.reshape(b, h * w, p[0] * p[1] * c)
+    d, h, w = imgs.shape[2] // p[0], imgs.shape[3] // p[1], imgs.shape[4] // p[2]
+    x = imgs.reshape(b, c, d, p[0], h, p[1], w, p[2])
+    x = torch.einsum("ncdohpwq->ndhwopqc", x)
+    return x.reshape(b, d * h * w, p[0] * p[1] * p[2] * c)
+
+
+def unpatchify(x, p, shape):
+    """The inverse of patchify: patch vectors back to an image of `shape`."""
+    index = torch.arange(math.prod(shape[1:]), dtype=torch.int64).reshape(1, *shape[1:])
+    order = patchify(index, p)[0].reshape(-1)
+    out = torch.empty((shape[0], math.prod(shape[1:])), dtype=x.dtype)
+    out[:, order] = x.reshape(shape[0], -1)
+    return out.reshape(shape)
+
+
+def mae_forward_loss(imgs, pred, mask, p, norm_pix_loss):
+    """MAE models_mae.py forward_loss (identical in HF ViTMAE)."""
+    target = patchify(imgs, p)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = (pred - target) ** 2
+    loss = loss.mean(dim=-1)
+    loss = (loss * mask).sum() / mask.sum()
+    return loss
+
+
+# SparK and SimMIM add their epsilon to an integer count (non_active.sum(), mask.sum()), which
+# torch promotes to float32, where +1e-8 / +1e-5 round away for any count >= 1 / >= 256. The
+# references below take `count_dtype`: float64 evaluates the published formula exactly (what mwm
+# computes); None keeps the published code's own promotion (see the *_published_code tests).
+
+def spark_forward_loss(inp_bchw, rec_bchw, active_b1ff, p, count_dtype=torch.float64):
+    """SparK pretrain/spark.py: the loss part of SparK.forward (torch.var is unbiased)."""
+    inp, rec = patchify(inp_bchw, p), patchify(rec_bchw, p)
+    mean = inp.mean(dim=-1, keepdim=True)
+    var = (inp.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+    inp = (inp - mean) / var
+    l2_loss = ((rec - inp) ** 2).mean(dim=2, keepdim=False)
+    non_active = active_b1ff.logical_not().int().view(active_b1ff.shape[0], -1)
+    count = non_active.sum() if count_dtype is None else non_active.sum().to(count_dtype)
+    return l2_loss.mul_(non_active).sum() / (count + 1e-8)
+
+
+def simmim_forward_loss(x, x_rec, mask, patch_size, in_chans, count_dtype=torch.float64):
+    """SimMIM models/simmim.py: l1 on pixels, masked, divided by (mask pixels + 1e-5) and C."""
+    for axis in range(1, mask.dim()):
+        mask = mask.repeat_interleave(patch_size, axis)
+    mask = mask.unsqueeze(1).contiguous()
+    loss_recon = torch.nn.functional.l1_loss(x, x_rec, reduction="none")
+    count = mask.sum() if count_dtype is None else mask.sum().to(count_dtype)
+    return (loss_recon * mask).sum() / (count + 1e-5) / in_chans
+
+
+def generic_reference(pred_vectors, target, mask, weight, p, norm, error, reduction):
+    """DESIGN's formula on patchified tensors (any option)."""
+    t = patchify(target, p)
+    if norm:
+        t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    diff = pred_vectors - t
+    err = (diff ** 2 if error == "mse" else diff.abs()).mean(-1)
+    c = mask.to(err.dtype) * (1.0 if weight is None else weight)
+    if reduction == "none":
+        return c * err
+    total = (c * err).sum()
+    if reduction == "sum":
+        return total
+    return total / (c.sum() + (1e-8 if reduction == "mean_eps" else 0.0))
+
+
+# --- Inputs ------------------------------------------------------------------------------------
+
+def make_case(dims, batch=2, channels=3, seed=0, dtype=torch.float64, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    if dims == 2:
+        shape, p = (batch, channels, 8, 12), (4, 4)
+    else:
+        shape, p = (batch, channels, 4, 6, 8), (2, 3, 4)
+    target = (torch.randn(shape, generator=g, dtype=torch.float64) + offset).to(dtype)
+    n = math.prod(s // q for s, q in zip(shape[2:], p))
+    pvec = channels * math.prod(p)
+    pred = torch.randn((batch, n, pvec), generator=g, dtype=torch.float64).to(dtype)
+    mask = torch.rand((batch, n), generator=g) < 0.6
+    mask[:, 0] = True
+    weight = (torch.rand((batch, n), generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    return pred, target, mask, weight, p
+
+
+# --- Parity ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_mae_forward_loss_parity(dims, norm_pix_loss):
+    pred, imgs, mask, _, p = make_case(dims, seed=1, offset=3.0)
+    float_mask = mask.to(torch.float64)
+    pred_ref = pred.clone().requires_grad_(True)
+    expected = mae_forward_loss(imgs, pred_ref, float_mask, p, norm_pix_loss)
+    expected.backward()
+    for m in (mask, float_mask):  # mwm's bool mask and MAE's own 0/1 float mask
+        pred_mwm = pred.clone().requires_grad_(True)
+        got = mwm.mae_loss(pred_mwm, imgs, m, p, norm_pix_loss=norm_pix_loss)
+        got.backward()
+        torch.testing.assert_close(got, expected.detach(), rtol=RTOL, atol=0)
+        torch.testing.assert_close(pred_mwm.grad, pred_ref.grad, rtol=RTOL, atol=1e-15)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_spark_loss_parity(dims):
+    _, inp, mask, _, p = make_case(dims, seed=2, offset=-2.0)
+    g = torch.Generator().manual_seed(7)
+    rec = torch.randn(inp.shape, generator=g, dtype=torch.float64)
+    grid = [s // q for s, q in zip(inp.shape[2:], p)]
+    active = ~mask.view(inp.shape[0], 1, *grid)
+    rec_ref = rec.clone().requires_grad_(True)
+    expected = spark_forward_loss(inp, rec_ref, active, p)
+    expected.backward()
+    rec_mwm = rec.clone().requires_grad_(True)
+    got = mwm.spark_loss(rec_mwm, inp, active, p)
+    got.backward()
+    torch.testing.assert_close(got, expected.detach(), rtol=RTOL, atol=0)
+    torch.testing.assert_close(rec_mwm.grad, rec_ref.grad, rtol=RTOL, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape,patch", [((2, 3, 8, 12), 4), ((2, 1, 4, 8, 6), 2)])
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.int64, torch.float64])
+def test_simmim_loss_parity(shape, patch, mask_dtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    x_rec = torch.randn(shape, generator=g, dtype=torch.float64)
+    grid = [s // patch for s in shape[2:]]
+    mask_grid = (torch.rand((shape[0], *grid), generator=g) < 0.6).to(mask_dtype)
+    rec_ref = x_rec.clone().requires_grad_(True)
+    expected = simmim_forward_loss(x, rec_ref, mask_grid, patch, shape[1])
+    expected.backward()
+    rec_mwm = x_rec.clone().requires_grad_(True)
+    got = mwm.simmim_loss(rec_mwm, x, mask_grid, patch)
+    got.backward()
+    torch.testing.assert_close(got, expected.detach(), rtol=RTOL, atol=0)
+    torch.testing.assert_close(rec_mwm.grad, rec_ref.grad, rtol=RTOL, atol=1e-15)
+
+
+def test_published_code_rounds_the_epsilons_away():
+    """With SparK's and SimMIM's integer masks the published code divides by float32(count + eps)
+    == count: that is mwm's plain 'mean' (mse with norm for SparK, l1 for SimMIM)."""
+    _, inp, mask, _, p = make_case(2, seed=2, offset=-2.0)
+    rec = torch.randn(inp.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    active = ~mask.view(inp.shape[0], 1, 2, 3)
+    published = spark_forward_loss(inp, rec, active, p, count_dtype=None)
+    mean = mwm.masked_recon_loss(rec, inp, mask, p, norm_target=True, reduction="mean")
+    torch.testing.assert_close(published, mean, rtol=RTOL, atol=0)
+    assert not torch.equal(published, mwm.spark_loss(rec, inp, active, p))
+
+    g = torch.Generator().manual_seed(8)
+    x, x_rec = torch.randn((2, 2, 2, 32, 32), generator=g, dtype=torch.float64).unbind(1)
+    integer_mask = (torch.rand((2, 8, 8), generator=g) < 0.6).long()  # >= 256 masked pixels
+    published = simmim_forward_loss(x, x_rec, integer_mask, 4, 2, count_dtype=None)
+    mean = mwm.masked_recon_loss(x_rec, x, integer_mask.flatten(1).bool(), 4, error="l1",
+                                 reduction="mean")
+    torch.testing.assert_close(published, mean, rtol=RTOL, atol=0)
+
+
+def test_simmim_differs_from_mean_by_its_epsilon_only():
+    """SimMIM's denominator is (pixels * masked + 1e-5), so 'mean' is SimMIM up to a relative
+    1e-5 / (pixels * masked): why simmim_loss is built on 'sum' rather than 'mean'."""
+    _, x, mask, _, p = make_case(2, seed=5)
+    g = torch.Generator().manual_seed(10)
+    x_rec = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    simmim = mwm.simmim_loss(x_rec, x, mask, p)
+    mean = mwm.masked_recon_loss(x_rec, x, mask, p, error="l1", reduction="mean")
+    relative = (mean - simmim) / simmim
+    expected = 1e-5 / (math.prod(p) * mask.sum().item())
+    assert relative.item() == pytest.approx(expected, rel=1e-6)
+
+
+OPTIONS = list(itertools.product(["patch", "image"], [False, True], ["mse", "l1"],
+                                 ["mean", "mean_eps", "sum", "none"], [2, 3]))
+
+
+@pytest.mark.parametrize("layout,norm,error,reduction,dims", OPTIONS)
+def test_every_option_matches_the_formula(layout, norm, error, reduction, dims):
+    pred, target, mask, weight, p = make_case(dims, seed=11, offset=5.0)
+    pred_ref = pred.clone().requires_grad_(True)
+    expected = generic_reference(pred_ref, target, mask, weight, p, norm, error, reduction)
+    upstream = torch.rand(expected.shape, dtype=torch.float64) + 0.5
+    (expected * upstream).sum().backward()
+    source = pred if layout == "patch" else unpatchify(pred, p, target.shape)
+    pred_mwm = source.clone().requires_grad_(True)
+    got = mwm.masked_recon_loss(pred_mwm, target, mask, p, weight=weight, norm_target=norm,
+                                error=error, reduction=reduction)
+    (got * upstream).sum().backward()
+    torch.testing.assert_close(got, expected.detach(), rtol=RTOL, atol=1e-300)
+    grad = pred_mwm.grad if layout == "patch" else patchify(pred_mwm.grad, p)
+    torch.testing.assert_close(grad, pred_ref.grad, rtol=RTOL, atol=1e-15)
+
+
+def test_strided_inputs_are_read_in_place():
+    pred, target, mask, weight, p = make_case(2, seed=12)
+    expected = mwm.masked_recon_loss(pred, target, mask, p, weight=weight, norm_target=True)
+    channels_last = target.contiguous(memory_format=torch.channels_last)
+    transposed = pred.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not transposed.is_contiguous() and not channels_last.is_contiguous()
+    got = mwm.masked_recon_loss(transposed, channels_last, mask, p, weight=weight,
+                                norm_target=True)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+    image = unpatchify(pred, p, target.shape).contiguous(memory_format=torch.channels_last)
+    got = mwm.masked_recon_loss(image, channels_last, mask, p, weight=weight, norm_target=True)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+
+
+# --- Mixed precision, determinism ---------------------------------------------------------------
+
+def test_half_predictions_accumulate_in_float32():
+    g = torch.Generator().manual_seed(13)
+    target = torch.rand((4, 3, 32, 32), generator=g)
+    pred16 = torch.randn((4, 4, 768), generator=g).to(torch.bfloat16)
+    mask = torch.ones((4, 4), dtype=torch.bool)
+    exact = generic_reference(pred16.double(), target.double(), mask, None, 16, True, "mse",
+                              "mean")
+    mixed = mwm.masked_recon_loss(pred16, target, mask, 16, norm_target=True)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed.double(), exact, rtol=1e-5, atol=0)
+    # Both in bfloat16: the result is rounded once to bfloat16 (a bfloat16 accumulation over
+    # 768-element patches would be off by far more than this half-ulp).
+    both = mwm.masked_recon_loss(pred16, target.to(torch.bfloat16), mask, 16, norm_target=True)
+    assert both.dtype == torch.bfloat16
+    exact16 = generic_reference(pred16.double(), target.to(torch.bfloat16).double(), mask, None,
+                                16, True, "mse", "mean")
+    torch.testing.assert_close(both.double(), exact16, rtol=2.0 ** -8, atol=0)
+    # The gradient in float16 equals the float64 gradient rounded to float16.
+    pred_half = pred16.to(torch.float16).requires_grad_(True)
+    mwm.masked_recon_loss(pred_half, target, mask, 16, norm_target=True).backward()
+    pred_ref = pred16.to(torch.float16).double().requires_grad_(True)
+    generic_reference(pred_ref, target.double(), mask, None, 16, True, "mse", "mean").backward()
+    assert pred_half.grad.dtype == torch.float16
+    torch.testing.assert_close(pred_half.grad.double(), pred_ref.grad, rtol=2.0 ** -10, atol=1e-7)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    g = torch.Generator().manual_seed(14)
+    target = torch.randn((8, 3, 64, 64), generator=g)
+    pred = torch.randn((8, 16, 768), generator=g)
+    mask = torch.rand((8, 16), generator=g) < 0.7
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            x = pred.clone().requires_grad_(True)
+            loss = mwm.masked_recon_loss(x, target, mask, 16, norm_target=True)
+            loss.backward()
+            results.append((loss.detach(), x.grad))
+    finally:
+        torch.set_num_threads(previous)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+# --- opcheck, gradcheck, compile ----------------------------------------------------------------
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def sample_inputs():
+    """(pred, target, mask, weight, patch_size, layout, norm, error, reduction) over device cpu x
+    dtype x contiguity x layout x norm x error x reduction x 2D/3D."""
+    for dtype, contiguous, layout, norm, error, reduction, dims in itertools.product(
+            DTYPES, [True, False], ["patch", "image"], [False, True], ["mse", "l1"],
+            ["mean", "mean_eps", "sum", "none"], [2, 3]):
+        pred, target, mask, weight, p = make_case(dims, dtype=dtype, seed=dims)
+        if layout == "image":
+            pred = unpatchify(pred, p, target.shape)
+        if not contiguous:
+            if layout == "patch":
+                pred = pred.transpose(1, 2).contiguous().transpose(1, 2)
+            else:
+                pred = pred.transpose(-1, -2).contiguous().transpose(-1, -2)
+            target = target.transpose(-1, -2).contiguous().transpose(-1, -2)
+            mask = mask.t().contiguous().t()
+        use_weight = weight if reduction in ("mean", "none") else None
+        yield (pred.requires_grad_(True), target, mask, use_weight, list(p), layout, norm, error,
+               reduction)
+
+
+SAMPLES = list(sample_inputs())
+
+
+def sample_id(sample):
+    pred, target, _, weight, _, layout, norm, error, reduction = sample
+    return (f"{str(pred.dtype)[6:]}-{'contig' if pred.is_contiguous() else 'strided'}-{layout}-"
+            f"{'norm' if norm else 'raw'}-{error}-{reduction}-{target.dim() - 2}d"
+            f"{'-weighted' if weight is not None else ''}")
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[sample_id(s) for s in SAMPLES])
+def test_opcheck(sample):
+    # pred requires grad, so opcheck's autograd and AOT checks also run the backward op (real
+    # kernel against its fake) for every sample.
+    torch.library.opcheck(torch.ops.mwm.masked_recon_loss.default, sample)
+
+
+BACKWARD_SAMPLES = [s for s in SAMPLES if s[0].dtype == torch.float32 and s[6] and s[7] == "mse"]
+
+
+@pytest.mark.parametrize("sample", BACKWARD_SAMPLES, ids=[sample_id(s) for s in BACKWARD_SAMPLES])
+def test_opcheck_backward_op(sample):
+    pred, *rest = sample
+    out = torch.ops.mwm.masked_recon_loss(pred.detach(), *rest)
+    assert (out.dim() == 2) == (rest[-1] == "none")
+    grad = torch.rand(out.shape, dtype=out.dtype)
+    torch.library.opcheck(torch.ops.mwm.masked_recon_loss_backward.default,
+                          (grad, pred.detach(), *rest))
+
+
+def test_opcheck_mixed_dtypes():
+    pred, target, mask, weight, p = make_case(2, dtype=torch.float32)
+    sample = (pred.to(torch.bfloat16).requires_grad_(True), target, mask, weight, list(p),
+              "patch", True, "mse", "mean")
+    torch.library.opcheck(torch.ops.mwm.masked_recon_loss.default, sample)
+
+
+@pytest.mark.parametrize("layout,norm,error,reduction,dims", OPTIONS)
+def test_gradcheck(layout, norm, error, reduction, dims):
+    pred, target, mask, weight, p = make_case(dims, batch=1, channels=2, seed=15)
+    if layout == "image":
+        pred = unpatchify(pred, p, target.shape)
+    pred.requires_grad_(True)
+
+    def loss(x):
+        return mwm.masked_recon_loss(x, target, mask, p, weight=weight, norm_target=norm,
+                                     error=error, reduction=reduction)
+
+    assert torch.autograd.gradcheck(loss, (pred,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_torch_compile_fullgraph():
+    pred, target, mask, weight, p = make_case(2, dtype=torch.float32, seed=16)
+
+    def step(x, imgs, m, w):
+        per_patch = mwm.masked_recon_loss(x, imgs, m, p, weight=w, norm_target=True,
+                                          reduction="none")
+        return mwm.mae_loss(x, imgs, m, p, norm_pix_loss=True) + per_patch.sum() * 0.5
+
+    compiled = torch.compile(step, fullgraph=True)
+    eager_x = pred.clone().requires_grad_(True)
+    compiled_x = pred.clone().requires_grad_(True)
+    expected = step(eager_x, target, mask, weight)
+    expected.backward()
+    got = compiled(compiled_x, target, mask, weight)
+    got.backward()
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(compiled_x.grad, eager_x.grad)
+
+
+# --- Bad input ------------------------------------------------------------------------------------
+
+def test_bad_input_raises_clear_errors():
+    pred, target, mask, weight, p = make_case(2, dtype=torch.float32)
+    loss = mwm.masked_recon_loss
+    with pytest.raises(ValueError, match=r"pred has shape \(2, 5, 48\), its dimension 1 must "
+                                         r"equal the number of patches N = 6"):
+        loss(pred[:, :5], target, mask, p)
+    with pytest.raises(ValueError, match=r"dimension 2 must equal the patch vector size P"):
+        loss(pred[:, :, :40], target, mask, p)
+    with pytest.raises(ValueError, match=r"layout 'image' expects the shape of target"):
+        loss(torch.zeros(2, 3, 8, 8), target, mask, p)
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 5\)"):
+        loss(pred, target, mask[:, :5], p)
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 6\)"):
+        loss(pred, target, torch.ones(3, 6, dtype=torch.bool), p)
+    with pytest.raises(TypeError, match=r"mask must be torch.bool"):
+        loss(pred, target, mask.float(), p)
+    with pytest.raises(TypeError, match=r"mask must be Bool, got Float"):
+        torch.ops.mwm.masked_recon_loss(pred, target, mask.float(), None, list(p), "patch",
+                                        False, "mse", "mean")
+    with pytest.raises(ValueError, match=r"image width = 12: must be divisible by patch width = 5"):
+        loss(pred, target, mask, (4, 5))
+    with pytest.raises(ValueError, match=r"image depth = 4: must be divisible by patch depth = 3"):
+        loss(torch.zeros(1, 2, 6), torch.zeros(1, 1, 4, 4, 4), torch.ones(1, 2, dtype=torch.bool),
+             (3, 2, 2))
+    with pytest.raises(ValueError, match=r"patch_size = \(4, 4, 4\): need 2 sizes"):
+        loss(pred, target, mask, (4, 4, 4))
+    with pytest.raises(ValueError, match=r"weight has shape \(2, 5\)"):
+        loss(pred, target, mask, p, weight=weight[:, :5])
+    with pytest.raises(TypeError, match=r"pred must be float32, float64, float16 or bfloat16, "
+                                        r"got Long"):
+        loss(pred.long(), target, mask, p)
+    with pytest.raises(ValueError, match=r"reduction = 'avg': must be one of mean, mean_eps, "
+                                         r"sum, none"):
+        loss(pred, target, mask, p, reduction="avg")
+    with pytest.raises(ValueError, match=r"error = 'l2': must be one of mse, l1"):
+        loss(pred, target, mask, p, error="l2")
+    with pytest.raises(ValueError, match=r"layout = 'tokens': must be one of patch, image"):
+        loss(pred, target, mask, p, layout="tokens")
+    with pytest.raises(ValueError, match=r"patch vector size = 1: norm_target needs at least 2"):
+        loss(torch.zeros(1, 16, 1), torch.zeros(1, 1, 4, 4), torch.ones(1, 16, dtype=torch.bool),
+             1, norm_target=True)
+    with pytest.raises(TypeError, match=r"active must be torch.bool"):
+        mwm.spark_loss(target, target, torch.ones(2, 1, 2, 3), 4)
+
+
+def test_non_finite_target_in_a_masked_patch_raises():
+    pred, target, mask, _, p = make_case(2, dtype=torch.float32)
+    bad = target.clone()
+    mask = torch.zeros_like(mask)
+    mask[1, 4] = True  # patch 4 of the 2x3 grid: rows 4..7, columns 4..7
+    bad[1, 2, 5, 6] = float("nan")
+    for norm in (False, True):
+        with pytest.raises(ValueError, match=r"target has a non-finite value \(NaN or Inf\) in "
+                                             r"sample 1, patch 4"):
+            mwm.masked_recon_loss(pred, bad, mask, p, norm_target=norm)
+    bad[1, 2, 5, 6] = float("inf")
+    with pytest.raises(ValueError, match=r"sample 1, patch 4"):
+        mwm.masked_recon_loss(pred, bad, mask, p)
+    # Patches outside the loss are never read, so a NaN there does not matter.
+    mask[1, 4] = False
+    mask[0, 0] = True
+    assert torch.isfinite(mwm.masked_recon_loss(pred, bad, mask, p, norm_target=True))
+
+
+def test_a_nan_prediction_propagates():
+    pred, target, mask, _, p = make_case(2, dtype=torch.float32)
+    pred[0, 0, 0] = float("nan")
+    assert torch.isnan(mwm.masked_recon_loss(pred, target, mask, p))
+
+
+def test_no_masked_patch():
+    pred, target, mask, _, p = make_case(2, dtype=torch.float64)
+    none = torch.zeros_like(mask)
+    assert torch.isnan(mwm.masked_recon_loss(pred, target, none, p))  # as MAE: 0 / 0
+    assert mwm.masked_recon_loss(pred, target, none, p, reduction="mean_eps").item() == 0.0
