@@ -219,3 +219,32 @@ def test_speed_runs_standalone_and_rejects_bad_options(tmp_path):
     assert done.returncode != 0 and "--sections='bogus'" in done.stderr
     with pytest.raises(SystemExit, match="--repeats=0"):
         speed.main(["--repeats", "0", "--out", str(tmp_path / "x.json")])
+
+
+def _row(case, size, ours, reference):
+    return {"section": "masking", "case": case, "size": size, "reference": "ref",
+            "ours_ms": ours, "reference_ms": reference, "ratio": ours / reference,
+            "ours_min_ms": ours, "reference_min_ms": reference}
+
+
+def test_targets_follow_the_medians():
+    rows = [_row("per_region (MWM)", "B=256 14x14", 2.0, 50.0),
+            _row("random (MAE)", "B=256 14x14", 1.0, 3.0),
+            _row("per_region (MWM)", "B=8 8x8x8", 1.0, 10.0)]
+    targets = {(t["target"].split()[0], t["size"], t["unit"]): t
+               for t in speed.evaluate_targets(rows)}
+    assert targets[("per_region", "B=256 14x14", "x faster")]["met"]  # 25x
+    assert not targets[("per_region", "B=8 8x8x8", "x faster")]["met"]  # 10x
+    versus_mae = targets[("per_region", "B=256 14x14", "mwm / MAE")]
+    assert versus_mae["value"] == pytest.approx(2.0 / 3.0) and versus_mae["met"]
+    assert targets[("random", "B=256 14x14", "mwm / MAE")]["value"] == pytest.approx(1 / 3)
+
+
+def test_rows_in_another_format_get_a_table_of_their_own():
+    foreign = {"section": "loss", "case": "2d", "method": "eager", "median_ms": 1.5,
+               "machine": "x86_64", "threads": 2}
+    text = speed.markdown_table([_row("random (MAE)", "B=8 8x8x8", 1.0, 2.0), foreign])
+    main, other = text.split("\n\n**loss**\n\n")
+    assert "| random (MAE) | B=8 8x8x8 | ref | 1.000 | 2.000 | 0.500 | 2.0x |" in main
+    assert other.splitlines()[0] == "| case | method | median_ms |"
+    assert other.splitlines()[2] == "| 2d | eager | 1.5 |"

@@ -12,8 +12,13 @@ the peak memory growth of each side, and whether both sides mask the same number
 
 The loss / CORAL hooks are called as ``run_loss_benchmarks(args)`` / ``run_coral_benchmarks(args)``
 and return lists of row dicts (keys: see mwm.bench.timing). ``args`` carries ``quick``,
-``repeats``, ``warmup``, ``seed``, ``device`` (a torch.device), ``threads`` and
-``copy_bandwidth`` (measured bytes/s, for their bandwidth share).
+``repeats``, ``warmup``, ``seed``, ``device`` (a torch.device), ``threads``, ``no_compile``
+(True under --quick unless --compile) and ``copy_bandwidth`` (measured bytes/s, for their
+bandwidth share). Rows in another format are printed in a table of their own.
+
+On a shared or oversubscribed machine libgomp's default spinning makes every parallel region
+cost milliseconds; measure with ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` there (the
+environment is printed with the machine).
 
 Run: ``mwm-bench speed [--quick] [--out mwm-out/speed.json]`` or ``python -m mwm.bench.speed``.
 """
