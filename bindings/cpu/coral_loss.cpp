@@ -1,6 +1,8 @@
 // coral_loss on the CPU: the two covariances of mwm/coral.hpp, one per thread when large.
 #ifdef MWM_WITH_EIGEN
 
+#include "cpu/coral_tensors.h"  // first: it configures Eigen
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -10,7 +12,6 @@
 #include <algorithm>
 #include <tuple>
 
-#include "cpu/coral_tensors.h"
 #include "cpu/ops.h"
 
 namespace mwm_bindings {

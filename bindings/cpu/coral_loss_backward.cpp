@@ -2,6 +2,8 @@
 // large.
 #ifdef MWM_WITH_EIGEN
 
+#include "cpu/coral_tensors.h"  // first: it configures Eigen
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -12,7 +14,6 @@
 #include <optional>
 #include <tuple>
 
-#include "cpu/coral_tensors.h"
 #include "cpu/ops.h"
 
 namespace mwm_bindings {
@@ -60,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_lo
       auto gy = mutable_feature_view<scalar_t>(grad_y);
       const auto xs = feature_view<scalar_t>(x_rows);
       const auto ys = feature_view<scalar_t>(y_rows);
-      const int threads = threads_for_product_pair(std::max(x.size(0), y.size(0)), d);
+      const int threads = threads_for_pair(std::max(x.size(0), y.size(0)), d);
       mwm::detail::parallel_chunks(2, threads, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           if (i == 0) {

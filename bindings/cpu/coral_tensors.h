@@ -1,6 +1,13 @@
 // Tensor checks and Eigen views shared by the CORAL op files (coral_loss*.cpp).
 #pragma once
 
+// mwm splits the work itself (x's and y's halves on two threads). Eigen's own OpenMP split of one
+// product would nest inside that and, with OpenMP's spinning barriers, stall on a busy machine.
+// Only the CORAL files use Eigen in the extension, so every Eigen instantiation agrees.
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <Eigen/Core>
@@ -46,14 +53,6 @@ Eigen::Map<mwm::feature_rows<Scalar>> mutable_feature_view(at::Tensor& contiguou
 inline int threads_for_pair(int64_t rows, int64_t width) {
   const bool large = rows * width * width >= (int64_t(1) << 20);
   return large ? std::min(2, at::get_num_threads()) : 1;
-}
-
-// The same for the two gradient products: Eigen already spreads one matrix product over OpenMP
-// threads when the extension is built with OpenMP, and two such products side by side would
-// oversubscribe the cores. (The covariances are symmetric rank updates, which Eigen runs on one
-// thread, so they always use threads_for_pair.)
-inline int threads_for_product_pair(int64_t rows, int64_t width) {
-  return Eigen::nbThreads() > 1 ? 1 : threads_for_pair(rows, width);
 }
 
 }  // namespace cpu
