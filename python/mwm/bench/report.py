@@ -171,7 +171,7 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path
     if not panels:
         return None
     plt = _matplotlib()
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(panels), figsize=(max(6.5, 4.6 * len(panels)), 7), squeeze=False)
     for col, key in enumerate(panels):
         rows = [r for r in summary if (r["dataset"], r["model"]) == key]
         for row_i, metric in enumerate(("accuracy", "dice")):
