@@ -270,13 +270,17 @@ def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 
 def sincos_position_embedding(dim: int, grid: Sequence[int]) -> torch.Tensor:
-    """Fixed sin-cos position embedding (N, dim) for a row-major grid, dim split across axes."""
+    """Fixed sin-cos position embedding (N, dim) for a row-major grid: an equal even share of
+    the channels per axis, and zeros in the few channels left over (e.g. dim 64 on a 3D grid)."""
     ndim = len(grid)
-    if dim % (2 * ndim):
-        raise ValueError(f"embed dim={dim} must be divisible by 2 * {ndim} for a {ndim}D grid")
+    per_axis = 2 * (dim // (2 * ndim))
+    if per_axis == 0:
+        raise ValueError(f"embed dim={dim} is too small for a {ndim}D grid (need >= {2 * ndim})")
     coords = torch.meshgrid(*[torch.arange(g) for g in grid], indexing="ij")
-    parts = [_sincos_1d(dim // ndim, c.reshape(-1)) for c in coords]
-    return torch.cat(parts, dim=1).float()
+    parts = [_sincos_1d(per_axis, c.reshape(-1)) for c in coords]
+    out = torch.zeros(math.prod(grid), dim, dtype=torch.float64)
+    out[:, : per_axis * ndim] = torch.cat(parts, dim=1)
+    return out.float()
 
 
 class _Block(nn.Module):

@@ -458,7 +458,8 @@ def run_one(
     torch.manual_seed(seed)
     model = build_model(model_kind, data, s).to(ctx.device)
     result = {"dataset": data.name, "model": model_kind, "config": config.name,
-              "policy": config.policy, "seed": seed}
+              "policy": config.policy, "seed": seed,
+              "parameters": sum(p.numel() for p in model.parameters())}
     if config.policy == "none":
         stats = None
     else:
@@ -547,12 +548,7 @@ def run_ratios(
         "elapsed_seconds": time.perf_counter() - started,
         "runs": runs,
         "summary": summarize(runs),
-        "datasets": {
-            d.name: {"classes": list(d.class_names), "prompt": d.prompt, "grid": list(d.grid),
-                     "image_size": d.image_size, "pretrain": int(d.pretrain.images.shape[0]),
-                     "train": int(d.train.images.shape[0]), "test": int(d.test.images.shape[0])}
-            for d in prepared
-        },
+        "datasets": {d.name: dataset_facts(d, s) for d in prepared},
     }
     doc["_prepared"] = prepared  # for the report's overlays; dropped before writing JSON
     doc["_configs"] = configs
@@ -560,6 +556,20 @@ def run_ratios(
     if record_masks:
         doc["masks"] = masks
     return doc
+
+
+def dataset_facts(d: Prepared, s: Settings) -> dict:
+    """Sizes, and how much of the pretraining images the lesion and the grounded ROI cover."""
+    facts = {"classes": list(d.class_names), "prompt": d.prompt, "grid": list(d.grid),
+             "image_size": d.image_size, "pretrain": int(d.pretrain.images.shape[0]),
+             "train": int(d.train.images.shape[0]), "test": int(d.test.images.shape[0])}
+    lesions = d.pretrain.lesions
+    if lesions is not None:
+        area = lesions.flatten(1).float().mean(1)
+        facts["lesion_pixel_share"] = float(area[area > 0].mean()) if bool((area > 0).any()) else 0.0
+    scores = mwm.heatmap_to_patch_scores(d.pretrain.heatmaps, list(d.grid), reduction=s.reduction)
+    facts["roi_patch_share"] = float((scores > s.thresholds[0]).float().mean())
+    return facts
 
 
 def _mean_std(values: List[float]) -> Tuple[Optional[float], Optional[float]]:

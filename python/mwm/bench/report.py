@@ -130,7 +130,7 @@ def markdown_report(public: dict) -> str:
         f"{public['world_size']} process(es), {public['torch_threads']} torch thread(s), "
         f"device {public['device']}.",
         "",
-        f"Pretraining: {s['epochs']} epochs over {s['pretrain_samples']} images, batch "
+        f"Pretraining: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} over {s['pretrain_samples']} images, batch "
         f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}. Probes: frozen encoder, "
         "position-wise linear classifier (a 1x1 conv on the feature maps, logits pooled over "
         "positions by log-sum-exp; accuracy) and a per-pixel linear head on the feature maps "
@@ -142,11 +142,21 @@ def markdown_report(public: dict) -> str:
         "",
     ]
     for name, info in public.get("datasets", {}).items():
+        share = ""
+        if info.get("lesion_pixel_share") is not None:
+            share = f"; lesions cover {100 * info['lesion_pixel_share']:.1f} % of a lesion image"
         lines.append(
             f"- `{name}`: classes {', '.join(info['classes'])}; prompt `{info['prompt']}`; "
             f"grid {'x'.join(map(str, info['grid']))}; {info['pretrain']} pretrain / "
-            f"{info['train']} probe-train / {info['test']} test images."
+            f"{info['train']} probe-train / {info['test']} test images{share}; the grounded "
+            f"ROI holds {100 * info['roi_patch_share']:.1f} % of the patches."
         )
+    models = {}
+    for r in public.get("runs", []):
+        models.setdefault(r["model"], r.get("parameters"))
+    if models:
+        lines.append("- parameters (encoder + decoder): " + ", ".join(
+            f"{m} {p:,}" for m, p in models.items() if p is not None) + ".")
     lines.append("")
     return "\n".join(lines)
 
@@ -202,9 +212,15 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path
     return path
 
 
-def _middle_slice(t: torch.Tensor) -> torch.Tensor:
-    """2D view of a sample: the central depth slice of a volume."""
-    return t[t.shape[0] // 2] if t.dim() == 3 else t
+def _view_depth(lesion: Optional[torch.Tensor], depth: int) -> int:
+    """Depth of the slice shown for a volume: through the most lesion voxels, else the middle."""
+    if lesion is not None and bool(lesion.any()):
+        return int(lesion.flatten(1).sum(1).argmax())
+    return depth // 2
+
+
+def _slice(t: torch.Tensor, z: int) -> torch.Tensor:
+    return t[z] if t.dim() == 3 else t
 
 
 def plot_overlays(data, masks: Dict[str, torch.Tensor], path: Path) -> Path:
@@ -214,35 +230,41 @@ def plot_overlays(data, masks: Dict[str, torch.Tensor], path: Path) -> Path:
     ex = data.examples
     names = list(masks)
     rows, cols = ex.images.shape[0], 1 + len(names)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 1.9 * cols), 2.0 * rows), squeeze=False)
     grid = data.grid
     for i in range(rows):
-        image = _middle_slice(ex.images[i, 0]).numpy()
+        lesion = None if ex.lesions is None else ex.lesions[i]
+        z = _view_depth(lesion, ex.images.shape[2]) if data.ndim == 3 else 0
+        image = _slice(ex.images[i, 0], z).numpy()
+        outline = None
+        if lesion is not None and bool(_slice(lesion, z).any()):
+            outline = _slice(lesion, z).numpy().astype(float)
         lo, hi = np.percentile(image, [1, 99])
         ax = axes[i, 0]
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
         if ex.heatmaps is not None:
-            heat = _middle_slice(ex.heatmaps[i]).numpy()
+            heat = _slice(ex.heatmaps[i], z).numpy()
             ax.imshow(np.ma.masked_where(heat <= 0, heat), cmap="autumn", alpha=0.4, vmin=0, vmax=1)
-        if ex.lesions is not None and bool(ex.lesions[i].any()):
-            ax.contour(_middle_slice(ex.lesions[i]).numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+        if outline is not None:
+            ax.contour(outline, levels=[0.5], colors="cyan", linewidths=0.8)
         ax.set_title(f"{data.class_names[int(ex.labels[i])]}", fontsize=8)
         for j, name in enumerate(names, start=1):
-            m = masks[name][i].reshape(grid).float()
-            m = _middle_slice(m)
+            m = _slice(masks[name][i].reshape(grid).float(), z // data.patch_size)
             up = m.repeat_interleave(data.patch_size, 0).repeat_interleave(data.patch_size, 1)
             ax = axes[i, j]
             ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
             ax.imshow(np.ma.masked_where(up.numpy() < 0.5, up.numpy()), cmap="bwr", alpha=0.55, vmin=0, vmax=1)
-            if ex.lesions is not None and bool(ex.lesions[i].any()):
-                ax.contour(_middle_slice(ex.lesions[i]).numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+            if outline is not None:
+                ax.contour(outline, levels=[0.5], colors="cyan", linewidths=0.8)
             if i == 0:
                 ax.set_title(f"{name}", fontsize=8)
             ax.set_xlabel(f"{int(m.sum())}/{m.numel()} masked", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{data.name}: heatmap (orange), lesion (cyan), masked patches (red)", fontsize=9)
+    where = ", slice through the lesion" if data.ndim == 3 else ""
+    fig.suptitle(f"{data.name}: heatmap (orange), lesion (cyan), masked patches (red){where}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
