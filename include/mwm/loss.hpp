@@ -437,6 +437,22 @@ inline bool dense_patch_vectors(const patch_strides& s, const patch_geometry& g)
 
 namespace detail {
 
+// A hint that `address` will be read soon (host code; a no-op where the builtin is missing).
+inline void prefetch_line(const void* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
+
+// A byte range to prefetch while a band is gathered: the band's dense predictions, so that
+// both streams are in flight at once instead of one after the other.
+struct prefetch_range {
+  const char* begin = nullptr;
+  std::int64_t bytes = 0;
+};
+
 inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid,
                                std::int64_t band) {
   const std::int64_t rows = grid.depth * grid.height;
@@ -448,12 +464,18 @@ inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid,
 
 template <bool Unit, typename Acc, typename T>
 void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g,
-                 const Acc* active, Acc* out) {
+                 const Acc* active, Acc* out, prefetch_range ahead) {
+  constexpr std::int64_t line = 64;
   const std::int64_t p = g.patch_vector_size();
   const std::int64_t step = Unit ? 1 : s.width;
+  const std::int64_t rows = g.channels * g.patch_depth * g.patch_height;
+  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
+  std::int64_t next = 0;
   for (std::int64_t c = 0; c < g.channels; ++c)
     for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
       for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
+        for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
+          prefetch_line(ahead.begin + next);
         const T* row = base + c * s.channel + pd * s.depth + ph * s.height;
         const std::int64_t first = ((pd * g.patch_height + ph) * g.patch_width) * g.channels + c;
         for (std::int64_t x = 0; x < g.grid.width; ++x) {
@@ -493,14 +515,32 @@ void scatter_rows(const Acc* in, const Acc* active, const patch_strides& s,
 }  // namespace detail
 
 // Copies the patches of a band whose `active` entry is non-zero into out (grid.width x P), in
-// patch-vector order, converted to Acc; inactive patches are neither read nor written.
+// patch-vector order, converted to Acc; inactive patches are neither read nor written. The
+// `ahead` bytes are prefetched along the way.
 template <typename Acc, typename T>
 void gather_band(const T* data, const patch_strides& s, const patch_geometry& g,
-                 std::int64_t band, const Acc* active, Acc* out) {
+                 std::int64_t band, const Acc* active, Acc* out,
+                 detail::prefetch_range ahead = {}) {
   const T* base = data + detail::band_start(s, g.grid, band);
-  if (s.width == 1) detail::gather_rows<true>(base, s, g, active, out);
-  else detail::gather_rows<false>(base, s, g, active, out);
+  if (s.width == 1) detail::gather_rows<true>(base, s, g, active, out, ahead);
+  else detail::gather_rows<false>(base, s, g, active, out, ahead);
 }
+
+namespace detail {
+
+// The dense predictions of a band (empty when they are not dense: they are gathered then).
+template <typename P>
+prefetch_range band_predictions(const P* pred, const patch_strides& ps, const patch_geometry& g,
+                                std::int64_t band, bool dense) {
+  if (!dense) return prefetch_range{};
+  const std::int64_t first = band * g.grid.width;
+  const P* start = pred + patch_start(ps, g.grid, first / g.grid.num_patches(),
+                                     first % g.grid.num_patches());
+  const std::int64_t bytes = g.grid.width * g.patch_vector_size() * std::int64_t(sizeof(P));
+  return prefetch_range{reinterpret_cast<const char*>(start), bytes};
+}
+
+}  // namespace detail
 
 // The inverse of gather_band into a strided destination; inactive patches are written as zeros.
 template <typename Acc, typename P>
@@ -542,7 +582,8 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
       for (std::int64_t x = 0; x < width; ++x) losses[first + x] = Acc(0);
       continue;
     }
-    gather_band(in.target, in.target_strides, g, band, coefficients, targets);
+    gather_band(in.target, in.target_strides, g, band, coefficients, targets,
+                detail::band_predictions(in.pred, in.pred_strides, g, band, direct));
     if (!direct) gather_band(in.pred, in.pred_strides, g, band, coefficients, preds);
     for (std::int64_t x = 0; x < width; ++x) {
       const std::int64_t i = first + x;
@@ -612,7 +653,8 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
       any = any || factors[x] != Acc(0);
     }
     if (any) {
-      gather_band(in.target, in.target_strides, g, band, factors, targets);
+      gather_band(in.target, in.target_strides, g, band, factors, targets,
+                  detail::band_predictions(in.pred, in.pred_strides, g, band, direct_pred));
       if (!direct_pred) gather_band(in.pred, in.pred_strides, g, band, factors, preds);
     }
     for (std::int64_t x = 0; x < width; ++x) {
