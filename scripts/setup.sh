@@ -43,7 +43,13 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "mwm setup: installing $TORCH_SPEC"
   "${PIP[@]}" install "$TORCH_SPEC"
 fi
-"${PIP[@]}" install -r requirements-dev.txt
+# timm and open_clip depend on torchvision, whose newest release pins a newer torch: without this
+# constraint pip would replace the CPU torch by a CUDA build. Pinning the installed torch makes
+# pip pick the torchvision of the same release instead.
+TORCH_INSTALLED="$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")"
+CONSTRAINTS="$VENV/mwm-torch-constraint.txt"
+echo "torch==$TORCH_INSTALLED" > "$CONSTRAINTS"
+"${PIP[@]}" install -r requirements-dev.txt -c "$CONSTRAINTS"
 echo "mwm setup: building and installing mwm (compiles the torch extension)"
 "${PIP[@]}" install --no-build-isolation --no-deps .
 "$VENV/bin/python" -c "import mwm, torch; print('mwm setup: mwm', mwm.__version__, 'on torch', torch.__version__)"
