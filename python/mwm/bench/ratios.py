@@ -342,6 +342,18 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
     )
 
 
+def _param_groups(model: nn.Module, weight_decay: float) -> list:
+    """Weight decay on weight matrices and kernels only, not on norms, biases or mask tokens
+    (as MAE and SparK)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "mask_token" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
 def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -378,14 +390,14 @@ def pretrain(
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay=0.05), lr=lr, betas=(0.9, 0.95))
     warmup = max(1, int(s.warmup_share * total_steps))
     stats = PretrainStats()
     started = time.perf_counter()
     model.train()
     bar = tqdm(total=total_steps, desc=desc, leave=False, disable=not (progress and ctx.is_main))
     step = 0
-    loss_sum = torch.zeros(())
+    last_loss = torch.zeros(())
     for epoch in range(s.epochs):
         order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for batch in range(steps_per_epoch):
@@ -412,12 +424,12 @@ def pretrain(
             if record is not None:
                 for j in range(mask.shape[0]):
                     record[offset + j] = np.packbits(mask[j].numpy())
-            loss_sum = loss.detach().cpu()
+            last_loss = loss.detach().cpu()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss_sum):.3f}")
+            bar.set_postfix(loss=f"{float(last_loss):.3f}")
     bar.close()
-    stats.final_loss = float(loss_sum)
+    stats.final_loss = float(last_loss)
     stats.seconds = time.perf_counter() - started
     # Every rank saw different samples: add their counts up.
     counts = torch.tensor([
