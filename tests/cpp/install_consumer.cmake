@@ -16,3 +16,10 @@ run(${CMAKE_COMMAND} -S ${MWM_SOURCE_DIR}/tests/cpp/consumer -B ${WORK_DIR}/cons
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/consumer)
 run(${WORK_DIR}/consumer/consumer)
 message(STATUS "consumer built against the installed package and ran")
+
+# The same consumer with mwm vendored through add_subdirectory: no tests, benchmarks or examples.
+run(${CMAKE_COMMAND} -S ${MWM_SOURCE_DIR}/tests/cpp/consumer -B ${WORK_DIR}/vendored
+    -G ${GENERATOR} -DMWM_VENDORED_SOURCE=${MWM_SOURCE_DIR})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/vendored)
+run(${WORK_DIR}/vendored/consumer)
+message(STATUS "consumer built with add_subdirectory(mwm) and ran")
