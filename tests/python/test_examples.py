@@ -10,7 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.parametrize("script", ["mae_dropin.py", "hf_vitmae_noise.py",
-                                    "spark_active_masks.py"])
+                                    "spark_active_masks.py", "lightly_mae_tokens.py",
+                                    "dataloader_masks.py"])
 def test_example_runs(script):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     # The torchvision shim of conftest does not reach a subprocess; run through a launcher that

@@ -6,8 +6,8 @@ from torch.utils.data import DataLoader, Dataset
 
 import mwm
 import reference as ref
-from mwm.integrations import (MaskingCollate, lightly_token_indices, random_masking,
-                              spark_active_masks, vitmae_noise)
+from mwm.integrations import (MaskingCollate, MaskingTransform, lightly_token_indices,
+                              random_masking, spark_active_masks, vitmae_noise)
 
 
 def test_mae_random_masking_contract_matches_mae_given_the_same_noise():
@@ -25,8 +25,13 @@ def test_mae_random_masking_with_heatmaps_masks_roi_more():
     heat = torch.zeros(8, 224, 224)
     heat[:, :96, :96] = 1.0  # a 3x3 patch ROI in the corner
     x_masked, mask, ids_restore = random_masking(x, 0.5, heatmaps=heat)
-    assert x_masked.shape == (8, 49 - int(49 * 0.5) - 0, 16) or x_masked.shape[1] == int(49 * 0.5)
-    assert mask.sum(1).unique().tolist() == [49 - int(49 * 0.5)]
+    len_keep = int(49 * (1 - 0.5))  # MAE's count: 24 visible, 25 masked
+    assert x_masked.shape == (8, len_keep, 16)
+    assert mask.sum(1).unique().tolist() == [49 - len_keep]
+    # The visible tokens are the rows of x that the mask leaves unmasked, in ids_restore's order.
+    ids_keep = ids_restore.argsort(1)[:, :len_keep]
+    assert torch.equal(x_masked, torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, 16)))
+    assert not bool(mask.gather(1, ids_keep).any())
     roi = torch.zeros(7, 7, dtype=torch.bool)
     roi[:3, :3] = True
     roi = roi.flatten()
@@ -102,3 +107,42 @@ def test_collate_in_worker_processes_is_deterministic_by_sample_index():
             assert torch.equal(batch["ids_keep"][row], by_index[index])
     with pytest.raises(ValueError, match="heatmap"):
         collate([{"image": torch.zeros(1)}])
+
+
+class _TransformedDataset(_HeatmapDataset):
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __getitem__(self, index):
+        return self.transform(super().__getitem__(index))
+
+
+@pytest.mark.parametrize("policy,kwargs", [("fixed_total", dict(ratio=0.4)),
+                                           ("per_region", dict(region_ratios=(0.3, 0.9)))])
+def test_transform_in_worker_processes_equals_the_collate(policy, kwargs):
+    masker = mwm.TextGuidedMasker((7, 7), policy=policy, seed=11, **kwargs)
+    loaded = list(DataLoader(_TransformedDataset(MaskingTransform(masker)), batch_size=5,
+                             num_workers=2, shuffle=False))
+    assert masker.offset == 0  # the transform does not advance the masker
+    expected = MaskingCollate(masker)([_HeatmapDataset()[i] for i in range(12)])
+    for key in ("mask", "ids_keep", "ids_restore", "noise", "num_masked"):
+        got = torch.cat([batch[key] for batch in loaded])
+        assert torch.equal(got, expected[key]), key
+    # Keyed by the sample's index alone: sample 7 on its own equals its row in the batch.
+    alone = MaskingTransform(masker)(_HeatmapDataset()[7])
+    assert torch.equal(alone["ids_keep"], expected["ids_keep"][7])
+    assert torch.equal(alone["heatmap"], _HeatmapDataset()[7]["heatmap"])  # keys are kept
+
+
+def test_transform_errors_name_the_argument():
+    transform = MaskingTransform(mwm.TextGuidedMasker((7, 7)))
+    with pytest.raises(ValueError,
+                       match=r"keys 'heatmap' and 'index', got dict with keys \['image'\]"):
+        transform({"image": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"index = -1: must be a non-negative integer"):
+        transform({"heatmap": torch.rand(28, 28), "index": -1})
+    with pytest.raises(ValueError, match=r"index = 1.5: must be a non-negative integer"):
+        transform({"heatmap": torch.rand(28, 28), "index": 1.5})
+    with pytest.raises(ValueError,
+                       match=r"index must be one integer, got a tensor of shape \(2,\)"):
+        transform({"heatmap": torch.rand(28, 28), "index": torch.tensor([1, 2])})

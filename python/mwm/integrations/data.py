@@ -48,3 +48,46 @@ class MaskingCollate:
         batch.update(mask=result.mask, ids_keep=result.ids_keep, ids_restore=result.ids_restore,
                      noise=result.noise, num_masked=result.num_masked)
         return batch
+
+
+class MaskingTransform:
+    """Per-sample transform: adds mwm masks to one dict sample, keyed by its global index.
+
+    For ``Dataset.__getitem__`` (masks computed in the worker that loads the sample) or as a
+    ``transform=`` of a dataset wrapper. The sample keeps its keys and gains ``mask (N,)``,
+    ``ids_keep``, ``ids_restore``, ``noise`` and ``num_masked`` (0-d), exactly the rows that
+    ``MaskingCollate`` would give this sample in any batch; the default collate stacks them.
+    ``ids_keep`` is ``N`` wide and ``-1`` padded for variable-total policies, so rows of
+    different samples stack. The masker's state is not advanced.
+    """
+
+    def __init__(self, masker: TextGuidedMasker, heatmap_key: str = "heatmap",
+                 index_key: str = "index") -> None:
+        self.masker = masker
+        self.heatmap_key = heatmap_key
+        self.index_key = index_key
+
+    def __call__(self, sample: Mapping) -> dict:
+        if not isinstance(sample, Mapping) or self.heatmap_key not in sample \
+                or self.index_key not in sample:
+            raise ValueError(f"mwm: MaskingTransform needs a dict sample with keys "
+                             f"{self.heatmap_key!r} and {self.index_key!r}, got "
+                             f"{type(sample).__name__}"
+                             + (f" with keys {sorted(map(str, sample))}"
+                                if isinstance(sample, Mapping) else ""))
+        heatmap = torch.as_tensor(sample[self.heatmap_key])
+        index = sample[self.index_key]
+        if isinstance(index, torch.Tensor):
+            if index.numel() != 1:
+                raise ValueError(f"mwm: {self.index_key} must be one integer, got a tensor of "
+                                 f"shape {tuple(index.shape)}")
+            index = index.item()
+        if isinstance(index, bool) or int(index) != index or int(index) < 0:
+            raise ValueError(f"mwm: {self.index_key} = {index!r}: must be a non-negative integer "
+                             f"(the sample's global index)")
+        result = masks_for_indices(self.masker, heatmap.unsqueeze(0), [int(index)])
+        out = dict(sample)
+        out.update(mask=result.mask[0], ids_keep=result.ids_keep[0],
+                   ids_restore=result.ids_restore[0], noise=result.noise[0],
+                   num_masked=result.num_masked[0])
+        return out
