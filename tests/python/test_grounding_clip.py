@@ -249,3 +249,24 @@ def test_from_encoders_accepts_any_model():
     heat = generator(torch.randn(2, 3, 8, 12), ["tumor", "tissue"])
     assert heat.shape == (2, 2, 8, 12)
     assert generator.patch_embeddings(torch.randn(1, 3, 8, 12)).shape == (1, 2, 3, 8)
+
+
+def test_weights_saved_to_a_local_folder_give_the_same_maps(hf_clip, tmp_path):
+    """The README's route: a CLIP model loaded from local files, nothing downloaded."""
+    from transformers import CLIPModel
+
+    hf_clip.save_pretrained(tmp_path / "clip")
+    loaded = CLIPModel.from_pretrained(tmp_path / "clip", local_files_only=True)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    expected = ClipHeatmapGenerator(hf_clip, char_tokenizer)(images, ["tumor", "skull"])
+    got = ClipHeatmapGenerator(loaded, char_tokenizer)(images, ["tumor", "skull"])
+    assert torch.equal(got, expected)
+
+
+def test_maps_carry_no_autograd_graph(hf_clip):
+    images = torch.randn(2, 3, 32, 32, requires_grad=True)
+    generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
+    heat = generator(images, ["tumor"])
+    assert not heat.requires_grad and heat.grad_fn is None
+    assert not generator.similarity(images, ["tumor"]).requires_grad
+    assert not generator.patch_embeddings(images).requires_grad
