@@ -68,3 +68,17 @@ def test_nan_policy_zero_accepts_non_finite_heatmaps():
 def test_masker_checks_region_ratio_count():
     with pytest.raises(ValueError, match="region_ratios"):
         mwm.TextGuidedMasker((7, 7), region_ratios=(0.4, 0.6, 0.8), thresholds=(0.5,))
+
+
+@pytest.mark.parametrize("name", ["regions", "scores"])
+def test_inputs_on_another_device_than_sample_index_are_named(name):
+    policy = "per_region" if name == "regions" else "weighted"
+    dtype = torch.int32 if name == "regions" else torch.float32
+    kwargs = {name: torch.zeros(2, 49, dtype=dtype, device="meta")}
+    with pytest.raises(RuntimeError, match=f"mwm: {name} is on meta but sample_index is on cpu"):
+        mwm.generate_masks((7, 7), policy=policy, region_ratios=(0.4, 0.8),
+                           sample_index=torch.arange(2), **kwargs)
+    # On one device (meta here) the shapes come out as on the CPU.
+    result = mwm.generate_masks((7, 7), policy=policy, region_ratios=(0.4, 0.8), ratio=0.5,
+                                sample_index=torch.arange(2, device="meta"), **kwargs)
+    assert result.ids_keep.device.type == "meta" and result.mask.shape == (2, 49)

@@ -29,6 +29,11 @@ def _regions_from_quantiles_fake(scores, quantiles, nan_policy):
 def _generate_masks_fake(sample_index, grid, policy, ratio, region_ratios, regions, scores, seed,
                          rounding, order, coarse_factor, hard_share, attention_mode,
                          hint_pool_share, hint_share, *rest):
+    # The device kernels check this too; on fake and meta tensors only this check runs.
+    for name, tensor in (("regions", regions), ("scores", scores)):
+        if tensor is not None and tensor.device != sample_index.device:
+            raise RuntimeError(f"mwm: {name} is on {tensor.device} but sample_index is on "
+                               f"{sample_index.device}")
     batch = sample_index.shape[0]
     n = math.prod(grid)
     keep, masked = output_widths(policy, grid, ratio, rounding, coarse_factor, attention_mode,
