@@ -266,3 +266,30 @@ def test_heatmaps_from_one_npz_keyed_by_id_or_one_stacked_npy(dataset):
             assert np.array_equal(load(out / f"{i}.npz")["region_map"] > 0, expected)
     np.save(root / "short.npy", np.stack([maps[i] for i in ids[:2]]))
     assert run("--images", images, "--heatmaps", root / "short.npy", "--out", root / "o") == 2
+
+
+def test_bad_configs_are_named_and_lose_no_output(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("s0", "s1", "s2"):
+        Image.fromarray((rng.random((SIZE, SIZE)) * 255).astype(np.uint8)).save(images / f"{name}.png")
+    good = [{"box": [8, 8, 40, 40], "score": 0.9}]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"normalized": False,
+                                 "boxes": {"s0": good, "s1": [{"box": [1, 2, 3]}], "s2": good}}))
+    out = tmp_path / "out"
+    assert run("--images", images, "--boxes", boxes, "--out", out, "--grid", 4, 4) == 1
+    err = capsys.readouterr().err
+    assert "s1.png" in err and "boxes['s1'][0].box = [1, 2, 3] must be 4 numbers" in err
+    assert sorted(p.name for p in out.glob("*.npz")) == ["s0.npz", "s2.npz"]
+    # A bank with a bad entry is a usage error before anything is written; what was written stays.
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps({"modalities": {"x": {"prompts": [{"text": "t", "ratio": 0.8}]}}}))
+    assert run("--images", images, "--boxes", boxes, "--out", out, "--prompt-bank", bank,
+               "--modality", "x") == 2
+    assert "modalities.x.background is missing" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.npz")) == ["s0.npz", "s2.npz"]
+    (tmp_path / "broken.json").write_text("{oops")
+    assert run("--images", images, "--boxes", tmp_path / "broken.json", "--out", out) == 2
+    assert "broken.json: not valid JSON" in capsys.readouterr().err
