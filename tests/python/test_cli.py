@@ -273,7 +273,8 @@ def test_bad_configs_are_named_and_lose_no_output(tmp_path, capsys):
     images.mkdir()
     rng = np.random.default_rng(3)
     for name in ("s0", "s1", "s2"):
-        Image.fromarray((rng.random((SIZE, SIZE)) * 255).astype(np.uint8)).save(images / f"{name}.png")
+        pixels = (rng.random((SIZE, SIZE)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{name}.png")
     good = [{"box": [8, 8, 40, 40], "score": 0.9}]
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"normalized": False,
