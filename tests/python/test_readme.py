@@ -137,3 +137,20 @@ def test_text_grounding(tmp_path, local_open_clip, monkeypatch):
     assert (tmp_path / "overlay.png").stat().st_size > 0
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert ns["picture"].dtype == torch.uint8 or str(ns["picture"].dtype) == "uint8"
+
+
+def test_cpp_examples_are_the_files_the_tests_build():
+    """The C++ blocks of "The C++ core" are examples/cpp/quickstart.cpp and eigen_masks.cpp
+    verbatim: ctest builds and runs those (and pins quickstart's printed output)."""
+    text = (ROOT / "README.md").read_text()
+    section = [s for s in re.split(r"(?m)^## ", text) if s.startswith("The C++ core")]
+    assert len(section) == 1
+    blocks = re.findall(r"```cpp\n(.*?)```", section[0], re.S)
+    files = ["examples/cpp/quickstart.cpp", "examples/cpp/eigen_masks.cpp"]
+    assert len(blocks) == len(files)
+    for block, name in zip(blocks, files):
+        assert block == (ROOT / name).read_text(), f"README differs from {name}"
+    output = re.search(r"Its output:\n\n```\n(.*?)```", section[0], re.S).group(1)
+    pinned = (ROOT / "examples" / "CMakeLists.txt").read_text()
+    for line in output.splitlines():  # the CMake regex writes each parenthesis as \\(
+        assert line.replace("(", "\\\\(").replace(")", "\\\\)") in pinned, line
