@@ -41,7 +41,7 @@ def test_mae_random_masking_with_heatmaps_masks_roi_more():
 
 
 def test_hf_vitmae_keeps_exactly_mwm_visible_set():
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a test dependency (requirements-dev.txt): missing it is a failure
     config = transformers.ViTMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                        intermediate_size=64, image_size=32, patch_size=8,
                                        num_channels=3, mask_ratio=0.5)
