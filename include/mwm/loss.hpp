@@ -19,6 +19,7 @@
 #include <math.h>
 
 #include <cstdint>
+#include <string>
 
 #include "config.hpp"
 #include "error.hpp"
@@ -32,10 +33,19 @@ enum class loss_reduction { mean, mean_eps, sum, none };
 constexpr double target_norm_eps = 1e-6;     // MAE norm_pix_loss and SparK
 constexpr double mean_denominator_eps = 1e-8;  // SparK's (non_active.sum() + 1e-8)
 
+// What the forward does when the loss comes out NaN or infinite although every target patch it
+// reads is finite (a non-finite target is always an error): `error` (the default) throws
+// mwm::error naming the first patch and the cause (pred, weight, or an overflow of the error),
+// `propagate` returns the non-finite value (what torch does; AMP's GradScaler then skips the
+// step). The check costs one test of the reduced value (a scan of the per-patch losses for
+// reduction none, or once a value is non-finite).
+enum class nonfinite_policy { error, propagate };
+
 struct loss_options {
   recon_error error = recon_error::mse;
   bool norm_target = false;
   loss_reduction reduction = loss_reduction::mean;
+  nonfinite_policy nonfinite = nonfinite_policy::error;
 };
 
 // Element strides of a tensor seen as a batch of patches: `batch` and `grid_*` lead to the first
@@ -325,19 +335,25 @@ MWM_HOST_DEVICE void zero_patch(P* grad, const patch_strides& gs, const patch_ge
               static_cast<P>(0.0f);
 }
 
-// True when every target element of the patch is finite: the slow path behind a non-finite
-// patch error, telling a bad target from a bad prediction.
+// True when every element of the patch (pointer at its first element) is finite: the slow path
+// behind a non-finite patch error, telling a bad target from a bad prediction.
 template <typename T>
-MWM_HOST_DEVICE bool patch_target_finite(const T* target, const patch_strides& ts,
+MWM_HOST_DEVICE bool patch_values_finite(const T* values, const patch_strides& s,
                                          const patch_geometry& g) {
   for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
     for (std::int64_t ph = 0; ph < g.patch_height; ++ph)
       for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
         for (std::int64_t c = 0; c < g.channels; ++c)
           if (!detail::finite_value(static_cast<double>(
-                  target[pd * ts.depth + ph * ts.height + pw * ts.width + c * ts.channel])))
+                  values[pd * s.depth + ph * s.height + pw * s.width + c * s.channel])))
             return false;
   return true;
+}
+
+template <typename T>
+MWM_HOST_DEVICE bool patch_target_finite(const T* target, const patch_strides& ts,
+                                         const patch_geometry& g) {
+  return patch_values_finite(target, ts, g);
 }
 
 // --- Reduction --------------------------------------------------------------------------------
@@ -418,6 +434,29 @@ struct loss_inputs {
   const Acc* weight = nullptr;  // null: all ones
   loss_options options;
 };
+
+// Why the loss c * err of one patch is not finite, in the order the forward reports them: a
+// non-finite target element, a non-finite weight, a non-finite prediction element, or none of
+// these (the error overflowed the accumulation type). `none` for a finite loss.
+enum class loss_fault { none, target, weight, pred, overflow };
+
+// The fault behind the loss value `loss` of patch i (flat b * N + n), reading the patch in place.
+template <typename Acc, typename P, typename T>
+MWM_HOST_DEVICE loss_fault patch_loss_fault(const loss_inputs<Acc, P, T>& in, std::int64_t i,
+                                            Acc loss) {
+  if (detail::finite_value(loss)) return loss_fault::none;
+  const grid_shape& grid = in.geometry.grid;
+  const std::int64_t b = i / grid.num_patches();
+  const std::int64_t n = i % grid.num_patches();
+  if (!patch_values_finite(in.target + patch_start(in.target_strides, grid, b, n),
+                           in.target_strides, in.geometry))
+    return loss_fault::target;
+  if (in.weight && !detail::finite_value(in.weight[i])) return loss_fault::weight;
+  if (!patch_values_finite(in.pred + patch_start(in.pred_strides, grid, b, n), in.pred_strides,
+                           in.geometry))
+    return loss_fault::pred;
+  return loss_fault::overflow;
+}
 
 inline void validate_loss_geometry(const patch_geometry& g, const loss_options& options) {
   detail::require(!options.norm_target || g.patch_vector_size() >= 2, "patch vector size",
@@ -624,6 +663,87 @@ Acc reduce_patch_losses(const Acc* losses, std::int64_t count, loss_reduction re
   Acc total = Acc(0);
   for (std::int64_t i = 0; i < count; ++i) total += losses[i];
   return total / loss_denominator(reduction, coefficient_sum);
+}
+
+namespace detail {
+
+template <typename Acc>
+const char* accumulation_name() {
+  return sizeof(Acc) == sizeof(float) ? "float32" : "float64";
+}
+
+inline std::string patch_place(std::int64_t index, std::int64_t num_patches) {
+  const std::int64_t n = num_patches > 0 ? num_patches : 1;
+  return "sample " + to_text(index / n) + ", patch " + to_text(index % n);
+}
+
+constexpr const char* propagate_hint =
+    "; nonfinite = \"propagate\" returns the non-finite loss instead";
+
+// Throws mwm::error describing `fault` at patch `index` (flat b * N + n).
+template <typename Acc, typename P, typename T>
+[[noreturn]] void throw_loss_fault(const loss_inputs<Acc, P, T>& in, loss_fault fault,
+                                   std::int64_t index) {
+  const std::string place = patch_place(index, in.geometry.grid.num_patches());
+  switch (fault) {
+    case loss_fault::target:
+      throw mwm::error("mwm: target has a non-finite value (NaN or Inf) in " + place +
+                       ", which the loss reads (a masked patch)");
+    case loss_fault::weight:
+      throw mwm::error("mwm: weight of " + place + " = " + to_text(in.weight[index]) +
+                       ": must be finite where mask is True" + propagate_hint);
+    case loss_fault::pred:
+      throw mwm::error("mwm: pred has a non-finite value (NaN or Inf) in " + place +
+                       ", which the loss reads (a masked patch)" + propagate_hint);
+    default:
+      throw mwm::error("mwm: the loss of " + place + " overflows " + accumulation_name<Acc>() +
+                       " (pred, target and weight are finite there: |pred - target| is too "
+                       "large)" + propagate_hint);
+  }
+}
+
+// Throws for the first patch (in flat order) whose loss is not finite; returns when all are.
+template <typename Acc, typename P, typename T>
+void require_finite_patch_losses(const loss_inputs<Acc, P, T>& in, const Acc* losses,
+                                 std::int64_t count) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const loss_fault fault = patch_loss_fault(in, i, losses[i]);
+    if (fault != loss_fault::none) throw_loss_fault(in, fault, i);
+  }
+}
+
+}  // namespace detail
+
+// The end of the forward, after band_losses ran over every band and wrote the per-patch losses
+// c * err (count = batch * N of them); `first_bad_target` is the first index band_losses
+// reported (or -1). Throws mwm::error for that non-finite target patch; under
+// nonfinite_policy::error also when the result would hold a NaN or an infinity, naming the first
+// patch whose loss is not finite and why (weight, pred, or an overflow of the error), or the
+// overflow of the reduction. The one non-finite result it lets through is `mean`'s 0/0 when
+// sum(mask * weight) == 0 (nothing masked; MAE's semantics, documented). Returns the reduced loss;
+// 0 for reduction none, whose result is the per-patch losses themselves.
+template <typename Acc, typename P, typename T>
+Acc finish_loss(const loss_inputs<Acc, P, T>& in, const Acc* losses,
+                std::int64_t first_bad_target) {
+  if (first_bad_target >= 0) detail::throw_loss_fault(in, loss_fault::target, first_bad_target);
+  const std::int64_t count = in.batch * in.geometry.grid.num_patches();
+  const bool check = in.options.nonfinite == nonfinite_policy::error;
+  if (in.options.reduction == loss_reduction::none) {
+    if (check) detail::require_finite_patch_losses(in, losses, count);
+    return Acc(0);
+  }
+  const Acc total = coefficient_total(in.mask, in.weight, count);
+  const Acc loss = reduce_patch_losses(losses, count, in.options.reduction, total);
+  if (check && !detail::finite_value(loss)) {
+    detail::require_finite_patch_losses(in, losses, count);
+    const bool nothing_masked = in.options.reduction == loss_reduction::mean && total == Acc(0);
+    if (!nothing_masked)
+      throw mwm::error(std::string("mwm: the reduced loss overflows ") +
+                       detail::accumulation_name<Acc>() +
+                       " (every patch's loss is finite, their sum is not)" +
+                       detail::propagate_hint);
+  }
+  return loss;
 }
 
 // Writes the gradient of the patches of bands [begin, end) into grad (strides gs, every element

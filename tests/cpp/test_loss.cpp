@@ -471,3 +471,104 @@ TEST_CASE("loss arguments are validated with the argument named", "[loss]") {
   CHECK_THAT(error_message([] { mwm::make_geometry_3d(1, 100, 128, 128, 16, 16, 16); }),
              Catch::Matchers::StartsWith("mwm: image depth = 100: must be divisible by"));
 }
+
+// finish_loss on a forward over every band: the reduced value, or the mwm::error it throws.
+template <typename Acc, typename P, typename T>
+std::string finish_message(const mwm::loss_inputs<Acc, P, T>& in, double* value = nullptr) {
+  std::vector<Acc> losses;
+  const std::int64_t bad = run_losses(in, 0, mwm::band_count(in.geometry, in.batch), losses);
+  return error_message([&] {
+    const Acc loss = mwm::finish_loss(in, losses.data(), bad);
+    if (value) *value = static_cast<double>(loss);
+  });
+}
+
+TEST_CASE("finish_loss names a non-finite prediction, weight or overflow and its patch",
+          "[loss]") {
+  const auto g = mwm::make_geometry_2d(3, 8, 12, 4, 4);  // 6 patches of 48 values
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (auto reduction : {loss_reduction::mean, loss_reduction::mean_eps, loss_reduction::sum,
+                         loss_reduction::none}) {
+    mwm::loss_options error_mode{recon_error::mse, true, reduction};
+    mwm::loss_options propagate = error_mode;
+    propagate.nonfinite = mwm::nonfinite_policy::propagate;
+    CHECK(error_mode.nonfinite == mwm::nonfinite_policy::error);  // the default
+
+    // A NaN prediction in patch 2 of sample 1 (flat 8), masked.
+    fixture f(g, 2, 21);
+    f.mask.assign(12, 1);
+    f.mask[7] = 0;
+    f.pred_vectors[static_cast<std::size_t>(8 * 48 + 5)] = nan;
+    f.pred_vectors[static_cast<std::size_t>(10 * 48)] = inf;  // a later one is not named
+    f.pred_vectors[static_cast<std::size_t>(7 * 48)] = nan;   // unmasked: never read
+    CHECK_THAT(finish_message(f.inputs(error_mode, true)),
+               Catch::Matchers::StartsWith("mwm: pred has a non-finite value (NaN or Inf) in "
+                                           "sample 1, patch 2, which the loss reads") &&
+                   Catch::Matchers::Contains("nonfinite = \"propagate\""));
+    double value = 0.0;
+    CHECK(finish_message(f.inputs(propagate, true), &value).empty());
+    if (reduction != loss_reduction::none) CHECK(std::isnan(value));
+    CHECK(mwm::patch_loss_fault(f.inputs(error_mode, true), 8, nan) == mwm::loss_fault::pred);
+
+    // A NaN weight in a masked patch, an infinite one in an unmasked patch (not read).
+    fixture w(g, 2, 22);
+    w.mask.assign(12, 1);
+    w.mask[1] = 0;
+    w.weight[1] = inf;
+    w.weight[4] = nan;
+    CHECK_THAT(finish_message(w.inputs(error_mode, true)),
+               Catch::Matchers::StartsWith("mwm: weight of sample 0, patch 4 = nan: must be "
+                                           "finite where mask is True"));
+    CHECK(finish_message(w.inputs(propagate, true)).empty());
+    CHECK(finish_message(w.inputs(error_mode, false)).empty());  // no weights: all finite
+
+    // Finite inputs whose squared error overflows double: the loss of that patch overflows.
+    fixture o(g, 1, 23);
+    o.mask.assign(6, 1);
+    for (std::size_t e = 3 * 48; e < 4 * 48; ++e) o.pred_vectors[e] = 1e200;
+    mwm::loss_options raw = error_mode;
+    raw.norm_target = false;
+    CHECK_THAT(finish_message(o.inputs(raw, false)),
+               Catch::Matchers::StartsWith("mwm: the loss of sample 0, patch 3 overflows "
+                                           "float64 (pred, target and weight are finite"));
+    mwm::loss_options raw_propagate = raw;
+    raw_propagate.nonfinite = mwm::nonfinite_policy::propagate;
+    CHECK(finish_message(o.inputs(raw_propagate, false)).empty());
+
+    // A non-finite target is reported under either policy.
+    fixture t(g, 1, 24);
+    t.mask.assign(6, 1);
+    t.target[static_cast<std::size_t>(dense_index(g, 0, 2, 0, 5, 9))] = nan;  // patch 5
+    for (const auto& o2 : {error_mode, propagate})
+      CHECK_THAT(finish_message(t.inputs(o2, false)),
+                 Catch::Matchers::StartsWith("mwm: target has a non-finite value (NaN or Inf) "
+                                             "in sample 0, patch 5"));
+  }
+}
+
+TEST_CASE("finish_loss: an overflowing sum of finite patch losses, and mean's documented 0/0",
+          "[loss]") {
+  const auto g = mwm::make_geometry_2d(3, 8, 12, 4, 4);
+  fixture f(g, 2, 25);
+  f.mask.assign(12, 1);
+  // Each patch: err = (1.5e153 - t)^2 ~ 2.25e306, times weight 20: finite; 12 of them: not.
+  for (auto& v : f.pred_vectors) v = 1.5e153;
+  for (auto& w : f.weight) w = 20.0;
+  const mwm::loss_options sum{recon_error::mse, false, loss_reduction::sum};
+  CHECK_THAT(finish_message(f.inputs(sum, true)),
+             Catch::Matchers::StartsWith("mwm: the reduced loss overflows float64 (every "
+                                         "patch's loss is finite, their sum is not)"));
+  // reduction none returns the finite per-patch losses: nothing to report.
+  const mwm::loss_options none{recon_error::mse, false, loss_reduction::none};
+  CHECK(finish_message(f.inputs(none, true)).empty());
+
+  // Nothing masked: mean is 0/0 = NaN (MAE's semantics), returned even under "error".
+  f.mask.assign(12, 0);
+  double value = 0.0;
+  CHECK(finish_message(f.inputs(mwm::loss_options{}, true), &value).empty());
+  CHECK(std::isnan(value));
+  const mwm::loss_options eps{recon_error::mse, false, loss_reduction::mean_eps};
+  CHECK(finish_message(f.inputs(eps, true), &value).empty());
+  CHECK(value == 0.0);
+}
