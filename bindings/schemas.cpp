@@ -30,10 +30,13 @@ TORCH_LIBRARY(mwm, m) {
       "Tensor cov_diff) -> (Tensor grad_x, Tensor grad_y)");
   // Masked reconstruction loss: pred (B, N, P) ("patch") or like target ("image"), target
   // (B, C, [D,] H, W) read in place, mask (B, N) bool, weight (B, N); reduction mean | mean_eps |
-  // sum -> scalar, none -> (B, N). The backward returns grad_pred only.
+  // sum -> scalar, none -> (B, N). nonfinite: "error" raises ValueError when the result would be
+  // NaN/Inf (naming pred, weight or the overflow and the first such patch), "propagate" returns
+  // it. The backward returns grad_pred only.
   m.def(
       "masked_recon_loss(Tensor pred, Tensor target, Tensor mask, Tensor? weight, "
-      "int[] patch_size, str layout, bool norm_target, str error, str reduction) -> Tensor");
+      "int[] patch_size, str layout, bool norm_target, str error, str reduction, "
+      "str nonfinite=\"error\") -> Tensor");
   m.def(
       "masked_recon_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor mask, "
       "Tensor? weight, int[] patch_size, str layout, bool norm_target, str error, "

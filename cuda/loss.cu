@@ -26,8 +26,19 @@ __device__ inline void fail_non_finite_target(std::int64_t index, std::int64_t n
   __trap();
 }
 
+// The device side of finish_loss's report (nonfinite "error"): the same words as the CPU path.
+__device__ inline void fail_loss_fault(loss_fault fault, std::int64_t index, std::int64_t n) {
+  const char* what = fault == loss_fault::weight ? "weight is not finite (NaN or Inf)"
+                     : fault == loss_fault::pred ? "pred has a non-finite value (NaN or Inf)"
+                                                 : "the loss overflows (finite inputs)";
+  printf("mwm: %s in sample %lld, patch %lld, which the loss reads (a masked patch); nonfinite = "
+         "\"propagate\" returns the non-finite loss instead\n",
+         what, static_cast<long long>(index / n), static_cast<long long>(index % n));
+  __trap();
+}
+
 // Pass 1 of the forward: c * err per patch (kept for reduction none) and per-block sums of the
-// losses and of the coefficients.
+// losses and of the coefficients. Under nonfinite "error", a non-finite patch loss traps.
 template <typename Acc, typename P, typename T>
 __global__ void __launch_bounds__(loss_threads)
     patch_losses_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, Acc* per_patch,
@@ -39,6 +50,10 @@ __global__ void __launch_bounds__(loss_threads)
   if (i < count) {
     if (!patch_loss_at(in, i, &coefficient, &loss))
       fail_non_finite_target(i, in.geometry.grid.num_patches());
+    if (in.options.nonfinite == nonfinite_policy::error) {
+      const loss_fault fault = patch_loss_fault(in, i, loss);
+      if (fault != loss_fault::none) fail_loss_fault(fault, i, in.geometry.grid.num_patches());
+    }
     if (per_patch) per_patch[i] = loss;
   }
   if (block_losses == nullptr) return;  // the same for every thread of the block
@@ -63,11 +78,13 @@ __global__ void __launch_bounds__(loss_threads)
 }
 
 // Pass 2, one block: thread t adds partials t, t + 256, ... in order, then one BlockReduce.
-// out = losses / denominator, or the denominator alone when `block_losses` is null.
+// out = losses / denominator, or the denominator alone when `block_losses` is null. With
+// `check_finite` (nonfinite "error"), a non-finite reduced loss traps, except mean's 0/0 when
+// sum(mask * weight) == 0 (the patch kernel has already trapped on a non-finite patch loss).
 template <typename Acc>
 __global__ void __launch_bounds__(loss_threads)
     finish_kernel(const Acc* block_losses, const Acc* block_coefficients, std::int64_t blocks,
-                  loss_reduction reduction, Acc* out) {
+                  loss_reduction reduction, bool check_finite, Acc* out) {
   __shared__ typename block_sum<Acc>::TempStorage storage[2];
   Acc losses = Acc(0);
   Acc coefficients = Acc(0);
@@ -80,6 +97,12 @@ __global__ void __launch_bounds__(loss_threads)
   if (threadIdx.x != 0) return;
   const Acc denominator = loss_denominator(reduction, coefficients);
   out[0] = block_losses ? losses / denominator : denominator;
+  if (check_finite && block_losses && !detail::finite_value(out[0]) &&
+      !(reduction == loss_reduction::mean && coefficients == Acc(0))) {
+    printf("mwm: the reduced loss overflows (every patch's loss is finite, their sum is not); "
+           "nonfinite = \"propagate\" returns the non-finite loss instead\n");
+    __trap();
+  }
 }
 
 template <typename Acc, typename P, typename T>
@@ -196,9 +219,9 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
       check_launch("patch_losses_kernel");
     }
     if (!per_patch) {
-      finish_kernel<Acc><<<1, loss_threads, 0, stream>>>(block_losses, block_coefficients, blocks,
-                                                         call.options.reduction,
-                                                         static_cast<Acc*>(out));
+      finish_kernel<Acc><<<1, loss_threads, 0, stream>>>(
+          block_losses, block_coefficients, blocks, call.options.reduction,
+          call.options.nonfinite == nonfinite_policy::error, static_cast<Acc*>(out));
       check_launch("finish_kernel");
     }
   });
@@ -224,7 +247,8 @@ void masked_recon_loss_backward_async(const loss_call_view& call, const void* gr
         call.mask, static_cast<const Acc*>(call.weight), count, block_coefficients);
     check_launch("coefficients_kernel");
     finish_kernel<Acc><<<1, loss_threads, 0, stream>>>(nullptr, block_coefficients, blocks,
-                                                       call.options.reduction, denominator);
+                                                       call.options.reduction, false,
+                                                       denominator);
     check_launch("finish_kernel");
     patch_gradients_kernel<<<static_cast<unsigned int>(blocks), loss_threads, 0, stream>>>(
         inputs_of<Types>(call), count, static_cast<const Acc*>(grad_out), denominator,

@@ -32,6 +32,12 @@ inline mwm::loss_reduction parse_loss_reduction(c10::string_view v) {
                                             {"none", mwm::loss_reduction::none}});
 }
 
+inline mwm::nonfinite_policy parse_nonfinite(c10::string_view v) {
+  return parse_choice<mwm::nonfinite_policy>("nonfinite", v,
+                                             {{"error", mwm::nonfinite_policy::error},
+                                              {"propagate", mwm::nonfinite_policy::propagate}});
+}
+
 // True for the patch layout (B, N, P), false for the image layout.
 inline bool parse_patch_layout(c10::string_view v) {
   return parse_choice<bool>("layout", v, {{"patch", true}, {"image", false}});
@@ -74,15 +80,18 @@ struct loss_call {
   int64_t num_patches() const { return geometry.grid.num_patches(); }
 };
 
-// Validates every argument (shapes, dtypes, devices, option names) and builds the call.
+// Validates every argument (shapes, dtypes, devices, option names) and builds the call. The
+// backward passes no `nonfinite` (it has nothing to report: the forward did).
 inline loss_call prepare_loss_call(const at::Tensor& pred, const at::Tensor& target,
                                    const at::Tensor& mask, const std::optional<at::Tensor>& weight,
                                    at::IntArrayRef patch_size, c10::string_view layout,
                                    bool norm_target, c10::string_view error,
-                                   c10::string_view reduction) {
+                                   c10::string_view reduction,
+                                   c10::string_view nonfinite = "error") {
   loss_call call;
   call.options.error = parse_recon_error(error);
   call.options.reduction = parse_loss_reduction(reduction);
+  call.options.nonfinite = parse_nonfinite(nonfinite);
   call.options.norm_target = norm_target;
   call.patch_layout = parse_patch_layout(layout);
   check_loss_float(pred, "pred");

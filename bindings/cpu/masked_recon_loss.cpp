@@ -2,7 +2,9 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <cmath>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -28,7 +30,6 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
                         at::ScalarType out_dtype) {
   const auto in = loss_inputs_of<Acc, P, T>(call, pred, target);
   const int64_t n = call.num_patches();
-  const int64_t count = call.batch * n;
   auto losses = at::empty({call.batch, n}, pred.options().dtype(call.accumulate));
   Acc* per_patch = losses.template mutable_data_ptr<Acc>();
   std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
@@ -40,12 +41,37 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
                      if (bad >= 0) store_min(first_bad, bad);
                    });
   const int64_t bad = first_bad.load();
-  TORCH_CHECK_VALUE(bad == std::numeric_limits<int64_t>::max(), "mwm: target has a non-finite ",
-                    "value (NaN or Inf) in sample ", bad / std::max<int64_t>(n, 1), ", patch ",
-                    bad % std::max<int64_t>(n, 1), ", which the loss reads (a masked patch)");
-  if (call.options.reduction == mwm::loss_reduction::none) return losses.to(out_dtype);
-  const Acc total = mwm::coefficient_total(in.mask, in.weight, count);
-  const Acc loss = mwm::reduce_patch_losses(per_patch, count, call.options.reduction, total);
+  // Throws (ValueError) for a non-finite target patch, and under nonfinite "error" for a result
+  // that would hold a NaN or an infinity.
+  const Acc loss = mwm::finish_loss(in, per_patch, bad == std::numeric_limits<int64_t>::max()
+                                                       ? int64_t(-1)
+                                                       : bad);
+  const bool per_patch_result = call.options.reduction == mwm::loss_reduction::none;
+  // A float16 (or bfloat16) result, when both inputs have that type, can overflow in the final
+  // rounding alone; finish_loss has checked the float32 values (all finite for none; mean's 0/0
+  // stays NaN).
+  const bool narrow = out_dtype == at::kHalf || out_dtype == at::kBFloat16;
+  if (call.options.nonfinite == mwm::nonfinite_policy::error && narrow) {
+    const bool half = out_dtype == at::kHalf;
+    const auto overflows = [half](Acc v) {
+      const float rounded = half ? static_cast<float>(static_cast<at::Half>(v))
+                                 : static_cast<float>(static_cast<at::BFloat16>(v));
+      return std::isfinite(static_cast<double>(v)) && !std::isfinite(rounded);
+    };
+    const int64_t values = per_patch_result ? call.batch * n : 1;
+    for (int64_t i = 0; i < values; ++i) {
+      const Acc v = per_patch_result ? per_patch[i] : loss;
+      TORCH_CHECK_VALUE(!overflows(v), "mwm: the loss ",
+                        per_patch_result ? "of sample " + std::to_string(i / n) + ", patch " +
+                                               std::to_string(i % n) + " "
+                                         : std::string(),
+                        "= ", static_cast<double>(v),
+                        " overflows ", half ? "float16" : "bfloat16",
+                        " (the dtype of both inputs); pass a float32 target, or nonfinite = "
+                        "\"propagate\" to get the infinity");
+    }
+  }
+  if (per_patch_result) return losses.to(out_dtype);
   return at::scalar_tensor(static_cast<double>(loss), pred.options().dtype(out_dtype));
 }
 
@@ -55,10 +81,10 @@ at::Tensor masked_recon_loss(const at::Tensor& pred, const at::Tensor& target,
                              const at::Tensor& mask, const std::optional<at::Tensor>& weight,
                              at::IntArrayRef patch_size, c10::string_view layout,
                              bool norm_target, c10::string_view error,
-                             c10::string_view reduction) {
+                             c10::string_view reduction, c10::string_view nonfinite) {
   return translate_errors([&] {
     const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction);
+                                        norm_target, error, reduction, nonfinite);
     const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),

@@ -44,7 +44,7 @@ at::Tensor masked_recon_loss(const at::Tensor& pred, const at::Tensor& target,
                              const at::Tensor& mask, const std::optional<at::Tensor>& weight,
                              at::IntArrayRef patch_size, c10::string_view layout,
                              bool norm_target, c10::string_view error,
-                             c10::string_view reduction);
+                             c10::string_view reduction, c10::string_view nonfinite);
 at::Tensor masked_recon_loss_backward(const at::Tensor& grad, const at::Tensor& pred,
                                       const at::Tensor& target, const at::Tensor& mask,
                                       const std::optional<at::Tensor>& weight,

@@ -42,11 +42,11 @@ at::Tensor masked_recon_loss(const at::Tensor& pred, const at::Tensor& target,
                              const at::Tensor& mask, const std::optional<at::Tensor>& weight,
                              at::IntArrayRef patch_size, c10::string_view layout,
                              bool norm_target, c10::string_view error,
-                             c10::string_view reduction) {
+                             c10::string_view reduction, c10::string_view nonfinite) {
   const c10::cuda::CUDAGuard guard(pred.device());
   return translate_errors([&] {
     const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction);
+                                        norm_target, error, reduction, nonfinite);
     const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
     const auto [p, t] = launchable_pair(pred, target);
     const auto view = view_of(call, p, t);

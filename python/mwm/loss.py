@@ -23,6 +23,7 @@ PatchSize = Union[int, Sequence[int]]
 LAYOUTS = ("patch", "image")
 ERRORS = ("mse", "l1")
 REDUCTIONS = ("mean", "mean_eps", "sum", "none")
+NONFINITE = ("error", "propagate")
 
 
 def _require_tensor(value, name: str) -> None:
@@ -47,7 +48,8 @@ def _patch_sizes(patch_size: PatchSize, target: torch.Tensor) -> list[int]:
 def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                       patch_size: PatchSize, *, weight: Optional[torch.Tensor] = None,
                       layout: Optional[str] = None, norm_target: bool = False,
-                      error: str = "mse", reduction: str = "mean") -> torch.Tensor:
+                      error: str = "mse", reduction: str = "mean",
+                      nonfinite: str = "error") -> torch.Tensor:
     """Masked reconstruction loss over patches.
 
     ``pred``: patch vectors ``(B, N, P)`` ordered ``(pd, ph, pw, c)`` (MAE/HF ``patchify``) or an
@@ -59,6 +61,15 @@ def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     with ``+1e-8`` in the denominator (SparK), ``sum`` = ``sum(mask*w*err)``, ``none`` = the
     per-patch ``mask*w*err`` ``(B, N)``. Patches with ``mask*w == 0`` are never read. A NaN/Inf in
     a target patch the loss reads raises ValueError. Gradient: to ``pred`` only.
+
+    ``nonfinite``: what happens when the result would hold a NaN or an infinity although the
+    targets it reads are finite. ``"error"`` (default) raises ValueError naming the cause --
+    ``pred`` (a NaN/Inf prediction in a masked patch), ``weight``, or an overflow -- and the first
+    such (sample, patch); the check costs one test of the reduced value (a pass over the ``(B, N)``
+    per-patch losses for ``reduction="none"``), and patches are only re-read once a value is
+    non-finite. ``"propagate"`` returns the NaN/Inf as torch would (e.g. for fp16 training where
+    AMP's GradScaler should skip the step). The one NaN ``"error"`` returns is ``mean``'s
+    documented ``0/0`` when nothing is masked.
     """
     _require_tensor(pred, "pred")
     _require_tensor(target, "target")
@@ -71,8 +82,11 @@ def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     if layout is None:
         layout = "patch" if pred.dim() == 3 else "image"
     sizes = _patch_sizes(patch_size, target)
+    if not isinstance(nonfinite, str):
+        raise TypeError(f"mwm: nonfinite must be a str ({' or '.join(NONFINITE)}), got "
+                        f"{type(nonfinite).__name__}")
     return torch.ops.mwm.masked_recon_loss(pred, target, mask, weight, sizes, layout,
-                                           bool(norm_target), error, reduction)
+                                           bool(norm_target), error, reduction, nonfinite)
 
 
 def _mask_and_weight(mask: torch.Tensor):
@@ -89,40 +103,45 @@ def _mask_and_weight(mask: torch.Tensor):
 
 
 def mae_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor,
-             patch_size: PatchSize = 16, *, norm_pix_loss: bool = False) -> torch.Tensor:
+             patch_size: PatchSize = 16, *, norm_pix_loss: bool = False,
+             nonfinite: str = "error") -> torch.Tensor:
     """MAE's (and HF ViTMAE's) ``forward_loss(imgs, pred, mask)``: ``pred (B, N, P)``,
-    ``imgs (B, C, H, W)`` (or 3D), ``mask (B, N)`` bool or MAE's 0/1 float mask."""
+    ``imgs (B, C, H, W)`` (or 3D), ``mask (B, N)`` bool or MAE's 0/1 float mask.
+    ``nonfinite`` as in ``masked_recon_loss``."""
     mask, weight = _mask_and_weight(mask)
     return masked_recon_loss(pred, imgs, mask, patch_size, weight=weight, layout="patch",
-                             norm_target=norm_pix_loss, error="mse", reduction="mean")
+                             norm_target=norm_pix_loss, error="mse", reduction="mean",
+                             nonfinite=nonfinite)
 
 
 def spark_loss(rec: torch.Tensor, inp: torch.Tensor, active: torch.Tensor,
-               patch_size: PatchSize = 32) -> torch.Tensor:
+               patch_size: PatchSize = 32, *, nonfinite: str = "error") -> torch.Tensor:
     """SparK's reconstruction loss: ``rec`` and ``inp`` images ``(B, C, H, W)`` (or 3D), ``active``
     SparK's map ``(B, 1, h, w)`` (True = visible); per-patch normalized target, mse, averaged over
-    the non-active patches with ``+1e-8`` in the denominator."""
+    the non-active patches with ``+1e-8`` in the denominator. ``nonfinite`` as in
+    ``masked_recon_loss``."""
     _require_tensor(active, "active")
     if active.dtype != torch.bool:
         raise TypeError(f"mwm: active must be torch.bool (True = visible), got {active.dtype}")
     mask = active.logical_not().flatten(1)
     return masked_recon_loss(rec, inp, mask, patch_size, layout="image", norm_target=True,
-                             error="mse", reduction="mean_eps")
+                             error="mse", reduction="mean_eps", nonfinite=nonfinite)
 
 
 def simmim_loss(x_rec: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                patch_size: PatchSize) -> torch.Tensor:
+                patch_size: PatchSize, *, nonfinite: str = "error") -> torch.Tensor:
     """SimMIM's loss: ``sum(|x - x_rec| * m) / (sum(m) + 1e-5) / C`` with ``m`` the mask repeated
     to pixels. ``mask``: ``(B, h, w)`` (or ``(B, N)``) on the model patch grid, bool or 0/1.
 
     Per patch that is ``sum(mask * err) * q / (q * sum(mask) + 1e-5)`` with ``q`` pixels per
-    patch and ``err`` the l1 error averaged over the patch's ``C * q`` values.
+    patch and ``err`` the l1 error averaged over the patch's ``C * q`` values. ``nonfinite`` as
+    in ``masked_recon_loss``.
     """
     _require_tensor(mask, "mask")
     mask = mask.flatten(1) if mask.dim() > 2 else mask
     mask, weight = _mask_and_weight(mask)
     pixels = math.prod(_patch_sizes(patch_size, x))
     total = masked_recon_loss(x_rec, x, mask, patch_size, weight=weight, layout="image",
-                              error="l1", reduction="sum")
+                              error="l1", reduction="sum", nonfinite=nonfinite)
     covered = (mask.sum() if weight is None else weight.sum()).to(total.dtype)
     return total * pixels / (covered * pixels + 1e-5)

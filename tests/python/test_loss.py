@@ -446,10 +446,144 @@ def test_non_finite_target_in_a_masked_patch_raises():
     assert torch.isfinite(mwm.masked_recon_loss(pred, bad, mask, p, norm_target=True))
 
 
-def test_a_nan_prediction_propagates():
-    pred, target, mask, _, p = make_case(2, dtype=torch.float32)
-    pred[0, 0, 0] = float("nan")
-    assert torch.isnan(mwm.masked_recon_loss(pred, target, mask, p))
+# --- Non-finite results: nonfinite="error" (default) reports, "propagate" returns them ----------
+
+def _one_bad_prediction():
+    """Masked patches (0, 5) and (1, 3); a NaN prediction in (1, 3), an Inf one in the unmasked
+    patch (1, 4), which the loss never reads."""
+    pred, target, mask, weight, p = make_case(2, dtype=torch.float32)
+    mask = torch.zeros_like(mask)
+    mask[0, 5] = mask[1, 3] = True
+    pred[1, 3, 7] = float("nan")
+    pred[1, 4, 0] = float("inf")
+    return pred, target, mask, weight, p
+
+
+@pytest.mark.parametrize("layout", ["patch", "image"])
+@pytest.mark.parametrize("reduction", ["mean", "mean_eps", "sum", "none"])
+def test_a_non_finite_prediction_raises_by_default(layout, reduction):
+    pred, target, mask, _, p = _one_bad_prediction()
+    if layout == "image":
+        pred = unpatchify(pred, p, target.shape)
+    with pytest.raises(ValueError, match=r"^mwm: pred has a non-finite value \(NaN or Inf\) in "
+                                         r"sample 1, patch 3, which the loss reads \(a masked "
+                                         r"patch\); nonfinite = \"propagate\" returns"):
+        mwm.masked_recon_loss(pred, target, mask, p, reduction=reduction)
+    with pytest.raises(ValueError, match=r"sample 1, patch 3"):
+        mwm.masked_recon_loss(pred, target, mask, p, reduction=reduction, nonfinite="error")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "mean_eps", "sum", "none"])
+def test_a_non_finite_prediction_propagates_on_request(reduction):
+    pred, target, mask, _, p = _one_bad_prediction()
+    x = pred.clone().requires_grad_(True)
+    out = mwm.masked_recon_loss(x, target, mask, p, reduction=reduction, nonfinite="propagate")
+    if reduction == "none":
+        assert torch.isnan(out[1, 3]) and torch.isfinite(out[0, 5]) and out[1, 4] == 0
+        out.sum().backward()
+    else:
+        assert torch.isnan(out)
+        out.backward()
+    # Only the NaN element's own gradient is NaN (mse: 2 (p - t) c / P); the unmasked Inf
+    # patch gets zeros.
+    assert torch.isnan(x.grad).sum() == 1 and torch.isnan(x.grad[1, 3, 7])
+    assert torch.equal(x.grad[1, 4], torch.zeros_like(x.grad[1, 4]))
+    # The same with every prediction finite: no error, the same value as before (the check
+    # changes nothing about a finite result).
+    pred[1, 3, 7] = 0.5
+    finite = mwm.masked_recon_loss(pred, target, mask, p, reduction=reduction)
+    torch.testing.assert_close(finite, mwm.masked_recon_loss(pred, target, mask, p,
+                                                             reduction=reduction,
+                                                             nonfinite="propagate"),
+                               rtol=0, atol=0)
+
+
+def test_non_finite_weight_and_overflow_are_named():
+    pred, target, mask, weight, p = make_case(2, dtype=torch.float32)
+    mask = torch.ones_like(mask)
+    mask[0, 1] = False
+    w = weight.clone()
+    w[0, 1] = float("nan")  # unmasked: never read
+    w[1, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"^mwm: weight of sample 1, patch 2 = inf: must be "
+                                         r"finite where mask is True"):
+        mwm.masked_recon_loss(pred, target, mask, p, weight=w)
+    assert torch.isnan(mwm.masked_recon_loss(pred, target, mask, p, weight=w,
+                                             nonfinite="propagate"))  # inf / inf
+    # Finite float32 values whose squared error overflows float32.
+    big = pred.clone()
+    big[0, 4] = 3e19
+    with pytest.raises(ValueError, match=r"^mwm: the loss of sample 0, patch 4 overflows "
+                                         r"float32 \(pred, target and weight are finite there"):
+        mwm.masked_recon_loss(big, target, mask, p, reduction="none")
+    # Per-patch losses finite (~4e37 each: (2e18)^2 times weight 10), their sum over 11 masked
+    # patches not.
+    near = torch.full_like(pred, 2e18)
+    ten = torch.full_like(weight, 10.0)
+    with pytest.raises(ValueError, match=r"^mwm: the reduced loss overflows float32 \(every "
+                                         r"patch's loss is finite, their sum is not\)"):
+        mwm.masked_recon_loss(near, target, mask, p, weight=ten, reduction="sum")
+    assert torch.isfinite(mwm.masked_recon_loss(near, target, mask, p, weight=ten,
+                                                reduction="none")).all()
+    # float16 inputs: the float32 loss is finite, its float16 rounding is not.
+    p16, t16 = torch.full_like(pred, 200.0).half(), torch.full_like(target, -200.0).half()
+    with pytest.raises(ValueError, match=r"^mwm: the loss = 160000 overflows float16"):
+        mwm.masked_recon_loss(p16, t16, mask, p)
+    with pytest.raises(ValueError, match=r"^mwm: the loss of sample 0, patch 0 = 160000 "
+                                         r"overflows float16"):
+        mwm.masked_recon_loss(p16, t16, mask, p, reduction="none")
+    assert torch.isinf(mwm.masked_recon_loss(p16, t16, mask, p, nonfinite="propagate"))
+    assert mwm.masked_recon_loss(p16, t16.float(), mask, p).item() == 160000.0
+
+
+def test_nonfinite_reaches_the_published_losses_and_is_validated():
+    pred, target, mask, _, p = _one_bad_prediction()
+    with pytest.raises(ValueError, match=r"pred has a non-finite value"):
+        mwm.mae_loss(pred, target, mask, p)
+    assert torch.isnan(mwm.mae_loss(pred, target, mask, p, nonfinite="propagate"))
+    image = unpatchify(pred, p, target.shape)
+    active = ~mask.view(2, 1, 2, 3)
+    with pytest.raises(ValueError, match=r"sample 1, patch 3"):
+        mwm.spark_loss(image, target, active, p)
+    assert torch.isnan(mwm.spark_loss(image, target, active, p, nonfinite="propagate"))
+    with pytest.raises(ValueError, match=r"sample 1, patch 3"):
+        mwm.simmim_loss(image, target, mask, p)
+    assert torch.isnan(mwm.simmim_loss(image, target, mask, p, nonfinite="propagate"))
+    with pytest.raises(ValueError, match=r"nonfinite = 'ignore': must be one of error, "
+                                         r"propagate"):
+        mwm.masked_recon_loss(pred, target, mask, p, nonfinite="ignore")
+    with pytest.raises(TypeError, match=r"nonfinite must be a str"):
+        mwm.masked_recon_loss(pred, target, mask, p, nonfinite=False)
+    # The op's schema default is "error" too.
+    with pytest.raises(ValueError, match=r"pred has a non-finite value"):
+        torch.ops.mwm.masked_recon_loss(pred, target, mask, None, list(p), "patch", False, "mse",
+                                        "mean")
+
+
+def test_nonfinite_under_torch_compile_fullgraph():
+    pred, target, mask, _, p = _one_bad_prediction()
+
+    def loss(x, nonfinite):
+        return mwm.masked_recon_loss(x, target, mask, p, norm_target=True, nonfinite=nonfinite)
+
+    propagate = torch.compile(lambda x: loss(x, "propagate"), fullgraph=True)
+    strict = torch.compile(lambda x: loss(x, "error"), fullgraph=True)
+    assert torch.isnan(propagate(pred))
+    with pytest.raises(ValueError, match=r"sample 1, patch 3"):
+        strict(pred)
+    good = pred.clone()
+    good[1, 3, 7] = 0.0
+    torch.testing.assert_close(strict(good), loss(good, "error"))
+    torch.testing.assert_close(propagate(good), loss(good, "error"))
+
+
+def test_opcheck_with_nonfinite():
+    pred, target, mask, weight, p = make_case(3, dtype=torch.float32)
+    for nonfinite in ("error", "propagate"):
+        for reduction in ("mean", "none"):
+            sample = (pred.clone().requires_grad_(True), target, mask, weight, list(p), "patch",
+                      True, "mse", reduction, nonfinite)
+            torch.library.opcheck(torch.ops.mwm.masked_recon_loss.default, sample)
 
 
 def test_no_masked_patch():

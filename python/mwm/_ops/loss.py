@@ -14,7 +14,7 @@ def _num_patches(target, patch_size):
 
 @torch.library.register_fake("mwm::masked_recon_loss")
 def _masked_recon_loss_fake(pred, target, mask, weight, patch_size, layout, norm_target, error,
-                            reduction):
+                            reduction, nonfinite="error"):
     dtype = torch.promote_types(pred.dtype, target.dtype)
     if reduction == "none":
         return pred.new_empty((target.shape[0], _num_patches(target, patch_size)), dtype=dtype)
@@ -28,9 +28,11 @@ def _masked_recon_loss_backward_fake(grad, pred, target, mask, weight, patch_siz
 
 
 def _setup_context(ctx, inputs, output):
+    # inputs: pred, target, mask, weight, patch_size, layout, norm_target, error, reduction and
+    # nonfinite, which the backward does not take (the forward has already checked the result).
     pred, target, mask, weight, *options = inputs
     ctx.save_for_backward(pred, target, mask, weight)
-    ctx.options = options
+    ctx.options = options[:5]
 
 
 def _backward(ctx, grad):
@@ -39,7 +41,7 @@ def _backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         grad_pred = torch.ops.mwm.masked_recon_loss_backward(grad, pred, target, mask, weight,
                                                              *ctx.options)
-    return (grad_pred,) + (None,) * 8
+    return (grad_pred,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
 torch.library.register_autograd("mwm::masked_recon_loss", _backward,
