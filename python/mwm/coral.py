@@ -24,7 +24,7 @@ _extension.load()
 from ._ops import coral as _coral_registrations  # noqa: E402,F401  (fake kernel and autograd)
 
 # Looked up once: the CPU kernel exists only when the extension was built with Eigen, and no
-# backend registers a CUDA kernel yet (see docs/readme/coral.md).
+# backend registers a CUDA kernel yet (see the README section "CORAL loss").
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))
