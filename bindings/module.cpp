@@ -4,6 +4,8 @@
 
 #include <mwm/config.hpp>
 
+#include "common/coral_aten.h"
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "mwm torch extension: ops are registered as torch.ops.mwm.*";
   module.def("version", [] {
@@ -17,4 +19,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
     return false;
 #endif
   });
+  // The CUDA kernel's ATen composition of the CORAL ops, callable on CPU tensors so that
+  // tests/python/test_coral_aten.py can compare it with the Eigen kernel; not public API.
+  module.def("_coral_loss_aten", &mwm_bindings::coral_loss_aten, py::arg("x"), py::arg("y"));
+  module.def("_coral_loss_backward_aten", &mwm_bindings::coral_loss_backward_aten,
+             py::arg("grad_loss"), py::arg("grad_cov_diff"), py::arg("x"), py::arg("y"),
+             py::arg("cov_diff"));
 }

@@ -23,22 +23,8 @@ std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_lo
                                                        const std::optional<at::Tensor>& grad_cov_diff,
                                                        const at::Tensor& x, const at::Tensor& y,
                                                        const at::Tensor& cov_diff) {
-  check_coral_features(x, y);
+  check_coral_backward_args(grad_loss, grad_cov_diff, x, y, cov_diff);
   const int64_t d = x.size(1);
-  TORCH_CHECK_VALUE(grad_loss.numel() == 1, "mwm: grad_loss has shape ", shape_text(grad_loss),
-                    ": must hold one value (the gradient of the scalar loss)");
-  check_dtype(grad_loss, "grad_loss", x.scalar_type());
-  check_dim(cov_diff, "cov_diff", 2);
-  check_dtype(cov_diff, "cov_diff", x.scalar_type());
-  check_size(cov_diff, "cov_diff", 0, d, "d");
-  check_size(cov_diff, "cov_diff", 1, d, "d");
-  check_same_device(cov_diff, "cov_diff", x, "x");
-  if (grad_cov_diff) {
-    check_dim(*grad_cov_diff, "grad_cov_diff", 2);
-    check_dtype(*grad_cov_diff, "grad_cov_diff", x.scalar_type());
-    check_size(*grad_cov_diff, "grad_cov_diff", 0, d, "d");
-    check_size(*grad_cov_diff, "grad_cov_diff", 1, d, "d");
-  }
   const auto x_rows = x.contiguous();
   const auto y_rows = y.contiguous();
   auto grad_x = at::empty({x.size(0), d}, x.options());

@@ -17,26 +17,10 @@
 #include <mwm/coral.hpp>
 
 #include "common/check.h"
+#include "common/coral_args.h"  // check_coral_features, check_coral_backward_args
 
 namespace mwm_bindings {
 namespace cpu {
-
-// x and y: 2-D (samples, features), float32/float64, same dtype and device, same width.
-inline void check_coral_features(const at::Tensor& x, const at::Tensor& y) {
-  check_dim(x, "x", 2);
-  check_dim(y, "y", 2);
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-                   "mwm: x must be float32 or float64, got ", c10::toString(x.scalar_type()));
-  check_dtype(y, "y", x.scalar_type());
-  check_same_device(y, "y", x, "x");
-  check_size(y, "y", 1, x.size(1), "x.shape[1] (the feature dimension d)");
-  TORCH_CHECK_VALUE(x.size(0) >= 2, "mwm: x has shape ", shape_text(x),
-                    ": an unbiased covariance needs at least 2 samples (rows)");
-  TORCH_CHECK_VALUE(y.size(0) >= 2, "mwm: y has shape ", shape_text(y),
-                    ": an unbiased covariance needs at least 2 samples (rows)");
-  TORCH_CHECK_VALUE(x.size(1) >= 1, "mwm: x has shape ", shape_text(x),
-                    ": needs at least 1 feature (column)");
-}
 
 template <typename Scalar>
 Eigen::Map<const mwm::feature_rows<Scalar>> feature_view(const at::Tensor& contiguous) {

@@ -57,5 +57,11 @@ std::tuple<at::Tensor, at::Tensor> restore_tokens_backward(
     const at::Tensor& grad, const at::Tensor& ids_restore,
     const std::optional<at::Tensor>& num_visible, int64_t num_slots);
 
+std::tuple<at::Tensor, at::Tensor> coral_loss(const at::Tensor& x, const at::Tensor& y);
+std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_loss,
+                                                       const std::optional<at::Tensor>& grad_cov_diff,
+                                                       const at::Tensor& x, const at::Tensor& y,
+                                                       const at::Tensor& cov_diff);
+
 }  // namespace gpu
 }  // namespace mwm_bindings

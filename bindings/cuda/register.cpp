@@ -16,4 +16,6 @@ TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
   m.impl("gather_tokens_backward", &gather_tokens_backward);
   m.impl("restore_tokens", &restore_tokens);
   m.impl("restore_tokens_backward", &restore_tokens_backward);
+  m.impl("coral_loss", &coral_loss);
+  m.impl("coral_loss_backward", &coral_loss_backward);
 }

@@ -23,8 +23,9 @@ from . import _extension
 _extension.load()
 from ._ops import coral as _coral_registrations  # noqa: E402,F401  (fake kernel and autograd)
 
-# Looked up once: the CPU kernel exists only when the extension was built with Eigen, and no
-# backend registers a CUDA kernel yet (see the README section "CORAL loss").
+# Looked up once: the CPU kernel exists only when the extension was built with Eigen, the CUDA
+# kernel (ATen/cuBLAS calls, bindings/cuda/coral_loss.cpp) only when it was built against a CUDA
+# build of torch (see the README section "CORAL loss").
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))
@@ -55,7 +56,9 @@ def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ``y (m, d)``, as a 0-dim tensor.
 
     Covariances are unbiased (``n - 1``); ``n, m >= 2``; float32 or float64 (the same for
-    both); features must be finite (NaN/Inf raise ``ValueError`` naming the entry). Gradients
+    both); on the CPU features must be finite (NaN/Inf raise ``ValueError`` naming the entry),
+    on CUDA they are not checked (that would synchronize with the host) and NaN/Inf propagate
+    into the loss and gradients. Gradients
     flow to both inputs (the backward is the ``mwm::coral_loss_backward`` op), and the call
     traces under ``torch.compile(fullgraph=True)``.
     """
