@@ -43,8 +43,9 @@ def run_coral_benchmarks(args) -> List[Dict[str, object]]:
 
     ``ratio = ours_ms / reference_ms`` (below 1: mwm is faster). Reads from ``args`` (missing
     attributes take defaults): ``quick``, ``repeats``, ``warmup``, ``seed``, ``coral_sizes``
-    (``(n, m, d)`` triples; default n = m = 6400 with d = 32 and 256), ``no_compile``. The op has
-    no CUDA kernel, so the rows are CPU rows whatever ``args.device`` says.
+    (``(n, m, d)`` triples; default n = m = 6400 with d = 32 and 256), ``no_compile``. The rows are
+    CPU rows whatever ``args.device`` says (the CUDA kernel is torch's own matmuls, so timing it
+    against the same matmuls in eager PyTorch would say little).
     """
     quick = bool(getattr(args, "quick", False))
     repeats = int(getattr(args, "repeats", None) or (QUICK_REPEATS if quick else FULL_REPEATS))
