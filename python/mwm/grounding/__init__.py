@@ -9,6 +9,7 @@ from .adapters import (
     similarity_to_heatmap,
 )
 from .clip_heatmaps import ClipHeatmapGenerator
+from .m2ib import m2ib_heatmaps
 from .prompt_bank import (
     ModalityPrompts,
     Prompt,
@@ -32,6 +33,7 @@ __all__ = [
     "largest_component_boxes",
     "region_level_map",
     "ClipHeatmapGenerator",
+    "m2ib_heatmaps",
     "PromptBank",
     "PromptBankError",
     "ModalityPrompts",
