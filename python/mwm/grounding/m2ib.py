@@ -199,13 +199,14 @@ class _Bottleneck:
         self.var = var
         self.generator = generator
         self.alpha: Optional[torch.Tensor] = None
-        self.mean = self.std = self.standardized = None
+        self.mean = self.std = self.standardized = self.hidden = None
         self.seen_shape = None
 
     def start(self, hidden: torch.Tensor) -> None:
         """First forward: channel statistics of each image's tokens and the alpha to optimize."""
         tokens = hidden.detach()
         self.seen_shape = tuple(tokens.shape)
+        self.hidden = tokens
         self.mean = tokens.mean(dim=1, keepdim=True)
         spread = tokens.std(dim=1, keepdim=True, unbiased=False)
         self.std = spread.clamp_min(torch.finfo(tokens.dtype).eps)
@@ -226,12 +227,13 @@ class _Bottleneck:
             raise RuntimeError(f"the bottleneck block saw hidden states of shape {tuple(hidden.shape)} "
                                f"after {self.seen_shape}")
         batch, tokens, channels = hidden.shape
-        noise = torch.randn((self.samples, tokens, channels), generator=self.generator,
-                            device=hidden.device, dtype=hidden.dtype) * math.sqrt(self.var)
+        standard = torch.randn((self.samples, tokens, channels), generator=self.generator,
+                               device=hidden.device, dtype=hidden.dtype)
+        # eps ~ N(mu_H, var * sigma_H^2) per image: (B, 1, S, T, C); Z = eps + lambda * (H - eps).
+        eps = torch.addcmul(self.mean[:, None], self.std[:, None] * math.sqrt(self.var), standard)
+        eps = eps.unsqueeze(1)
         lam = torch.sigmoid(self.alpha).unsqueeze(2)  # (B, K, 1, T, C)
-        standardized = self.standardized.unsqueeze(2)  # (B, 1, 1, T, C)
-        mixed = lam * standardized + (1.0 - lam) * noise  # (B, K, S, T, C)
-        z = mixed * self.std[:, None, None] + self.mean[:, None, None]
+        z = torch.addcmul(eps, lam, self.hidden[:, None, None] - eps)  # (B, K, S, T, C)
         return z.reshape(batch * self.num_prompts * self.samples, tokens, channels)
 
     def information(self) -> torch.Tensor:
