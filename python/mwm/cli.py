@@ -542,18 +542,22 @@ def run_regions(args: argparse.Namespace) -> int:
                     break
         if stop:
             break
-        if batch:
-            result = pipeline(images)
-            for i, item in enumerate(batch):
-                try:
-                    _write_regions(args.out / f"{item.id}.npz", result, i, texts)
-                    written += 1
-                except OSError as exc:
-                    if fail(item, exc):
-                        stop = True
-                        break
-                finally:
-                    progress.update(1)
+        for item, result, index in _attribute(pipeline, batch, images, fail):
+            if result is None:
+                progress.update(1)
+                if args.on_error == "stop":
+                    stop = True
+                    break
+                continue
+            try:
+                _write_regions(args.out / f"{item.id}.npz", result, index, texts)
+                written += 1
+            except OSError as exc:
+                if fail(item, exc):
+                    stop = True
+                    break
+            finally:
+                progress.update(1)
         if stop:
             break
     progress.close()
@@ -566,6 +570,28 @@ def run_regions(args: argparse.Namespace) -> int:
         print(f"mwm regions: {len(failures)} image(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _attribute(pipeline, batch, images, fail):
+    """(item, result, index) per item; a batch that fails is retried image by image so that
+    only the image at fault is reported (its result is None)."""
+    if not batch:
+        return []
+    try:
+        result = pipeline(images)
+        return [(item, result, i) for i, item in enumerate(batch)]
+    except (ValueError, RuntimeError) as exc:
+        if len(batch) == 1:
+            fail(batch[0], exc)
+            return [(batch[0], None, 0)]
+    out = []
+    for item, image in zip(batch, images):
+        try:
+            out.append((item, pipeline([image]), 0))
+        except (ValueError, RuntimeError) as exc:
+            fail(item, exc)
+            out.append((item, None, 0))
+    return out
 
 
 def _write_regions(target: Path, result, index: int, texts: Sequence[str]) -> None:

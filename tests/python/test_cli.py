@@ -421,3 +421,24 @@ def test_regions_usage_errors(dataset, local_models, capsys):
     assert regions(*common, "--clip", clip, "--modality", "brain_mri") == 2
     assert regions(*common, "--clip", clip, "--layer", 9) == 2
     assert "layer = 9" in capsys.readouterr().err
+
+
+def test_regions_isolate_the_image_a_batch_fails_on(dataset, local_models, capsys, monkeypatch):
+    from mwm.grounding.pipeline import TextRegionPipeline
+
+    root, images, _ = dataset
+    clip, _ = local_models
+    original = TextRegionPipeline.__call__
+
+    def failing_on_dicom(self, batch):
+        if any(float(np.max(image)) > 300 for image in batch):  # only c.dcm holds such values
+            raise RuntimeError("attribution failed")
+        return original(self, batch)
+
+    monkeypatch.setattr(TextRegionPipeline, "__call__", failing_on_dicom)
+    out = root / "regions"
+    assert regions("--images", images, "--clip", clip, "--prompt", "tumor", "--out", out,
+                   "--batch-size", 6, *REGION_OPTIONS) == 1
+    err = capsys.readouterr().err
+    assert "c.dcm: attribution failed" in err and "1 image(s) failed" in err
+    assert sorted(p.stem for p in out.glob("*.npz")) == ["a", "b", "d_z000", "d_z001", "d_z002"]

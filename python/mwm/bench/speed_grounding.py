@@ -11,7 +11,9 @@ the CPU this section runs at 2 threads whatever --threads says, and restores the
 `args.grounding_batch` replaces B=16 (the target is judged at B=16 only). Two models: "tiny"
 (32 px, patch 8, width 32, 3 blocks: per-call overhead dominates, the setting of the target)
 and, without --quick, "small" (64 px, patch 8, width 64, 4 blocks), where more of the time is
-arithmetic that batching does not remove on a CPU. Repetitions: --repeats, else 3 (--quick) or 5.
+arithmetic that batching does not remove on a CPU. Medians of 3 (--quick) or 5 calls per side
+after one warm-up call, whatever --repeats says (`args.grounding_repeats` / `grounding_warmup`
+override them).
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def run_grounding_benchmarks(args) -> List[Dict[str, object]]:
     quick = bool(getattr(args, "quick", False))
     device = getattr(args, "device", None) or torch.device("cpu")
     device = torch.device(device)
-    repeats = int(getattr(args, "repeats", None) or (QUICK_REPEATS if quick else FULL_REPEATS))
+    # Own repetition counts: one M2IB call takes seconds, the masking rows' 30 would take minutes.
+    repeats = int(getattr(args, "grounding_repeats", None) or (QUICK_REPEATS if quick else FULL_REPEATS))
     batch = int(getattr(args, "grounding_batch", None) or BATCH)
-    warmup = 1 if getattr(args, "warmup", None) is None else int(args.warmup)
+    warmup = 1 if getattr(args, "grounding_warmup", None) is None else int(args.grounding_warmup)
     seed = int(getattr(args, "seed", 0) or 0)
     previous_threads = torch.get_num_threads()
     if device.type == "cpu":
