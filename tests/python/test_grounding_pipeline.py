@@ -214,3 +214,12 @@ def test_pipeline_errors(hf_clip):
         pipeline([np.full((8, 8), np.nan)])
     with pytest.raises(ValueError, match="pass \\[image\\]"):
         pipeline(np.zeros((8, 8)))
+
+
+def test_bad_m2ib_options_fail_when_the_pipeline_is_built(hf_clip):
+    with pytest.raises(ValueError, match="layer = 9: the vision tower has 3 blocks"):
+        TextRegionPipeline(hf_clip, char_tokenizer, prompts=["a"], m2ib=dict(layer=9))
+    with pytest.raises(ValueError, match="samples = 0"):
+        TextRegionPipeline(hf_clip, char_tokenizer, prompts=["a"], m2ib=dict(layer=1, samples=0))
+    with pytest.raises(ValueError, match=r"m2ib\['tokenizer'\] is set by the pipeline"):
+        TextRegionPipeline(hf_clip, char_tokenizer, prompts=["a"], m2ib=dict(tokenizer=None))

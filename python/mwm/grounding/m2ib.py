@@ -47,6 +47,7 @@ from .clip_heatmaps import _grid_of, _is_hf_clip, _is_open_clip, _prompt_tuple
 __all__ = [
     "m2ib_heatmaps",
     "encode_prompts",
+    "check_m2ib_options",
     "DEFAULT_LAYER",
     "DEFAULT_BETA",
     "DEFAULT_VAR",
@@ -287,6 +288,25 @@ def _number(value, argument: str) -> float:
     return float(value)
 
 
+def check_m2ib_options(model: torch.nn.Module, *, layer=DEFAULT_LAYER, beta=DEFAULT_BETA, var=DEFAULT_VAR,
+                       steps=DEFAULT_STEPS, lr=DEFAULT_LR, samples=DEFAULT_SAMPLES,
+                       init_alpha=DEFAULT_INIT_ALPHA, seed=0) -> tuple:
+    """The M2IB options, checked against the model (a ValueError names the bad one)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    tower = _tower(model)
+    layer = _int_at_least(layer, "layer", 0)
+    if layer >= len(tower.blocks):
+        raise ValueError(f"layer = {layer}: the vision tower has {len(tower.blocks)} blocks "
+                         f"(0..{len(tower.blocks) - 1})")
+    beta = _number(beta, "beta")
+    if beta < 0:
+        raise ValueError(f"beta = {beta}: must be >= 0")
+    return (layer, beta, positive_float(var, "var"), _int_at_least(steps, "steps", 0),
+            positive_float(lr, "lr"), _int_at_least(samples, "samples", 1),
+            _number(init_alpha, "init_alpha"), _int_at_least(seed, "seed", 0))
+
+
 def m2ib_heatmaps(
     model: torch.nn.Module,
     images,
@@ -320,22 +340,10 @@ def m2ib_heatmaps(
 
     Returns float32 maps on the model's device.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layer, beta, var, steps, lr, samples, init_alpha, seed = check_m2ib_options(
+        model, layer=layer, beta=beta, var=var, steps=steps, lr=lr, samples=samples,
+        init_alpha=init_alpha, seed=seed)
     tower = _tower(model)
-    layer = _int_at_least(layer, "layer", 0)
-    if layer >= len(tower.blocks):
-        raise ValueError(f"layer = {layer}: the vision tower has {len(tower.blocks)} blocks "
-                         f"(0..{len(tower.blocks) - 1})")
-    beta = _number(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"beta = {beta}: must be >= 0")
-    var = positive_float(var, "var")
-    steps = _int_at_least(steps, "steps", 0)
-    lr = positive_float(lr, "lr")
-    samples = _int_at_least(samples, "samples", 1)
-    init_alpha = _number(init_alpha, "init_alpha")
-    seed = _int_at_least(seed, "seed", 0)
 
     device, dtype = _device_and_dtype(model)
     pixels = as_float_tensor(images, "images")

@@ -31,6 +31,7 @@ from .m2ib import (
     DEFAULT_STEPS,
     DEFAULT_VAR,
     _device_and_dtype,
+    check_m2ib_options,
     encode_prompts,
     m2ib_heatmaps,
 )
@@ -209,6 +210,8 @@ class TextRegionPipeline:
         for key in ("prompts", "text_embeddings", "tokenizer", "image_size"):
             if key in self.m2ib_options:
                 raise ValueError(f"m2ib[{key!r}] is set by the pipeline")
+        if attribution == "m2ib":
+            check_m2ib_options(model, **self.m2ib_options)  # bad options fail here, not per image
         self.text_embeddings = encode_prompts(model, prompts, tokenizer)
         self.num_prompts = self.text_embeddings.shape[0]
         if self.bank_prompts is not None and self.num_prompts != len(self.bank_prompts.prompts):
