@@ -301,3 +301,26 @@ def test_cpp_page_shows_both_examples_whole_and_quickstart_output():
     pinned = (ROOT / "examples" / "CMakeLists.txt").read_text()
     for line in output.splitlines():  # the CMake regex writes each parenthesis as \\(
         assert line.replace("(", "\\\\(").replace(")", "\\\\)") in pinned, line
+
+
+# --- the README's shape ------------------------------------------------------------------------
+
+def test_readme_starts_with_the_two_commands_and_stays_short():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.split("\n")) <= 251, "README.md is at most 250 lines; move detail to docs/"
+    first = code_blocks("README.md")[0]
+    assert first.lang == "bash"
+    commands = [line.split("#")[0].strip() for line in first.code.strip().split("\n")]
+    assert commands == ["scripts/main.sh", "scripts/test.sh"]  # .ci/run calls scripts/test.sh
+
+
+@pytest.mark.parametrize("page", ["README.md", "CONTRIBUTING.md", "CHANGELOG.md"])
+def test_links_of_the_root_pages_resolve(page):
+    """Relative links of the pages GitHub shows at the root point to files that exist (the docs
+    pages' own links are checked by mkdocs build --strict)."""
+    text = (ROOT / page).read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if not re.match(r"\w+://", t)]
+    assert local or page == "CHANGELOG.md"
+    for target in local:
+        assert (ROOT / target).exists(), f"{page} links to {target}, which does not exist"
