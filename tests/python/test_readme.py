@@ -290,6 +290,11 @@ def test_cpp_blocks_are_the_example_files(page):
         assert named, f"{page}:{block.line}: the text before a cpp block names no examples/ file"
         source = (ROOT / named[-1]).read_text()
         assert _is_excerpt(block.code, source), f"{page}:{block.line} differs from {named[-1]}"
+        lines = re.search(r"lines (\d+)[–-](\d+)", block.before)
+        if lines:  # the line numbers the text gives are those of the excerpt
+            first, last = int(lines.group(1)), int(lines.group(2))
+            assert block.code.rstrip("\n").split("\n") == source.split("\n")[first - 1:last], (
+                f"{page}:{block.line}: the block is not lines {first}-{last} of {named[-1]}")
 
 
 def test_cpp_page_shows_both_examples_whole_and_quickstart_output():
