@@ -57,7 +57,9 @@ mask_args make_args(const mask_request& request, const batch_outputs& out) {
   return a;
 }
 
-bool fits_one_block(const mask_args& a) { return a.grid.num_patches() <= max_patches_in_block; }
+bool fits_one_block(const mask_args& a) {
+  return tier_for(a.grid.num_patches()) != block_tier::segmented;
+}
 
 std::int64_t blocked_bytes(const mask_args& a, std::int64_t batch) {
   return a.params.kind == policy_kind::block ? batch * a.sel.num_patches() : 0;
@@ -79,6 +81,7 @@ void generate_masks_async(const mask_request& request, const batch_outputs& out,
   validate_device_request(request, out);
   require_workspace(workspace_bytes, mask_workspace_bytes(request), "generate_masks_async");
   mask_args a = make_args(request, out);
+  a.errors = begin_checked_launch(stream);
   workspace_carver carve(workspace);
   a.blocked = carve.take<std::uint8_t>(blocked_bytes(a, request.batch));
   if (a.params.kind == policy_kind::block) {
@@ -93,6 +96,7 @@ void generate_masks_async(const mask_request& request, const batch_outputs& out,
     const std::size_t bytes = segmented_masks_workspace_bytes(a, request.batch);
     launch_masks_segmented(a, request.batch, carve.take_bytes(bytes), stream);
   }
+  end_checked_launch(stream);
 }
 
 }  // namespace gpu

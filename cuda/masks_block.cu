@@ -123,8 +123,9 @@ void launch_tier(const mask_args& a, std::int64_t batch, cudaStream_t stream) {
 // Two tiers keep the compile time down: 128 threads x 4 items (ViT 14x14, SparK 7x7, 8x8x8
 // volumes) and 256 x 8 for up to max_patches_in_block.
 void launch_masks_in_blocks(const mask_args& a, std::int64_t batch, cudaStream_t stream) {
-  static_assert(256 * 8 == max_patches_in_block, "the largest tier must hold a block's grid");
-  if (a.grid.num_patches() <= 128 * 4) {
+  static_assert(large_tier_patches == max_patches_in_block,
+                "the largest tier must hold a block's grid");
+  if (tier_for(a.grid.num_patches()) == block_tier::small_128x4) {
     launch_tier<128, 4>(a, batch, stream);
   } else {
     launch_tier<256, 8>(a, batch, stream);

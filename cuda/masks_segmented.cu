@@ -15,8 +15,6 @@ using CUB_NS_QUALIFIER::DeviceSegmentedRadixSort;
 using CUB_NS_QUALIFIER::DoubleBuffer;
 
 constexpr int element_threads = 256;
-// Elements (samples x patches) per chunk: about 50 MB of workspace at most.
-constexpr std::int64_t chunk_elements = std::int64_t(1) << 20;
 
 // The per-chunk buffers, laid out by one function for sizing and for use.
 struct segmented_layout {
@@ -63,9 +61,8 @@ segmented_layout lay_out(const mask_args& a, std::int64_t batch, void* base) {
   const std::int64_t n = a.grid.num_patches();
   const std::int64_t ns = a.sel.num_patches();
   const int groups = num_groups(a.params);
-  l.chunk_samples = chunk_elements / n;
-  if (l.chunk_samples < 1) l.chunk_samples = 1;
-  if (l.chunk_samples > batch) l.chunk_samples = batch;
+  // About 2^20 patches per chunk: some 50 MB of workspace at most.
+  l.chunk_samples = plan_chunks(batch, n).samples;
   const std::int64_t c = l.chunk_samples;
   workspace_carver carve(base);
   l.cell_offsets = carve.take<std::int32_t>(c + 1);
@@ -216,8 +213,10 @@ void launch_masks_segmented(const mask_args& a, std::int64_t batch, void* worksp
   check_launch("segment_offsets_kernel");
   std::size_t storage_bytes = l.sort_storage_bytes;
 
-  for (std::int64_t first = 0; first < batch; first += l.chunk_samples) {
-    const std::int64_t samples = batch - first < l.chunk_samples ? batch - first : l.chunk_samples;
+  const chunk_plan chunks = plan_chunks(batch, n);
+  for (std::int64_t chunk = 0; chunk < chunks.chunks; ++chunk) {
+    const std::int64_t first = chunk_first(chunks, chunk);
+    const std::int64_t samples = chunk_samples(chunks, batch, chunk);
     const std::int64_t cells = samples * ns;
     const std::int64_t patches = samples * n;
     const unsigned int cell_blocks = blocks_for(cells, threads);

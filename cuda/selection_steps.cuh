@@ -41,10 +41,6 @@ MWM_HOST_DEVICE MWM_INLINE bool ranks_scores(const policy_params& p) {
   return p.kind == policy_kind::loss_guided || p.kind == policy_kind::attention_guided;
 }
 
-MWM_HOST_DEVICE MWM_INLINE bool reads_regions(const policy_params& p) {
-  return p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total;
-}
-
 MWM_HOST_DEVICE MWM_INLINE bool reads_scores(const policy_params& p) {
   return ranks_scores(p) || p.kind == policy_kind::weighted;
 }

@@ -42,12 +42,17 @@ inline std::vector<std::int32_t> groups_pass(const policy_params& p, grid_shape 
     const auto ranked = radix_sort_positions(keys, 32);
     for (std::int64_t rank = 0; rank < ns; ++rank)
       group[ranked[rank]] = group_of_rank(p, rank, ns);
-  } else if (p.kind == policy_kind::block) {
-    std::vector<std::uint8_t> blocked(static_cast<std::size_t>(ns));
-    place_blocks(blocked.data(), sel, p.block, masked_total(p, ns), seed, sample);
-    for (std::int64_t i = 0; i < ns; ++i) group[i] = blocked[i];
-  } else if (reads_regions(p)) {
-    for (std::int64_t i = 0; i < ns; ++i) group[i] = regions[i];
+  } else {
+    std::vector<std::uint8_t> blocked;
+    if (p.kind == policy_kind::block) {
+      blocked.resize(static_cast<std::size_t>(ns));
+      place_blocks(blocked.data(), sel, p.block, masked_total(p, ns), seed, sample);
+    }
+    for (std::int64_t i = 0; i < ns; ++i) {
+      data_error bad;
+      if (!cell_group_from_inputs(p, regions, blocked.data(), i, &group[i], &bad))
+        raise_data_error(bad);
+    }
   }
   return group;
 }

@@ -5,8 +5,10 @@
 // also built by nvcc as host code when MWM_BUILD_CUDA is on (cuda/CMakeLists.txt).
 #include <mwm/masking.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -457,11 +459,18 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
   const std::vector<std::int64_t> ids{3, 3, -1, 9, 0, 3, 1, 2, 4, 5, 6, 7, -1, -1, 8, 8, 8, 0};
 
   std::vector<float> expected(static_cast<std::size_t>(batch * ks.batch), 0.0f);
-  std::vector<float> actual(expected.size(), 7.0f);
   mwm::gather_tokens(x.data(), xs, ids.data(), slots, channels, expected.data(), ks, 0, batch);
-  for (std::int64_t e = 0; e < batch * slots * channels; ++e)
-    mwm::gpu::gather_element(x.data(), xs, ids.data(), slots, channels, actual.data(), ks, e);
-  REQUIRE(actual == expected);
+  for (int lanes : {1, 2, 32}) {
+    std::vector<float> actual(expected.size(), 7.0f);
+    for (std::int64_t row = 0; row < batch * slots; ++row)
+      for (int lane = 0; lane < lanes; ++lane) {
+        mwm::data_error bad;
+        REQUIRE(mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens,
+                                             channels, actual.data(), ks, row, lane, lanes, &bad));
+      }
+    INFO(lanes << " lanes");
+    REQUIRE(actual == expected);
+  }
 
   const auto grad = mixed_values(rng, batch * ks.batch);
   std::vector<float> grad_expected(static_cast<std::size_t>(batch * xs.batch), 0.0f);
@@ -492,9 +501,14 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     std::vector<float> restored_actual(restored.size(), 9.0f);
     mwm::restore_tokens(x_vis.data(), ks, ids_restore.data(), counts, slots, num_tokens, channels,
                         mask_token.data(), 2, restored.data(), os, 0, batch);
-    for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
-      mwm::gpu::restore_element(x_vis.data(), ks, ids_restore.data(), counts, slots, num_tokens,
-                                channels, mask_token.data(), 2, restored_actual.data(), os, e);
+    for (std::int64_t row = 0; row < batch * num_tokens; ++row)
+      for (int lane = 0; lane < 3; ++lane) {
+        mwm::data_error bad;
+        REQUIRE(mwm::gpu::restore_row_part<1>(x_vis.data(), ks, ids_restore.data(), counts,
+                                              slots, num_tokens, channels, mask_token.data(), 2,
+                                              restored_actual.data(), os, row, lane, 3,
+                                              &bad) == mwm::gpu::none_phase);
+      }
     REQUIRE(restored_actual == restored);
 
     const auto grad_out = mixed_values(rng, batch * os.batch);
@@ -612,4 +626,132 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
       }
     }
   }
+}
+
+namespace {
+
+template <typename Body>
+std::string message_of(Body body) {
+  try {
+    body();
+  } catch (const mwm::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Row indices [0, rows) in a scrambled order: the kernels' threads run rows in any order.
+std::vector<std::int64_t> scrambled_rows(rng_type& rng, std::int64_t rows) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(rows));
+  std::iota(order.begin(), order.end(), std::int64_t(0));
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+}  // namespace
+
+TEST_CASE("cuda token rows copy vectors where the rows are dense and aligned", "[cuda][tokens]") {
+  rng_type rng(5);
+  const std::int64_t batch = 2, num_tokens = 7, slots = 4, channels = 8;
+  const mwm::token_strides xs{num_tokens * channels, channels, 1};
+  const mwm::token_strides ks{slots * channels, channels, 1};
+  const std::vector<std::int64_t> ids{6, 0, -1, 6, 3, 3, 2, 1};
+  SECTION("float, 4 per vector") {
+    const auto x = mixed_values(rng, batch * xs.batch);
+    std::vector<float> expected(static_cast<std::size_t>(batch * ks.batch));
+    mwm::gather_tokens(x.data(), xs, ids.data(), slots, channels, expected.data(), ks, 0, batch);
+    std::vector<float> actual(expected.size(), 3.0f);
+    for (std::int64_t row = 0; row < batch * slots; ++row)
+      for (int lane = 0; lane < 32; ++lane) {
+        mwm::data_error bad;
+        mwm::gpu::gather_row_part<4>(x.data(), xs, ids.data(), slots, num_tokens, channels,
+                                     actual.data(), ks, row, lane, 32, &bad);
+      }
+    REQUIRE(actual == expected);
+  }
+  SECTION("double, 2 per vector, restore with the mask token") {
+    std::vector<double> x_vis(static_cast<std::size_t>(batch * ks.batch));
+    for (auto& v : x_vis) v = draw_unit(rng);
+    std::vector<double> mask_token(static_cast<std::size_t>(channels));
+    for (auto& v : mask_token) v = -draw_unit(rng);
+    const std::vector<std::int64_t> ids_restore{0, 6, 1, 5, 2, 4, 3, 3, 2, 1, 0, 6, 5, 4};
+    const std::vector<std::int64_t> visible{3, 4};
+    std::vector<double> expected(static_cast<std::size_t>(batch * xs.batch));
+    mwm::restore_tokens(x_vis.data(), ks, ids_restore.data(), visible.data(), slots, num_tokens,
+                        channels, mask_token.data(), 1, expected.data(), xs, 0, batch);
+    std::vector<double> actual(expected.size(), 2.0);
+    for (std::int64_t row = 0; row < batch * num_tokens; ++row)
+      for (int lane = 0; lane < 3; ++lane) {
+        mwm::data_error bad;
+        mwm::gpu::restore_row_part<2>(x_vis.data(), ks, ids_restore.data(), visible.data(),
+                                      slots, num_tokens, channels, mask_token.data(), 1,
+                                      actual.data(), xs, row, lane, 3, &bad);
+      }
+    REQUIRE(actual == expected);
+  }
+}
+
+TEST_CASE("cuda token rows record the error the CPU validators raise, in any order",
+          "[cuda][tokens][errors]") {
+  rng_type rng(77);
+  const std::int64_t batch = 3, num_tokens = 6, slots = 4, channels = 5;
+  const mwm::token_strides xs{num_tokens * channels, channels, 1};
+  const mwm::token_strides ks{slots * channels, channels, 1};
+  const auto x = mixed_values(rng, batch * xs.batch);
+  // Ids far outside x: a row that read through one would fault (or trip ASan).
+  std::vector<std::int64_t> ids{0, 1, 2, 3, 5, std::int64_t(1) << 40, -2, 4, 9, 0, -1, 2};
+  const std::string cpu = message_of([&] {
+    mwm::validate_keep_ids(ids.data(), batch, slots, num_tokens);
+  });
+  REQUIRE(cpu.find("ids_keep = 1099511627776") != std::string::npos);
+  for (int trial = 0; trial < 5; ++trial) {
+    mwm::data_error_slot first;
+    std::vector<float> out(static_cast<std::size_t>(batch * ks.batch), 8.0f);
+    for (std::int64_t row : scrambled_rows(rng, batch * slots))
+      for (int lane = 0; lane < 2; ++lane) {
+        mwm::data_error bad;
+        if (!mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens, channels,
+                                          out.data(), ks, row, lane, 2, &bad) &&
+            lane == 0)
+          mwm::record_data_error(first, mwm::data_error_key(0, row), bad);
+      }
+    REQUIRE(mwm::has_data_error(first));
+    REQUIRE(message_of([&] { mwm::raise_if_data_error(first); }) == cpu);
+    for (std::int64_t c = 0; c < channels; ++c) {  // row (1, 1) holds the bad id: zeros
+      REQUIRE(out[ks.batch + ks.token + c] == 0.0f);
+      REQUIRE(out[ks.batch + 2 * ks.token + c] == 0.0f);
+    }
+  }
+
+  // ids_restore errors come before num_visible errors, as the CPU validator scans them.
+  std::vector<std::int64_t> ids_restore(static_cast<std::size_t>(batch * num_tokens), 0);
+  for (std::int64_t i = 0; i < batch * num_tokens; ++i) ids_restore[i] = i % num_tokens;
+  std::vector<std::int64_t> visible{2, slots + 3, -1};
+  const auto x_vis = mixed_values(rng, batch * ks.batch);
+  const auto mask_token = mixed_values(rng, channels);
+  auto restore_message = [&] {
+    mwm::data_error_slot first;
+    std::vector<float> out(static_cast<std::size_t>(batch * xs.batch), 8.0f);
+    for (std::int64_t row : scrambled_rows(rng, batch * num_tokens)) {
+      mwm::data_error bad;
+      const int phase = mwm::gpu::restore_row_part<1>(
+          x_vis.data(), ks, ids_restore.data(), visible.data(), slots, num_tokens, channels,
+          mask_token.data(), 1, out.data(), xs, row, 0, 1, &bad);
+      if (phase != mwm::gpu::none_phase)
+        mwm::record_data_error(first, mwm::gpu::restore_error_key(phase, row, row / num_tokens),
+                               bad);
+    }
+    return message_of([&] { mwm::raise_if_data_error(first); });
+  };
+  auto cpu_restore = [&] {
+    return message_of([&] {
+      mwm::validate_restore_ids(ids_restore.data(), visible.data(), batch, num_tokens, slots);
+    });
+  };
+  REQUIRE(cpu_restore().find("num_visible = 7") != std::string::npos);
+  REQUIRE(restore_message() == cpu_restore());
+  ids_restore[2 * num_tokens + 4] = -(std::int64_t(1) << 50);
+  ids_restore[2 * num_tokens + 1] = num_tokens;
+  REQUIRE(cpu_restore().find("ids_restore = 6") != std::string::npos);
+  REQUIRE(restore_message() == cpu_restore());
 }
