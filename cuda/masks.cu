@@ -16,7 +16,7 @@ __global__ void place_blocks_kernel(const mask_args a, std::int64_t batch) {
   for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        b < batch; b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     place_blocks(a.blocked + b * ns, a.sel, a.params.block, masked_total(a.params, ns), a.seed,
-                 sample_global_index(a.sample_index, a.offset, b));
+                 global_sample_index(a.sample_index, a.offset, b));
   }
 }
 

@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_arg
 
   const policy_params& p = a.params;
   const std::int64_t b = blockIdx.x;
-  const std::uint64_t sample = sample_global_index(a.sample_index, a.offset, b);
+  const std::uint64_t sample = global_sample_index(a.sample_index, a.offset, b);
   const std::int64_t ns = a.sel.num_patches();
   const std::int64_t n = a.grid.num_patches();
   const int t = static_cast<int>(threadIdx.x);

@@ -123,7 +123,7 @@ __global__ void group_keys_kernel(const mask_args a, std::int64_t first, std::in
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t b = first + e / ns;
     const std::int64_t i = e % ns;
-    const std::uint64_t sample = sample_global_index(a.sample_index, a.offset, b);
+    const std::uint64_t sample = global_sample_index(a.sample_index, a.offset, b);
     const std::int32_t group = groups ? groups[e] : input_group(a, b, i);
     keys[e] = group_sort_key(group, cell_key(a, b, sample, i));
     cells[e] = static_cast<std::int32_t>(i);

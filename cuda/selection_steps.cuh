@@ -29,14 +29,6 @@
 namespace mwm {
 namespace gpu {
 
-// Global sample index of sample b: the sample_index row when given, else offset + b.
-MWM_HOST_DEVICE MWM_INLINE std::uint64_t sample_global_index(const std::int64_t* sample_index,
-                                                             std::uint64_t offset,
-                                                             std::int64_t b) {
-  return sample_index ? static_cast<std::uint64_t>(sample_index[b])
-                      : offset + static_cast<std::uint64_t>(b);
-}
-
 MWM_HOST_DEVICE MWM_INLINE bool ranks_scores(const policy_params& p) {
   return p.kind == policy_kind::loss_guided || p.kind == policy_kind::attention_guided;
 }
@@ -164,23 +156,6 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t visible_patches(grid_shape grid, grid_sh
 }
 
 // ---- pass 5: write -------------------------------------------------------------------------
-
-// Rows of sample b in the batch outputs, laid out as generate_sample_range lays them out
-// (tests/cpp/test_cuda_shared.cpp compares whole batches).
-MWM_HOST_DEVICE MWM_INLINE sample_outputs sample_rows(const batch_outputs& out,
-                                                      const index_widths& widths, std::int64_t n,
-                                                      std::int64_t b) {
-  sample_outputs row;
-  row.mask = out.mask ? out.mask + b * n : nullptr;
-  row.ids_shuffle = out.ids_shuffle ? out.ids_shuffle + b * n : nullptr;
-  row.ids_restore = out.ids_restore ? out.ids_restore + b * n : nullptr;
-  row.ids_keep = out.ids_keep ? out.ids_keep + b * widths.keep : nullptr;
-  row.ids_masked = out.ids_masked ? out.ids_masked + b * widths.masked : nullptr;
-  row.noise = out.noise ? out.noise + b * n : nullptr;
-  row.keep_width = widths.keep;
-  row.masked_width = widths.masked;
-  return row;
-}
 
 // Everything position `position` of a sample's order writes, padding included (index widths
 // never exceed n, so the n positions cover every padded entry).

@@ -155,43 +155,25 @@ MWM_HOST_DEVICE MWM_INLINE source_run run_of(const std::int64_t* starts, std::in
   return source_run{row[key], row[key + 1]};
 }
 
-// gather_tokens_backward, element (b, n, c) of grad_x (B, N, C): zero, then the grad rows of
-// the slots that gathered token n, in slot order. `sources` holds the sorted slot rows (B, K).
+// Element (b, row, c) of a token gradient (B, destinations, C): zero, then the grad rows whose
+// destination is `row`, in source order. `sources` holds each sample's source rows (B,
+// source_rows) sorted by destination; the runs' starts cover destinations + 1 keys.
+// gather_tokens_backward: destinations N, sources the K slots; restore_tokens_backward:
+// destinations K, sources the N tokens.
 template <typename Acc, typename T>
-MWM_HOST_DEVICE void gather_backward_element(const T* grad, const token_strides& gs,
-                                             const std::int32_t* sources,
-                                             const std::int64_t* starts, std::int64_t slots,
-                                             std::int64_t num_tokens, std::int64_t channels,
-                                             T* grad_x, const token_strides& xs,
-                                             std::int64_t element) {
-  const token_element e = token_element_of(element, num_tokens, channels);
-  T* dst = grad_x + token_offset(xs, e.b, e.row) + e.c * xs.channel;
-  zero_token(dst, xs.channel, 1);
-  const source_run run = run_of(starts, num_tokens + 1, e.b, destination_key(e.row));
+MWM_HOST_DEVICE void sum_sources_element(const T* grad, const token_strides& gs,
+                                         const std::int32_t* sources,
+                                         const std::int64_t* starts, std::int64_t source_rows,
+                                         std::int64_t destinations, std::int64_t channels,
+                                         T* out, const token_strides& os, std::int64_t element) {
+  const token_element e = token_element_of(element, destinations, channels);
+  T* dst = out + token_offset(os, e.b, e.row) + e.c * os.channel;
+  zero_token(dst, os.channel, 1);
+  const source_run run = run_of(starts, destinations + 1, e.b, destination_key(e.row));
   for (std::int64_t r = run.first; r < run.last; ++r) {
-    const std::int64_t k = sources[e.b * slots + r];
-    add_token<Acc>(grad + token_offset(gs, e.b, k) + e.c * gs.channel, gs.channel, dst,
-                   xs.channel, 1);
-  }
-}
-
-// restore_tokens_backward, element (b, k, c) of grad_x_vis (B, K, C). `sources` holds the
-// sorted token rows (B, N).
-template <typename Acc, typename T>
-MWM_HOST_DEVICE void restore_backward_element(const T* grad, const token_strides& gs,
-                                              const std::int32_t* sources,
-                                              const std::int64_t* starts, std::int64_t slots,
-                                              std::int64_t num_tokens, std::int64_t channels,
-                                              T* grad_x_vis, const token_strides& vs,
-                                              std::int64_t element) {
-  const token_element e = token_element_of(element, slots, channels);
-  T* dst = grad_x_vis + token_offset(vs, e.b, e.row) + e.c * vs.channel;
-  zero_token(dst, vs.channel, 1);
-  const source_run run = run_of(starts, slots + 1, e.b, destination_key(e.row));
-  for (std::int64_t r = run.first; r < run.last; ++r) {
-    const std::int64_t n = sources[e.b * num_tokens + r];
-    add_token<Acc>(grad + token_offset(gs, e.b, n) + e.c * gs.channel, gs.channel, dst,
-                   vs.channel, 1);
+    const std::int64_t source = sources[e.b * source_rows + r];
+    add_token<Acc>(grad + token_offset(gs, e.b, source) + e.c * gs.channel, gs.channel, dst,
+                   os.channel, 1);
   }
 }
 

@@ -138,8 +138,8 @@ __global__ void gather_backward_kernel(const T* grad, const token_strides gs,
                                        std::int64_t channels, std::int64_t count, T* grad_x,
                                        const token_strides xs) {
   MWM_FOR_ELEMENTS(e, count) {
-    gather_backward_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels, grad_x,
-                                 xs, e);
+    sum_sources_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels, grad_x, xs,
+                             e);
   }
 }
 
@@ -150,8 +150,8 @@ __global__ void restore_backward_kernel(const T* grad, const token_strides gs,
                                         std::int64_t channels, std::int64_t count,
                                         T* grad_x_vis, const token_strides vs) {
   MWM_FOR_ELEMENTS(e, count) {
-    restore_backward_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels,
-                                  grad_x_vis, vs, e);
+    sum_sources_element<Acc>(grad, gs, sources, starts, num_tokens, slots, channels,
+                             grad_x_vis, vs, e);
   }
 }
 

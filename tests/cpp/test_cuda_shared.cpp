@@ -174,7 +174,7 @@ TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included",
         out.ids_keep = keep.data();
         out.ids_masked = masked.data();
         out.noise = noise.data();
-        return mwm::gpu::sample_rows(out, widths, n, 0);
+        return mwm::sample_rows(out, widths, n, 0);
       };
       std::vector<std::uint8_t> mask_a, mask_b;
       std::vector<std::int64_t> shuffle_a, shuffle_b, restore_a, restore_b, keep_a, keep_b,
@@ -383,11 +383,11 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
       out.noise = actual.noise.data();
       std::vector<std::int64_t> order(static_cast<std::size_t>(n));
       for (std::int64_t b = 0; b < batch; ++b) {
-        const auto sample = mwm::gpu::sample_global_index(sample_index.data(), 0, b);
+        const auto sample = mwm::global_sample_index(sample_index.data(), 0, b);
         const auto visible = mwm::gpu::reference::select_sample_in_passes(
             params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed,
             sample, order.data());
-        const auto row = mwm::gpu::sample_rows(out, widths, n, b);
+        const auto row = mwm::sample_rows(out, widths, n, b);
         for (std::int64_t position = 0; position < n; ++position)
           mwm::gpu::write_order_position(row, n, visible, position, order[position]);
         out.num_masked[b] = n - visible;
@@ -479,9 +479,9 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
                                      grad_expected.data(), xs, 0, batch);
   const auto runs = runs_of(ids, batch, slots, num_tokens + 1);
   for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
-    mwm::gpu::gather_backward_element<float>(grad.data(), ks, runs.sources.data(),
-                                             runs.starts.data(), slots, num_tokens, channels,
-                                             grad_actual.data(), xs, e);
+    mwm::gpu::sum_sources_element<float>(grad.data(), ks, runs.sources.data(),
+                                         runs.starts.data(), slots, num_tokens, channels,
+                                         grad_actual.data(), xs, e);
   REQUIRE(grad_actual == grad_expected);
 
   // Restore: a permutation per sample, visible counts below K for samples 1 and 2.
@@ -528,9 +528,9 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
             ids_restore.data(), counts, slots, num_tokens, b, n);
     const auto restore_runs = runs_of(destinations, batch, num_tokens, slots + 1);
     for (std::int64_t e = 0; e < batch * slots * channels; ++e)
-      mwm::gpu::restore_backward_element<float>(grad_out.data(), os, restore_runs.sources.data(),
-                                                restore_runs.starts.data(), slots, num_tokens,
-                                                channels, vis_actual.data(), ks, e);
+      mwm::gpu::sum_sources_element<float>(grad_out.data(), os, restore_runs.sources.data(),
+                                           restore_runs.starts.data(), num_tokens, slots,
+                                           channels, vis_actual.data(), ks, e);
     std::vector<float> channel_major(static_cast<std::size_t>(batch * channels));
     for (std::int64_t e = 0; e < batch * channels; ++e)
       mwm::gpu::mask_partial_element(grad_out.data(), os, restore_runs.sources.data(),
@@ -754,4 +754,173 @@ TEST_CASE("cuda token rows record the error the CPU validators raise, in any ord
   ids_restore[2 * num_tokens + 1] = num_tokens;
   REQUIRE(cpu_restore().find("ids_restore = 6") != std::string::npos);
   REQUIRE(restore_message() == cpu_restore());
+}
+
+TEST_CASE("cuda launch plans: tiers, chunks and the size checks before any sizing",
+          "[cuda][plans]") {
+  using mwm::gpu::block_tier;
+  CHECK(mwm::gpu::tier_for(1) == block_tier::small_128x4);
+  CHECK(mwm::gpu::tier_for(512) == block_tier::small_128x4);
+  CHECK(mwm::gpu::tier_for(513) == block_tier::large_256x8);
+  CHECK(mwm::gpu::tier_for(2048) == block_tier::large_256x8);
+  CHECK(mwm::gpu::tier_for(2049) == block_tier::segmented);
+  CHECK(mwm::gpu::tier_for(2049) == mwm::gpu::plan_quantiles(3, 2049));
+
+  // Defect 4: B * N past 2^31 is a clear error from the plan that quantile_workspace_bytes runs
+  // first, also where B * N overflows int (or int64: 2^31 * 2^40).
+  CHECK(mwm::gpu::sort_items_fit((1 << 20) - 1, 2048));  // 2^31 - 2048 items
+  CHECK_FALSE(mwm::gpu::sort_items_fit(1 << 20, 2048));   // 2^31 items
+  CHECK(mwm::gpu::sort_items_fit(1, 0x7FFFFFFF));
+  CHECK_FALSE(mwm::gpu::sort_items_fit(std::int64_t(1) << 31, std::int64_t(1) << 40));
+  REQUIRE(message_of([] { mwm::gpu::plan_quantiles(1 << 20, 4096); }) ==
+          "mwm: batch * patches = 1048576 * 4096: must stay below 2^31 for the CUDA quantile "
+          "sort (split the batch)");
+  REQUIRE(message_of([] {
+            mwm::gpu::plan_quantiles(0x7FFFFFFF, std::int64_t(1) << 40);
+          }).find("must stay below 2^31") != std::string::npos);
+  REQUIRE(message_of([] { mwm::gpu::plan_quantiles(std::int64_t(1) << 31, 10); }) ==
+          "mwm: batch = 2147483648: must lie in [1, 2^31)");
+  // One block per sample needs no sort items: a huge batch of small rows is fine.
+  CHECK(mwm::gpu::plan_quantiles(0x7FFFFFFF, 196) == block_tier::small_128x4);
+
+  // Chunks of the segmented masks: 2^20 patches each by default, the last one the remainder.
+  const auto two = mwm::gpu::plan_chunks(300, 4096);
+  CHECK(two.samples == 256);
+  CHECK(two.chunks == 2);
+  CHECK(mwm::gpu::chunk_first(two, 1) == 256);
+  CHECK(mwm::gpu::chunk_samples(two, 300, 1) == 44);
+  const auto huge = mwm::gpu::plan_chunks(3, std::int64_t(1) << 22);  // one sample per chunk
+  CHECK(huge.samples == 1);
+  CHECK(huge.chunks == 3);
+  const auto one = mwm::gpu::plan_chunks(2, 5000);
+  CHECK(one.samples == 2);
+  CHECK(one.chunks == 1);
+  for (std::int64_t batch : {1, 7, 255, 256, 257, 1000}) {
+    const auto plan = mwm::gpu::plan_chunks(batch, 4096);
+    std::int64_t covered = 0;
+    for (std::int64_t c = 0; c < plan.chunks; ++c) {
+      REQUIRE(mwm::gpu::chunk_first(plan, c) == covered);
+      covered += mwm::gpu::chunk_samples(plan, batch, c);
+    }
+    REQUIRE(covered == batch);
+  }
+
+  // Row copies: lanes cover the row's vectors in whole warps, about 256 threads a block.
+  const auto rows768 = mwm::gpu::plan_row_launch(12544, 768, 4);  // fp32 ViT-B rows: 192 vectors
+  CHECK(rows768.lanes == 192);
+  CHECK(rows768.rows_per_block == 1);
+  CHECK(rows768.blocks == 12544u);
+  const auto rows7 = mwm::gpu::plan_row_launch(100, 7, 1);
+  CHECK(rows7.lanes == 32);
+  CHECK(rows7.rows_per_block == 8);
+  CHECK(rows7.blocks == 13u);
+  CHECK(mwm::gpu::plan_row_launch(std::int64_t(1) << 40, 8192, 1).blocks == (1u << 20));
+}
+
+TEST_CASE("cuda block tiers: padded sorts of both tiers reproduce select_sample",
+          "[cuda][selection][tiers]") {
+  rng_type rng(513);
+  const auto all_policies = policies(rng);
+  // 196 and 512 patches in the 128x4 tier (512 fills it), 513 to 2048 in the 256x8 tier.
+  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(16, 32),
+                                   mwm::make_grid_2d(19, 27), mwm::make_grid_2d(24, 22),
+                                   mwm::make_grid_2d(32, 64), mwm::make_grid_3d(8, 8, 16)};
+  std::int64_t compared = 0;
+  for (const auto& grid : grids) {
+    const std::int64_t n = grid.num_patches();
+    const auto tier = mwm::gpu::tier_for(n);
+    REQUIRE(tier != mwm::gpu::block_tier::segmented);
+    const std::int64_t capacity = tier == mwm::gpu::block_tier::small_128x4
+                                      ? mwm::gpu::small_tier_patches
+                                      : mwm::gpu::large_tier_patches;
+    for (std::size_t k = 0; k < all_policies.size(); k += 5) {
+      const auto& policy = all_policies[k];
+      if (!coarse_fits(policy, grid)) continue;
+      const auto params = mwm::make_policy_params(policy, grid);
+      const auto region_count = static_cast<std::int32_t>(policy.region_ratios.size());
+      std::vector<std::int32_t> regions(static_cast<std::size_t>(n));
+      for (auto& r : regions) r = static_cast<std::int32_t>(draw_int(rng, 0, region_count - 1));
+      const auto scores = tied_scores(rng, n);
+      const auto seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
+      mwm::selection_workspace ws;
+      std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
+      const auto expected_visible = mwm::select_sample(params, grid, regions.data(),
+                                                       scores.data(), seed, 77, ws,
+                                                       expected.data());
+      std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -3);
+      const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
+          params, grid, regions.data(), scores.data(), seed, 77, actual.data(), capacity);
+      INFO(n << " patches, capacity " << capacity << ", policy "
+             << mwm::policy_name(policy.kind));
+      REQUIRE(actual_visible == expected_visible);
+      REQUIRE(actual == expected);
+      ++compared;
+    }
+  }
+  CHECK(compared > 40);
+}
+
+TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
+          "[cuda][selection][chunks]") {
+  rng_type rng(4096);
+  const auto all_policies = policies(rng);
+  struct chunk_case {
+    mwm::grid_shape grid;
+    std::int64_t batch;
+    std::int64_t chunk_elements;
+    std::int64_t chunks;
+  };
+  // Three chunks (3 + 3 + 1 samples), one sample per chunk, one chunk for the whole batch.
+  const chunk_case cases[] = {{mwm::make_grid_2d(14, 14), 7, 3 * 196, 3},
+                              {mwm::make_grid_3d(4, 6, 8), 4, 100, 4},
+                              {mwm::make_grid_2d(8, 10), 5, std::int64_t(1) << 20, 1}};
+  for (const auto& cc : cases) {
+    const std::int64_t n = cc.grid.num_patches();
+    for (std::size_t k = 0; k < all_policies.size(); k += 2) {
+      const auto& policy = all_policies[k];
+      if (!coarse_fits(policy, cc.grid)) continue;
+      mwm::mask_request request;
+      request.grid = cc.grid;
+      request.batch = cc.batch;
+      request.policy = policy;
+      request.seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
+      std::vector<std::int32_t> regions(static_cast<std::size_t>(cc.batch * n));
+      const auto region_count = static_cast<std::int32_t>(policy.region_ratios.size());
+      for (auto& r : regions) r = static_cast<std::int32_t>(draw_int(rng, 0, region_count - 1));
+      const auto scores = tied_scores(rng, cc.batch * n);
+      std::vector<std::int64_t> sample_index(static_cast<std::size_t>(cc.batch));
+      for (auto& s : sample_index) s = draw_int(rng, 0, std::int64_t(1) << 40);
+      request.regions = regions.data();
+      request.scores = scores.data();
+      if (k % 4 == 0) request.sample_index = sample_index.data();
+      else request.offset = static_cast<std::uint64_t>(draw_int(rng, 0, 1000));
+      const auto expected = mwm::generate_masks(request);
+      mwm::mask_batch actual = expected;
+      std::fill(actual.mask.begin(), actual.mask.end(), 3);
+      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
+                      &actual.ids_keep, &actual.ids_masked})
+        std::fill(v->begin(), v->end(), -5);
+      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
+      mwm::batch_outputs out;
+      out.mask = actual.mask.data();
+      out.num_masked = actual.num_masked.data();
+      out.ids_shuffle = actual.ids_shuffle.data();
+      out.ids_restore = actual.ids_restore.data();
+      out.ids_keep = actual.ids_keep.data();
+      out.ids_masked = actual.ids_masked.data();
+      out.noise = actual.noise.data();
+      const auto chunks =
+          mwm::gpu::reference::generate_masks_in_chunks(request, out, cc.chunk_elements);
+      INFO(n << " patches, batch " << cc.batch << ", policy " << mwm::policy_name(policy.kind)
+             << (request.sample_index ? ", sample_index" : ", offset"));
+      REQUIRE(chunks == cc.chunks);
+      REQUIRE(actual.mask == expected.mask);
+      REQUIRE(actual.num_masked == expected.num_masked);
+      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
+      REQUIRE(actual.ids_restore == expected.ids_restore);
+      REQUIRE(actual.ids_keep == expected.ids_keep);
+      REQUIRE(actual.ids_masked == expected.ids_masked);
+      REQUIRE(actual.noise == expected.noise);
+    }
+  }
 }
