@@ -8,8 +8,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "mwm/data_error.hpp"
 #include "launch_plans.hpp"
+#include "mwm/data_error.hpp"
 #include "mwm/heatmap.hpp"
 
 #ifndef CUB_WRAPPED_NAMESPACE
@@ -103,8 +103,8 @@ class workspace_carver {
 
 inline void require_workspace(std::size_t given, std::size_t needed, const char* launcher) {
   if (given < needed) {
-    throw error(std::string("mwm: workspace_bytes = ") + std::to_string(given) + ": " +
-                launcher + " needs " + std::to_string(needed) + " bytes");
+    throw error(std::string("mwm: workspace_bytes = ") + std::to_string(given) + ": " + launcher +
+                " needs " + std::to_string(needed) + " bytes");
   }
 }
 

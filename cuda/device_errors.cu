@@ -134,9 +134,9 @@ void end_checked_launch(cudaStream_t stream) {
     return;
   }
   if (poll(st, stream)) return;  // one copy at a time; a later call copies this one's errors
-  check_cuda(cudaMemcpyAsync(st.mirror, st.slot, sizeof(data_error_slot),
-                             cudaMemcpyDeviceToHost, stream),
-             "cudaMemcpyAsync (error slot)");
+  check_cuda(
+      cudaMemcpyAsync(st.mirror, st.slot, sizeof(data_error_slot), cudaMemcpyDeviceToHost, stream),
+      "cudaMemcpyAsync (error slot)");
   check_cuda(cudaEventRecord(st.copied, stream), "cudaEventRecord (error slot)");
   st.copy_in_flight = true;
 }

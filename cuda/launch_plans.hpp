@@ -72,8 +72,7 @@ inline std::int64_t chunk_first(const chunk_plan& plan, std::int64_t chunk) {
   return chunk * plan.samples;
 }
 
-inline std::int64_t chunk_samples(const chunk_plan& plan, std::int64_t batch,
-                                  std::int64_t chunk) {
+inline std::int64_t chunk_samples(const chunk_plan& plan, std::int64_t batch, std::int64_t chunk) {
   const std::int64_t left = batch - chunk_first(plan, chunk);
   return left < plan.samples ? left : plan.samples;
 }

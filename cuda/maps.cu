@@ -13,7 +13,7 @@ namespace {
 
 constexpr int element_threads = 256;
 
-#define MWM_FOR_ELEMENTS(e, count)                                                      \
+#define MWM_FOR_ELEMENTS(e, count)                                                        \
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
        e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
@@ -24,8 +24,7 @@ constexpr int heatmaps_phase = 1;
 __global__ void check_heatmaps_kernel(const float* heatmaps, std::int64_t count,
                                       const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
-    checked_value(heatmaps, e, nan_policy::error, data_argument::heatmaps, errors,
-                  heatmaps_phase);
+    checked_value(heatmaps, e, nan_policy::error, data_argument::heatmaps, errors, heatmaps_phase);
   }
 }
 
@@ -42,10 +41,9 @@ __global__ void combine_kernel(const float* per_prompt, std::int64_t prompts, st
   }
 }
 
-__global__ void thresholds_kernel(const float* scores, std::int64_t count,
-                                  const float* thresholds, std::int32_t num_thresholds,
-                                  nan_policy non_finite, std::int32_t* regions,
-                                  const error_sink errors) {
+__global__ void thresholds_kernel(const float* scores, std::int64_t count, const float* thresholds,
+                                  std::int32_t num_thresholds, nan_policy non_finite,
+                                  std::int32_t* regions, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const float v = checked_value(scores, e, non_finite, data_argument::scores, errors);
     regions[e] = region_of_score(v, thresholds, num_thresholds);
@@ -56,8 +54,8 @@ __global__ void thresholds_kernel(const float* scores, std::int64_t count,
 template <int Threads, int Items>
 __global__ void __launch_bounds__(Threads)
     quantiles_in_block_kernel(const float* scores, std::int64_t n, const std::int64_t* top_counts,
-                              std::int32_t num_shares, nan_policy non_finite,
-                              std::int32_t* regions, const error_sink errors) {
+                              std::int32_t num_shares, nan_policy non_finite, std::int32_t* regions,
+                              const error_sink errors) {
   using sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint32_t, Threads, Items, std::int32_t>;
   __shared__ typename sort::TempStorage storage;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * n;
@@ -67,7 +65,7 @@ __global__ void __launch_bounds__(Threads)
     const int i = static_cast<int>(threadIdx.x) * Items + j;
     cells[j] = i;
     keys[j] = i < n ? quantile_sort_key(
-                        checked_value(scores, row + i, non_finite, data_argument::scores, errors))
+                          checked_value(scores, row + i, non_finite, data_argument::scores, errors))
                     : ~std::uint32_t(0);
   }
   sort(storage).Sort(keys, cells);
@@ -82,8 +80,8 @@ __global__ void quantile_keys_kernel(const float* scores, std::int64_t n, std::i
                                      std::int32_t* cells, std::int32_t* offsets,
                                      std::int64_t segments, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
-    keys[e] = quantile_sort_key(
-        checked_value(scores, e, non_finite, data_argument::scores, errors));
+    keys[e] =
+        quantile_sort_key(checked_value(scores, e, non_finite, data_argument::scores, errors));
     cells[e] = static_cast<std::int32_t>(e % n);
     if (e % n == 0) offsets[e / n] = static_cast<std::int32_t>(e);
     if (e == 0) offsets[segments] = static_cast<std::int32_t>(count);
@@ -100,8 +98,8 @@ __global__ void quantile_regions_kernel(std::int64_t n, std::int64_t count,
 }
 
 __global__ void upsample_kernel(const std::uint8_t* values, grid_shape grid, std::int64_t fd,
-                                std::int64_t fh, std::int64_t fw, bool invert,
-                                std::int64_t count, std::uint8_t* out) {
+                                std::int64_t fh, std::int64_t fw, bool invert, std::int64_t count,
+                                std::uint8_t* out) {
   MWM_FOR_ELEMENTS(e, count) { out[e] = upsampled_element(values, grid, fd, fh, fw, invert, e); }
 }
 
@@ -109,9 +107,9 @@ __global__ void check_weights_kernel(const float* weights, std::int64_t count,
                                      const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     if (!detail::is_finite_value(weights[e])) {
-      record_data_error(errors, data_error_key(0, e),
-                        real_data_error(data_error_code::prompt_weight, data_argument::scores, e,
-                                        0, weights[e]));
+      record_data_error(
+          errors, data_error_key(0, e),
+          real_data_error(data_error_code::prompt_weight, data_argument::scores, e, 0, weights[e]));
     }
   }
 }
@@ -227,17 +225,15 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
   const auto blocks = static_cast<unsigned int>(batch);
   const error_sink errors = begin_checked_launch(stream);
   if (tier == block_tier::small_128x4) {
-    quantiles_in_block_kernel<128, 4>
-        <<<blocks, 128, 0, stream>>>(scores, n, top_counts, num_shares, non_finite, regions,
-                                     errors);
+    quantiles_in_block_kernel<128, 4><<<blocks, 128, 0, stream>>>(scores, n, top_counts, num_shares,
+                                                                  non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
     end_checked_launch(stream);
     return;
   }
   if (tier == block_tier::large_256x8) {
-    quantiles_in_block_kernel<256, 8>
-        <<<blocks, 256, 0, stream>>>(scores, n, top_counts, num_shares, non_finite, regions,
-                                     errors);
+    quantiles_in_block_kernel<256, 8><<<blocks, 256, 0, stream>>>(scores, n, top_counts, num_shares,
+                                                                  non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
     end_checked_launch(stream);
     return;

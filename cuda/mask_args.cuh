@@ -37,8 +37,8 @@ constexpr int regions_phase = 1;
 // Score of patch i of sample b; NaN and infinity are data errors (read as 0) unless nan_policy
 // says zero.
 __device__ inline float sample_score(const mask_args& a, std::int64_t b, std::int64_t i) {
-  return checked_value(a.scores, b * a.grid.num_patches() + i, a.non_finite,
-                       data_argument::scores, a.errors, scores_phase);
+  return checked_value(a.scores, b * a.grid.num_patches() + i, a.non_finite, data_argument::scores,
+                       a.errors, scores_phase);
 }
 
 // Group of cell i of sample b when it comes straight from the inputs (the core's

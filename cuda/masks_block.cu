@@ -13,8 +13,7 @@ template <int Threads, int Items>
 __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_args a) {
   constexpr int capacity = Threads * Items;
   using rank_sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint32_t, Threads, Items, std::int32_t>;
-  using group_sort =
-      CUB_NS_QUALIFIER::BlockRadixSort<std::uint64_t, Threads, Items, std::int32_t>;
+  using group_sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint64_t, Threads, Items, std::int32_t>;
   using order_sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint64_t, Threads, Items>;
   union sort_storage_type {
     typename rank_sort::TempStorage rank;

@@ -49,8 +49,8 @@ std::size_t mask_workspace_bytes(const mask_request& request);
 // The outputs of generate_masks_into for every sample, bit-identical to the CPU path.
 // request.sample_index (or offset), regions and scores, and every non-null pointer of `out`
 // are device memory; request.threads is ignored.
-void generate_masks_async(const mask_request& request, const batch_outputs& out,
-                          void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+void generate_masks_async(const mask_request& request, const batch_outputs& out, void* workspace,
+                          std::size_t workspace_bytes, cudaStream_t stream);
 
 // ---- heatmaps to scores to regions --------------------------------------------------------
 
@@ -158,20 +158,17 @@ void gather_tokens_backward_async(float_type type, const void* grad, const token
 void restore_tokens_async(float_type type, const void* x_vis, const token_strides& vs,
                           const std::int64_t* ids_restore, const std::int64_t* visible,
                           std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
-                          std::int64_t channels, const void* mask_token,
-                          std::int64_t mask_stride, void* out, const token_strides& os,
-                          cudaStream_t stream);
+                          std::int64_t channels, const void* mask_token, std::int64_t mask_stride,
+                          void* out, const token_strides& os, cudaStream_t stream);
 
 std::size_t restore_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t slots,
-                                                    std::int64_t num_tokens,
-                                                    std::int64_t channels);
+                                                    std::int64_t num_tokens, std::int64_t channels);
 
 // grad_x_vis (B, K, C) and grad_mask_token (C, dense) of restore_tokens.
 void restore_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
                                    const std::int64_t* ids_restore, const std::int64_t* visible,
-                                   std::int64_t batch, std::int64_t slots,
-                                   std::int64_t num_tokens, std::int64_t channels,
-                                   void* grad_x_vis, const token_strides& vs,
+                                   std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                                   std::int64_t channels, void* grad_x_vis, const token_strides& vs,
                                    void* grad_mask_token, void* workspace,
                                    std::size_t workspace_bytes, cudaStream_t stream);
 

@@ -79,8 +79,8 @@ MWM_HOST_DEVICE MWM_INLINE int group_sort_bits(const policy_params& p) {
 // last position starts[g] = n for the groups after it, so that each of the groups + 1 entries
 // is written exactly once (no atomics, no initialization).
 MWM_HOST_DEVICE MWM_INLINE void mark_group_starts(std::int32_t previous, std::int32_t group,
-                                                  std::int64_t position, std::int64_t n,
-                                                  int groups, std::int64_t* starts) {
+                                                  std::int64_t position, std::int64_t n, int groups,
+                                                  std::int64_t* starts) {
   for (std::int32_t g = previous + 1; g <= group; ++g) starts[g] = position;
   if (position == n - 1) {
     for (std::int32_t g = group + 1; g <= groups; ++g) starts[g] = n;
@@ -105,8 +105,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t plan_sample(const policy_params& p,
   return visible;
 }
 
-MWM_HOST_DEVICE MWM_INLINE bool is_masked_position(std::int64_t position,
-                                                   std::int64_t group_start,
+MWM_HOST_DEVICE MWM_INLINE bool is_masked_position(std::int64_t position, std::int64_t group_start,
                                                    std::int64_t group_keep) {
   return position - group_start >= group_keep;
 }
@@ -160,8 +159,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t visible_patches(grid_shape grid, grid_sh
 // Everything position `position` of a sample's order writes, padding included (index widths
 // never exceed n, so the n positions cover every padded entry).
 MWM_HOST_DEVICE MWM_INLINE void write_order_position(const sample_outputs& row, std::int64_t n,
-                                                     std::int64_t visible,
-                                                     std::int64_t position,
+                                                     std::int64_t visible, std::int64_t position,
                                                      std::int64_t patch) {
   write_position(row, n, visible, position, patch);
   write_padding_at(row, n, visible, position);

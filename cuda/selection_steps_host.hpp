@@ -20,9 +20,8 @@ namespace reference {
 // over the low `bits` bits does to keys paired with their input positions.
 template <typename Key>
 std::vector<std::int64_t> radix_sort_positions(const std::vector<Key>& keys, int bits) {
-  const Key mask = bits >= static_cast<int>(8 * sizeof(Key))
-                       ? ~Key(0)
-                       : static_cast<Key>((Key(1) << bits) - 1);
+  const Key mask =
+      bits >= static_cast<int>(8 * sizeof(Key)) ? ~Key(0) : static_cast<Key>((Key(1) << bits) - 1);
   std::vector<std::int64_t> positions(keys.size());
   std::iota(positions.begin(), positions.end(), std::int64_t(0));
   std::stable_sort(positions.begin(), positions.end(), [&](std::int64_t a, std::int64_t b) {
@@ -60,8 +59,7 @@ inline std::vector<std::int32_t> groups_pass(const policy_params& p, grid_shape 
     std::vector<std::uint32_t> keys(static_cast<std::size_t>(ns));
     for (std::int64_t i = 0; i < ns; ++i) keys[i] = rank_sort_key(p, scores[i]);
     const auto ranked = block_sort_positions(keys, 32, capacity);
-    for (std::int64_t rank = 0; rank < ns; ++rank)
-      group[ranked[rank]] = group_of_rank(p, rank, ns);
+    for (std::int64_t rank = 0; rank < ns; ++rank) group[ranked[rank]] = group_of_rank(p, rank, ns);
   } else {
     std::vector<std::uint8_t> blocked;
     if (p.kind == policy_kind::block) {
@@ -92,8 +90,8 @@ inline std::int64_t select_sample_in_passes(const policy_params& p, grid_shape g
   std::vector<std::uint64_t> group_keys(static_cast<std::size_t>(ns));
   for (std::int64_t i = 0; i < ns; ++i) {
     const float score = scores ? scores[i] : 0.0f;
-    group_keys[i] = group_sort_key(
-        group[i], patch_key(p, seed, sample, static_cast<std::uint32_t>(i), score));
+    group_keys[i] =
+        group_sort_key(group[i], patch_key(p, seed, sample, static_cast<std::uint32_t>(i), score));
   }
   const auto by_group = block_sort_positions(group_keys, group_sort_bits(p), capacity);
 
@@ -101,8 +99,8 @@ inline std::int64_t select_sample_in_passes(const policy_params& p, grid_shape g
   for (std::int64_t position = 0; position < ns; ++position) {
     const std::int32_t previous =
         position > 0 ? group_of_sort_key(group_keys[by_group[position - 1]]) : -1;
-    mark_group_starts(previous, group_of_sort_key(group_keys[by_group[position]]), position,
-                      ns, groups, starts.data());
+    mark_group_starts(previous, group_of_sort_key(group_keys[by_group[position]]), position, ns,
+                      groups, starts.data());
   }
   std::int64_t keep[max_groups] = {};
   const std::int64_t visible_cells = plan_sample(p, starts.data(), ns, keep);
@@ -145,8 +143,7 @@ void segmented_sort_pairs(std::vector<Key>& keys, std::vector<std::int32_t>& val
 // sample placed first, then per chunk of plan_chunks(batch, n, chunk_elements) the element
 // passes over chunk-local e = s * Ns + i (sample first + s), the segmented sorts over the
 // chunk's per-sample offsets, and the write of its samples. Returns the number of chunks run.
-inline std::int64_t generate_masks_in_chunks(const mask_request& request,
-                                             const batch_outputs& out,
+inline std::int64_t generate_masks_in_chunks(const mask_request& request, const batch_outputs& out,
                                              std::int64_t chunk_elements) {
   const policy_params p = make_policy_params(request.policy, request.grid);
   const grid_shape grid = request.grid;
@@ -197,13 +194,13 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request,
       } else {
         data_error bad;
         if (!cell_group_from_inputs(p, request.regions ? request.regions + b * n : nullptr,
-                                    blocked.empty() ? nullptr : blocked.data() + b * ns, i,
-                                    &group, &bad))
+                                    blocked.empty() ? nullptr : blocked.data() + b * ns, i, &group,
+                                    &bad))
           raise_data_error(bad);
       }
       const float score = p.kind == policy_kind::weighted ? request.scores[b * n + i] : 0.0f;
-      keys[e] = group_sort_key(group, patch_key(p, request.seed, sample_of(e),
-                                                static_cast<std::uint32_t>(i), score));
+      keys[e] = group_sort_key(
+          group, patch_key(p, request.seed, sample_of(e), static_cast<std::uint32_t>(i), score));
       values[e] = static_cast<std::int32_t>(i);
     }
     segmented_sort_pairs(keys, values, cell_offsets, group_sort_bits(p));
@@ -229,8 +226,8 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request,
     std::vector<std::uint64_t> order_keys(static_cast<std::size_t>(patches));
     std::vector<std::int32_t> unused(static_cast<std::size_t>(patches));
     for (std::int64_t e = 0; e < patches; ++e)
-      order_keys[e] = order_sort_key(cell_state[(e / n) * ns + cell_of_patch(p, grid, sel, e % n)],
-                                     e % n);
+      order_keys[e] =
+          order_sort_key(cell_state[(e / n) * ns + cell_of_patch(p, grid, sel, e % n)], e % n);
     segmented_sort_pairs(order_keys, unused, patch_offsets, order_sort_bits(p));
     for (std::int64_t e = 0; e < patches; ++e) {
       const std::int64_t s = e / n;

@@ -1,9 +1,9 @@
 // Bodies of the token kernels around the core's per-token functions of tokens.hpp: the forward
 // passes copy rows (a row per group of lanes, vectorized where aligned), the backward passes run
-// one thread per (sample, row, channel) element. The backward passes add rows in the order the host drivers do:
-// a stable per-sample sort of the destinations gives, for every destination, the run of its
-// sources in ascending source order (starts from mark_group_starts). A host compiler reads
-// this file too.
+// one thread per (sample, row, channel) element. The backward passes add rows in the order the host
+// drivers do: a stable per-sample sort of the destinations gives, for every destination, the run of
+// its sources in ascending source order (starts from mark_group_starts). A host compiler reads this
+// file too.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +21,7 @@ struct token_element {
   std::int64_t c;
 };
 
-MWM_HOST_DEVICE MWM_INLINE token_element token_element_of(std::int64_t element,
-                                                          std::int64_t rows,
+MWM_HOST_DEVICE MWM_INLINE token_element token_element_of(std::int64_t element, std::int64_t rows,
                                                           std::int64_t channels) {
   const std::int64_t row = element / channels;
   return token_element{row / rows, row % rows, element % channels};
@@ -56,8 +55,10 @@ MWM_HOST_DEVICE MWM_INLINE void copy_row_part(const T* src, std::int64_t src_str
     }
   } else {
     for (std::int64_t c = lane; c < channels; c += lanes) {
-      if (src) copy_token(src + c * src_stride, src_stride, dst + c * dst_stride, dst_stride, 1);
-      else zero_token(dst + c * dst_stride, dst_stride, 1);
+      if (src)
+        copy_token(src + c * src_stride, src_stride, dst + c * dst_stride, dst_stride, 1);
+      else
+        zero_token(dst + c * dst_stride, dst_stride, 1);
     }
   }
 }
@@ -68,9 +69,8 @@ template <int V, typename T>
 MWM_HOST_DEVICE MWM_INLINE bool gather_row_part(const T* x, const token_strides& xs,
                                                 const std::int64_t* ids, std::int64_t slots,
                                                 std::int64_t num_tokens, std::int64_t channels,
-                                                T* out, const token_strides& os,
-                                                std::int64_t row, int lane, int lanes,
-                                                data_error* bad) {
+                                                T* out, const token_strides& os, std::int64_t row,
+                                                int lane, int lanes, data_error* bad) {
   const std::int64_t b = row / slots;
   const std::int64_t id = ids[row];
   const bool ok = keep_id_in_range(id, row, slots, num_tokens, bad);
@@ -92,15 +92,16 @@ MWM_HOST_DEVICE MWM_INLINE int restore_row_part(const T* x_vis, const token_stri
                                                 const std::int64_t* visible, std::int64_t slots,
                                                 std::int64_t num_tokens, std::int64_t channels,
                                                 const T* mask_token, std::int64_t mask_stride,
-                                                T* out, const token_strides& os,
-                                                std::int64_t row, int lane, int lanes,
-                                                data_error* bad) {
+                                                T* out, const token_strides& os, std::int64_t row,
+                                                int lane, int lanes, data_error* bad) {
   const std::int64_t b = row / num_tokens;
   const std::int64_t position = ids_restore[row];
   const std::int64_t count = visible ? visible[b] : slots;
   int phase = none_phase;
-  if (!restore_id_in_range(position, row, num_tokens, bad)) phase = restore_id_phase;
-  else if (!visible_count_in_range(count, b, slots, bad)) phase = visible_count_phase;
+  if (!restore_id_in_range(position, row, num_tokens, bad))
+    phase = restore_id_phase;
+  else if (!visible_count_in_range(count, b, slots, bad))
+    phase = visible_count_phase;
   const std::int64_t slot = restored_slot(position, count);
   const T* src = nullptr;
   std::int64_t src_stride = 0;
@@ -134,8 +135,8 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t destination_key(std::int64_t destinatio
 MWM_HOST_DEVICE MWM_INLINE std::int64_t restore_destination(const std::int64_t* ids_restore,
                                                             const std::int64_t* visible,
                                                             std::int64_t slots,
-                                                            std::int64_t num_tokens,
-                                                            std::int64_t b, std::int64_t row) {
+                                                            std::int64_t num_tokens, std::int64_t b,
+                                                            std::int64_t row) {
   const std::int64_t count = visible ? visible[b] : slots;
   return restored_slot(ids_restore[b * num_tokens + row], count);
 }
@@ -162,10 +163,10 @@ MWM_HOST_DEVICE MWM_INLINE source_run run_of(const std::int64_t* starts, std::in
 // destinations K, sources the N tokens.
 template <typename Acc, typename T>
 MWM_HOST_DEVICE void sum_sources_element(const T* grad, const token_strides& gs,
-                                         const std::int32_t* sources,
-                                         const std::int64_t* starts, std::int64_t source_rows,
-                                         std::int64_t destinations, std::int64_t channels,
-                                         T* out, const token_strides& os, std::int64_t element) {
+                                         const std::int32_t* sources, const std::int64_t* starts,
+                                         std::int64_t source_rows, std::int64_t destinations,
+                                         std::int64_t channels, T* out, const token_strides& os,
+                                         std::int64_t element) {
   const token_element e = token_element_of(element, destinations, channels);
   T* dst = out + token_offset(os, e.b, e.row) + e.c * os.channel;
   zero_token(dst, os.channel, 1);
@@ -181,11 +182,10 @@ MWM_HOST_DEVICE void sum_sources_element(const T* grad, const token_strides& gs,
 // token order; stored channel-major, partials[c * B + b], for the per-channel sum below.
 template <typename Acc, typename T>
 MWM_HOST_DEVICE void mask_partial_element(const T* grad, const token_strides& gs,
-                                          const std::int32_t* sources,
-                                          const std::int64_t* starts, std::int64_t batch,
-                                          std::int64_t slots, std::int64_t num_tokens,
-                                          std::int64_t channels, Acc* partials,
-                                          std::int64_t element) {
+                                          const std::int32_t* sources, const std::int64_t* starts,
+                                          std::int64_t batch, std::int64_t slots,
+                                          std::int64_t num_tokens, std::int64_t channels,
+                                          Acc* partials, std::int64_t element) {
   const std::int64_t b = element / channels;
   const std::int64_t c = element % channels;
   Acc partial = Acc(0);

@@ -21,7 +21,7 @@ namespace {
 
 constexpr int token_threads = 256;
 
-#define MWM_FOR_ELEMENTS(e, count)                                                      \
+#define MWM_FOR_ELEMENTS(e, count)                                                        \
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
        e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
@@ -38,10 +38,18 @@ struct accumulate_of<double> {
 template <typename Body>
 void with_token_type(float_type type, Body&& body) {
   switch (type) {
-    case float_type::float32: body(float{}); return;
-    case float_type::float64: body(double{}); return;
-    case float_type::float16: body(__half{}); return;
-    case float_type::bfloat16: body(__nv_bfloat16{}); return;
+    case float_type::float32:
+      body(float{});
+      return;
+    case float_type::float64:
+      body(double{});
+      return;
+    case float_type::float16:
+      body(__half{});
+      return;
+    case float_type::bfloat16:
+      body(__nv_bfloat16{});
+      return;
   }
   throw error("mwm: token type: unknown float_type");
 }
@@ -54,9 +62,9 @@ __global__ void gather_kernel(const T* x, const token_strides xs, const std::int
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
        row < rows; row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
     data_error bad;
-    const bool ok = gather_row_part<V>(x, xs, ids, slots, num_tokens, channels, out, os, row,
-                                       static_cast<int>(threadIdx.x),
-                                       static_cast<int>(blockDim.x), &bad);
+    const bool ok =
+        gather_row_part<V>(x, xs, ids, slots, num_tokens, channels, out, os, row,
+                           static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), &bad);
     if (!ok && threadIdx.x == 0) record_data_error(errors, data_error_key(0, row), bad);
   }
 }
@@ -64,27 +72,25 @@ __global__ void gather_kernel(const T* x, const token_strides xs, const std::int
 template <int V, typename T>
 __global__ void restore_kernel(const T* x_vis, const token_strides vs,
                                const std::int64_t* ids_restore, const std::int64_t* visible,
-                               std::int64_t slots, std::int64_t num_tokens,
-                               std::int64_t channels, const T* mask_token,
-                               std::int64_t mask_stride, std::int64_t rows, T* out,
-                               const token_strides os, const error_sink errors) {
+                               std::int64_t slots, std::int64_t num_tokens, std::int64_t channels,
+                               const T* mask_token, std::int64_t mask_stride, std::int64_t rows,
+                               T* out, const token_strides os, const error_sink errors) {
   for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
        row < rows; row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
     data_error bad;
-    const int phase = restore_row_part<V>(x_vis, vs, ids_restore, visible, slots, num_tokens,
-                                          channels, mask_token, mask_stride, out, os, row,
-                                          static_cast<int>(threadIdx.x),
-                                          static_cast<int>(blockDim.x), &bad);
+    const int phase = restore_row_part<V>(
+        x_vis, vs, ids_restore, visible, slots, num_tokens, channels, mask_token, mask_stride, out,
+        os, row, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), &bad);
     if (phase != none_phase && threadIdx.x == 0)
       record_data_error(errors, restore_error_key(phase, row, row / num_tokens), bad);
   }
 }
 
 // Destination keys of the source rows, each sample a segment of `rows` rows; offsets[s] = s*rows.
-__global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch,
-                                   std::int64_t slots, std::int64_t num_tokens,
-                                   std::uint32_t* keys, std::int32_t* sources,
-                                   std::int32_t* offsets, const error_sink errors) {
+__global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
+                                   std::int64_t num_tokens, std::uint32_t* keys,
+                                   std::int32_t* sources, std::int32_t* offsets,
+                                   const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * slots) {
     data_error bad;
     const bool ok = keep_id_in_range(ids[e], e, slots, num_tokens, &bad);
@@ -97,23 +103,23 @@ __global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch,
 }
 
 __global__ void restore_keys_kernel(const std::int64_t* ids_restore, const std::int64_t* visible,
-                                    std::int64_t batch, std::int64_t slots,
-                                    std::int64_t num_tokens, std::uint32_t* keys,
-                                    std::int32_t* sources, std::int32_t* offsets,
-                                    const error_sink errors) {
+                                    std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                                    std::uint32_t* keys, std::int32_t* sources,
+                                    std::int32_t* offsets, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * num_tokens) {
     const std::int64_t b = e / num_tokens;
     data_error bad;
     int phase = none_phase;
-    if (!restore_id_in_range(ids_restore[e], e, num_tokens, &bad)) phase = restore_id_phase;
+    if (!restore_id_in_range(ids_restore[e], e, num_tokens, &bad))
+      phase = restore_id_phase;
     else if (visible && !visible_count_in_range(visible[b], b, slots, &bad))
       phase = visible_count_phase;
     if (phase != none_phase) record_data_error(errors, restore_error_key(phase, e, b), bad);
     // A bad row counts as a mask-token row: its key stays in range.
-    keys[e] = destination_key(
-        phase != none_phase
-            ? padding_id
-            : restore_destination(ids_restore, visible, slots, num_tokens, b, e % num_tokens));
+    keys[e] =
+        destination_key(phase != none_phase ? padding_id
+                                            : restore_destination(ids_restore, visible, slots,
+                                                                  num_tokens, b, e % num_tokens));
     sources[e] = static_cast<std::int32_t>(e % num_tokens);
     if (e % num_tokens == 0) offsets[b] = static_cast<std::int32_t>(e);
     if (e == 0) offsets[batch] = static_cast<std::int32_t>(batch * num_tokens);
@@ -138,8 +144,7 @@ __global__ void gather_backward_kernel(const T* grad, const token_strides gs,
                                        std::int64_t channels, std::int64_t count, T* grad_x,
                                        const token_strides xs) {
   MWM_FOR_ELEMENTS(e, count) {
-    sum_sources_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels, grad_x, xs,
-                             e);
+    sum_sources_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels, grad_x, xs, e);
   }
 }
 
@@ -147,11 +152,11 @@ template <typename Acc, typename T>
 __global__ void restore_backward_kernel(const T* grad, const token_strides gs,
                                         const std::int32_t* sources, const std::int64_t* starts,
                                         std::int64_t slots, std::int64_t num_tokens,
-                                        std::int64_t channels, std::int64_t count,
-                                        T* grad_x_vis, const token_strides vs) {
+                                        std::int64_t channels, std::int64_t count, T* grad_x_vis,
+                                        const token_strides vs) {
   MWM_FOR_ELEMENTS(e, count) {
-    sum_sources_element<Acc>(grad, gs, sources, starts, num_tokens, slots, channels,
-                             grad_x_vis, vs, e);
+    sum_sources_element<Acc>(grad, gs, sources, starts, num_tokens, slots, channels, grad_x_vis, vs,
+                             e);
   }
 }
 
@@ -168,8 +173,8 @@ __global__ void mask_partials_kernel(const T* grad, const token_strides gs,
 }
 
 template <typename Acc, typename T>
-__global__ void mask_gradient_kernel(const Acc* partials, std::int64_t batch,
-                                     std::int64_t channels, T* out) {
+__global__ void mask_gradient_kernel(const Acc* partials, std::int64_t batch, std::int64_t channels,
+                                     T* out) {
   MWM_FOR_ELEMENTS(c, channels) { mask_gradient_element(partials, batch, out, c); }
 }
 
@@ -233,8 +238,7 @@ run_layout lay_out_runs(std::int64_t batch, std::int64_t rows, std::int64_t keys
 // Sorts the keys the key kernel wrote into l.keys[0] / l.sources[0]; returns the sorted sources
 // and fills l.starts (null when there are no rows).
 const std::int32_t* sort_runs(run_layout& l, std::int64_t batch, std::int64_t rows,
-                              std::int64_t keys, const std::int64_t** starts,
-                              cudaStream_t stream) {
+                              std::int64_t keys, const std::int64_t** starts, cudaStream_t stream) {
   CUB_NS_QUALIFIER::DoubleBuffer<std::uint32_t> k(l.keys[0], l.keys[1]);
   CUB_NS_QUALIFIER::DoubleBuffer<std::int32_t> v(l.sources[0], l.sources[1]);
   check_cuda(CUB_NS_QUALIFIER::DeviceSegmentedRadixSort::SortPairs(
@@ -273,12 +277,14 @@ void gather_tokens_async(float_type type, const void* x, const token_strides& xs
     const dim3 threads(plan.lanes, plan.rows_per_block);
     auto launch = [&](auto kernel) {
       kernel<<<plan.blocks, threads, 0, stream>>>(static_cast<const T*>(x), xs, ids_keep, slots,
-                                                  num_tokens, channels, rows,
-                                                  static_cast<T*>(out), os, errors);
+                                                  num_tokens, channels, rows, static_cast<T*>(out),
+                                                  os, errors);
     };
     constexpr int vector = static_cast<int>(16 / sizeof(T));
-    if (v == vector) launch(gather_kernel<vector, T>);
-    else launch(gather_kernel<1, T>);
+    if (v == vector)
+      launch(gather_kernel<vector, T>);
+    else
+      launch(gather_kernel<1, T>);
     check_launch("gather_kernel");
   });
   end_checked_launch(stream);
@@ -326,9 +332,8 @@ void gather_tokens_backward_async(float_type type, const void* grad, const token
 void restore_tokens_async(float_type type, const void* x_vis, const token_strides& vs,
                           const std::int64_t* ids_restore, const std::int64_t* visible,
                           std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
-                          std::int64_t channels, const void* mask_token,
-                          std::int64_t mask_stride, void* out, const token_strides& os,
-                          cudaStream_t stream) {
+                          std::int64_t channels, const void* mask_token, std::int64_t mask_stride,
+                          void* out, const token_strides& os, cudaStream_t stream) {
   require_token_shape(batch, slots, num_tokens, channels);
   const std::int64_t rows = batch * num_tokens;
   if (rows * channels == 0) return;
@@ -345,8 +350,10 @@ void restore_tokens_async(float_type type, const void* x_vis, const token_stride
           static_cast<const T*>(mask_token), mask_stride, rows, static_cast<T*>(out), os, errors);
     };
     constexpr int vector = static_cast<int>(16 / sizeof(T));
-    if (v == vector) launch(restore_kernel<vector, T>);
-    else launch(restore_kernel<1, T>);
+    if (v == vector)
+      launch(restore_kernel<vector, T>);
+    else
+      launch(restore_kernel<1, T>);
     check_launch("restore_kernel");
   });
   end_checked_launch(stream);
@@ -361,9 +368,8 @@ std::size_t restore_tokens_backward_workspace_bytes(std::int64_t batch, std::int
 
 void restore_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
                                    const std::int64_t* ids_restore, const std::int64_t* visible,
-                                   std::int64_t batch, std::int64_t slots,
-                                   std::int64_t num_tokens, std::int64_t channels,
-                                   void* grad_x_vis, const token_strides& vs,
+                                   std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                                   std::int64_t channels, void* grad_x_vis, const token_strides& vs,
                                    void* grad_mask_token, void* workspace,
                                    std::size_t workspace_bytes, cudaStream_t stream) {
   require_token_shape(batch, slots, num_tokens, channels);
@@ -389,10 +395,9 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
     using Acc = typename accumulate_of<T>::type;
     const std::int64_t count = batch * slots * channels;
     if (count > 0) {
-      restore_backward_kernel<Acc>
-          <<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
-              static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels,
-              count, static_cast<T*>(grad_x_vis), vs);
+      restore_backward_kernel<Acc><<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
+          static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
+          static_cast<T*>(grad_x_vis), vs);
       check_launch("restore_backward_kernel");
     }
     auto* acc_partials = reinterpret_cast<Acc*>(partials);

@@ -20,16 +20,16 @@ namespace mwm {
 
 enum class data_error_code : std::uint32_t {
   none = 0,
-  keep_id,       // ids_keep[sample, slot] = value outside [-1, bound)
-  restore_id,    // ids_restore[sample, token] = value outside [0, bound)
-  num_visible,   // num_visible[sample] = value outside [0, bound]
-  region,        // regions[...] = value outside [0, bound) (bound = number of region ratios)
-  non_finite,    // argument[index] = real, NaN or infinity under nan_policy::error
-  prompt_weight, // prompt_weights[index] = real, not finite
-  loss_target,   // the loss reads a non-finite target in patch index (width = N)
-  loss_weight,   // weight of patch index = real, not finite where mask is True
-  loss_pred,     // the loss reads a non-finite prediction in patch index
-  loss_overflow  // the loss of patch index overflows its accumulation type (bound = its bits)
+  keep_id,        // ids_keep[sample, slot] = value outside [-1, bound)
+  restore_id,     // ids_restore[sample, token] = value outside [0, bound)
+  num_visible,    // num_visible[sample] = value outside [0, bound]
+  region,         // regions[...] = value outside [0, bound) (bound = number of region ratios)
+  non_finite,     // argument[index] = real, NaN or infinity under nan_policy::error
+  prompt_weight,  // prompt_weights[index] = real, not finite
+  loss_target,    // the loss reads a non-finite target in patch index (width = N)
+  loss_weight,    // weight of patch index = real, not finite where mask is True
+  loss_pred,      // the loss reads a non-finite prediction in patch index
+  loss_overflow   // the loss of patch index overflows its accumulation type (bound = its bits)
 };
 
 // The argument a non_finite error names.
@@ -37,9 +37,12 @@ enum class data_argument : std::uint32_t { heatmaps, heatmap, scores };
 
 MWM_HOST_DEVICE MWM_INLINE const char* data_argument_name(data_argument argument) {
   switch (argument) {
-    case data_argument::heatmaps: return "heatmaps";
-    case data_argument::heatmap: return "heatmap";
-    default: return "scores";
+    case data_argument::heatmaps:
+      return "heatmaps";
+    case data_argument::heatmap:
+      return "heatmap";
+    default:
+      return "scores";
   }
 }
 
@@ -173,8 +176,8 @@ inline std::string data_error_message(const data_error& e) {
     case data_error_code::prompt_weight:
       return "mwm: prompt_weights = " + to_text(static_cast<float>(e.real)) + ": must be finite";
     case data_error_code::loss_target:
-      return "mwm: target has a non-finite value (NaN or Inf) in " +
-             detail::row_place(e, "patch") + ", which the loss reads (a masked patch)";
+      return "mwm: target has a non-finite value (NaN or Inf) in " + detail::row_place(e, "patch") +
+             ", which the loss reads (a masked patch)";
     case data_error_code::loss_weight:
       return "mwm: weight of " + detail::row_place(e, "patch") + " = " + to_text(e.real) +
              ": must be finite where mask is True" + detail::loss_propagate_hint;

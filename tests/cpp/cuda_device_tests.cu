@@ -76,9 +76,9 @@ void test_masks(std::mt19937_64& rng) {
                                policy_kind::loss_guided, policy_kind::attention_guided};
   // 196, 48 and 512 patches take the 128x4 block tier, 1024 and 2048 the 256x8 tier, 4096 the
   // segmented sorts (batch 300 at 4096 patches: two chunks of at most 256 samples).
-  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(8, 6),
-                                   mwm::make_grid_3d(8, 8, 8),  mwm::make_grid_2d(32, 32),
-                                   mwm::make_grid_2d(32, 64),   mwm::make_grid_2d(64, 64),
+  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14),    mwm::make_grid_2d(8, 6),
+                                   mwm::make_grid_3d(8, 8, 8),   mwm::make_grid_2d(32, 32),
+                                   mwm::make_grid_2d(32, 64),    mwm::make_grid_2d(64, 64),
                                    mwm::make_grid_3d(16, 16, 16)};
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
   for (const auto& grid : grids) {
@@ -97,9 +97,8 @@ void test_masks(std::mt19937_64& rng) {
         request.policy.kind = kind;
         request.policy.order = order;
         request.policy.region_ratios = {0.4, 0.8, 0.6};
-        request.policy.attention =
-            order == mwm::visible_order::sorted ? mwm::attention_mode::hint
-                                                : mwm::attention_mode::low;
+        request.policy.attention = order == mwm::visible_order::sorted ? mwm::attention_mode::hint
+                                                                       : mwm::attention_mode::low;
         request.seed = rng();
         request.offset = rng() % 1000;
         // The sample_index path on every other request: arbitrary global indices per sample.
@@ -143,8 +142,8 @@ void test_masks(std::mt19937_64& rng) {
         device_vector<char> workspace(bytes);
         mwm::gpu::generate_masks_async(on_device, out, workspace.data, bytes, nullptr);
         cuda_ok(cudaDeviceSynchronize(), "generate_masks_async");
-        const std::string what = std::string(mwm::policy_name(kind)) + " on " +
-                                 std::to_string(n) + " patches";
+        const std::string what =
+            std::string(mwm::policy_name(kind)) + " on " + std::to_string(n) + " patches";
         check(mask.host() == expected.mask, "mask, " + what);
         check(num_masked.host() == expected.num_masked, "num_masked, " + what);
         check(shuffle.host() == expected.ids_shuffle, "ids_shuffle, " + what);
@@ -177,8 +176,8 @@ void test_maps(std::mt19937_64& rng) {
     device_vector<float> d_heat(heat), d_weights(request.prompt_weights), scores(expected.size());
     const std::size_t bytes = mwm::gpu::patch_scores_workspace_bytes(request);
     device_vector<char> workspace(bytes);
-    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data,
-                                 workspace.data, bytes, nullptr);
+    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data, workspace.data,
+                                 bytes, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "patch_scores_async");
     check(scores.host() == expected, "patch_scores");
   }
@@ -241,8 +240,8 @@ void test_restore(std::mt19937_64& rng) {
     device_vector<float> d_vis(x_vis), d_token(mask_token), out(expected.size());
     device_vector<std::int64_t> d_ids(ids_restore), d_visible(visible);
     mwm::gpu::restore_tokens_async(mwm::gpu::float_type::float32, d_vis.data, vs, d_ids.data,
-                                   d_visible.data, batch, slots, tokens, channels, d_token.data,
-                                   1, out.data, os, nullptr);
+                                   d_visible.data, batch, slots, tokens, channels, d_token.data, 1,
+                                   out.data, os, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "restore_tokens_async");
     check(out.host() == expected, "restore_tokens, C = " + std::to_string(channels));
   }
@@ -291,8 +290,7 @@ void test_data_errors(std::mt19937_64& rng) {
   check(device_error_message([&] {
           mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks,
                                                  d_ids.data, batch, slots, tokens, channels,
-                                                 d_grad_x.data, xs, workspace.data, bytes,
-                                                 nullptr);
+                                                 d_grad_x.data, xs, workspace.data, bytes, nullptr);
         }) == cpu_keep,
         "gather_tokens_backward with bad ids");
 
@@ -312,8 +310,7 @@ void test_data_errors(std::mt19937_64& rng) {
     check(device_error_message([&] {
             mwm::gpu::restore_tokens_async(mwm::gpu::float_type::float32, d_vis.data, ks,
                                            d_restore.data, d_visible.data, batch, slots, tokens,
-                                           channels, d_token.data, 1, d_restored.data, xs,
-                                           nullptr);
+                                           channels, d_token.data, 1, d_restored.data, xs, nullptr);
           }) == cpu,
           "restore_tokens raises " + cpu);
   }
@@ -344,9 +341,8 @@ void test_data_errors(std::mt19937_64& rng) {
     scores[n + 17] = std::numeric_limits<float>::quiet_NaN();
     scores[n + 3] = std::numeric_limits<float>::infinity();
     std::vector<std::int32_t> regions(scores.size());
-    const std::string cpu = host_error_message([&] {
-      mwm::regions_by_quantiles(scores.data(), 2, n, {0.5}, regions.data());
-    });
+    const std::string cpu = host_error_message(
+        [&] { mwm::regions_by_quantiles(scores.data(), 2, n, {0.5}, regions.data()); });
     const std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5)};
     device_vector<float> d_scores(scores);
     device_vector<std::int64_t> d_counts(counts);
@@ -361,8 +357,8 @@ void test_data_errors(std::mt19937_64& rng) {
           "regions_from_quantiles raises " + cpu + ", n = " + std::to_string(n));
   }
 
-  for (const auto& grid : {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(32, 32),
-                           mwm::make_grid_2d(64, 64)}) {
+  for (const auto& grid :
+       {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(32, 32), mwm::make_grid_2d(64, 64)}) {
     const std::int64_t n = grid.num_patches();
     mwm::mask_request request;
     request.grid = grid;
@@ -392,9 +388,8 @@ void test_data_errors(std::mt19937_64& rng) {
                                 slots, tokens, channels, d_out.data, ks, nullptr);
   cuda_ok(cudaDeviceSynchronize(), "gather_tokens_async (bad ids)");
   check(host_error_message([&] {
-          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs,
-                                        d_ids.data, batch, slots, tokens, channels, d_out.data,
-                                        ks, nullptr);
+          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data,
+                                        batch, slots, tokens, channels, d_out.data, ks, nullptr);
         }) == cpu_keep,
         "the next launch raises the recorded error");
   check(host_error_message([] { mwm::gpu::check_device_errors(nullptr); }) == "no error",
@@ -402,9 +397,8 @@ void test_data_errors(std::mt19937_64& rng) {
   // Sync errors: the failing launcher itself raises.
   mwm::gpu::set_sync_errors(true);
   check(host_error_message([&] {
-          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs,
-                                        d_ids.data, batch, slots, tokens, channels, d_out.data,
-                                        ks, nullptr);
+          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data,
+                                        batch, slots, tokens, channels, d_out.data, ks, nullptr);
         }) == cpu_keep,
         "set_sync_errors(true) raises in the failing launcher");
   mwm::gpu::set_sync_errors(false);
@@ -443,8 +437,8 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
   const std::int64_t bands = mwm::band_count(g, batch);
   mwm::band_losses(in, 0, bands, losses.data(), scratch.data());
   const float total = mwm::coefficient_total(in.mask, in.weight, batch * n);
-  const float expected = mwm::reduce_patch_losses(losses.data(), batch * n, in.options.reduction,
-                                                  total);
+  const float expected =
+      mwm::reduce_patch_losses(losses.data(), batch * n, in.options.reduction, total);
   device_vector<float> d_pred(pred), d_target(target), loss(1);
   device_vector<std::uint8_t> d_mask(mask);
   mwm::gpu::loss_call_view view;
@@ -465,8 +459,8 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
 
   const std::vector<float> upstream{0.75f};
   std::vector<float> grad_expected(pred.size());
-  mwm::band_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0,
-                      bands, scratch.data());
+  mwm::band_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0, bands,
+                      scratch.data());
   device_vector<float> d_upstream(upstream), grad(pred.size());
   mwm::gpu::masked_recon_loss_backward_async(view, d_upstream.data, grad.data, in.pred_strides,
                                              workspace.data, bytes, nullptr);
@@ -495,10 +489,9 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
       mwm::gpu::gather_tokens_backward_workspace_bytes(batch, slots, tokens);
   device_vector<char> token_workspace(token_bytes);
   device_vector<float> d_grad_x(x.size());
-  mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks,
-                                         d_ids.data, batch, slots, tokens, channels,
-                                         d_grad_x.data, xs, token_workspace.data, token_bytes,
-                                         nullptr);
+  mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks, d_ids.data,
+                                         batch, slots, tokens, channels, d_grad_x.data, xs,
+                                         token_workspace.data, token_bytes, nullptr);
   cuda_ok(cudaDeviceSynchronize(), "gather_tokens_backward_async");
   check(d_grad_x.host() == grad_x, "gather_tokens_backward");
 }

@@ -36,10 +36,14 @@ std::vector<float> tied_scores(rng_type& rng, std::int64_t count) {
   std::vector<float> scores(static_cast<std::size_t>(count));
   for (auto& s : scores) {
     const auto kind = draw_int(rng, 0, 4);
-    if (kind == 0) s = 0.0f;
-    else if (kind == 1) s = -0.0f;
-    else if (kind == 2) s = static_cast<float>(draw_int(rng, 0, 4)) * 0.25f;
-    else s = static_cast<float>(draw_unit(rng) * 2.0 - 0.5);
+    if (kind == 0)
+      s = 0.0f;
+    else if (kind == 1)
+      s = -0.0f;
+    else if (kind == 2)
+      s = static_cast<float>(draw_int(rng, 0, 4)) * 0.25f;
+    else
+      s = static_cast<float>(draw_unit(rng) * 2.0 - 0.5);
   }
   return scores;
 }
@@ -50,8 +54,8 @@ struct grid_case {
 };
 
 std::vector<grid_case> grids() {
-  return {{mwm::make_grid_2d(14, 14), "14x14"}, {mwm::make_grid_2d(7, 7), "7x7"},
-          {mwm::make_grid_2d(4, 10), "4x10"},   {mwm::make_grid_2d(1, 1), "1x1"},
+  return {{mwm::make_grid_2d(14, 14), "14x14"},  {mwm::make_grid_2d(7, 7), "7x7"},
+          {mwm::make_grid_2d(4, 10), "4x10"},    {mwm::make_grid_2d(1, 1), "1x1"},
           {mwm::make_grid_3d(4, 6, 8), "4x6x8"}, {mwm::make_grid_3d(8, 8, 8), "8x8x8"},
           {mwm::make_grid_3d(2, 2, 2), "2x2x2"}};
 }
@@ -100,8 +104,7 @@ bool coarse_fits(const mwm::mask_policy& p, const mwm::grid_shape& g) {
 
 }  // namespace
 
-TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
-          "[cuda][selection]") {
+TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D", "[cuda][selection]") {
   rng_type rng(20261123);
   const auto all_policies = policies(rng);
   std::int64_t compared = 0;
@@ -125,8 +128,8 @@ TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
         mwm::selection_workspace ws;
         std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
         const auto expected_visible =
-            mwm::select_sample(params, gc.grid, regions.data(), scores.data(), seed,
-                               global_index, ws, expected.data());
+            mwm::select_sample(params, gc.grid, regions.data(), scores.data(), seed, global_index,
+                               ws, expected.data());
         std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -7);
         const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
             params, gc.grid, regions.data(), scores.data(), seed, global_index, actual.data());
@@ -145,8 +148,7 @@ TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
   CHECK(compared == 4 * 6 * (8 * 7 - 2));
 }
 
-TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included",
-          "[cuda][outputs]") {
+TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included", "[cuda][outputs]") {
   rng_type rng(7);
   for (std::int64_t n : {1, 2, 49, 196}) {
     for (int trial = 0; trial < 8; ++trial) {
@@ -274,8 +276,7 @@ TEST_CASE("cuda pooling passes reproduce heatmaps_to_scores", "[cuda][pooling]")
             actual = per_prompt;
           }
           INFO("grid " << sc.grid.depth << "x" << sc.grid.height << "x" << sc.grid.width
-                       << ", reduction " << static_cast<int>(reduction) << ", prompts "
-                       << prompts);
+                       << ", reduction " << static_cast<int>(reduction) << ", prompts " << prompts);
           REQUIRE(actual == expected);
         }
       }
@@ -385,8 +386,8 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
       for (std::int64_t b = 0; b < batch; ++b) {
         const auto sample = mwm::global_sample_index(sample_index.data(), 0, b);
         const auto visible = mwm::gpu::reference::select_sample_in_passes(
-            params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed,
-            sample, order.data());
+            params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed, sample,
+            order.data());
         const auto row = mwm::sample_rows(out, widths, n, b);
         for (std::int64_t position = 0; position < n; ++position)
           mwm::gpu::write_order_position(row, n, visible, position, order[position]);
@@ -437,9 +438,9 @@ host_runs runs_of(const std::vector<std::int64_t>& destinations, std::int64_t ba
       runs.sources[b * rows + position] = static_cast<std::int32_t>(sorted[position]);
       const auto previous =
           position > 0 ? static_cast<std::int32_t>(sample_keys[sorted[position - 1]]) : -1;
-      mwm::gpu::mark_group_starts(previous, static_cast<std::int32_t>(sample_keys[sorted[position]]),
-                                  position, rows, static_cast<int>(keys),
-                                  runs.starts.data() + b * (keys + 1));
+      mwm::gpu::mark_group_starts(
+          previous, static_cast<std::int32_t>(sample_keys[sorted[position]]), position, rows,
+          static_cast<int>(keys), runs.starts.data() + b * (keys + 1));
     }
   }
   return runs;
@@ -465,8 +466,8 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     for (std::int64_t row = 0; row < batch * slots; ++row)
       for (int lane = 0; lane < lanes; ++lane) {
         mwm::data_error bad;
-        REQUIRE(mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens,
-                                             channels, actual.data(), ks, row, lane, lanes, &bad));
+        REQUIRE(mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens, channels,
+                                             actual.data(), ks, row, lane, lanes, &bad));
       }
     INFO(lanes << " lanes");
     REQUIRE(actual == expected);
@@ -479,9 +480,8 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
                                      grad_expected.data(), xs, 0, batch);
   const auto runs = runs_of(ids, batch, slots, num_tokens + 1);
   for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
-    mwm::gpu::sum_sources_element<float>(grad.data(), ks, runs.sources.data(),
-                                         runs.starts.data(), slots, num_tokens, channels,
-                                         grad_actual.data(), xs, e);
+    mwm::gpu::sum_sources_element<float>(grad.data(), ks, runs.sources.data(), runs.starts.data(),
+                                         slots, num_tokens, channels, grad_actual.data(), xs, e);
   REQUIRE(grad_actual == grad_expected);
 
   // Restore: a permutation per sample, visible counts below K for samples 1 and 2.
@@ -504,8 +504,8 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     for (std::int64_t row = 0; row < batch * num_tokens; ++row)
       for (int lane = 0; lane < 3; ++lane) {
         mwm::data_error bad;
-        REQUIRE(mwm::gpu::restore_row_part<1>(x_vis.data(), ks, ids_restore.data(), counts,
-                                              slots, num_tokens, channels, mask_token.data(), 2,
+        REQUIRE(mwm::gpu::restore_row_part<1>(x_vis.data(), ks, ids_restore.data(), counts, slots,
+                                              num_tokens, channels, mask_token.data(), 2,
                                               restored_actual.data(), os, row, lane, 3,
                                               &bad) == mwm::gpu::none_phase);
       }
@@ -524,18 +524,18 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     std::vector<std::int64_t> destinations(static_cast<std::size_t>(batch * num_tokens));
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t n = 0; n < num_tokens; ++n)
-        destinations[b * num_tokens + n] = mwm::gpu::restore_destination(
-            ids_restore.data(), counts, slots, num_tokens, b, n);
+        destinations[b * num_tokens + n] =
+            mwm::gpu::restore_destination(ids_restore.data(), counts, slots, num_tokens, b, n);
     const auto restore_runs = runs_of(destinations, batch, num_tokens, slots + 1);
     for (std::int64_t e = 0; e < batch * slots * channels; ++e)
       mwm::gpu::sum_sources_element<float>(grad_out.data(), os, restore_runs.sources.data(),
-                                           restore_runs.starts.data(), num_tokens, slots,
-                                           channels, vis_actual.data(), ks, e);
+                                           restore_runs.starts.data(), num_tokens, slots, channels,
+                                           vis_actual.data(), ks, e);
     std::vector<float> channel_major(static_cast<std::size_t>(batch * channels));
     for (std::int64_t e = 0; e < batch * channels; ++e)
       mwm::gpu::mask_partial_element(grad_out.data(), os, restore_runs.sources.data(),
-                                     restore_runs.starts.data(), batch, slots, num_tokens,
-                                     channels, channel_major.data(), e);
+                                     restore_runs.starts.data(), batch, slots, num_tokens, channels,
+                                     channel_major.data(), e);
     std::vector<float> token_actual(static_cast<std::size_t>(channels), 3.0f);
     for (std::int64_t c = 0; c < channels; ++c)
       mwm::gpu::mask_gradient_element(channel_major.data(), batch, token_actual.data(), c);
@@ -556,8 +556,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
                              {mwm::make_geometry_3d(1, 8, 12, 12, 4, 4, 4), false},
                              {mwm::make_geometry_3d(2, 4, 8, 8, 2, 4, 4), true}};
   const mwm::loss_reduction reductions[] = {mwm::loss_reduction::mean,
-                                            mwm::loss_reduction::mean_eps,
-                                            mwm::loss_reduction::sum, mwm::loss_reduction::none};
+                                            mwm::loss_reduction::mean_eps, mwm::loss_reduction::sum,
+                                            mwm::loss_reduction::none};
   for (const auto& lc : cases) {
     const auto& g = lc.geometry;
     const std::int64_t batch = 2;
@@ -571,9 +571,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
     const std::int64_t c_stride = g.image_depth() * d_stride;
     const auto target_strides =
         mwm::image_patch_strides(g, g.channels * c_stride, c_stride, d_stride, h_stride, 1);
-    const auto pred_strides = lc.patch_layout
-                                  ? mwm::vector_patch_strides(g, n * p, p, 1)
-                                  : target_strides;
+    const auto pred_strides =
+        lc.patch_layout ? mwm::vector_patch_strides(g, n * p, p, 1) : target_strides;
     std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * n));
     for (auto& m : mask) m = static_cast<std::uint8_t>(draw_int(rng, 0, 1));
     std::vector<float> weight(static_cast<std::size_t>(batch * n));
@@ -612,12 +611,12 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
 
           const bool per_patch = reduction == mwm::loss_reduction::none;
           const auto upstream = mixed_values(rng, per_patch ? count : 1);
-          const float denominator = mwm::loss_denominator(
-              reduction, mwm::coefficient_total(in.mask, in.weight, count));
+          const float denominator =
+              mwm::loss_denominator(reduction, mwm::coefficient_total(in.mask, in.weight, count));
           std::vector<float> grad_expected(pred.size(), 0.0f);
           std::vector<float> grad_actual(pred.size(), 4.0f);
-          mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(),
-                              pred_strides, 0, bands, scratch.data());
+          mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(), pred_strides,
+                              0, bands, scratch.data());
           for (std::int64_t i = count - 1; i >= 0; --i)
             mwm::gpu::patch_gradient_at(in, upstream.data(), denominator, grad_actual.data(),
                                         pred_strides, i);
@@ -683,9 +682,9 @@ TEST_CASE("cuda token rows copy vectors where the rows are dense and aligned", "
     for (std::int64_t row = 0; row < batch * num_tokens; ++row)
       for (int lane = 0; lane < 3; ++lane) {
         mwm::data_error bad;
-        mwm::gpu::restore_row_part<2>(x_vis.data(), ks, ids_restore.data(), visible.data(),
-                                      slots, num_tokens, channels, mask_token.data(), 1,
-                                      actual.data(), xs, row, lane, 3, &bad);
+        mwm::gpu::restore_row_part<2>(x_vis.data(), ks, ids_restore.data(), visible.data(), slots,
+                                      num_tokens, channels, mask_token.data(), 1, actual.data(), xs,
+                                      row, lane, 3, &bad);
       }
     REQUIRE(actual == expected);
   }
@@ -700,9 +699,8 @@ TEST_CASE("cuda token rows record the error the CPU validators raise, in any ord
   const auto x = mixed_values(rng, batch * xs.batch);
   // Ids far outside x: a row that read through one would fault (or trip ASan).
   std::vector<std::int64_t> ids{0, 1, 2, 3, 5, std::int64_t(1) << 40, -2, 4, 9, 0, -1, 2};
-  const std::string cpu = message_of([&] {
-    mwm::validate_keep_ids(ids.data(), batch, slots, num_tokens);
-  });
+  const std::string cpu =
+      message_of([&] { mwm::validate_keep_ids(ids.data(), batch, slots, num_tokens); });
   REQUIRE(cpu.find("ids_keep = 1099511627776") != std::string::npos);
   for (int trial = 0; trial < 5; ++trial) {
     mwm::data_error_slot first;
@@ -769,7 +767,7 @@ TEST_CASE("cuda launch plans: tiers, chunks and the size checks before any sizin
   // Defect 4: B * N past 2^31 is a clear error from the plan that quantile_workspace_bytes runs
   // first, also where B * N overflows int (or int64: 2^31 * 2^40).
   CHECK(mwm::gpu::sort_items_fit((1 << 20) - 1, 2048));  // 2^31 - 2048 items
-  CHECK_FALSE(mwm::gpu::sort_items_fit(1 << 20, 2048));   // 2^31 items
+  CHECK_FALSE(mwm::gpu::sort_items_fit(1 << 20, 2048));  // 2^31 items
   CHECK(mwm::gpu::sort_items_fit(1, 0x7FFFFFFF));
   CHECK_FALSE(mwm::gpu::sort_items_fit(std::int64_t(1) << 31, std::int64_t(1) << 40));
   REQUIRE(message_of([] { mwm::gpu::plan_quantiles(1 << 20, 4096); }) ==
@@ -844,14 +842,12 @@ TEST_CASE("cuda block tiers: padded sorts of both tiers reproduce select_sample"
       const auto seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
       mwm::selection_workspace ws;
       std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
-      const auto expected_visible = mwm::select_sample(params, grid, regions.data(),
-                                                       scores.data(), seed, 77, ws,
-                                                       expected.data());
+      const auto expected_visible = mwm::select_sample(params, grid, regions.data(), scores.data(),
+                                                       seed, 77, ws, expected.data());
       std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -3);
       const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
           params, grid, regions.data(), scores.data(), seed, 77, actual.data(), capacity);
-      INFO(n << " patches, capacity " << capacity << ", policy "
-             << mwm::policy_name(policy.kind));
+      INFO(n << " patches, capacity " << capacity << ", policy " << mwm::policy_name(policy.kind));
       REQUIRE(actual_visible == expected_visible);
       REQUIRE(actual == expected);
       ++compared;
@@ -892,8 +888,10 @@ TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
       for (auto& s : sample_index) s = draw_int(rng, 0, std::int64_t(1) << 40);
       request.regions = regions.data();
       request.scores = scores.data();
-      if (k % 4 == 0) request.sample_index = sample_index.data();
-      else request.offset = static_cast<std::uint64_t>(draw_int(rng, 0, 1000));
+      if (k % 4 == 0)
+        request.sample_index = sample_index.data();
+      else
+        request.offset = static_cast<std::uint64_t>(draw_int(rng, 0, 1000));
       const auto expected = mwm::generate_masks(request);
       mwm::mask_batch actual = expected;
       std::fill(actual.mask.begin(), actual.mask.end(), 3);

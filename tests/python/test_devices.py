@@ -12,9 +12,9 @@ import math
 
 import pytest
 import torch
+from test_loss import generic_reference, unpatchify
 
 import mwm
-from test_loss import generic_reference, unpatchify
 
 ops = torch.ops.mwm
 
@@ -373,7 +373,8 @@ def test_every_data_error_raises_the_cpu_message(device, make_case, words):
     if device == "cuda":  # the context survives: the next op works and raises nothing
         x = torch.randn((2, 6, 4), device=device)
         ids = torch.tensor([[0, 1, 2], [5, 4, 3]], device=device)
-        assert torch.equal(mwm.gather_tokens(x, ids).cpu(), x.cpu()[torch.arange(2)[:, None], ids.cpu()])
+        expected = x.cpu()[torch.arange(2)[:, None], ids.cpu()]
+        assert torch.equal(mwm.gather_tokens(x, ids).cpu(), expected)
         mwm.check_device_errors()
 
 
