@@ -161,13 +161,13 @@ Acc host_finish_levels(Acc* values, std::int64_t m) {
 // Runs the lanes one after the other; the collective sum is the core's halving tree.
 struct host_warp {
   template <typename F>
-  auto total(F&& per_lane) -> decltype(per_lane(0)) {
+  MWM_HOST_DEVICE auto total(F&& per_lane) -> decltype(per_lane(0)) {
     decltype(per_lane(0)) lanes[loss_lanes];
     for (int l = 0; l < loss_lanes; ++l) lanes[l] = per_lane(l);
     return lane_total(lanes);
   }
   template <typename F>
-  void each_lane(F&& f) {
+  MWM_HOST_DEVICE void each_lane(F&& f) {
     for (int l = 0; l < loss_lanes; ++l) f(l);
   }
 };

@@ -64,6 +64,35 @@ void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g,
       }
 }
 
+// The same for unit-stride rows and a channel count known at compile time (1: volumes, 3: RGB):
+// the C rows of one (pd, ph) are interleaved into contiguous stores, which compilers vectorize
+// (a plain converting copy for C = 1), where the generic loop stores with a stride of C.
+template <int C, typename Acc, typename T>
+void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometry& g,
+                      const Acc* active, Acc* out, prefetch_range ahead) {
+  constexpr std::int64_t line = 64;
+  const std::int64_t p = g.patch_vector_size();
+  const std::int64_t pw_count = g.patch_width;
+  const std::int64_t rows = g.patch_depth * g.patch_height;
+  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
+  std::int64_t next = 0;
+  for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+    for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
+      for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
+        prefetch_line(ahead.begin + next);
+      const T* row = base + pd * s.depth + ph * s.height;
+      const std::int64_t first = (pd * g.patch_height + ph) * pw_count * C;
+      for (std::int64_t x = 0; x < g.grid.width; ++x) {
+        if (active[x] == Acc(0)) continue;
+        const T* src = row + x * s.grid_width;
+        Acc* dst = out + x * p + first;
+        for (std::int64_t pw = 0; pw < pw_count; ++pw)
+          for (int c = 0; c < C; ++c)
+            dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
+      }
+    }
+}
+
 template <bool Unit, typename Acc, typename P>
 void scatter_rows(const Acc* in, const Acc* active, const patch_strides& s,
                   const patch_geometry& g, P* base) {
@@ -98,7 +127,10 @@ void gather_band(const T* data, const patch_strides& s, const patch_geometry& g,
                  std::int64_t band, const Acc* active, Acc* out,
                  detail::prefetch_range ahead = {}) {
   const T* base = data + detail::band_start(s, g.grid, band);
-  if (s.width == 1) detail::gather_rows<true>(base, s, g, active, out, ahead);
+  if (s.width == 1 && g.channels == 1) detail::gather_unit_rows<1>(base, s, g, active, out, ahead);
+  else if (s.width == 1 && g.channels == 3)
+    detail::gather_unit_rows<3>(base, s, g, active, out, ahead);
+  else if (s.width == 1) detail::gather_rows<true>(base, s, g, active, out, ahead);
   else detail::gather_rows<false>(base, s, g, active, out, ahead);
 }
 
