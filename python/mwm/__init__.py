@@ -5,6 +5,7 @@ functional API over them, the masker object, integrations, grounding, viz and th
 harness.
 """
 
+from ._version import __version__
 from .budget import keep_count
 from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
                     coral_loss)
@@ -16,8 +17,6 @@ from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
                       regions_from_quantiles, regions_from_thresholds, sample_indices,
                       upsample_patch_map)
 from .tokens import gather_tokens, restore_tokens
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClassWiseCoral",

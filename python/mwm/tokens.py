@@ -14,10 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import _extension
-
-_extension.load()
-from ._ops import tokens as _token_registrations  # noqa: E402,F401  (fake kernels, autograd)
+from . import _extension  # noqa: F401  (loads the ops, their fake kernels and autograd)
 
 
 def _require_tensor(value, name: str) -> None:

@@ -112,7 +112,7 @@ def test_gather_tokens_and_its_backward_past_2_31_elements():
             assert torch.equal(out[b, k], expected), (b, k, i)
 
     grad_out = torch.randn((b_, 4, c_), generator=g).half()
-    grad_x = torch.ops.mwm.gather_tokens_backward(grad_out, ids_keep, n_)
+    grad_x = torch.ops.mwm._gather_tokens_backward(grad_out, ids_keep, n_)
     assert grad_x.shape == (b_, n_, c_)
     for b in range(b_):
         for k, i in enumerate(ids_keep[b].tolist()):

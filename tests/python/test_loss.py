@@ -379,7 +379,7 @@ def test_opcheck_backward_op(sample):
     out = torch.ops.mwm.masked_recon_loss(pred.detach(), *rest)
     assert (out.dim() == 2) == (rest[-1] == "none")
     grad = torch.rand(out.shape, dtype=out.dtype)
-    torch.library.opcheck(torch.ops.mwm.masked_recon_loss_backward.default,
+    torch.library.opcheck(torch.ops.mwm._masked_recon_loss_backward.default,
                           (grad, pred.detach(), *rest))
 
 

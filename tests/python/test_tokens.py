@@ -132,9 +132,9 @@ def test_opcheck(sample):
         torch.library.opcheck(ops.restore_tokens.default,
                               (vis.clone().requires_grad_(True), ids_restore,
                                token.clone().requires_grad_(True), visible))
-        torch.library.opcheck(ops.restore_tokens_backward.default,
+        torch.library.opcheck(ops._restore_tokens_backward.default,
                               (torch.ones_like(x), ids_restore, visible, vis.shape[1]))
-    torch.library.opcheck(ops.gather_tokens_backward.default,
+    torch.library.opcheck(ops._gather_tokens_backward.default,
                           (torch.ones_like(vis), ids_keep, x.shape[1]))
 
 
