@@ -47,9 +47,23 @@ def _add_ratios_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", type=_name_list,
                    help="comma-separated masking configs: none, random-R, mwm-H/L, fixed-R, "
                         "weighted-R (default: all of them)")
-    p.add_argument("--data", choices=("builtin", "folder"), default="builtin",
-                   help="built-in phantoms or --folder with your images")
+    p.add_argument("--data", choices=("builtin", "folder", "medmnist"), default="builtin",
+                   help="built-in phantoms, --folder with your images, or MedMNIST .npz files "
+                        "you have (--root, --flag)")
     p.add_argument("--folder", help="folder with labels.csv, images and heatmaps/*.npy")
+    p.add_argument("--root", help="MedMNIST: the folder holding <flag>.npz / <flag>_<size>.npz")
+    p.add_argument("--flag", help="MedMNIST: the 2D data set, e.g. pneumoniamnist, chestmnist")
+    p.add_argument("--medmnist-size", type=int, choices=(28, 64, 128, 224),
+                   help="MedMNIST: which file to read (default 28); images are resized to "
+                        "--image-size")
+    p.add_argument("--heatmap-folder",
+                   help="MedMNIST: heatmaps <split>_<index>.npy (default: the CLIP pipeline on "
+                        "a random model)")
+    p.add_argument("--heatmaps", choices=("sim", "gt", "noisy", "clip"),
+                   help="phantoms: simulated grounding (default), error-free boxes, boxes "
+                        "blended with noise (--heatmap-quality), or CLIP on a random model")
+    p.add_argument("--heatmap-quality", type=float,
+                   help="--heatmaps noisy: share of the boxes in [0, 1] (default 0.5)")
     p.add_argument("--datasets", type=_name_list, help="phantom kinds: brain, chest, brain3d")
     p.add_argument("--models", type=_name_list, help="cnn (SparK-style), mae (ViT)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -93,6 +107,9 @@ def _settings_from_args(args):
         "models": args.models, "epochs": args.epochs, "pretrain_samples": args.pretrain_samples,
         "batch_size": args.batch_size, "image_size": args.image_size, "jitter": args.jitter,
         "miss_rate": args.miss_rate, "fp_rate": args.fp_rate, "folder": args.folder,
+        "root": args.root, "flag": args.flag, "medmnist_size": args.medmnist_size,
+        "heatmap_folder": args.heatmap_folder, "heatmaps": args.heatmaps,
+        "heatmap_quality": args.heatmap_quality,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["data"] = args.data
@@ -104,7 +121,7 @@ def run_ratios_command(args, argv: Sequence[str]) -> int:
 
     from . import distributed as bdist
     from .ratios import run_ratios, validate_settings
-    from .report import print_table, write_results
+    from .report import print_comparisons, print_table, write_results
 
     if args.threads is not None:
         if args.threads < 1:
@@ -114,7 +131,7 @@ def run_ratios_command(args, argv: Sequence[str]) -> int:
         name, settings = _settings_from_args(args)
         ctx = bdist.init_from_env(args.device)
         validate_settings(settings, ctx.world_size)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"mwm-bench ratios: {exc}") from None
     try:
         started = time.perf_counter()
@@ -126,6 +143,7 @@ def run_ratios_command(args, argv: Sequence[str]) -> int:
             print_table(doc["summary"], plain=args.plain,
                         title=f"mwm-bench ratios ({name}): {doc['elapsed_seconds']:.0f} s, "
                               f"{ctx.world_size} process(es)")
+            print_comparisons(doc["comparisons"], doc["learning"], plain=args.plain)
             paths = write_results(doc, args.out, command)
             if args.record_masks is not None:
                 args.record_masks.parent.mkdir(parents=True, exist_ok=True)

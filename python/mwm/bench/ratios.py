@@ -31,8 +31,10 @@ import mwm
 
 from . import distributed as bdist
 from .grounding_sim import SimulatedGrounder
+from .guidance import check_source, noisy_heatmaps, random_clip_heatmaps
 from .models import SparseCNN, TinyMAE
 from .phantoms import CLASS_NAMES, PhantomDataset
+from .stats import comparisons, learning_checks
 from .probes import extract_features, linear_probe, segmentation_probe
 
 # --------------------------------------------------------------------------------------------
@@ -154,8 +156,18 @@ class Settings:
     data_seed: int = 0
     probe_steps: int = 100  # L-BFGS iterations of the linear probe
     seg_probe_steps: int = 200
-    data: str = "builtin"
+    data: str = "builtin"  # builtin | folder | medmnist
     folder: Optional[str] = None
+    # Built-in phantoms: where the heatmaps come from (mwm.bench.guidance) and, for "noisy", how
+    # much of them is the simulated boxes (1) rather than a random field (0).
+    heatmaps: str = "sim"
+    heatmap_quality: float = 0.5
+    # MedMNIST (mwm.bench.medmnist): the folder with the .npz files, the data set, the file's
+    # size, and a folder of heatmaps (<split>_<index>.npy); without it heatmaps="clip" is used.
+    root: Optional[str] = None
+    flag: Optional[str] = None
+    medmnist_size: int = 28
+    heatmap_folder: Optional[str] = None
 
 
 PRESETS: Dict[str, Settings] = {
@@ -199,10 +211,18 @@ def validate_settings(s: Settings, world_size: int = 1) -> None:
         )
     if s.patch_size & (s.patch_size - 1) or s.patch_size < 2:
         raise ValueError(f"patch_size={s.patch_size} must be a power of two (CNN strides)")
-    if s.data not in ("builtin", "folder"):
-        raise ValueError(f"data={s.data!r} must be 'builtin' or 'folder'")
+    if s.data not in ("builtin", "folder", "medmnist"):
+        raise ValueError(f"data={s.data!r} must be 'builtin', 'folder' or 'medmnist'")
     if s.data == "folder" and not s.folder:
         raise ValueError("data='folder' needs folder=<directory>")
+    if s.data == "medmnist":
+        from .medmnist import require_npz
+
+        if not s.root or not s.flag:
+            raise ValueError("data='medmnist' needs root=<folder with the .npz files> and "
+                             "flag=<data set, e.g. pneumoniamnist>")
+        require_npz(s.root, s.flag, s.medmnist_size)  # names a bad flag, size or missing file
+    check_source(s.heatmaps, s.heatmap_quality)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,10 +256,15 @@ class Prepared:
     patch_size: int = 8
 
 
-def _phantom_split(kind, length, size, seed, start, grounder, prompt) -> Split:
-    data = PhantomDataset(kind, length, size=size, seed=seed, start=start)
+def _phantom_split(kind, length, size, start, grounder, prompt, s: "Settings") -> Split:
+    data = PhantomDataset(kind, length, size=size, seed=s.data_seed, start=start)
     stacked = data.stacked()
-    heat = grounder.heatmaps(data.samples, prompt)
+    if s.heatmaps == "clip":
+        heat = random_clip_heatmaps(stacked["image"], prompt, seed=s.data_seed)
+    else:
+        heat = grounder.heatmaps(data.samples, prompt)
+        if s.heatmaps == "noisy":
+            heat = noisy_heatmaps(heat, s.heatmap_quality, s.data_seed, start)
     return Split(stacked["image"], stacked["label"], stacked["lesion"], heat)
 
 
@@ -260,15 +285,18 @@ def _examples(split: Split, num_classes: int) -> Split:
 def prepare_builtin(kind: str, s: Settings) -> Prepared:
     size = s.volume_size if kind == "brain3d" else s.image_size
     prompt = s.prompts[kind]
+    if kind == "brain3d" and s.heatmaps == "clip":
+        raise ValueError("heatmaps='clip' grounds 2D images; use sim, gt or noisy for brain3d")
+    perfect = s.heatmaps == "gt"
     grounder = SimulatedGrounder(
-        jitter=s.jitter, miss_rate=s.miss_rate, fp_rate=s.fp_rate,
-        expand_ratio=s.expand_ratio, seed=s.data_seed,
+        jitter=0.0 if perfect else s.jitter, miss_rate=0.0 if perfect else s.miss_rate,
+        fp_rate=0.0 if perfect else s.fp_rate, expand_ratio=s.expand_ratio, seed=s.data_seed,
     )
-    pre = _phantom_split(kind, s.pretrain_samples, size, s.data_seed, 0, grounder, prompt)
+    pre = _phantom_split(kind, s.pretrain_samples, size, 0, grounder, prompt, s)
     start = s.pretrain_samples
-    train = _phantom_split(kind, s.train_samples, size, s.data_seed, start, grounder, prompt)
+    train = _phantom_split(kind, s.train_samples, size, start, grounder, prompt, s)
     start += s.train_samples
-    test = _phantom_split(kind, s.test_samples, size, s.data_seed, start, grounder, prompt)
+    test = _phantom_split(kind, s.test_samples, size, start, grounder, prompt, s)
     return Prepared(
         name=kind, class_names=CLASS_NAMES[kind], image_size=size,
         ndim=3 if kind == "brain3d" else 2, pretrain=pre, train=train, test=test,
@@ -294,6 +322,38 @@ def prepare_folder(s: Settings) -> Prepared:
         name="folder", class_names=data.class_names, image_size=s.image_size, ndim=2,
         pretrain=subset({"pretrain", "train"}), train=subset({"train"}), test=test,
         examples=_examples(test, len(data.class_names)), prompt="(your heatmaps)",
+        patch_size=s.patch_size,
+    )
+
+
+def prepare_medmnist(s: Settings, grounder: Optional[Callable] = None) -> Prepared:
+    """MedMNIST from the user's .npz (mwm.bench.medmnist): pretrain on ``train``, probes fit on
+    ``val`` and report on ``test`` (at most pretrain/train/test_samples images each). Heatmaps
+    from `grounder(images (L, C, H, W), prompt) -> (L, H, W)` when given (e.g. a
+    ``mwm.grounding.ClipHeatmapGenerator`` on your CLIP model), else from
+    ``heatmap_folder``, else from the CLIP pipeline on a random model (``heatmaps="clip"``)."""
+    from .medmnist import folder_heatmaps, load_medmnist
+
+    limits = {"train": s.pretrain_samples, "val": s.train_samples, "test": s.test_samples}
+    data = load_medmnist(s.root, s.flag, file_size=s.medmnist_size, size=s.image_size,
+                         limits=limits)
+    prompt = s.prompts.get(s.flag, "lesion")
+
+    def split(name: str) -> Split:
+        part = data.splits[name]
+        if grounder is not None:
+            heat = grounder(part.images, prompt)
+        elif s.heatmap_folder:
+            heat = folder_heatmaps(s.heatmap_folder, name, part.images.shape[0], s.image_size)
+        else:
+            heat = random_clip_heatmaps(part.images, prompt, seed=s.data_seed)
+        return Split(part.images, part.labels, None, torch.as_tensor(heat, dtype=torch.float32))
+
+    test = split("test")
+    return Prepared(
+        name=s.flag, class_names=data.class_names, image_size=s.image_size, ndim=2,
+        pretrain=split("train"), train=split("val"), test=test,
+        examples=_examples(test, len(data.class_names)), prompt=prompt,
         patch_size=s.patch_size,
     )
 
@@ -532,9 +592,12 @@ def run_ratios(
     validate_settings(s, ctx.world_size)
     configs = [parse_config(c) for c in s.configs]
     started = time.perf_counter()
-    prepared = (
-        [prepare_folder(s)] if s.data == "folder" else [prepare_builtin(k, s) for k in s.datasets]
-    )
+    if s.data == "folder":
+        prepared = [prepare_folder(s)]
+    elif s.data == "medmnist":
+        prepared = [prepare_medmnist(s)]
+    else:
+        prepared = [prepare_builtin(k, s) for k in s.datasets]
     data_seconds = time.perf_counter() - started
     plan = [(d, m, c, seed) for d in prepared for m in s.models for c in configs for seed in s.seeds]
     runs, masks = [], {}
@@ -551,6 +614,7 @@ def run_ratios(
         if result is not None:
             runs.append(result)
     outer.close()
+    learning = learning_checks(runs)
     doc = {
         "settings": dataclasses.asdict(s),
         "world_size": ctx.world_size,
@@ -560,6 +624,8 @@ def run_ratios(
         "elapsed_seconds": time.perf_counter() - started,
         "runs": runs,
         "summary": summarize(runs),
+        "learning": learning,
+        "comparisons": comparisons(runs, learning=learning),
         "datasets": {d.name: dataset_facts(d, s) for d in prepared},
     }
     doc["_prepared"] = prepared  # for the report's overlays; dropped before writing JSON
