@@ -12,11 +12,27 @@ Run it as ``mwm-bench ...`` (installed entry point) or ``python -m mwm.bench ...
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the workers), all threads."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return None
 
 
 def _int_list(text: str) -> tuple:
@@ -74,7 +90,11 @@ def _add_ratios_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jitter", type=float, help="simulated grounding: box jitter")
     p.add_argument("--miss-rate", type=float, help="simulated grounding: share of missed boxes")
     p.add_argument("--fp-rate", type=float, help="simulated grounding: false positives per image")
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per process (default: 1 with several workers)")
+    p.add_argument("--workers", type=int,
+                   help="runs side by side in this many processes (default: 2 on a CPU with at "
+                        "least 2 cores, 1 on a GPU or under torchrun)")
     p.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--record-masks", type=Path,
@@ -123,26 +143,40 @@ def run_ratios_command(args, argv: Sequence[str]) -> int:
     from .ratios import run_ratios, validate_settings
     from .report import print_comparisons, print_table, write_results
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"mwm-bench ratios: --threads={args.threads} must be at least 1")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"mwm-bench ratios: --threads={args.threads} must be at least 1")
     try:
         name, settings = _settings_from_args(args)
         ctx = bdist.init_from_env(args.device)
         validate_settings(settings, ctx.world_size)
+        workers = args.workers
+        if workers is None:
+            workers = 1 if ctx.distributed or ctx.device.type != "cpu" else min(2, os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"--workers={workers} must be at least 1")
+        if workers > 1 and ctx.distributed:
+            raise ValueError(f"--workers={workers} cannot be combined with torchrun")
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"mwm-bench ratios: {exc}") from None
+    threads = args.threads if args.threads is not None else 1
+    if workers == 1 and args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         started = time.perf_counter()
+        cpu_started = _cpu_seconds()
         doc = run_ratios(settings, ctx, progress=not args.no_progress,
-                         record_masks=args.record_masks is not None)
+                         record_masks=args.record_masks is not None, workers=workers,
+                         worker_threads=threads)
         if ctx.is_main:
             command = "mwm-bench " + " ".join(shlex.quote(a) for a in argv)
             doc["elapsed_seconds"] = time.perf_counter() - started
+            doc["cpu_seconds"] = _cpu_seconds() - cpu_started
+            doc["load_average"] = _load_average()
             print_table(doc["summary"], plain=args.plain,
-                        title=f"mwm-bench ratios ({name}): {doc['elapsed_seconds']:.0f} s, "
-                              f"{ctx.world_size} process(es)")
+                        title=f"mwm-bench ratios ({name}): {doc['elapsed_seconds']:.0f} s wall, "
+                              f"{doc['cpu_seconds']:.0f} s CPU, {ctx.world_size} process(es), "
+                              f"{workers} worker(s), load average "
+                              f"{' '.join(f'{v:.1f}' for v in doc['load_average'] or [])}")
             print_comparisons(doc["comparisons"], doc["learning"], plain=args.plain)
             paths = write_results(doc, args.out, command)
             if args.record_masks is not None:

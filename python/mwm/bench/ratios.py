@@ -578,16 +578,81 @@ def example_masks(data: Prepared, configs: Sequence[MaskConfig], s: Settings, se
     return out
 
 
+def _run_here(plan, s: Settings, ctx: bdist.DistContext, progress: bool, record_masks: bool):
+    """The runs of `plan` one after the other in this process (or this torchrun rank)."""
+    done = []
+    outer = tqdm(plan, desc="ratios", disable=not (progress and ctx.is_main))
+    for data, model_kind, config, seed in outer:
+        outer.set_postfix_str(f"{data.name}/{model_kind}/{config.name}/seed{seed}")
+        record: Optional[Dict[int, np.ndarray]] = {} if record_masks else None
+        result = run_one(data, model_kind, config, seed, s, ctx, progress, record)
+        merged: Optional[Dict[int, np.ndarray]] = None
+        if record_masks and config.policy != "none":
+            merged = {}
+            for part in bdist.gather_objects(ctx, record):
+                merged.update(part)
+        done.append((result, merged))
+    outer.close()
+    return done
+
+
+# State of a run-level worker process, set once by its initializer.
+_WORKER: dict = {}
+
+
+def _worker_init(prepared, s: Settings, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(prepared={d.name: d for d in prepared}, settings=s,
+                   ctx=bdist.DistContext(device=torch.device(device)))
+
+
+def _worker_run(dataset: str, model_kind: str, config: MaskConfig, seed: int, record_masks: bool):
+    record: Optional[Dict[int, np.ndarray]] = {} if record_masks else None
+    result = run_one(_WORKER["prepared"][dataset], model_kind, config, seed, _WORKER["settings"],
+                     _WORKER["ctx"], False, record)
+    return result, (record if record_masks and config.policy != "none" else None)
+
+
+def _run_in_workers(prepared, plan, s: Settings, ctx: bdist.DistContext, workers: int,
+                    threads: int, progress: bool, record_masks: bool):
+    """The runs of `plan` spread over `workers` processes of `threads` torch threads each.
+
+    Every run is independent (its own model, seed-keyed masks and data order), so a run gives
+    the same numbers in any worker; with one thread per worker they equal a one-process run
+    with ``--threads 1``. Small models on a few cores gain more from runs side by side than
+    from threads inside each op, whose synchronization costs most when the cores are shared."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init,
+                             initargs=(prepared, s, str(ctx.device), threads)) as pool:
+        futures = [pool.submit(_worker_run, d.name, m, c, seed, record_masks)
+                   for d, m, c, seed in plan]
+        bar = tqdm(total=len(futures), desc=f"ratios ({workers} workers)", disable=not progress)
+        done = []
+        for future in futures:  # in plan order; the bar counts finished runs
+            done.append(future.result())
+            bar.n = sum(f.done() for f in futures)
+            bar.refresh()
+        bar.close()
+    return done
+
+
 def run_ratios(
     s: Settings,
     ctx: Optional[bdist.DistContext] = None,
     progress: bool = True,
     record_masks: bool = False,
+    workers: int = 1,
+    worker_threads: int = 1,
 ) -> dict:
     """Run every (dataset, model, config, seed); returns the results document (rank 0) with
-    ``runs`` (one entry per run), ``summary`` (mean and std over seeds) and metadata. With
-    `record_masks`, ``masks`` maps "dataset/model/config/seed" to {global index: packed mask}
-    gathered from every process."""
+    ``runs`` (one entry per run), ``summary`` (mean and std over seeds), ``learning`` and
+    ``comparisons`` (paired differences, mwm.bench.stats) and metadata. With `record_masks`,
+    ``masks`` maps "dataset/model/config/seed" to {global index: packed mask} gathered from
+    every process. `workers` > 1 runs whole runs side by side in that many processes of
+    `worker_threads` torch threads each (not under torchrun)."""
     ctx = ctx or bdist.DistContext()
     validate_settings(s, ctx.world_size)
     configs = [parse_config(c) for c in s.configs]
@@ -601,25 +666,25 @@ def run_ratios(
     data_seconds = time.perf_counter() - started
     plan = [(d, m, c, seed) for d in prepared for m in s.models for c in configs for seed in s.seeds]
     runs, masks = [], {}
-    outer = tqdm(plan, desc="ratios", disable=not (progress and ctx.is_main))
-    for data, model_kind, config, seed in outer:
-        outer.set_postfix_str(f"{data.name}/{model_kind}/{config.name}/seed{seed}")
-        record: Optional[Dict[int, np.ndarray]] = {} if record_masks else None
-        result = run_one(data, model_kind, config, seed, s, ctx, progress, record)
+    if workers > 1 and ctx.distributed:
+        raise ValueError(f"workers={workers}: run-level workers and torchrun exclude each other")
+    if workers > 1:
+        done = _run_in_workers(prepared, plan, s, ctx, workers, worker_threads, progress,
+                               record_masks)
+    else:
+        done = _run_here(plan, s, ctx, progress, record_masks)
+    for (data, model_kind, config, seed), (result, record) in zip(plan, done):
         if record_masks and config.policy != "none":
-            merged: Dict[int, np.ndarray] = {}
-            for part in bdist.gather_objects(ctx, record):
-                merged.update(part)
-            masks[f"{data.name}/{model_kind}/{config.name}/{seed}"] = merged
+            masks[f"{data.name}/{model_kind}/{config.name}/{seed}"] = record
         if result is not None:
             runs.append(result)
-    outer.close()
     learning = learning_checks(runs)
     doc = {
         "settings": dataclasses.asdict(s),
         "world_size": ctx.world_size,
+        "workers": workers,
         "device": str(ctx.device),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": worker_threads if workers > 1 else torch.get_num_threads(),
         "data_seconds": data_seconds,
         "elapsed_seconds": time.perf_counter() - started,
         "runs": runs,

@@ -213,9 +213,12 @@ def markdown_report(public: dict) -> str:
         "# mwm-bench ratios",
         "",
         f"Command: `{public['command']}`  ",
-        f"Elapsed: {public['elapsed_seconds']:.0f} s on {public['machine']['cpu_count']} CPUs, "
-        f"{public['world_size']} process(es), {public['torch_threads']} torch thread(s), "
-        f"device {public['device']}.",
+        f"Elapsed: {public['elapsed_seconds']:.0f} s on {public['machine']['cpu_count']} CPUs"
+        + (f" ({public['cpu_seconds']:.0f} s CPU time)" if public.get("cpu_seconds") else "")
+        + f", {public['world_size']} process(es), {public.get('workers', 1)} worker(s), "
+        f"{public['torch_threads']} torch thread(s) each, device {public['device']}"
+        + (f"; load average {' / '.join(f'{v:.1f}' for v in public['load_average'])} "
+           "(1 / 5 / 15 min) at the end" if public.get("load_average") else "") + ".",
         "",
         f"Pretraining: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} over {s['pretrain_samples']} images, batch "
         f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}. Probes: frozen encoder, "
