@@ -211,6 +211,19 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_count(const std::int32_t* cu_seql
   return static_cast<std::int64_t>(cu_seqlens[b + 1]) - cu_seqlens[b];
 }
 
+// The sample whose rows hold packed row `row` (cu_seqlens[b] <= row < cu_seqlens[b + 1]; empty
+// samples are skipped): a binary search, for kernels that run one thread per packed element.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_sample(const std::int32_t* cu_seqlens,
+                                                      std::int64_t batch, std::int64_t row) {
+  std::int64_t lo = 0, hi = batch;  // the answer lies in [lo, hi)
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (cu_seqlens[mid] <= row) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
 // Visible count of one ids_keep row: the slots before its first -1. The padding must be a
 // suffix (as every mwm policy writes it) and ids lie in [-1, N); else throws, naming the slot.
 inline std::int64_t visible_prefix(const std::int64_t* row, std::int64_t slots,

@@ -25,7 +25,8 @@ import torch
 from . import _extension
 
 _extension.load()
-from ._ops import tokens as _token_registrations  # noqa: E402,F401  (fake kernels, autograd)
+from ._ops import pack_tokens as _pack_registrations  # noqa: E402,F401  (fake kernels, autograd)
+from ._ops import tokens as _token_registrations  # noqa: E402,F401
 
 
 def _require_tensor(value, name: str) -> None:

@@ -63,6 +63,36 @@ def _unpack_backward(ctx, grad):
             grad_token if ctx.needs_input_grad[3] else None)
 
 
+# The backward ops are linear in their gradient input, and each one's adjoint is the forward op
+# it differentiates: second derivatives (gradgradcheck, double backward) come for free.
+def _pack_backward_setup(ctx, inputs, output):
+    grad, ids_keep, cu_seqlens, num_tokens = inputs
+    ctx.save_for_backward(ids_keep)
+
+
+def _pack_backward_backward(ctx, grad_grad_x):
+    (ids_keep,) = ctx.saved_tensors
+    return torch.ops.mwm.pack_tokens(grad_grad_x, ids_keep)[0], None, None, None
+
+
+def _unpack_backward_setup(ctx, inputs, output):
+    grad, cu_seqlens, ids_restore, num_rows = inputs
+    ctx.save_for_backward(cu_seqlens, ids_restore)
+    ctx.channels = grad.shape[2]
+
+
+def _unpack_backward_backward(ctx, grad_grad_packed, grad_grad_token):
+    cu_seqlens, ids_restore = ctx.saved_tensors
+    if grad_grad_token is None:
+        grad_grad_token = grad_grad_packed.new_zeros((ctx.channels,))
+    return (torch.ops.mwm.unpack_tokens(grad_grad_packed, cu_seqlens, ids_restore,
+                                        grad_grad_token), None, None, None)
+
+
 torch.library.register_autograd("mwm::pack_tokens", _pack_backward, setup_context=_pack_setup)
+torch.library.register_autograd("mwm::_pack_tokens_backward", _pack_backward_backward,
+                                setup_context=_pack_backward_setup)
+torch.library.register_autograd("mwm::_unpack_tokens_backward", _unpack_backward_backward,
+                                setup_context=_unpack_backward_setup)
 torch.library.register_autograd("mwm::unpack_tokens", _unpack_backward,
                                 setup_context=_unpack_setup)

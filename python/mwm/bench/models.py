@@ -322,8 +322,9 @@ class _Block(nn.Module):
             # The CPU math path of jagged attention builds strided nested tensors internally,
             # which warns that their (not our) API is a prototype.
             warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors")
-            jagged = [torch.nested.nested_tensor_from_jagged(z, offsets=offsets).transpose(1, 2)
-                      for z in (q, k, v)]
+            # Jagged attention needs contiguous (T, heads, d) values.
+            jagged = [torch.nested.nested_tensor_from_jagged(z.contiguous(), offsets=offsets)
+                      .transpose(1, 2) for z in (q, k, v)]
             y = F.scaled_dot_product_attention(*jagged).transpose(1, 2).values()
         x = x + self.proj(y.reshape(t, d))
         return x + self.mlp(self.norm2(x))

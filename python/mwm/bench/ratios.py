@@ -402,6 +402,13 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
     )
 
 
+def initial_model(kind: str, data: Prepared, s: Settings, seed: int) -> nn.Module:
+    """The model every configuration of `seed` starts from: the same weights for all of them
+    (with the same data order and probe randomness), so that their results pair up by seed."""
+    torch.manual_seed(seed)
+    return build_model(kind, data, s)
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list:
     """Weight decay on weight matrices and kernels only, not on norms, biases or mask tokens
     (as MAE and SparK)."""
@@ -527,8 +534,7 @@ def run_one(
     data: Prepared, model_kind: str, config: MaskConfig, seed: int, s: Settings,
     ctx: bdist.DistContext, progress: bool, record: Optional[Dict[int, np.ndarray]] = None,
 ) -> Optional[dict]:
-    torch.manual_seed(seed)
-    model = build_model(model_kind, data, s).to(ctx.device)
+    model = initial_model(model_kind, data, s, seed).to(ctx.device)
     result = {"dataset": data.name, "model": model_kind, "config": config.name,
               "policy": config.policy, "seed": seed,
               "parameters": sum(p.numel() for p in model.parameters())}

@@ -308,7 +308,7 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path,
     plt = _matplotlib()
     comparisons = list(comparisons or [])
     rows_n = 4 if comparisons else 2
-    fig, axes = plt.subplots(rows_n, len(panels), figsize=(max(6.5, 4.6 * len(panels)), 3.5 * rows_n),
+    fig, axes = plt.subplots(rows_n, len(panels), figsize=(max(8.0, 4.6 * len(panels)), 3.5 * rows_n),
                              squeeze=False)
     for col, key in enumerate(panels):
         for row_i, metric in enumerate(("accuracy", "dice"), start=2):
@@ -339,8 +339,9 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path,
             handles, labels = ax.get_legend_handles_labels()
             if handles:
                 ax.legend(fontsize=7, loc="best")
-    fig.suptitle("random (red) vs text-guided (blue) masking; mean ± std over seeds; paired "
-                 "differences with 95 % intervals", fontsize=10)
+    fig.suptitle("random (red) vs text-guided (blue) masking, mean ± std over seeds;\n"
+                 "paired differences with 95 % intervals (blue better, red worse, gray no "
+                 "detectable difference)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
