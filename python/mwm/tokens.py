@@ -18,7 +18,7 @@ flash-attention's varlen kernels and of PyTorch's jagged nested tensors
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 

@@ -130,7 +130,8 @@ def test_guidance_quality_moves_the_roi_away_from_the_lesion():
         lesion = R.lesion_patches(data.pretrain.lesions, s.patch_size)
         import mwm
 
-        scores = mwm.heatmap_to_patch_scores(data.pretrain.heatmaps, list(data.grid), reduction="max")
+        scores = mwm.heatmap_to_patch_scores(data.pretrain.heatmaps, list(data.grid),
+                                             reduction="max")
         roi = scores > 0.5
         recall = float((roi & lesion).sum() / lesion.sum().clamp_min(1))
         precision = float((roi & lesion).sum() / roi.sum().clamp_min(1))

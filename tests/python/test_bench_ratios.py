@@ -11,8 +11,14 @@ import torch
 
 import mwm
 from mwm.bench import ratios as R
-from mwm.bench.models import (SparseCNN, TinyMAE, _plain_reconstruction_loss, patchify,
-                              reconstruction_loss, unpatchify)
+from mwm.bench.models import (
+    SparseCNN,
+    TinyMAE,
+    _plain_reconstruction_loss,
+    patchify,
+    reconstruction_loss,
+    unpatchify,
+)
 from mwm.bench.probes import dice_scores, linear_probe
 from mwm.bench.report import write_results
 
@@ -290,7 +296,8 @@ def _write_folder(root: Path, with_split=True):
             np.save(root / name, pixels.astype(np.float32) / 255)
         np.save(root / "heatmaps" / f"img{i}.npy", np.full((10, 12), i / 8, np.float32))
         split = ["pretrain", "train", "test"][i % 3]
-        rows.append(f"{name},{'tumor' if i % 2 else 'normal'}" + (f",{split}" if with_split else ""))
+        label = "tumor" if i % 2 else "normal"
+        rows.append(f"{name},{label}" + (f",{split}" if with_split else ""))
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
 
 

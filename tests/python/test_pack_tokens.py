@@ -4,7 +4,6 @@ torch.compile, and packed attention against the padded, attention-masked version
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import mwm
 from mwm.bench.models import TinyMAE

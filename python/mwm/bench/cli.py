@@ -24,7 +24,8 @@ def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (the workers), all threads."""
     import resource
 
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -39,7 +40,8 @@ def _int_list(text: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -151,7 +153,8 @@ def run_ratios_command(args, argv: Sequence[str]) -> int:
         validate_settings(settings, ctx.world_size)
         workers = args.workers
         if workers is None:
-            workers = 1 if ctx.distributed or ctx.device.type != "cpu" else min(2, os.cpu_count() or 1)
+            on_cpu = not ctx.distributed and ctx.device.type == "cpu"
+            workers = min(2, os.cpu_count() or 1) if on_cpu else 1
         if workers < 1:
             raise ValueError(f"--workers={workers} must be at least 1")
         if workers > 1 and ctx.distributed:

@@ -37,7 +37,8 @@ def check_source(source: str, quality: float) -> None:
         raise ValueError(f"heatmap_quality={quality!r} must lie in [0, 1]")
 
 
-def smooth_field(shape: Sequence[int], seed: int, index: int, sigma_share: float = 0.08) -> np.ndarray:
+def smooth_field(shape: Sequence[int], seed: int, index: int,
+                 sigma_share: float = 0.08) -> np.ndarray:
     """A smooth random field with values in [0, 1] (min-max normalized), blob size about
     `sigma_share` of the image side; deterministic in (seed, index)."""
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x5EED, int(index)])
@@ -52,7 +53,8 @@ def noisy_heatmaps(clean: torch.Tensor, quality: float, seed: int, start: int) -
     ``start + i``)."""
     if quality == 1.0:
         return clean.clone()
-    fields = np.stack([smooth_field(clean.shape[1:], seed, start + i) for i in range(clean.shape[0])])
+    fields = np.stack([smooth_field(clean.shape[1:], seed, start + i)
+                       for i in range(clean.shape[0])])
     return quality * clean + (1.0 - quality) * torch.from_numpy(fields)
 
 
@@ -83,7 +85,8 @@ def random_clip_heatmaps(images: torch.Tensor, prompt: str, seed: int, patch: in
     encoder = _RandomPatchEncoder(images.shape[1], patch, dim, gen).eval()
     text_gen = torch.Generator().manual_seed(zlib.crc32(prompt.encode()) ^ (seed & 0xFFFF))
     text = torch.randn(1, dim, generator=text_gen)
-    grounder = ClipHeatmapGenerator.from_encoders(encoder, lambda prompts: text.expand(len(prompts), -1))
+    grounder = ClipHeatmapGenerator.from_encoders(
+        encoder, lambda prompts: text.expand(len(prompts), -1))
     parts = [grounder(images[i : i + batch_size], prompt)
              for i in range(0, images.shape[0], batch_size)]
     return torch.cat(parts).float()

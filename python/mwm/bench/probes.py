@@ -84,7 +84,8 @@ def linear_probe(
         train_x, test_x = train_x[..., None], test_x[..., None]
     if train_x.shape[0] != train_y.shape[0] or test_x.shape[0] != test_y.shape[0]:
         raise ValueError(
-            f"features and labels disagree: train {tuple(train_x.shape)} vs {tuple(train_y.shape)}, "
+            f"features and labels disagree: train {tuple(train_x.shape)} vs "
+            f"{tuple(train_y.shape)}, "
             f"test {tuple(test_x.shape)} vs {tuple(test_y.shape)}"
         )
     if weight_decay < 0:
@@ -128,7 +129,8 @@ def dice_scores(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     pred, truth = pred.flatten(1).float(), truth.flatten(1).float()
     inter = (pred * truth).sum(1)
     total = pred.sum(1) + truth.sum(1)
-    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.full_like(total, float("nan")))
+    empty = torch.full_like(total, float("nan"))
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), empty)
 
 
 def segmentation_probe(
@@ -151,7 +153,8 @@ def segmentation_probe(
     measured at the full image size."""
     size = tuple(train_masks.shape[1:])
     fit_size = tuple(min(train_size, s) for s in size)
-    standardized = [_standardize(a, b, dim=(0, *range(2, a.dim()))) for a, b in zip(train_maps, test_maps)]
+    standardized = [_standardize(a, b, dim=(0, *range(2, a.dim())))
+                    for a, b in zip(train_maps, test_maps)]
     train_maps = [a for a, _ in standardized]
     test_maps = [b for _, b in standardized]
     targets = train_masks.float()

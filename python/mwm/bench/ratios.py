@@ -34,8 +34,8 @@ from .grounding_sim import SimulatedGrounder
 from .guidance import check_source, noisy_heatmaps, random_clip_heatmaps
 from .models import SparseCNN, TinyMAE
 from .phantoms import CLASS_NAMES, PhantomDataset
-from .stats import comparisons, learning_checks
 from .probes import extract_features, linear_probe, segmentation_probe
+from .stats import comparisons, learning_checks
 
 # --------------------------------------------------------------------------------------------
 # Masking configurations
@@ -256,7 +256,7 @@ class Prepared:
     patch_size: int = 8
 
 
-def _phantom_split(kind, length, size, start, grounder, prompt, s: "Settings") -> Split:
+def _phantom_split(kind, length, size, start, grounder, prompt, s: Settings) -> Split:
     data = PhantomDataset(kind, length, size=size, seed=s.data_seed, start=start)
     stacked = data.stacked()
     if s.heatmaps == "clip":
@@ -443,7 +443,9 @@ def pretrain(
     """Masked-image-modeling pretraining; each process takes its slice of every global batch.
     `record`, when given, receives {global sample index: mask row} for this process's samples."""
     images, heat = data.pretrain.images, data.pretrain.heatmaps
-    roi = lesion_patches(data.pretrain.lesions, s.patch_size) if data.pretrain.lesions is not None else None
+    roi = None
+    if data.pretrain.lesions is not None:
+        roi = lesion_patches(data.pretrain.lesions, s.patch_size)
     length = images.shape[0]
     global_batch = s.batch_size
     if length < global_batch:
@@ -466,7 +468,8 @@ def pretrain(
     step = 0
     last_loss = torch.zeros(())
     for epoch in range(s.epochs):
-        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        epoch_order = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(length, generator=epoch_order)
         for batch in range(steps_per_epoch):
             first = batch * global_batch + ctx.rank * local  # position of this slice in the epoch
             idx = order[first : first + local]
@@ -515,8 +518,10 @@ def pretrain(
 
 
 def evaluate(model: nn.Module, data: Prepared, s: Settings, seed: int, device, progress: bool):
-    train = extract_features(model, data.train.images, device, progress=progress, desc="features/train")
-    test = extract_features(model, data.test.images, device, progress=progress, desc="features/test")
+    train = extract_features(model, data.train.images, device, progress=progress,
+                             desc="features/train")
+    test = extract_features(model, data.test.images, device, progress=progress,
+                            desc="features/test")
     accuracy = linear_probe(
         train.positions(), data.train.labels, test.positions(), data.test.labels,
         num_classes=len(data.class_names), max_iter=s.probe_steps,
@@ -670,7 +675,8 @@ def run_ratios(
     else:
         prepared = [prepare_builtin(k, s) for k in s.datasets]
     data_seconds = time.perf_counter() - started
-    plan = [(d, m, c, seed) for d in prepared for m in s.models for c in configs for seed in s.seeds]
+    plan = [(d, m, c, seed)
+            for d in prepared for m in s.models for c in configs for seed in s.seeds]
     runs, masks = [], {}
     if workers > 1 and ctx.distributed:
         raise ValueError(f"workers={workers}: run-level workers and torchrun exclude each other")
@@ -715,7 +721,8 @@ def dataset_facts(d: Prepared, s: Settings) -> dict:
     lesions = d.pretrain.lesions
     if lesions is not None:
         area = lesions.flatten(1).float().mean(1)
-        facts["lesion_pixel_share"] = float(area[area > 0].mean()) if bool((area > 0).any()) else 0.0
+        with_lesion = area[area > 0]
+        facts["lesion_pixel_share"] = float(with_lesion.mean()) if with_lesion.numel() else 0.0
     scores = mwm.heatmap_to_patch_scores(d.pretrain.heatmaps, list(d.grid), reduction=s.reduction)
     facts["roi_patch_share"] = float((scores > s.thresholds[0]).float().mean())
     return facts

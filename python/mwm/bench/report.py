@@ -7,7 +7,6 @@ import json
 import math
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -93,8 +92,15 @@ def learning_lines(learning: Sequence[dict]) -> List[str]:
 
 
 def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return _aligned(header, rows)
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
@@ -106,10 +112,7 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def plain_table(summary: Sequence[dict]) -> str:
     header = [c[0] for c in COLUMNS]
-    rows = table_rows(summary)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return _aligned(header, table_rows(summary))
 
 
 def markdown_table(summary: Sequence[dict]) -> str:
@@ -133,7 +136,8 @@ def print_comparisons(comparisons: Sequence[dict], learning: Sequence[dict],
 
             table = Table(title=title)
             for name in COMPARISON_COLUMNS:
-                table.add_column(name, justify="left" if name in COMPARISON_COLUMNS[:4] else "right")
+                left = name in COMPARISON_COLUMNS[:4]
+                table.add_column(name, justify="left" if left else "right")
             for row in rows:
                 table.add_row(*row)
             Console(width=max(120, Console().width)).print(table)
@@ -161,7 +165,8 @@ def print_table(summary: Sequence[dict], plain: bool = False, title: str = "") -
         return
     table = Table(title=title or None)
     for name, _ in COLUMNS:
-        table.add_column(name, justify="left" if name in ("dataset", "model", "config") else "right")
+        left = name in ("dataset", "model", "config")
+        table.add_column(name, justify="left" if left else "right")
     for row in table_rows(summary):
         table.add_row(*row)
     Console(width=max(120, Console().width)).print(table)
@@ -203,7 +208,8 @@ def write_results(doc: dict, out: Path, command: str) -> Dict[str, Path]:
         from .ratios import example_masks
 
         masks = example_masks(data, doc["_configs"], doc["_settings"])
-        paths[f"overlay_{data.name}"] = plot_overlays(data, masks, out / f"overlays_{data.name}.png")
+        overlay = out / f"overlays_{data.name}.png"
+        paths[f"overlay_{data.name}"] = plot_overlays(data, masks, overlay)
     return paths
 
 
@@ -220,7 +226,8 @@ def markdown_report(public: dict) -> str:
         + (f"; load average {' / '.join(f'{v:.1f}' for v in public['load_average'])} "
            "(1 / 5 / 15 min) at the end" if public.get("load_average") else "") + ".",
         "",
-        f"Pretraining: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} over {s['pretrain_samples']} images, batch "
+        f"Pretraining: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} over "
+        f"{s['pretrain_samples']} images, batch "
         f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}. Probes: frozen encoder, "
         "position-wise linear classifier (a 1x1 conv on the feature maps, logits pooled over "
         "positions by log-sum-exp; accuracy) and a per-pixel linear head on the feature maps "
@@ -308,15 +315,15 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path,
     plt = _matplotlib()
     comparisons = list(comparisons or [])
     rows_n = 4 if comparisons else 2
-    fig, axes = plt.subplots(rows_n, len(panels), figsize=(max(8.0, 4.6 * len(panels)), 3.5 * rows_n),
-                             squeeze=False)
+    size = (max(8.0, 4.6 * len(panels)), 3.5 * rows_n)
+    fig, axes = plt.subplots(rows_n, len(panels), figsize=size, squeeze=False)
     for col, key in enumerate(panels):
         for row_i, metric in enumerate(("accuracy", "dice"), start=2):
             if not comparisons:
                 break
-            _forest(axes[row_i, col], [c for c in comparisons
-                                       if (c["dataset"], c["model"]) == key and c["metric"] == metric],
-                    metric, key)
+            rows = [c for c in comparisons
+                    if (c["dataset"], c["model"]) == key and c["metric"] == metric]
+            _forest(axes[row_i, col], rows, metric, key)
         rows = [r for r in summary if (r["dataset"], r["model"]) == key]
         for row_i, metric in enumerate(("accuracy", "dice")):
             ax = axes[row_i, col]
@@ -325,7 +332,8 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path,
                 if mean is None:
                     continue
                 if r["effective_ratio_mean"] is None:
-                    ax.axhline(100 * mean, color="gray", ls="--", lw=1, label=f"{r['config']} (no pretraining)")
+                    ax.axhline(100 * mean, color="gray", ls="--", lw=1,
+                               label=f"{r['config']} (no pretraining)")
                     continue
                 color = "tab:red" if r["policy"] == "random" else "tab:blue"
                 ax.errorbar(r["effective_ratio_mean"], 100 * mean, yerr=100 * (std or 0.0),
@@ -389,7 +397,8 @@ def plot_overlays(data, masks: Dict[str, torch.Tensor], path: Path) -> Path:
             up = m.repeat_interleave(data.patch_size, 0).repeat_interleave(data.patch_size, 1)
             ax = axes[i, j]
             ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
-            ax.imshow(np.ma.masked_where(up.numpy() < 0.5, up.numpy()), cmap="bwr", alpha=0.55, vmin=0, vmax=1)
+            shaded = np.ma.masked_where(up.numpy() < 0.5, up.numpy())
+            ax.imshow(shaded, cmap="bwr", alpha=0.55, vmin=0, vmax=1)
             if outline is not None:
                 ax.contour(outline, levels=[0.5], colors="cyan", linewidths=0.8)
             if i == 0:

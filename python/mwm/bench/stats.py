@@ -99,7 +99,8 @@ def _by_seed(runs: Iterable[dict], metric: str) -> Dict[int, float]:
     return out
 
 
-def pair(runs_a: Iterable[dict], runs_b: Iterable[dict], metric: str) -> Tuple[List[float], List[float]]:
+def pair(runs_a: Iterable[dict], runs_b: Iterable[dict],
+         metric: str) -> Tuple[List[float], List[float]]:
     """The metric of the seeds both groups of runs have a value for, in seed order."""
     a, b = _by_seed(runs_a, metric), _by_seed(runs_b, metric)
     seeds = sorted(set(a) & set(b))
