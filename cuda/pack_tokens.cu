@@ -1,7 +1,9 @@
 // Packed visible tokens on the GPU: pack / unpack and their gradients, one thread per element,
 // each running the core's per-token functions (mwm/tokens.hpp) on one channel. The gradients
 // gather rather than scatter: every output element sums its sources in the CPU drivers' order,
-// so results are deterministic, need no atomics, and duplicated ids add up as on the CPU.
+// so results are deterministic, need no atomics, and duplicated ids add up as on the CPU. Bad
+// ids and offsets are recorded into the device's error slot (device_checks.cuh) and read as
+// safe values; the host raises the CPU path's message.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -41,32 +43,42 @@ void with_pack_type(float_type type, Body&& body) {
 // One thread per sample: the visible prefix of its ids_keep row, checked as visible_prefix does.
 __global__ void pack_counts_kernel(const std::int64_t* ids, std::int64_t batch,
                                    std::int64_t slots, std::int64_t num_tokens,
-                                   std::int32_t* cu_seqlens) {
+                                   std::int32_t* cu_seqlens, const error_sink errors) {
   MWM_FOR_ELEMENTS(b, batch) {
     const std::int64_t* row = ids + b * slots;
     std::int64_t count = 0;
-    while (count < slots && row[count] != padding_id) {
-      if (row[count] < 0 || row[count] >= num_tokens)
-        fail_integer("ids_keep", b * slots + count, row[count], "must lie in [-1, N)");
-      ++count;
+    while (count < slots && row[count] != padding_id) ++count;
+    for (std::int64_t k = 0; k < slots; ++k) {
+      const std::int64_t at = b * slots + k;
+      data_error bad;
+      if (k < count && !keep_id_in_range(row[k], at, slots, num_tokens, &bad)) {
+        record_data_error(errors, data_error_key(0, at), bad);
+        count = k;  // a bad id ends the sample: nothing past it is read
+      } else if (k >= count && row[k] != padding_id) {
+        record_data_error(errors, data_error_key(0, at),
+                          integer_data_error(data_error_code::keep_padding, at, slots, row[k],
+                                             num_tokens));
+      }
     }
-    for (std::int64_t k = count; k < slots; ++k)
-      if (row[k] != padding_id)
-        fail_integer("ids_keep", b * slots + k, row[k],
-                     "follows padding: packing needs the -1 padding at the end of each row");
     cu_seqlens[b + 1] = static_cast<std::int32_t>(count);
   }
 }
 
 // One thread: the running sum of the counts (B is the batch size: a short loop).
-__global__ void pack_scan_kernel(std::int64_t batch, std::int32_t* cu_seqlens) {
+__global__ void pack_scan_kernel(std::int64_t batch, std::int32_t* cu_seqlens,
+                                 const error_sink errors) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
   std::int64_t total = 0;
   cu_seqlens[0] = 0;
   for (std::int64_t b = 0; b < batch; ++b) {
-    total += cu_seqlens[b + 1];
-    if (total > 0x7FFFFFFF)
-      fail_integer("total visible tokens", b, total, "must stay below 2^31 (int32 cu_seqlens)");
+    const std::int64_t next = total + cu_seqlens[b + 1];
+    if (next > 0x7FFFFFFF) {
+      record_data_error(errors, data_error_key(1, b + 1),
+                        integer_data_error(data_error_code::packed_total, b + 1, 0, next,
+                                           0x7FFFFFFF));
+    } else {
+      total = next;  // past the limit the remaining samples pack nothing
+    }
     cu_seqlens[b + 1] = static_cast<std::int32_t>(total);
   }
 }
@@ -103,22 +115,38 @@ __global__ void pack_backward_kernel(const T* grad, const token_strides gs,
   }
 }
 
-// Offsets and ids_restore of an unpack, checked once per sample / token (channel 0).
-__device__ inline void check_unpack(const std::int32_t* cu_seqlens,
+// Offsets and ids_restore of an unpack, checked once per sample / token; false when the element
+// must not be read (it then gets zeros, or the mask token).
+__device__ inline bool check_unpack(const std::int32_t* cu_seqlens,
                                     const std::int64_t* ids_restore, std::int64_t batch,
                                     std::int64_t num_tokens, std::int64_t total, std::int64_t b,
-                                    std::int64_t n) {
-  const std::int64_t at = b * num_tokens + n;
-  if (ids_restore[at] < 0 || ids_restore[at] >= num_tokens)
-    fail_integer("ids_restore", at, ids_restore[at], "must lie in [0, N)");
-  if (n != 0) return;
-  if (b == 0 && cu_seqlens[0] != 0) fail_integer("cu_seqlens", 0, cu_seqlens[0], "must be 0");
+                                    std::int64_t n, bool record, const error_sink& errors) {
+  bool ok = true;
   const std::int64_t count = packed_count(cu_seqlens, b);
-  if (count < 0 || count > num_tokens)
-    fail_integer("cu_seqlens", b + 1, cu_seqlens[b + 1],
-                 "gives a sample fewer than 0 or more than N rows");
-  if (b == batch - 1 && cu_seqlens[batch] != total)
-    fail_integer("cu_seqlens", batch, cu_seqlens[batch], "must equal packed.shape[0]");
+  if (cu_seqlens[0] != 0 || cu_seqlens[batch] != total) {
+    ok = false;
+    if (record && b == 0 && n == 0) {
+      const bool first = cu_seqlens[0] != 0;
+      record_data_error(errors, data_error_key(0, first ? 0 : batch),
+                        integer_data_error(data_error_code::packed_total, first ? 0 : batch, 0,
+                                           first ? cu_seqlens[0] : cu_seqlens[batch],
+                                           first ? 0 : total));
+    }
+  }
+  if (count < 0 || count > num_tokens || cu_seqlens[b] < 0 || cu_seqlens[b + 1] > total) {
+    ok = false;
+    if (record && n == 0)
+      record_data_error(errors, data_error_key(0, b + 1),
+                        integer_data_error(data_error_code::packed_offset, b + 1, 0,
+                                           cu_seqlens[b + 1], num_tokens));
+  }
+  const std::int64_t at = b * num_tokens + n;
+  data_error bad;
+  if (!restore_id_in_range(ids_restore[at], at, num_tokens, &bad)) {
+    ok = false;
+    if (record) record_data_error(errors, data_error_key(1, at), bad);
+  }
+  return ok;
 }
 
 template <typename T>
@@ -127,13 +155,15 @@ __global__ void unpack_kernel(const T* packed, const token_strides ps,
                               std::int64_t batch, std::int64_t num_tokens,
                               std::int64_t channels, std::int64_t total, const T* mask_token,
                               std::int64_t mask_stride, std::int64_t count, T* out,
-                              const token_strides os) {
+                              const token_strides os, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t c = e % channels, n = (e / channels) % num_tokens;
     const std::int64_t b = e / (channels * num_tokens);
-    if (c == 0) check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n);
+    const bool ok =
+        check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, c == 0, errors);
     const std::int64_t slot =
-        restored_slot(ids_restore[b * num_tokens + n], packed_count(cu_seqlens, b));
+        ok ? restored_slot(ids_restore[b * num_tokens + n], packed_count(cu_seqlens, b))
+           : padding_id;
     T* dst = out + token_offset(os, b, n) + c * os.channel;
     if (slot == padding_id) copy_token(mask_token + c * mask_stride, mask_stride, dst, os.channel, 1);
     else
@@ -148,7 +178,7 @@ __global__ void unpack_backward_kernel(const T* grad, const token_strides gs,
                                        const std::int64_t* ids_restore, std::int64_t batch,
                                        std::int64_t num_tokens, std::int64_t channels,
                                        std::int64_t total, std::int64_t count, T* grad_packed,
-                                       const token_strides ps) {
+                                       const token_strides ps, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t row = e / channels, c = e % channels;
     const std::int64_t b = packed_sample(cu_seqlens, batch, row);
@@ -156,7 +186,8 @@ __global__ void unpack_backward_kernel(const T* grad, const token_strides gs,
     T* dst = grad_packed + token_offset(ps, 0, row) + c * ps.channel;
     zero_token(dst, ps.channel, 1);
     for (std::int64_t n = 0; n < num_tokens; ++n)
-      if (restored_slot(ids_restore[b * num_tokens + n], visible) == k)
+      if (check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, false, errors) &&
+          restored_slot(ids_restore[b * num_tokens + n], visible) == k)
         add_token<Acc>(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, dst,
                        ps.channel, 1);
   }
@@ -169,14 +200,16 @@ __global__ void unpack_mask_partials_kernel(const T* grad, const token_strides g
                                             const std::int32_t* cu_seqlens,
                                             const std::int64_t* ids_restore, std::int64_t batch,
                                             std::int64_t num_tokens, std::int64_t channels,
-                                            std::int64_t total, Acc* partials) {
+                                            std::int64_t total, Acc* partials,
+                                            const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * channels) {
     const std::int64_t b = e / channels, c = e % channels;
     const std::int64_t visible = packed_count(cu_seqlens, b);
     Acc sum = Acc(0);
     for (std::int64_t n = 0; n < num_tokens; ++n) {
-      if (c == 0) check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n);
-      if (restored_slot(ids_restore[b * num_tokens + n], visible) == padding_id)
+      const bool ok =
+          check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, c == 0, errors);
+      if (ok && restored_slot(ids_restore[b * num_tokens + n], visible) == padding_id)
         accumulate_token(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, &sum, 1);
     }
     partials[e] = sum;
@@ -209,13 +242,15 @@ void require_pack_shape(std::int64_t batch, std::int64_t slots, std::int64_t num
 void pack_offsets_async(const std::int64_t* ids_keep, std::int64_t batch, std::int64_t slots,
                         std::int64_t num_tokens, std::int32_t* cu_seqlens, cudaStream_t stream) {
   require_pack_shape(batch, slots, num_tokens, 0, 0);
+  const error_sink errors = begin_checked_launch(stream);
   if (batch > 0) {
     pack_counts_kernel<<<blocks_for(batch, pack_threads), pack_threads, 0, stream>>>(
-        ids_keep, batch, slots, num_tokens, cu_seqlens);
+        ids_keep, batch, slots, num_tokens, cu_seqlens, errors);
     check_launch("pack_counts_kernel");
   }
-  pack_scan_kernel<<<1, 1, 0, stream>>>(batch, cu_seqlens);
+  pack_scan_kernel<<<1, 1, 0, stream>>>(batch, cu_seqlens, errors);
   check_launch("pack_scan_kernel");
+  end_checked_launch(stream);
 }
 
 void pack_tokens_async(float_type type, const void* x, const token_strides& xs,
@@ -261,13 +296,16 @@ void unpack_tokens_async(float_type type, const void* packed, const token_stride
   require_pack_shape(batch, 0, num_tokens, channels, total);
   const std::int64_t count = batch * num_tokens * channels;
   if (count == 0) return;
+  const error_sink errors = begin_checked_launch(stream);
   with_pack_type(type, [&](auto tag) {
     using T = decltype(tag);
     unpack_kernel<<<blocks_for(count, pack_threads), pack_threads, 0, stream>>>(
         static_cast<const T*>(packed), ps, cu_seqlens, ids_restore, batch, num_tokens, channels,
-        total, static_cast<const T*>(mask_token), mask_stride, count, static_cast<T*>(out), os);
+        total, static_cast<const T*>(mask_token), mask_stride, count, static_cast<T*>(out), os,
+        errors);
     check_launch("unpack_kernel");
   });
+  end_checked_launch(stream);
 }
 
 std::size_t unpack_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t channels) {
@@ -286,6 +324,7 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
   detail::require(workspace_bytes >= unpack_tokens_backward_workspace_bytes(batch, channels),
                   "workspace_bytes", static_cast<std::int64_t>(workspace_bytes),
                   "is smaller than unpack_tokens_backward_workspace_bytes");
+  const error_sink errors = begin_checked_launch(stream);
   with_pack_type(type, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename accumulate_of<T>::type;
@@ -293,7 +332,7 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
     if (rows > 0) {
       unpack_backward_kernel<Acc><<<blocks_for(rows, pack_threads), pack_threads, 0, stream>>>(
           static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
-          total, rows, static_cast<T*>(grad_packed), ps);
+          total, rows, static_cast<T*>(grad_packed), ps, errors);
       check_launch("unpack_backward_kernel");
     }
     if (channels == 0) return;
@@ -302,7 +341,7 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
       unpack_mask_partials_kernel<Acc>
           <<<blocks_for(batch * channels, pack_threads), pack_threads, 0, stream>>>(
               static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens,
-              channels, total, partials);
+              channels, total, partials, errors);
       check_launch("unpack_mask_partials_kernel");
     }
     unpack_mask_gradient_kernel<Acc><<<blocks_for(channels, pack_threads), pack_threads, 0,
@@ -310,6 +349,7 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
                                                  static_cast<T*>(grad_mask_token));
     check_launch("unpack_mask_gradient_kernel");
   });
+  end_checked_launch(stream);
 }
 
 }  // namespace gpu

@@ -51,7 +51,7 @@ from .timing import (
 )
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
-SECTIONS = ("masking", "text", "loss", "coral")
+SECTIONS = ("masking", "text", "loss", "coral", "grounding")
 MWM_RATIOS = (0.4, 0.8)  # (background, ROI): the MWM paper's default preset
 SALIENCY_THRESHOLD = 0.3  # the MWM reference's saliency threshold
 MAE_RATIO = 0.75
@@ -525,7 +525,8 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
                          for case in make_cases(size, args.seed, args.device)]
             section_seconds[section] = time.perf_counter() - section_start
     for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
-                                      ("coral", "speed_coral", "run_coral_benchmarks")):
+                                      ("coral", "speed_coral", "run_coral_benchmarks"),
+                                      ("grounding", "speed_grounding", "run_grounding_benchmarks")):
         if section in args.sections:
             section_start = time.perf_counter()
             extra, note = _external_rows(module, function, args)
