@@ -1,9 +1,14 @@
 """One-seed ablations of the benchmark's MAE ViT (docs/harness.md, "Why the MAE ViT does not
 learn here"): pretrain with one configuration, then probe the frozen encoder three ways.
 
-    python benchmarks/mae_ablations.py '{"configs": ["none", "random-0.6"]}'
-    python benchmarks/mae_ablations.py '{"lr": 3e-3}'
-    python benchmarks/mae_ablations.py '{"epochs": 16, "lr": 2e-3, "norm_pix": false}'
+    python benchmarks/mae_ablations.py '{}'                       # the quick setting
+    python benchmarks/mae_ablations.py '{"lr": 3e-3, "configs": ["random-0.6"]}'
+    python benchmarks/mae_ablations.py '{"epochs": 16, "lr": 2e-3}'
+    python benchmarks/mae_ablations.py '{"norm_pix": false, "configs": ["random-0.6"]}'
+    python benchmarks/mae_ablations.py '{"norm_pix": false, "epochs": 16, "lr": 2e-3,
+                                         "configs": ["random-0.6"]}'
+    python benchmarks/mae_ablations.py '{"norm_pix": false, "epochs": 8, "lr": 1.5e-3,
+                                         "configs": ["random-0.75"]}'
     python benchmarks/mae_ablations.py '{"patch_size": 4}'
 
 The JSON holds `Settings` overrides of the quick preset (brain, seed 0 unless "seed" is given)
