@@ -8,6 +8,11 @@
 #include "pack_tokens.hpp"
 
 namespace mwm_bindings {
+// device.h's helpers live in mwm_bindings::gpu before the bindings restructure and in
+// mwm_bindings after it; this file compiles in both layouts.
+namespace gpu {}
+using namespace gpu;
+
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> pack(const pack_call& call) {
