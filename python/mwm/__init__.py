@@ -16,7 +16,7 @@ from .masker import MWM_PRESETS, TextGuidedMasker
 from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
                       regions_from_quantiles, regions_from_thresholds, sample_indices,
                       upsample_patch_map)
-from .tokens import gather_tokens, restore_tokens
+from .tokens import gather_tokens, pack_visible_tokens, restore_tokens, unpack_visible_tokens
 
 __all__ = [
     "ClassWiseCoral",
@@ -36,6 +36,7 @@ __all__ = [
     "heatmap_to_patch_scores",
     "keep_count",
     "mae_loss",
+    "pack_visible_tokens",
     "masked_recon_loss",
     "regions_from_quantiles",
     "regions_from_thresholds",
@@ -43,5 +44,6 @@ __all__ = [
     "sample_indices",
     "simmim_loss",
     "spark_loss",
+    "unpack_visible_tokens",
     "upsample_patch_map",
 ]

@@ -5,10 +5,14 @@
   norm statistics come from the active (visible) positions only. A light U-Net decoder fills
   masked positions of each scale with a learned mask token and reconstructs the image; the loss
   covers masked patches only, against per-patch normalized pixels.
-- `TinyMAE`: a small MAE ViT. The encoder sees only the visible tokens (gathered with
-  ``ids_keep``; samples with fewer visible tokens are padded and the padding is excluded from
-  attention), the decoder receives mask tokens put in place with ``ids_restore``, and the loss
-  covers masked patches only.
+- `TinyMAE`: a small MAE ViT. The encoder sees only the visible tokens. When every sample keeps
+  as many (random, fixed_total, weighted) they are gathered with ``ids_keep`` into a (B, K, C)
+  batch; when the counts differ (per_region) they are packed without padding
+  (``mwm.pack_visible_tokens``) and each sample attends to its own tokens only (jagged nested
+  tensors, ``torch.nested.nested_tensor_from_jagged``, the layout of flash-attention's varlen
+  kernels); ``token_layout="padded"`` pads instead and masks the padding out of attention. The
+  decoder receives mask tokens put in place with ``ids_restore`` (``mwm.unpack_visible_tokens``
+  from the packed rows), and the loss covers masked patches only.
 
 Both expose ``features(images)`` for frozen-encoder probes: a list of (B, C, *grid_s) feature
 maps (coarsest last) computed with nothing masked.
@@ -17,6 +21,7 @@ maps (coarsest last) computed with nothing masked.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import List, Optional, Sequence
 
 import torch
@@ -307,6 +312,23 @@ class _Block(nn.Module):
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.norm2(x))
 
+    def forward_packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        """The same block on packed tokens (T, d): sample b's rows cu[b]:cu[b + 1] attend to
+        each other only."""
+        t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(t, 3, self.heads, d // self.heads).unbind(1)
+        offsets = cu_seqlens.long()
+        with warnings.catch_warnings():
+            # The CPU math path of jagged attention builds strided nested tensors internally,
+            # which warns that their (not our) API is a prototype.
+            warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors")
+            # Jagged attention needs contiguous (T, heads, d) values.
+            jagged = [torch.nested.nested_tensor_from_jagged(z.contiguous(), offsets=offsets)
+                      .transpose(1, 2) for z in (q, k, v)]
+            y = F.scaled_dot_product_attention(*jagged).transpose(1, 2).values()
+        x = x + self.proj(y.reshape(t, d))
+        return x + self.mlp(self.norm2(x))
+
 
 class TinyMAE(nn.Module):
     """A small MAE: ViT encoder on visible tokens, light decoder with mask tokens."""
@@ -323,10 +345,14 @@ class TinyMAE(nn.Module):
         decoder_dim: int = 64,
         decoder_depth: int = 1,
         decoder_heads: int = 4,
+        token_layout: str = "packed",
     ):
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim={ndim} must be 2 or 3")
+        if token_layout not in ("packed", "padded"):
+            raise ValueError(f"token_layout={token_layout!r} must be 'packed' or 'padded'")
+        self.token_layout = token_layout
         if image_size % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide image_size={image_size}")
         self.ndim, self.patch_size, self.in_channels = ndim, patch_size, in_channels
@@ -371,23 +397,13 @@ class TinyMAE(nn.Module):
 
     def forward(self, images: torch.Tensor, masks, norm_pix: bool = True) -> torch.Tensor:
         device = images.device
-        n = self.num_patches
-        num_keep = n - masks.num_masked.to(device=device, dtype=torch.long)
-        width = int(num_keep.max())
-        slot = torch.arange(width, device=device)[None]
-        valid = slot < num_keep[:, None]  # variable-total policies pad ids_keep with -1
-        ids_keep = torch.where(valid, masks.ids_keep.to(device)[:, :width].long(), 0)
         tokens = self._tokens(images)
-        x = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
-        uniform = bool(valid.all())
-        for blk in self.blocks:
-            x = blk(x, None if uniform else valid)
-        x = self.decoder_embed(self.norm(x))
-        # Canonical order is [visible..., masked...]; ids_restore puts each token back in place.
-        shuffled = self.mask_token.to(x.dtype).expand(x.shape[0], n, -1).clone()
-        shuffled[:, :width] = torch.where(valid[..., None], x, shuffled[:, :width])
-        ids_restore = masks.ids_restore.to(device).long()
-        x = torch.gather(shuffled, 1, ids_restore[..., None].expand(-1, -1, x.shape[-1]))
+        num_masked = masks.num_masked.to(device)
+        uniform = bool((num_masked == num_masked[0]).all())
+        if uniform or self.token_layout == "padded":
+            x = self._decoder_input_padded(tokens, masks, uniform)
+        else:
+            x = self._decoder_input_packed(tokens, masks)
         x = x + self.decoder_pos
         for blk in self.decoder_blocks:
             x = blk(x)
@@ -395,3 +411,29 @@ class TinyMAE(nn.Module):
         return reconstruction_loss(
             pred, images, masks.mask.to(device), norm_pix, patch_size=self.patch_size
         )
+
+    def _decoder_input_packed(self, tokens: torch.Tensor, masks) -> torch.Tensor:
+        packed, cu_seqlens, _ = mwm.pack_visible_tokens(tokens, masks.ids_keep.to(tokens.device))
+        for blk in self.blocks:
+            packed = blk.forward_packed(packed, cu_seqlens)
+        x = self.decoder_embed(self.norm(packed))
+        return mwm.unpack_visible_tokens(x, cu_seqlens, masks.ids_restore.to(tokens.device),
+                                         self.mask_token.to(x.dtype))
+
+    def _decoder_input_padded(self, tokens: torch.Tensor, masks, uniform: bool) -> torch.Tensor:
+        device = tokens.device
+        n = self.num_patches
+        num_keep = n - masks.num_masked.to(device=device, dtype=torch.long)
+        width = int(num_keep.max())
+        slot = torch.arange(width, device=device)[None]
+        valid = slot < num_keep[:, None]  # variable-total policies pad ids_keep with -1
+        ids_keep = torch.where(valid, masks.ids_keep.to(device)[:, :width].long(), 0)
+        x = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        for blk in self.blocks:
+            x = blk(x, None if uniform else valid)
+        x = self.decoder_embed(self.norm(x))
+        # Canonical order is [visible..., masked...]; ids_restore puts each token back in place.
+        shuffled = self.mask_token.to(x.dtype).expand(x.shape[0], n, -1).clone()
+        shuffled[:, :width] = torch.where(valid[..., None], x, shuffled[:, :width])
+        ids_restore = masks.ids_restore.to(device).long()
+        return torch.gather(shuffled, 1, ids_restore[..., None].expand(-1, -1, x.shape[-1]))

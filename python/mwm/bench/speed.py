@@ -40,8 +40,15 @@ import numpy as np
 import torch
 
 from . import references as ref
-from .timing import (bandwidth_share, copy_bandwidth, describe_machine, machine_info,
-                     median_time, run_with_peak_memory, to_mib)
+from .timing import (
+    bandwidth_share,
+    copy_bandwidth,
+    describe_machine,
+    machine_info,
+    median_time,
+    run_with_peak_memory,
+    to_mib,
+)
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
 SECTIONS = ("masking", "text", "loss", "coral", "grounding")
