@@ -178,6 +178,7 @@ def micro_run(tmp_path_factory):
     return doc, paths
 
 
+@pytest.mark.slow
 def test_micro_pipeline_writes_results_measured_from_the_masks(micro_run):
     doc, paths = micro_run
     for key in ("json", "markdown", "plot", "overlay_brain"):
@@ -202,6 +203,7 @@ def test_micro_pipeline_writes_results_measured_from_the_masks(micro_run):
     assert "| brain | cnn | mwm-0.8/0.4 |" in paths["markdown"].read_text()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_draw_the_single_process_masks(micro_run, tmp_path):
     single = micro_run[0]["masks"]
     record = tmp_path / "masks.pt"

@@ -179,6 +179,7 @@ def test_timing_helpers():
     assert info["torch_threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_speed_quick_writes_json_with_every_row(tmp_path, capsys):
     out = tmp_path / "speed.json"
     assert bench_main(["speed", "--quick", "--plain", "--out", str(out)]) == 0

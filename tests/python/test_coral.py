@@ -102,6 +102,7 @@ def test_opcheck_backward():
                           (grad, torch.randn(5, 5, dtype=torch.float64), x, y, cov_diff))
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
 

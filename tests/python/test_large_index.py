@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 import torch
 
 import mwm
 from mwm.bench.references import generic_reference
+
+# About 5 GB resident at the peak: the large_memory tier (CONTRIBUTING.md, "Test tiers").
+pytestmark = pytest.mark.large_memory
 
 LIMIT = 2 ** 31
 

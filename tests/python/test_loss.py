@@ -239,6 +239,15 @@ def sample_inputs():
 SAMPLES = list(sample_inputs())
 
 
+def _opcheck_tier(index):
+    """The fast tier keeps 32 of the 512 samples: the product runs (norm, error, reduction,
+    dims) fastest inside each (dtype, contiguity, layout) group of 32, and group g keeps the
+    g-th (norm, error, reduction) in 2D and 3D, so every dtype, contiguity and layout and every
+    (norm, error, reduction) pair is opchecked there; the slow tier runs the other 480."""
+    group, combination = divmod(index, 32)
+    return () if combination // 2 == group else (pytest.mark.slow,)
+
+
 def sample_id(sample):
     pred, target, _, weight, _, layout, norm, error, reduction = sample
     return (f"{str(pred.dtype)[6:]}-{'contig' if pred.is_contiguous() else 'strided'}-{layout}-"
@@ -246,7 +255,8 @@ def sample_id(sample):
             f"{'-weighted' if weight is not None else ''}")
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=[sample_id(s) for s in SAMPLES])
+@pytest.mark.parametrize("sample", [pytest.param(s, id=sample_id(s), marks=_opcheck_tier(i))
+                                    for i, s in enumerate(SAMPLES)])
 def test_opcheck(sample):
     # pred requires grad, so opcheck's autograd and AOT checks also run the backward op (real
     # kernel against its fake) for every sample.
@@ -287,6 +297,7 @@ def test_gradcheck(layout, norm, error, reduction, dims):
     assert torch.autograd.gradcheck(loss, (pred,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph():
     pred, target, mask, weight, p = make_case(2, dtype=torch.float32, seed=16)
 
@@ -486,6 +497,7 @@ def test_nonfinite_reaches_the_published_losses_and_is_validated():
                                         "mean")
 
 
+@pytest.mark.slow
 def test_nonfinite_under_torch_compile_fullgraph():
     pred, target, mask, _, p = _one_bad_prediction()
 
