@@ -20,7 +20,7 @@ import torch
 import mwm
 from mwm.bench.references import generic_reference
 
-# About 5 GB resident at the peak: the large_memory tier (CONTRIBUTING.md, "Test tiers").
+# Near 5 GB resident at the peak: the large_memory tier (CONTRIBUTING.md, "Test tiers").
 pytestmark = pytest.mark.large_memory
 
 LIMIT = 2 ** 31
