@@ -1,5 +1,9 @@
 """The `mwm` command line. `mwm mask` turns a folder of images plus heatmaps (or detector
-boxes) into MWM patch masks, one .npz and one overlay PNG per image.
+boxes) into MWM patch masks, one .npz and one overlay PNG per image. `mwm regions` makes those
+heatmaps and ROI maps from text prompts with the user's CLIP model (M2IB), optionally SAM.
+
+    mwm regions --images DIR --clip PATH [--sam PATH] (--prompt TEXT [--prompt TEXT ...] |
+                --prompt-bank FILE --modality NAME) --out DIR [--batch-size 8] [--device cuda]
 
     mwm mask --images DIR (--heatmaps FILE|DIR | --boxes FILE) --out DIR
              [--grid GH GW | --patch-size P] [--preset default|medium|light]
@@ -67,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="masking ratio per region, background first (overrides --preset)")
     mask.add_argument("--prompt-bank", type=Path, help="prompt bank (.json/.yaml); heatmaps are (K, H, W) per its prompts")
     mask.add_argument("--modality", help="modality of the prompt bank")
-    mask.add_argument("--regions", default="mwm", choices=["mwm", "threshold"],
+    mask.add_argument("--regions", default="mwm", choices=["mwm", "threshold", "roi"],
                       help="mwm: the reference pipeline (threshold, k largest components, boxes); "
-                           "threshold: patch-mean heatmap > --threshold")
+                           "threshold: patch-mean heatmap > --threshold; roi: use the ROI maps that "
+                           "`mwm regions` wrote (the 'roi' array of --heatmaps DIR/<id>.npz) as they are")
     mask.add_argument("--threshold", type=float, default=0.3, help="heatmap threshold (default 0.3)")
     mask.add_argument("--components", type=int, default=2, help="largest components kept (default 2)")
     mask.add_argument("--expand-ratio", type=float, default=1.0, help="component box scale (default 1.0)")
@@ -83,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     mask.add_argument("--quiet", action="store_true", help="no progress bar")
     mask.set_defaults(run=run_mask)
+    _add_regions_parser(commands)
     return parser
 
 
@@ -111,7 +117,10 @@ def run_mask(args: argparse.Namespace) -> int:
     if not items:
         raise FileNotFoundError(f"no images (.png, .jpg, .jpeg, .dcm, .nii, .nii.gz) in {str(args.images)!r}")
     plan = _MaskPlan(args)
-    source = _BoxSource(args.boxes) if args.boxes is not None else _HeatmapSource(args.heatmaps, items)
+    if args.regions == "roi" and args.heatmaps is None:
+        raise ValueError("--regions roi reads the ROI maps of `mwm regions`: give --heatmaps DIR")
+    source = (_BoxSource(args.boxes) if args.boxes is not None
+              else _HeatmapSource(args.heatmaps, items, "roi" if args.regions == "roi" else "heatmap"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     failures: List[str] = []
@@ -165,15 +174,15 @@ class _MaskPlan:
             self.region_ratios = kwargs["region_ratios"]
             if args.region_ratios is not None:
                 raise ValueError("--region-ratios cannot be combined with --prompt-bank (the bank sets them)")
-            if args.regions != "mwm":
-                raise ValueError("--prompt-bank needs --regions mwm")
+            if args.regions == "threshold":
+                raise ValueError("--prompt-bank needs --regions mwm or roi")
         else:
             from .masker import MWM_PRESETS
 
             high, low = MWM_PRESETS[args.preset]
             self.region_ratios = list(args.region_ratios) if args.region_ratios else [low, high]
             regions = len(self.region_ratios)
-            if args.regions == "mwm":
+            if args.regions in ("mwm", "roi"):
                 if regions != 2:
                     raise ValueError(
                         f"--region-ratios {self.region_ratios}: the MWM pipeline gives background and ROI, "
@@ -213,6 +222,8 @@ class _MaskPlan:
         from .grounding.prompt_bank import bank_region_map
         from .grounding.regions import mwm_region_map
 
+        if self.args.regions == "roi":
+            return self._given_regions(heat, grid)
         if self.prompts is not None:
             levels = bank_region_map(heat[None], self.prompts, grid=grid)[0]
             return levels, levels
@@ -227,6 +238,20 @@ class _MaskPlan:
 
         scores = heatmap_to_patch_scores(combined[None], list(grid))[0]
         return (scores > self.thresholds[0]).to(torch.float32).reshape(grid), combined
+
+    def _given_regions(self, roi: torch.Tensor, grid: tuple):
+        """ROI maps (K, h, w) as `mwm regions` wrote them -> the level map on the grid (nearest)."""
+        from .grounding.adapters import resize_maps
+        from .grounding.regions import region_level_map
+
+        inside = roi > 0.5
+        if self.prompts is not None:
+            levels = region_level_map(inside[None], self.prompts.prompt_levels,
+                                      len(self.prompts.level_ratios))[0]
+        else:
+            levels = inside.any(dim=0).to(torch.float32)
+        levels = resize_maps(levels[None], grid, mode="nearest")[0]
+        return levels, levels
 
     def masker(self, grid: tuple, mwm):
         if grid not in self._maskers:
@@ -273,7 +298,8 @@ def _check_heatmap(heat: np.ndarray, item, num_prompts: Optional[int], normalize
 
 
 class _HeatmapSource:
-    def __init__(self, location: Path, items):
+    def __init__(self, location: Path, items, key: str = "heatmap"):
+        self.key = key
         self.location = location
         self.items = items
         self.file_arrays = None
@@ -303,12 +329,12 @@ class _HeatmapSource:
         for suffix in (".npy", ".npz"):
             path = self.location / f"{item.id}{suffix}"
             if path.is_file():
-                return _load_array(path)
+                return _load_array(path, self.key)
         if item.slice_index is not None:
             for suffix in (".npy", ".npz"):
                 path = self.location / f"{item.volume_stem}{suffix}"
                 if path.is_file():
-                    volume = _load_array(path)
+                    volume = _load_array(path, self.key)
                     if volume.ndim not in (3, 4) or item.slice_index >= volume.shape[-1]:
                         raise InputError(
                             f"{path}: a volume heatmap must be (H, W, Z) or (K, H, W, Z) with slice "
@@ -320,17 +346,21 @@ class _HeatmapSource:
         )
 
 
-def _load_array(path: Path) -> np.ndarray:
+def _load_array(path: Path, key: str = "heatmap") -> np.ndarray:
     try:
         if path.suffix == ".npy":
+            if key != "heatmap":
+                raise InputError(f"{path}: a .npy holds no {key!r} array; --regions roi reads the .npz "
+                                 "files of `mwm regions`")
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
-            if "heatmap" in keys:
-                return archive["heatmap"]
-            if len(keys) == 1:
+            if key in keys:
+                return archive[key]
+            if key == "heatmap" and len(keys) == 1:
                 return archive[keys[0]]
-            raise InputError(f"{path}: holds {keys}; name the heatmap array 'heatmap'")
+            raise InputError(f"{path}: holds {keys}; name the {'heatmap' if key == 'heatmap' else key} "
+                             f"array {key!r}")
     except InputError:
         raise
     except Exception as exc:
@@ -382,6 +412,198 @@ class _BoxSource:
         except ValueError as exc:
             raise InputError(f"{self.path}: image {item.id!r}: {exc}") from exc
         return heat[0].numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# regions
+
+_REGIONS_DOC = """Text prompts to heatmaps and ROI maps with a local CLIP-style model (M2IB by default).
+
+Writes <id>.npz per image into --out with 'heatmap' (K, H, W) float32 in [0, 1], 'roi'
+(K, H, W) uint8, 'region_map' (H, W) float32 (what TextGuidedMasker reads) and 'prompts'.
+Existing outputs are skipped (rerun to resume); every file is written atomically. Then:
+
+    mwm mask --images DIR --heatmaps OUT --regions roi --out MASKS
+
+uses those ROI maps as they are (--regions mwm recomputes them from the heatmaps, without SAM).
+"""
+
+
+def _add_regions_parser(commands) -> None:
+    from .grounding import m2ib
+
+    regions = commands.add_parser(
+        "regions", help="text prompts to heatmaps and ROI maps (M2IB, optional SAM)",
+        description=_REGIONS_DOC, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    regions.add_argument("--images", required=True, type=Path,
+                         help="folder of .png/.jpg/.jpeg/.dcm/.nii/.nii.gz images (3D NIfTI: one item per slice)")
+    regions.add_argument("--clip", required=True, type=Path,
+                         help="local folder of a transformers CLIPModel (with its tokenizer) or an open_clip "
+                              "model (open_clip_config.json + weights, as BiomedCLIP)")
+    regions.add_argument("--sam", type=Path, help="local folder of a transformers SamModel + SamProcessor")
+    prompts = regions.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", action="append", help="a text prompt (repeat for several)")
+    prompts.add_argument("--prompt-bank", type=Path, help="prompt bank (.json/.yaml); needs --modality")
+    regions.add_argument("--modality", help="modality of the prompt bank")
+    regions.add_argument("--preset", help="ratio preset of the prompt bank (default: the bank's)")
+    regions.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    regions.add_argument("--attribution", default="m2ib", choices=["m2ib", "similarity"],
+                         help="m2ib (the paper's) or similarity (CLIP patch-text cosine)")
+    regions.add_argument("--threshold", type=float, help="heatmap threshold (default 0.3 or the bank's)")
+    regions.add_argument("--components", type=int, help="largest components kept (default 2 or the bank's)")
+    regions.add_argument("--expand-ratio", type=float, help="box scale (default 1.0 or the bank's)")
+    regions.add_argument("--layer", type=int, default=m2ib.DEFAULT_LAYER, help="M2IB vision block (default 7)")
+    regions.add_argument("--beta", type=float, default=m2ib.DEFAULT_BETA, help="M2IB beta (default 0.1)")
+    regions.add_argument("--var", type=float, default=m2ib.DEFAULT_VAR, help="M2IB prior variance (default 1.0)")
+    regions.add_argument("--steps", type=int, default=m2ib.DEFAULT_STEPS, help="M2IB Adam steps (default 10)")
+    regions.add_argument("--lr", type=float, default=m2ib.DEFAULT_LR, help="M2IB learning rate (default 1)")
+    regions.add_argument("--samples", type=int, default=m2ib.DEFAULT_SAMPLES,
+                         help="M2IB noise samples per step (default 10)")
+    regions.add_argument("--seed", type=int, default=0, help="M2IB noise seed (default 0)")
+    regions.add_argument("--batch-size", type=int, default=8, help="images per attribution batch (default 8)")
+    regions.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    regions.add_argument("--on-error", default="continue", choices=["continue", "stop"],
+                         help="after a bad file: go on (exit status 1 at the end) or stop (default continue)")
+    regions.add_argument("--quiet", action="store_true", help="no progress bar")
+    regions.set_defaults(run=run_regions)
+
+
+def _regions_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: CUDA is not available here (torch {torch.__version__}, "
+                         f"built with CUDA {torch.version.cuda}); use --device cpu")
+    return device
+
+
+def run_regions(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .grounding.image_io import ImageReadError, list_images, read_image
+    from .grounding.loading import load_clip
+    from .grounding.pipeline import TextRegionPipeline
+    from .grounding.sam import SamBoxRefiner
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.prompt_bank is None and (args.modality is not None or args.preset is not None):
+        raise ValueError("--modality and --preset go with --prompt-bank")
+    if args.prompt_bank is not None and args.modality is None:
+        raise ValueError("--prompt-bank needs --modality")
+    device = _regions_device(args.device)
+    items = list_images(args.images)
+    if not items:
+        raise FileNotFoundError(f"no images (.png, .jpg, .jpeg, .dcm, .nii, .nii.gz) in {str(args.images)!r}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    pending = [item for item in items if not (args.out / f"{item.id}.npz").exists()]
+    if not args.quiet and len(pending) < len(items):
+        print(f"mwm regions: {len(items) - len(pending)} of {len(items)} already in {args.out}, skipped",
+              file=sys.stderr)
+    if not pending:
+        return 0
+
+    clip = load_clip(args.clip, device)
+    sam = SamBoxRefiner.from_pretrained(args.sam, device) if args.sam is not None else None
+    pipeline = TextRegionPipeline(
+        clip.model, clip.tokenizer, prompts=args.prompt, prompt_bank=args.prompt_bank,
+        modality=args.modality, preset=args.preset, attribution=args.attribution, sam=sam,
+        threshold=args.threshold, num_components=args.components, expand_ratio=args.expand_ratio,
+        mean=clip.mean, std=clip.std,
+        m2ib=dict(layer=args.layer, beta=args.beta, var=args.var, steps=args.steps, lr=args.lr,
+                  samples=args.samples, seed=args.seed),
+    )
+    texts = (list(pipeline.bank_prompts.texts) if pipeline.bank_prompts is not None else list(args.prompt))
+
+    failures: List[str] = []
+    written = 0
+    progress = tqdm(total=len(pending), desc="mwm regions", unit="image", disable=args.quiet, file=sys.stderr)
+
+    def fail(item, exc) -> bool:
+        message = str(exc) if str(item.path) in str(exc) else f"{item.path}: {exc}"
+        failures.append(message)
+        progress.write(f"mwm regions: error: {message}", file=sys.stderr)
+        return args.on_error == "stop"
+
+    stop = False
+    for start in range(0, len(pending), args.batch_size):
+        batch, images = [], []
+        for item in pending[start:start + args.batch_size]:
+            try:
+                images.append(read_image(item))
+                batch.append(item)
+            except (ImageReadError, ValueError, OSError) as exc:
+                progress.update(1)
+                if fail(item, exc):
+                    stop = True
+                    break
+        if stop:
+            break
+        for item, result, index in _attribute(pipeline, batch, images, fail):
+            if result is None:
+                progress.update(1)
+                if args.on_error == "stop":
+                    stop = True
+                    break
+                continue
+            try:
+                _write_regions(args.out / f"{item.id}.npz", result, index, texts)
+                written += 1
+            except OSError as exc:
+                if fail(item, exc):
+                    stop = True
+                    break
+            finally:
+                progress.update(1)
+        if stop:
+            break
+    progress.close()
+    if stop:
+        print(f"mwm regions: stopped after {written} written; outputs so far are in {args.out}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"mwm regions: wrote {written} of {len(pending)} region maps to {args.out}", file=sys.stderr)
+    if failures:
+        print(f"mwm regions: {len(failures)} image(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _attribute(pipeline, batch, images, fail):
+    """(item, result, index) per item; a batch that fails is retried image by image so that
+    only the image at fault is reported (its result is None)."""
+    if not batch:
+        return []
+    try:
+        result = pipeline(images)
+        return [(item, result, i) for i, item in enumerate(batch)]
+    except (ValueError, RuntimeError) as exc:
+        if len(batch) == 1:
+            fail(batch[0], exc)
+            return [(batch[0], None, 0)]
+    out = []
+    for item, image in zip(batch, images):
+        try:
+            out.append((item, pipeline([image]), 0))
+        except (ValueError, RuntimeError) as exc:
+            fail(item, exc)
+            out.append((item, None, 0))
+    return out
+
+
+def _write_regions(target: Path, result, index: int, texts: Sequence[str]) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        heatmap=result.heatmaps[index].numpy().astype(np.float32),
+        roi=result.roi_maps[index].numpy().astype(np.uint8),
+        region_map=result.region_maps[index].numpy().astype(np.float32),
+        prompts=np.asarray(texts, dtype=str),
+    )
+    _atomic_write(target, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ._ops import coral as _coral_registrations  # noqa: E402,F401  (fake kernel
 
 # Looked up once: the CPU kernel exists only when the extension was built with Eigen, the CUDA
 # kernel (ATen/cuBLAS calls, bindings/cuda/coral_loss.cpp) only when it was built against a CUDA
-# build of torch (see the README section "CORAL loss").
+# build of torch (see docs/coral.md).
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))

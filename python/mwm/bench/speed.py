@@ -2,7 +2,7 @@
 
 Masking rows compare ``mwm.generate_masks`` with the reference re-implementations in
 mwm.bench.references (MAE, SparK, the Mask What Matters per-sample loop, HPM / AnatoMask, BEiT v2,
-SimMIM) at DESIGN.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
+SimMIM) at docs/design.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
 224 px), B=8 on 8x8x8 (3D, 128^3 at patch 16). Text-guided rows run the whole path, heatmaps to
 patch scores to regions to masks, against the reference's threshold + resize + loop. Loss and
 CORAL rows come from mwm.bench.speed_loss / mwm.bench.speed_coral.
@@ -44,7 +44,7 @@ from .timing import (bandwidth_share, copy_bandwidth, describe_machine, machine_
                      median_time, run_with_peak_memory, to_mib)
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
-SECTIONS = ("masking", "text", "loss", "coral")
+SECTIONS = ("masking", "text", "loss", "coral", "grounding")
 MWM_RATIOS = (0.4, 0.8)  # (background, ROI): the MWM paper's default preset
 SALIENCY_THRESHOLD = 0.3  # the MWM reference's saliency threshold
 MAE_RATIO = 0.75
@@ -511,7 +511,8 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
                          for case in make_cases(size, args.seed, args.device)]
             section_seconds[section] = time.perf_counter() - section_start
     for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
-                                      ("coral", "speed_coral", "run_coral_benchmarks")):
+                                      ("coral", "speed_coral", "run_coral_benchmarks"),
+                                      ("grounding", "speed_grounding", "run_grounding_benchmarks")):
         if section in args.sections:
             section_start = time.perf_counter()
             rows += _section_rows(module, function, args)
