@@ -77,6 +77,7 @@ def images_of(seed, count=3):
 # --------------------------------------------------------------------------------- shapes
 
 
+@pytest.mark.slow
 def test_shapes_and_range_for_every_backend(char_tokenizer, hf_clip, open_clip_tiny):
     torch.manual_seed(0)
     biomed = TinyBiomedClip().eval()
@@ -122,6 +123,7 @@ def test_transformers_tokenizer_saved_locally(hf_clip, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["transformers", "timm"])
+@pytest.mark.slow
 def test_batching_gives_each_pair_its_own_heatmap(tiny_hf_clip, char_tokenizer, backend):
     if backend == "transformers":
         model, tokenizer = tiny_hf_clip(dtype=torch.float64), char_tokenizer

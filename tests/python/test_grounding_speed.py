@@ -2,12 +2,14 @@
 
 import argparse
 
+import pytest
 import torch
 
 from mwm.bench import speed  # noqa: E402
 from mwm.bench.speed_grounding import run_grounding_benchmarks  # noqa: E402
 
 
+@pytest.mark.slow
 def test_rows_compare_batched_and_per_image_m2ib():
     threads = torch.get_num_threads()
     args = argparse.Namespace(quick=True, device=torch.device("cpu"), seed=0, grounding_batch=2,
