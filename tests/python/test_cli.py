@@ -351,16 +351,19 @@ def test_regions_then_mask_end_to_end(dataset, local_models):
         assert data["heatmap"].shape == (2, SIZE, SIZE) and data["heatmap"].dtype == np.float32
         assert 0.0 <= data["heatmap"].min() and data["heatmap"].max() <= 1.0
         assert data["roi"].shape == (2, SIZE, SIZE) and set(np.unique(data["roi"])) <= {0, 1}
-        expected = mwm_region_map(torch.from_numpy(data["heatmap"]), threshold=0.3, num_components=2)
+        heat = torch.from_numpy(data["heatmap"])
+        expected = mwm_region_map(heat, threshold=0.3, num_components=2)
         assert np.array_equal(data["roi"].astype(bool), expected.numpy())
         assert np.array_equal(data["region_map"], data["roi"].any(0).astype(np.float32))
         assert list(data["prompts"]) == ["tumor", "edema"]
     masks = root / "masks"
-    assert run("--images", images, "--heatmaps", out, "--regions", "roi", "--out", masks, "--grid", 8, 8) == 0
+    assert run("--images", images, "--heatmaps", out, "--regions", "roi", "--out", masks,
+               "--grid", 8, 8) == 0
     for item_id in ids:
         roi = load(out / f"{item_id}.npz")["roi"].any(0)
         mask = load(masks / f"{item_id}.npz")
-        assert np.array_equal(mask["region_map"], roi[::8, ::8].astype(np.float32))  # nearest on 8x8
+        # nearest on the 8x8 grid
+        assert np.array_equal(mask["region_map"], roi[::8, ::8].astype(np.float32))
     again = root / "masks_mwm"  # the heatmaps alone through the reference region step
     assert run("--images", images, "--heatmaps", out, "--out", again, "--grid", 8, 8) == 0
     assert len(list(again.glob("*.npz"))) == 6
@@ -381,7 +384,8 @@ def test_regions_resume_and_batching(dataset, local_models, capsys):
     assert np.allclose(load(out / "a.npz")["heatmap"], _npz(before["a.npz"])["heatmap"], atol=1e-4)
     assert regions(*common, "--out", single, "--batch-size", 1) == 0
     for name, payload in before.items():
-        assert np.allclose(load(single / name)["heatmap"], _npz(payload)["heatmap"], atol=1e-4), name
+        alone = load(single / name)["heatmap"]
+        assert np.allclose(alone, _npz(payload)["heatmap"], atol=1e-4), name
 
 
 def _npz(payload):

@@ -39,7 +39,8 @@ def test_hf_heatmaps_shape_range_and_batching(char_tokenizer, hf_clip):
     assert torch.allclose(single[0], heat[1, 0], atol=1e-5)  # batching does not change a map
 
 
-def test_hf_similarity_is_the_cosine_of_projected_patch_and_text_embeddings(char_tokenizer, hf_clip):
+def test_hf_similarity_is_the_cosine_of_projected_patch_and_text_embeddings(
+        char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
     torch.manual_seed(2)
     images = torch.randn(2, 3, 32, 32)

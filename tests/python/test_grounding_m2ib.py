@@ -1,4 +1,4 @@
-"""M2IB attribution over small randomly initialized CLIP-style models built here; nothing downloads."""
+"""M2IB attribution over small random CLIP-style models built here; nothing downloads."""
 
 import json
 import os
@@ -25,8 +25,20 @@ def open_clip_tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("open_clip_m2ib")
     config = {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 3,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 8,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+        },
     }
     (folder / "mwm-m2ib-tiny-vit.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder)
@@ -42,9 +54,18 @@ class TimmTower(torch.nn.Module):
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
-        self.trunk = VisionTransformer(img_size=32, patch_size=8, embed_dim=embed_dim, depth=depth,
-                                       num_heads=2, num_classes=0, global_pool=global_pool)
-        self.head = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(embed_dim, out_dim, bias=False))
+        self.trunk = VisionTransformer(
+            img_size=32,
+            patch_size=8,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=2,
+            num_classes=0,
+            global_pool=global_pool,
+        )
+        self.head = torch.nn.Sequential(
+            torch.nn.Dropout(0.0), torch.nn.Linear(embed_dim, out_dim, bias=False)
+        )
 
     def forward(self, images):
         return self.head(self.trunk(images))
@@ -88,10 +109,14 @@ def test_shapes_and_range_for_every_backend(char_tokenizer, hf_clip, open_clip_t
     cases = [(hf_clip, char_tokenizer, 1), (oc_model, oc_tokenizer, 1), (biomed, id_tokenizer, 0)]
     for model, tokenizer, layer in cases:
         options = dict(OPTIONS, layer=layer)
-        heat = m2ib_heatmaps(model, images, ["a tumor", "the skull"], tokenizer=tokenizer, **options)
+        heat = m2ib_heatmaps(
+            model, images, ["a tumor", "the skull"], tokenizer=tokenizer, **options
+        )
         assert heat.shape == (3, 2, 32, 32) and heat.dtype == torch.float32
         assert float(heat.min()) == 0.0 and float(heat.max()) == pytest.approx(1.0)
-        single = m2ib_heatmaps(model, images, "a tumor", tokenizer=tokenizer, image_size=(20, 28), **options)
+        single = m2ib_heatmaps(
+            model, images, "a tumor", tokenizer=tokenizer, image_size=(20, 28), **options
+        )
         assert single.shape == (3, 20, 28)
         assert not torch.allclose(heat[:, 0], heat[:, 1], atol=1e-3)  # the prompt matters
 
@@ -99,9 +124,13 @@ def test_shapes_and_range_for_every_backend(char_tokenizer, hf_clip, open_clip_t
 def test_prompts_as_token_ids_match_prompts_as_strings(char_tokenizer, hf_clip):
     images = images_of(2, 2)
     tokens = char_tokenizer(["lesion", "bone"])
-    by_text = m2ib_heatmaps(hf_clip, images, ["lesion", "bone"], tokenizer=char_tokenizer, **OPTIONS)
+    by_text = m2ib_heatmaps(
+        hf_clip, images, ["lesion", "bone"], tokenizer=char_tokenizer, **OPTIONS
+    )
     by_ids = m2ib_heatmaps(hf_clip, images, tokens, **OPTIONS)
-    by_embedding = m2ib_heatmaps(hf_clip, images, text_embeddings=encode_prompts(hf_clip, tokens), **OPTIONS)
+    by_embedding = m2ib_heatmaps(
+        hf_clip, images, text_embeddings=encode_prompts(hf_clip, tokens), **OPTIONS
+    )
     assert torch.equal(by_text, by_ids)
     assert torch.equal(by_text, by_embedding)
 
@@ -137,7 +166,7 @@ def test_batching_gives_each_pair_its_own_heatmap(tiny_hf_clip, char_tokenizer, 
     assert not torch.allclose(batched[:, 0], batched[:, 1], atol=1e-3)
     for b in range(3):
         for k, prompt in enumerate(prompts):
-            alone = m2ib_heatmaps(model, images[b:b + 1], prompt, tokenizer=tokenizer, **options)
+            alone = m2ib_heatmaps(model, images[b : b + 1], prompt, tokenizer=tokenizer, **options)
             assert torch.allclose(batched[b, k], alone[0], atol=1e-6), (b, k)
     # float32 too, at float32 tolerance
     model32 = model.float()
@@ -179,7 +208,9 @@ def test_the_model_is_left_exactly_as_it_was(tiny_hf_clip, char_tokenizer):
     frozen.requires_grad_(False)
     before = _snapshot(model)
     modes = {name: m.training for name, m in model.named_modules()}
-    heat = m2ib_heatmaps(model, images_of(7, 2), ["tumor", "bone"], tokenizer=char_tokenizer, **OPTIONS)
+    heat = m2ib_heatmaps(
+        model, images_of(7, 2), ["tumor", "bone"], tokenizer=char_tokenizer, **OPTIONS
+    )
     assert heat.shape == (2, 2, 32, 32)
     for name, param in model.named_parameters():
         assert torch.equal(param, before[name]), name
@@ -204,7 +235,9 @@ def test_hooks_and_flags_are_restored_after_an_error(hf_clip):
 
 def test_works_under_no_grad_and_leaves_no_graph(char_tokenizer, hf_clip):
     with torch.no_grad():
-        heat = m2ib_heatmaps(hf_clip, images_of(9, 1), ["tumor"], tokenizer=char_tokenizer, **OPTIONS)
+        heat = m2ib_heatmaps(
+            hf_clip, images_of(9, 1), ["tumor"], tokenizer=char_tokenizer, **OPTIONS
+        )
     assert not heat.requires_grad and heat.grad_fn is None
     assert float(heat.max()) == pytest.approx(1.0)
 
@@ -219,8 +252,8 @@ def _region_images(count, seed):
     inside = torch.zeros(count, 32, 32, dtype=torch.bool)
     for b in range(count):
         r, c = (int(v) * 8 for v in torch.randint(0, 3, (2,), generator=g))
-        images[b, :, r:r + 16, c:c + 16] = torch.tensor([2.0, -1.5, 1.0])[:, None, None]
-        inside[b, r:r + 16, c:c + 16] = True
+        images[b, :, r : r + 16, c : c + 16] = torch.tensor([2.0, -1.5, 1.0])[:, None, None]
+        inside[b, r : r + 16, c : c + 16] = True
     return images, inside
 
 
@@ -249,8 +282,12 @@ def test_saliency_concentrates_where_the_text_embedding_matches_the_image(seed):
 
 def test_bad_arguments_name_themselves(char_tokenizer, hf_clip):
     images = images_of(10, 1)
-    run = lambda **kw: m2ib_heatmaps(hf_clip, images, ["tumor"], tokenizer=char_tokenizer,  # noqa: E731
-                                     **{"layer": 1, **kw})
+
+    def run(**options):
+        return m2ib_heatmaps(
+            hf_clip, images, ["tumor"], tokenizer=char_tokenizer, **{"layer": 1, **options}
+        )
+
     with pytest.raises(ValueError, match="layer = 3: the vision tower has 3 blocks"):
         run(layer=3)
     with pytest.raises(ValueError, match="steps = -1"):

@@ -25,19 +25,47 @@ M2IB = dict(layer=1, steps=3, samples=2)
 
 
 def tiny_sam(seed=0):
-    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel,
-                              SamProcessor, SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
-    vision = SamVisionConfig(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2,
-                             image_size=64, patch_size=8, mlp_dim=64, global_attn_indexes=[1],
-                             window_size=4, num_pos_feats=8)
-    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
-    decoder = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_dim=32,
-                                   iou_head_hidden_dim=16)
+    vision = SamVisionConfig(
+        hidden_size=32,
+        output_channels=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=8,
+        mlp_dim=64,
+        global_attn_indexes=[1],
+        window_size=4,
+        num_pos_feats=8,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        mlp_dim=32,
+        iou_head_hidden_dim=16,
+    )
     torch.manual_seed(seed)
-    model = SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder))
-    processor = SamProcessor(image_processor=SamImageProcessor(
-        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}))
+    model = SamModel(
+        SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    )
+    processor = SamProcessor(
+        image_processor=SamImageProcessor(
+            size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}
+        )
+    )
     return model.eval(), processor
 
 
@@ -80,16 +108,20 @@ def test_sam_refinement_fills_each_segments_scaled_bounding_box(sam):
             r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
             hr, hc = (r1 - r0) * 0.75, (c1 - c0) * 0.75
             mid_r, mid_c = (r0 + r1) / 2, (c0 + c1) / 2
-            want = ((max(0, int(np.ceil(mid_r - hr - 0.5))), min(40, int(np.ceil(mid_r + hr - 0.5)))),
-                    (max(0, int(np.ceil(mid_c - hc - 0.5))), min(48, int(np.ceil(mid_c + hc - 0.5)))))
+            want = (
+                (max(0, int(np.ceil(mid_r - hr - 0.5))), min(40, int(np.ceil(mid_r + hr - 0.5)))),
+                (max(0, int(np.ceil(mid_c - hc - 0.5))), min(48, int(np.ceil(mid_c + hc - 0.5)))),
+            )
             assert box == want
-        expected[box[0][0]:box[0][1], box[1][0]:box[1][1]] = True
+        expected[box[0][0] : box[0][1], box[1][0] : box[1][1]] = True
     assert np.array_equal(roi, expected)
 
 
 def test_an_empty_segment_keeps_its_scaled_prompt_box(sam, monkeypatch):
     image = display_rgb(raw_images(2)[0])
-    monkeypatch.setattr(sam, "masks", lambda image, boxes: np.zeros((len(boxes), 40, 48), dtype=bool))
+    monkeypatch.setattr(
+        sam, "masks", lambda image, boxes: np.zeros((len(boxes), 40, 48), dtype=bool)
+    )
     roi, filled = sam.refine(image, [((10, 20), (10, 30))], expand_ratio=2.0)
     assert filled == [((5, 25), (0, 40))]
     assert roi.sum() == 20 * 40
@@ -135,8 +167,15 @@ def test_pipeline_is_m2ib_then_the_reference_region_step(char_tokenizer, hf_clip
 def test_similarity_attribution_and_expand_ratio(char_tokenizer, hf_clip):
     from mwm.grounding import ClipHeatmapGenerator
 
-    pipeline = TextRegionPipeline(hf_clip, char_tokenizer, prompts=["tumor"], attribution="similarity",
-                                  threshold=0.5, num_components=1, expand_ratio=1.4)
+    pipeline = TextRegionPipeline(
+        hf_clip,
+        char_tokenizer,
+        prompts=["tumor"],
+        attribution="similarity",
+        threshold=0.5,
+        num_components=1,
+        expand_ratio=1.4,
+    )
     images = raw_images(5, shapes=((32, 32), (32, 32)))
     out = pipeline(images)
     heat = ClipHeatmapGenerator(hf_clip, char_tokenizer)(pipeline.pixels(images), ["tumor"])
@@ -157,15 +196,27 @@ def test_the_masker_reads_the_region_maps(char_tokenizer, hf_clip):
 
 
 def test_prompt_bank_levels(char_tokenizer, hf_clip):
-    bank = prompt_bank_from_dict({
-        "version": 1,
-        "presets": {"default": {"high": 0.8, "low": 0.4}},
-        "default_preset": "default",
-        "modalities": {"mri": {"prompts": [{"text": "tumor", "ratio": "high"},
-                                           {"text": "brain", "ratio": 0.6}],
-                               "background": "low", "threshold": 0.4, "num_components": 1}},
-    })
-    pipeline = TextRegionPipeline(hf_clip, char_tokenizer, prompt_bank=bank, modality="mri", m2ib=M2IB)
+    bank = prompt_bank_from_dict(
+        {
+            "version": 1,
+            "presets": {"default": {"high": 0.8, "low": 0.4}},
+            "default_preset": "default",
+            "modalities": {
+                "mri": {
+                    "prompts": [
+                        {"text": "tumor", "ratio": "high"},
+                        {"text": "brain", "ratio": 0.6},
+                    ],
+                    "background": "low",
+                    "threshold": 0.4,
+                    "num_components": 1,
+                }
+            },
+        }
+    )
+    pipeline = TextRegionPipeline(
+        hf_clip, char_tokenizer, prompt_bank=bank, modality="mri", m2ib=M2IB
+    )
     assert pipeline.threshold == 0.4 and pipeline.num_components == 1
     assert pipeline.masker_kwargs == {"thresholds": [0.25, 0.75], "region_ratios": [0.4, 0.6, 0.8]}
     out = pipeline(raw_images(7, shapes=((32, 32),)))
@@ -176,15 +227,16 @@ def test_prompt_bank_levels(char_tokenizer, hf_clip):
 
 
 def test_pipeline_with_sam(char_tokenizer, hf_clip, sam):
-    pipeline = TextRegionPipeline(hf_clip, char_tokenizer, prompts=["tumor"], sam=sam, expand_ratio=1.2,
-                                  m2ib=M2IB)
+    pipeline = TextRegionPipeline(
+        hf_clip, char_tokenizer, prompts=["tumor"], sam=sam, expand_ratio=1.2, m2ib=M2IB
+    )
     images = raw_images(8, shapes=((40, 48),))
     out = pipeline(images)
     heat = out.heatmaps[0][0]
     tight = largest_component_boxes((heat > 0.3).numpy(), 2, 1.0)
     masks = sam.masks(display_rgb(images[0]), tight)
     assert len(out.boxes[0][0]) == len(tight) > 0
-    for box, prompt_box, mask in zip(out.boxes[0][0], tight, masks):
+    for box, mask in zip(out.boxes[0][0], masks):
         if mask.any():
             assert box == scaled_bounding_box(mask, 1.2)
     filled = np.zeros((40, 48), dtype=bool)

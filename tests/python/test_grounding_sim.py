@@ -11,7 +11,9 @@ def centre_rule(boxes, shape):
     """Pixel i is covered when its centre i + 0.5 lies in [lo, hi); the highest score wins."""
     heat = np.zeros(shape, dtype=np.float32)
     for box in boxes:
-        region = tuple(slice(int(np.ceil(lo - 0.5)), int(np.ceil(hi - 0.5))) for lo, hi in zip(box.lo, box.hi))
+        region = tuple(
+            slice(int(np.ceil(lo - 0.5)), int(np.ceil(hi - 0.5))) for lo, hi in zip(box.lo, box.hi)
+        )
         np.maximum(heat[region], box.score, out=heat[region])
     return heat
 
@@ -45,6 +47,8 @@ def test_the_simulated_grounder_is_unchanged_on_phantoms():
             sample = generate(kind, index, seed=1, size=32)
             for prompt in PROMPT_TARGETS[kind]:
                 boxes = grounder.boxes(sample, prompt)
-                assert np.array_equal(grounder.heatmap(sample, prompt), centre_rule(boxes, sample.lesion.shape))
+                assert np.array_equal(
+                    grounder.heatmap(sample, prompt), centre_rule(boxes, sample.lesion.shape)
+                )
                 checked += len(boxes)
     assert checked > 0

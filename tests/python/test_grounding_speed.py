@@ -12,8 +12,14 @@ from mwm.bench.speed_grounding import run_grounding_benchmarks  # noqa: E402
 @pytest.mark.slow
 def test_rows_compare_batched_and_per_image_m2ib():
     threads = torch.get_num_threads()
-    args = argparse.Namespace(quick=True, device=torch.device("cpu"), seed=0, grounding_batch=2,
-                              grounding_repeats=1, grounding_warmup=0)
+    args = argparse.Namespace(
+        quick=True,
+        device=torch.device("cpu"),
+        seed=0,
+        grounding_batch=2,
+        grounding_repeats=1,
+        grounding_warmup=0,
+    )
     rows = run_grounding_benchmarks(args)
     assert torch.get_num_threads() == threads  # restored after the section's 2 threads
     assert len(rows) == 1

@@ -158,6 +158,8 @@ def boxes_to_heatmap(boxes: Sequence[Box], shape: Sequence[int]) -> np.ndarray:
     if not boxes:
         return np.zeros(tuple(shape), dtype=np.float32)
     # mwm.grounding takes corners (x, y[, z]), the reverse of the image's axis order.
-    corners = torch.tensor([[*reversed(box.lo), *reversed(box.hi)] for box in boxes], dtype=torch.float64)
+    corners = torch.tensor(
+        [[*reversed(box.lo), *reversed(box.hi)] for box in boxes], dtype=torch.float64
+    )
     scores = torch.tensor([box.score for box in boxes], dtype=torch.float64)
     return grounding_boxes_to_heatmap([corners], tuple(int(s) for s in shape), [scores])[0].numpy()

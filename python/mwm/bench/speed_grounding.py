@@ -64,11 +64,25 @@ def random_clip(name: str, seed: int, device: torch.device):
     side, patch, width, blocks, _ = MODELS[name]
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config=dict(vocab_size=100, hidden_size=width, intermediate_size=2 * width,
-                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
-                         eos_token_id=99, bos_token_id=98, pad_token_id=0),
-        vision_config=dict(image_size=side, patch_size=patch, hidden_size=width,
-                           intermediate_size=4 * width, num_hidden_layers=blocks, num_attention_heads=4),
+        text_config=dict(
+            vocab_size=100,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            eos_token_id=99,
+            bos_token_id=98,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            image_size=side,
+            patch_size=patch,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=blocks,
+            num_attention_heads=4,
+        ),
         projection_dim=width // 2,
     )
     return CLIPModel(config).to(device).eval()
@@ -81,7 +95,9 @@ def run_grounding_benchmarks(args) -> List[Dict[str, object]]:
     device = getattr(args, "device", None) or torch.device("cpu")
     device = torch.device(device)
     # Own repetition counts: one M2IB call takes seconds, the masking rows' 30 would take minutes.
-    repeats = int(getattr(args, "grounding_repeats", None) or (QUICK_REPEATS if quick else FULL_REPEATS))
+    repeats = int(
+        getattr(args, "grounding_repeats", None) or (QUICK_REPEATS if quick else FULL_REPEATS)
+    )
     batch = int(getattr(args, "grounding_batch", None) or BATCH)
     warmup = 1 if getattr(args, "grounding_warmup", None) is None else int(args.grounding_warmup)
     seed = int(getattr(args, "seed", 0) or 0)
@@ -91,7 +107,7 @@ def run_grounding_benchmarks(args) -> List[Dict[str, object]]:
     rows: List[Dict[str, object]] = []
     try:
         threads = torch.get_num_threads()
-        for name in (("tiny",) if quick else ("tiny", "small")):
+        for name in ("tiny",) if quick else ("tiny", "small"):
             side, patch, width, blocks, layer = MODELS[name]
             model = random_clip(name, seed, device)
             generator = torch.Generator().manual_seed(seed)
@@ -103,33 +119,53 @@ def run_grounding_benchmarks(args) -> List[Dict[str, object]]:
                 return m2ib_heatmaps(model, images, text_embeddings=text, layer=layer, seed=seed)
 
             def per_image():
-                return torch.cat([m2ib_heatmaps(model, images[b:b + 1], text_embeddings=text,
-                                                layer=layer, seed=seed) for b in range(batch)])
+                return torch.cat(
+                    [
+                        m2ib_heatmaps(
+                            model, images[b : b + 1], text_embeddings=text, layer=layer, seed=seed
+                        )
+                        for b in range(batch)
+                    ]
+                )
 
             difference = float((batched() - per_image()).abs().max())
             ours = median_time(batched, repeats=repeats, warmup=warmup, device=device)
             loop = median_time(per_image, repeats=repeats, warmup=warmup, device=device)
             speedup = loop.median_s / ours.median_s
             row = {
-                "section": "grounding", "case": f"M2IB, {name} random CLIP",
+                "section": "grounding",
+                "case": f"M2IB, {name} random CLIP",
                 "size": f"B={batch} {side}px patch {patch} width {width} blocks {blocks}",
-                "ours": "mwm.grounding.m2ib_heatmaps (batched)", "reference": "per-image loop",
-                "ours_ms": ours.median_ms, "reference_ms": loop.median_ms,
+                "ours": "mwm.grounding.m2ib_heatmaps (batched)",
+                "reference": "per-image loop",
+                "ours_ms": ours.median_ms,
+                "reference_ms": loop.median_ms,
                 "ratio": ours.median_s / loop.median_s,
                 "speedup": speedup,
                 "ours_images_per_s": batch / ours.median_s,
                 "reference_images_per_s": batch / loop.median_s,
                 "max_map_difference": difference,
-                "repeats": repeats, "threads": threads, "device": str(device),
+                "repeats": repeats,
+                "threads": threads,
+                "device": str(device),
             }
             if name == "tiny" and batch == BATCH:
                 row["target"] = f">= {TARGET_SPEEDUP:.0f}x at B={BATCH}, {CPU_THREADS} CPU threads"
-                row["met"] = speedup >= TARGET_SPEEDUP and (device.type != "cpu" or threads == CPU_THREADS)
+                row["met"] = speedup >= TARGET_SPEEDUP and (
+                    device.type != "cpu" or threads == CPU_THREADS
+                )
             rows.append(row)
-            print(f"grounding ({name}): batched {row['ours_images_per_s']:.1f} images/s, per-image loop "
-                  f"{row['reference_images_per_s']:.1f} images/s: {speedup:.1f}x at {threads} threads "
-                  f"on {device}; max map difference {difference:.2g}"
-                  + (f"; target {row['target']}: {'met' if row['met'] else 'NOT met'}" if "met" in row else ""))
+            print(
+                f"grounding ({name}): batched {row['ours_images_per_s']:.1f} images/s, "
+                f"per-image loop {row['reference_images_per_s']:.1f} images/s: "
+                f"{speedup:.1f}x at {threads} threads "
+                f"on {device}; max map difference {difference:.2g}"
+                + (
+                    f"; target {row['target']}: {'met' if row['met'] else 'NOT met'}"
+                    if "met" in row
+                    else ""
+                )
+            )
     finally:
         torch.set_num_threads(previous_threads)
     return rows

@@ -12,7 +12,6 @@ from .adapters import (
 from .clip_heatmaps import ClipHeatmapGenerator
 from .m2ib import encode_prompts, m2ib_heatmaps
 from .pipeline import TextRegionPipeline, TextRegions
-from .sam import SamBoxRefiner
 from .prompt_bank import (
     ModalityPrompts,
     Prompt,
@@ -24,6 +23,7 @@ from .prompt_bank import (
     prompt_bank_from_dict,
 )
 from .regions import largest_component_boxes, mwm_region_map, region_level_map
+from .sam import SamBoxRefiner
 
 __all__ = [
     "boxes_to_heatmap",

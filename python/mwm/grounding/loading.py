@@ -3,7 +3,8 @@
 Two folder layouts are recognized:
 - open_clip's (`open_clip_config.json` with "model_cfg" and "preprocess_cfg", plus the weights
   `open_clip_pytorch_model.bin` / `open_clip_model.safetensors`), the layout BiomedCLIP ships in:
-  `open_clip.create_model("local-dir:<folder>")` and `open_clip.get_tokenizer("local-dir:<folder>")`;
+  `open_clip.create_model("local-dir:<folder>")` and
+  `open_clip.get_tokenizer("local-dir:<folder>")`;
 - transformers' (`config.json` of a CLIPModel and its weights, `save_pretrained`), with the
   tokenizer files and optionally `preprocessor_config.json` (pixel mean / std) in the same folder.
 """
@@ -44,14 +45,18 @@ def load_clip(path, device="cpu") -> LoadedClip:
 
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if config.get("model_type") != "clip":
-            raise ValueError(f"{folder / 'config.json'}: model_type {config.get('model_type')!r} is not "
-                             "a transformers CLIPModel ('clip')")
+            raise ValueError(
+                f"{folder / 'config.json'}: model_type {config.get('model_type')!r} is not "
+                "a transformers CLIPModel ('clip')"
+            )
         model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"--clip {str(folder)!r}: no tokenizer could be loaded from the folder "
-                             f"({exc}); save the tokenizer next to the model") from exc
+            raise ValueError(
+                f"--clip {str(folder)!r}: no tokenizer could be loaded from the folder "
+                f"({exc}); save the tokenizer next to the model"
+            ) from exc
         mean = std = None
         processor_config = folder / "preprocessor_config.json"
         if processor_config.is_file():

@@ -107,15 +107,23 @@ def _tower(model: torch.nn.Module) -> _Tower:
 
         if hasattr(visual, "trunk"):  # timm tower, as in BiomedCLIP
             trunk = visual.trunk
-            return _Tower(list(trunk.blocks), model.encode_image, encode_text,
-                          int(getattr(trunk, "num_prefix_tokens", 1)), "open_clip/timm")
+            return _Tower(
+                list(trunk.blocks),
+                model.encode_image,
+                encode_text,
+                int(getattr(trunk, "num_prefix_tokens", 1)),
+                "open_clip/timm",
+            )
         if getattr(visual, "attn_pool", None) is not None:
             raise TypeError("open_clip towers with attentional pooling are not supported by M2IB")
         if not getattr(visual.transformer, "batch_first", True):
-            raise TypeError("open_clip transformers with batch_first=False are not supported by M2IB")
+            raise TypeError(
+                "open_clip transformers with batch_first=False are not supported by M2IB"
+            )
         prefix = 0 if getattr(visual, "class_embedding", None) is None else 1
-        return _Tower(list(visual.transformer.resblocks), model.encode_image, encode_text, prefix,
-                      "open_clip")
+        return _Tower(
+            list(visual.transformer.resblocks), model.encode_image, encode_text, prefix, "open_clip"
+        )
     raise TypeError(
         f"model {type(model).__name__} is neither a transformers CLIPModel nor an open_clip CLIP "
         "with a ViT or timm vision tower"
@@ -131,8 +139,10 @@ def _device_and_dtype(model: torch.nn.Module) -> Tuple[torch.device, torch.dtype
 
 def _tokenize(tokenizer, prompts: Sequence[str]):
     if tokenizer is None:
-        raise ValueError("prompts are strings but tokenizer is None: pass the model's tokenizer or "
-                         "processor, or give token ids")
+        raise ValueError(
+            "prompts are strings but tokenizer is None: pass the model's tokenizer or "
+            "processor, or give token ids"
+        )
     if hasattr(tokenizer, "model_input_names"):  # a transformers tokenizer or processor
         return tokenizer(text=list(prompts), padding=True, truncation=True, return_tensors="pt")
     return tokenizer(list(prompts))
@@ -147,7 +157,8 @@ def _token_mapping(tokens) -> dict:
         tokens = {k: v for k, v in tokens.items() if isinstance(v, torch.Tensor)}
     else:
         raise TypeError(
-            f"the tokenizer returned a {type(tokens).__name__}; expected a tensor of token ids or a "
+            f"the tokenizer returned a {type(tokens).__name__}; expected a tensor of token ids "
+            "or a "
             "mapping with 'input_ids'"
         )
     ids = tokens["input_ids"]
@@ -156,7 +167,8 @@ def _token_mapping(tokens) -> dict:
         ids = tokens["input_ids"]
     if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
         raise ValueError(
-            f"input_ids must be a (K, L) integer tensor, got shape {tuple(ids.shape)} dtype {ids.dtype}"
+            f"input_ids must be a (K, L) integer tensor, got shape {tuple(ids.shape)} "
+            f"dtype {ids.dtype}"
         )
     return tokens
 
@@ -182,18 +194,30 @@ def encode_prompts(model: torch.nn.Module, prompts: Prompts, tokenizer=None) -> 
 
 
 def _information(alpha: torch.Tensor, standardized: torch.Tensor, var: float) -> torch.Tensor:
-    """KL(q(Z|H) || prior) per token and channel; alpha (B, K, T, C), standardized H (B, 1, T, C)."""
+    """KL(q(Z|H) || prior) per token and channel.
+
+    alpha: (B, K, T, C); standardized: H in units of the channel spread, (B, 1, T, C)."""
     lam = torch.sigmoid(alpha)
     log_keep_noise = 2.0 * F.logsigmoid(-alpha)  # log (1 - lambda)^2, finite for large alpha
-    return 0.5 * (torch.exp(log_keep_noise) + lam.square() * standardized.square() / var
-                  - 1.0 - log_keep_noise)
+    return 0.5 * (
+        torch.exp(log_keep_noise)
+        + lam.square() * standardized.square() / var
+        - 1.0
+        - log_keep_noise
+    )
 
 
 class _Bottleneck:
     """State shared between the optimization loop and the forward hook on the chosen block."""
 
-    def __init__(self, num_prompts: int, samples: int, init_alpha: float, var: float,
-                 generator: torch.Generator):
+    def __init__(
+        self,
+        num_prompts: int,
+        samples: int,
+        init_alpha: float,
+        var: float,
+        generator: torch.Generator,
+    ):
         self.num_prompts = num_prompts
         self.samples = samples
         self.init_alpha = init_alpha
@@ -213,23 +237,35 @@ class _Bottleneck:
         self.std = spread.clamp_min(torch.finfo(tokens.dtype).eps)
         self.standardized = ((tokens - self.mean) / self.std).unsqueeze(1)  # (B, 1, T, C)
         shape = (tokens.shape[0], self.num_prompts, *tokens.shape[1:])
-        self.alpha = torch.full(shape, float(self.init_alpha), dtype=tokens.dtype,
-                                device=tokens.device, requires_grad=True)
+        self.alpha = torch.full(
+            shape,
+            float(self.init_alpha),
+            dtype=tokens.dtype,
+            device=tokens.device,
+            requires_grad=True,
+        )
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
             raise RuntimeError(
                 f"the bottleneck block returned {type(hidden).__name__} of shape "
-                f"{getattr(hidden, 'shape', None)}; expected (batch, tokens, channels) hidden states"
+                f"{getattr(hidden, 'shape', None)}; expected (batch, tokens, channels) "
+                "hidden states"
             )
         if self.alpha is None:
             self.start(hidden)
         elif tuple(hidden.shape) != self.seen_shape:
-            raise RuntimeError(f"the bottleneck block saw hidden states of shape {tuple(hidden.shape)} "
-                               f"after {self.seen_shape}")
+            raise RuntimeError(
+                f"the bottleneck block saw hidden states of shape {tuple(hidden.shape)} "
+                f"after {self.seen_shape}"
+            )
         batch, tokens, channels = hidden.shape
-        standard = torch.randn((self.samples, tokens, channels), generator=self.generator,
-                               device=hidden.device, dtype=hidden.dtype)
+        standard = torch.randn(
+            (self.samples, tokens, channels),
+            generator=self.generator,
+            device=hidden.device,
+            dtype=hidden.dtype,
+        )
         # eps ~ N(mu_H, var * sigma_H^2) per image: (B, 1, S, T, C); Z = eps + lambda * (H - eps).
         eps = torch.addcmul(self.mean[:, None], self.std[:, None] * math.sqrt(self.var), standard)
         eps = eps.unsqueeze(1)
@@ -288,23 +324,41 @@ def _number(value, argument: str) -> float:
     return float(value)
 
 
-def check_m2ib_options(model: torch.nn.Module, *, layer=DEFAULT_LAYER, beta=DEFAULT_BETA, var=DEFAULT_VAR,
-                       steps=DEFAULT_STEPS, lr=DEFAULT_LR, samples=DEFAULT_SAMPLES,
-                       init_alpha=DEFAULT_INIT_ALPHA, seed=0) -> tuple:
+def check_m2ib_options(
+    model: torch.nn.Module,
+    *,
+    layer=DEFAULT_LAYER,
+    beta=DEFAULT_BETA,
+    var=DEFAULT_VAR,
+    steps=DEFAULT_STEPS,
+    lr=DEFAULT_LR,
+    samples=DEFAULT_SAMPLES,
+    init_alpha=DEFAULT_INIT_ALPHA,
+    seed=0,
+) -> tuple:
     """The M2IB options, checked against the model (a ValueError names the bad one)."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     tower = _tower(model)
     layer = _int_at_least(layer, "layer", 0)
     if layer >= len(tower.blocks):
-        raise ValueError(f"layer = {layer}: the vision tower has {len(tower.blocks)} blocks "
-                         f"(0..{len(tower.blocks) - 1})")
+        raise ValueError(
+            f"layer = {layer}: the vision tower has {len(tower.blocks)} blocks "
+            f"(0..{len(tower.blocks) - 1})"
+        )
     beta = _number(beta, "beta")
     if beta < 0:
         raise ValueError(f"beta = {beta}: must be >= 0")
-    return (layer, beta, positive_float(var, "var"), _int_at_least(steps, "steps", 0),
-            positive_float(lr, "lr"), _int_at_least(samples, "samples", 1),
-            _number(init_alpha, "init_alpha"), _int_at_least(seed, "seed", 0))
+    return (
+        layer,
+        beta,
+        positive_float(var, "var"),
+        _int_at_least(steps, "steps", 0),
+        positive_float(lr, "lr"),
+        _int_at_least(samples, "samples", 1),
+        _number(init_alpha, "init_alpha"),
+        _int_at_least(seed, "seed", 0),
+    )
 
 
 def m2ib_heatmaps(
@@ -341,8 +395,16 @@ def m2ib_heatmaps(
     Returns float32 maps on the model's device.
     """
     layer, beta, var, steps, lr, samples, init_alpha, seed = check_m2ib_options(
-        model, layer=layer, beta=beta, var=var, steps=steps, lr=lr, samples=samples,
-        init_alpha=init_alpha, seed=seed)
+        model,
+        layer=layer,
+        beta=beta,
+        var=var,
+        steps=steps,
+        lr=lr,
+        samples=samples,
+        init_alpha=init_alpha,
+        seed=seed,
+    )
     tower = _tower(model)
 
     device, dtype = _device_and_dtype(model)
@@ -353,7 +415,11 @@ def m2ib_heatmaps(
         raise ValueError("images holds no image (batch size 0)")
     require_finite(pixels, "images")
     pixels = pixels.detach().to(device=device, dtype=dtype)
-    size = tuple(pixels.shape[-2:]) if image_size is None else spatial_size(image_size, "image_size", (2,))
+    size = (
+        tuple(pixels.shape[-2:])
+        if image_size is None
+        else spatial_size(image_size, "image_size", (2,))
+    )
 
     if (prompts is None) == (text_embeddings is None):
         raise ValueError("pass exactly one of prompts and text_embeddings")
@@ -379,11 +445,15 @@ def m2ib_heatmaps(
         def loss_of_step() -> torch.Tensor:
             embeddings = tower.encode_image(pixels)
             if embeddings.dim() != 2 or embeddings.shape[0] != batch * num_prompts * samples:
-                raise RuntimeError(f"the image encoder returned shape {tuple(embeddings.shape)}; expected "
-                                   f"({batch * num_prompts * samples}, E) embeddings")
+                raise RuntimeError(
+                    f"the image encoder returned shape {tuple(embeddings.shape)}; expected "
+                    f"({batch * num_prompts * samples}, E) embeddings"
+                )
             if embeddings.shape[-1] != texts.shape[-1]:
-                raise ValueError(f"text embeddings have dimension {texts.shape[-1]} but image "
-                                 f"embeddings {embeddings.shape[-1]}")
+                raise ValueError(
+                    f"text embeddings have dimension {texts.shape[-1]} but image "
+                    f"embeddings {embeddings.shape[-1]}"
+                )
             unit = F.normalize(embeddings, dim=-1).reshape(batch, num_prompts, samples, -1)
             cosine = (unit * texts[None, :, None]).sum(-1).mean(-1)  # (B, K)
             information = bottleneck.information().mean(dim=(-2, -1))  # (B, K)
@@ -404,7 +474,7 @@ def m2ib_heatmaps(
                 optimizer.step()
         with torch.no_grad():
             per_token = bottleneck.information().sum(-1)  # (B, K, T)
-    patches = per_token[..., tower.num_prefix_tokens:]
+    patches = per_token[..., tower.num_prefix_tokens :]
     grid = _grid_of(patches.shape[-1], pixels.shape[-2:])
     maps = patches.reshape(batch, num_prompts, *grid).float()
     heat = normalize_maps(resize_maps(maps, size), 2).clamp_(0.0, 1.0).contiguous()

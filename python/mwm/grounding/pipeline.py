@@ -36,7 +36,12 @@ from .m2ib import (
     m2ib_heatmaps,
 )
 from .prompt_bank import ModalityPrompts, PromptBank, _as_bank, masker_kwargs_from_prompt_bank
-from .regions import DEFAULT_NUM_COMPONENTS, DEFAULT_THRESHOLD, largest_component_boxes, region_level_map
+from .regions import (
+    DEFAULT_NUM_COMPONENTS,
+    DEFAULT_THRESHOLD,
+    largest_component_boxes,
+    region_level_map,
+)
 from .sam import SamBoxRefiner, fill_boxes
 
 __all__ = ["TextRegionPipeline", "TextRegions", "model_input_size", "model_normalization"]
@@ -49,7 +54,8 @@ Box = Tuple[Tuple[int, int], ...]
 class TextRegions:
     """Per image i: heatmaps[i] (K, H, W) float32 in [0, 1]; roi_maps[i] (K, H, W) bool;
     region_maps[i] (H, W) float32, the map `TextGuidedMasker` reads (see
-    `TextRegionPipeline.masker_kwargs`); boxes[i][k] the filled boxes of prompt k. All on the CPU."""
+    `TextRegionPipeline.masker_kwargs`); boxes[i][k] the filled boxes of prompt k.
+    All on the CPU."""
 
     heatmaps: List[torch.Tensor]
     roi_maps: List[torch.Tensor]
@@ -60,8 +66,10 @@ class TextRegions:
         """The region maps as one (B, H, W) batch; every image must have the same size."""
         sizes = {tuple(m.shape) for m in self.region_maps}
         if len(sizes) != 1:
-            raise ValueError(f"region maps have different sizes {sorted(sizes)}: resize the images "
-                             "to one size first, or use the maps one by one")
+            raise ValueError(
+                f"region maps have different sizes {sorted(sizes)}: resize the images "
+                "to one size first, or use the maps one by one"
+            )
         return torch.stack(self.region_maps)
 
 
@@ -78,7 +86,9 @@ def model_input_size(model: torch.nn.Module) -> Tuple[int, int]:
     elif visual is not None:
         size = getattr(visual, "image_size", None)
     if size is None:
-        raise TypeError(f"cannot tell the input size of {type(model).__name__}: pass input_size=(H, W)")
+        raise TypeError(
+            f"cannot tell the input size of {type(model).__name__}: pass input_size=(H, W)"
+        )
     if isinstance(size, int):
         return size, size
     return int(size[0]), int(size[1])
@@ -89,7 +99,8 @@ _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def model_normalization(model: torch.nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """The (mean, std) pixel normalization: open_clip's `visual.image_mean/std` when set, else CLIP's."""
+    """The (mean, std) pixel normalization: open_clip's `visual.image_mean/std` when set,
+    else CLIP's."""
     visual = getattr(model, "visual", None)
     mean = getattr(visual, "image_mean", None) if visual is not None else None
     std = getattr(visual, "image_std", None) if visual is not None else None
@@ -102,7 +113,11 @@ def _as_image_array(image, index: int) -> np.ndarray:
         array = array[..., :3]  # drop alpha
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3) or min(array.shape[:2]) < 1:
+    if (
+        array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[-1] != 3)
+        or min(array.shape[:2]) < 1
+    ):
         raise ValueError(f"images[{index}] has shape {array.shape}: expected (H, W) or (H, W, 3)")
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise ValueError(f"images[{index}] has dtype {array.dtype}, not numbers")
@@ -170,11 +185,16 @@ class TextRegionPipeline:
                 raise ValueError("pass prompts or prompt_bank + modality, not both")
             bank = _as_bank(prompt_bank)
             self.bank_prompts = bank.modality(modality, preset)
-            self._masker_kwargs = masker_kwargs_from_prompt_bank(bank, modality, preset=self.bank_prompts.preset)
+            self._masker_kwargs = masker_kwargs_from_prompt_bank(
+                bank, modality, preset=self.bank_prompts.preset
+            )
             self._masker_kwargs.pop("policy")
             prompts = list(self.bank_prompts.texts)
-            defaults = (self.bank_prompts.threshold, self.bank_prompts.num_components,
-                        self.bank_prompts.expand_ratio)
+            defaults = (
+                self.bank_prompts.threshold,
+                self.bank_prompts.num_components,
+                self.bank_prompts.expand_ratio,
+            )
         else:
             if prompts is None:
                 raise ValueError("pass prompts (strings or token ids) or prompt_bank + modality")
@@ -189,20 +209,29 @@ class TextRegionPipeline:
         self.threshold = float(defaults[0] if threshold is None else threshold)
         self.num_components = defaults[1] if num_components is None else num_components
         if self.num_components is not None and (
-                isinstance(self.num_components, bool) or not isinstance(self.num_components, int)
-                or self.num_components < 1):
-            raise ValueError(f"num_components = {self.num_components!r}: must be a positive int or None")
-        self.expand_ratio = positive_float(defaults[2] if expand_ratio is None else expand_ratio,
-                                           "expand_ratio")
+            isinstance(self.num_components, bool)
+            or not isinstance(self.num_components, int)
+            or self.num_components < 1
+        ):
+            raise ValueError(
+                f"num_components = {self.num_components!r}: must be a positive int or None"
+            )
+        self.expand_ratio = positive_float(
+            defaults[2] if expand_ratio is None else expand_ratio, "expand_ratio"
+        )
         if isinstance(sam, tuple):
             sam = SamBoxRefiner(*sam)
         if sam is not None and not isinstance(sam, SamBoxRefiner):
-            raise TypeError(f"sam must be a SamBoxRefiner or a (SamModel, SamProcessor) pair, got "
-                            f"{type(sam).__name__}")
+            raise TypeError(
+                f"sam must be a SamBoxRefiner or a (SamModel, SamProcessor) pair, got "
+                f"{type(sam).__name__}"
+            )
         self.sam = sam
         self.preprocess = preprocess
         if preprocess is None:
-            self.input_size = tuple(input_size) if input_size is not None else model_input_size(model)
+            self.input_size = (
+                tuple(input_size) if input_size is not None else model_input_size(model)
+            )
             default_mean, default_std = model_normalization(model)
             self.mean = tuple(mean) if mean is not None else default_mean
             self.std = tuple(std) if std is not None else default_std
@@ -215,7 +244,9 @@ class TextRegionPipeline:
         self.text_embeddings = encode_prompts(model, prompts, tokenizer)
         self.num_prompts = self.text_embeddings.shape[0]
         if self.bank_prompts is not None and self.num_prompts != len(self.bank_prompts.prompts):
-            raise RuntimeError("the text encoder returned a different number of prompts than the bank has")
+            raise RuntimeError(
+                "the text encoder returned a different number of prompts than the bank has"
+            )
 
     # ----------------------------------------------------------------------------------------
 
@@ -238,13 +269,20 @@ class TextRegionPipeline:
             if self.preprocess is not None:
                 tensor = torch.as_tensor(self.preprocess(image))
                 if tensor.dim() != 3:
-                    raise ValueError(f"preprocess(images[{i}]) returned shape {tuple(tensor.shape)}; "
-                                     "expected (3, h, w)")
+                    raise ValueError(
+                        f"preprocess(images[{i}]) returned shape {tuple(tensor.shape)}; "
+                        "expected (3, h, w)"
+                    )
                 batch.append(tensor.float())
                 continue
             array = torch.from_numpy(display_rgb(image).astype(np.float32) / 255.0).permute(2, 0, 1)
-            resized = F.interpolate(array[None], size=self.input_size, mode="bilinear",
-                                    align_corners=False, antialias=True)[0]
+            resized = F.interpolate(
+                array[None],
+                size=self.input_size,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )[0]
             mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
             std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
             batch.append((resized - mean) / std)
@@ -256,15 +294,26 @@ class TextRegionPipeline:
     def heatmaps(self, pixels: torch.Tensor) -> torch.Tensor:
         """Attribution maps (B, K, h, w) in [0, 1] at the model's input resolution."""
         if self.attribution == "m2ib":
-            options = dict(layer=DEFAULT_LAYER, beta=DEFAULT_BETA, var=DEFAULT_VAR, steps=DEFAULT_STEPS,
-                           lr=DEFAULT_LR, samples=DEFAULT_SAMPLES, init_alpha=DEFAULT_INIT_ALPHA)
+            options = dict(
+                layer=DEFAULT_LAYER,
+                beta=DEFAULT_BETA,
+                var=DEFAULT_VAR,
+                steps=DEFAULT_STEPS,
+                lr=DEFAULT_LR,
+                samples=DEFAULT_SAMPLES,
+                init_alpha=DEFAULT_INIT_ALPHA,
+            )
             options.update(self.m2ib_options)
-            return m2ib_heatmaps(self.model, pixels, text_embeddings=self.text_embeddings, **options)
+            return m2ib_heatmaps(
+                self.model, pixels, text_embeddings=self.text_embeddings, **options
+            )
         from .clip_heatmaps import ClipHeatmapGenerator
 
         return ClipHeatmapGenerator(self.model)(pixels, text_embeddings=self.text_embeddings)
 
-    def regions(self, heatmap: torch.Tensor, image: np.ndarray) -> Tuple[torch.Tensor, List[List[Box]]]:
+    def regions(
+        self, heatmap: torch.Tensor, image: np.ndarray
+    ) -> Tuple[torch.Tensor, List[List[Box]]]:
         """One image's heatmaps (K, H, W) -> ROI maps (K, H, W) bool and the filled boxes."""
         above = (heatmap > self.threshold).cpu().numpy()
         rois, boxes = [], []
@@ -305,4 +354,3 @@ class TextRegionPipeline:
             result.region_maps.append(self.region_map(roi))
             result.boxes.append(boxes)
         return result
-

@@ -1,4 +1,4 @@
-"""SAM refinement of region boxes, with a transformers `SamModel` + `SamProcessor` the user supplies.
+"""SAM refinement of region boxes with the user's transformers `SamModel` + `SamProcessor`.
 
 The Mask What Matters reference refines its heatmap regions with SAM: each component's box is a
 box prompt, SAM segments it, and the segment's bounding box, scaled by `expand_ratio` about its
@@ -62,12 +62,14 @@ class SamBoxRefiner:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prompt_encoder"):
             raise TypeError(f"model must be a transformers SamModel, got {type(model).__name__}")
         if not hasattr(processor, "post_process_masks"):
-            raise TypeError(f"processor must be a transformers SamProcessor, got {type(processor).__name__}")
+            raise TypeError(
+                f"processor must be a transformers SamProcessor, got {type(processor).__name__}"
+            )
         self.model = model.eval()
         self.processor = processor
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "SamBoxRefiner":
+    def from_pretrained(cls, path, device="cpu") -> SamBoxRefiner:
         """Model and processor from one local folder (`save_pretrained` of both); no download."""
         from transformers import SamModel, SamProcessor
 
@@ -84,8 +86,10 @@ class SamBoxRefiner:
         """SAM's mask (n, H, W) bool for each of n boxes on one RGB uint8 image (H, W, 3)."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} "
-                             f"dtype {image.dtype}")
+            raise ValueError(
+                f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} "
+                f"dtype {image.dtype}"
+            )
         if not boxes:
             return np.zeros((0, *image.shape[:2]), dtype=bool)
         corners = [[float(c0), float(r0), float(c1), float(r1)] for (r0, r1), (c0, c1) in boxes]
@@ -98,15 +102,21 @@ class SamBoxRefiner:
             multimask_output=False,
         )
         masks = self.processor.post_process_masks(
-            outputs.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
+            outputs.pred_masks.float().cpu(),
+            inputs["original_sizes"],
+            inputs["reshaped_input_sizes"],
         )[0]  # (n, 1, H, W)
         return masks[:, 0].numpy().astype(bool)
 
-    def refine(self, image: np.ndarray, boxes: Sequence[Box], expand_ratio: float = 1.0) -> Tuple[np.ndarray, List[Box]]:
+    def refine(
+        self, image: np.ndarray, boxes: Sequence[Box], expand_ratio: float = 1.0
+    ) -> Tuple[np.ndarray, List[Box]]:
         """The ROI map (H, W) bool and the filled boxes, one per prompt box."""
         expand = positive_float(expand_ratio, "expand_ratio")
         shape = np.asarray(image).shape[:2]
         filled = []
         for box, mask in zip(boxes, self.masks(image, boxes)):
-            filled.append(scaled_bounding_box(mask, expand) if mask.any() else _scaled_box(box, expand, shape))
+            filled.append(
+                scaled_bounding_box(mask, expand) if mask.any() else _scaled_box(box, expand, shape)
+            )
         return fill_boxes(shape, filled), filled
