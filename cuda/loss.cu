@@ -37,40 +37,26 @@ struct device_warp {
   }
 };
 
-__device__ inline void fail_non_finite_target(std::int64_t index, std::int64_t n) {
-  printf("mwm: target has a non-finite value (NaN or Inf) in sample %lld, patch %lld, which the "
-         "loss reads (a masked patch)\n",
-         static_cast<long long>(index / n), static_cast<long long>(index % n));
-  __trap();
-}
-
-// The device side of finish_loss's report (nonfinite "error"): the same words as the CPU path.
-__device__ inline void fail_loss_fault(loss_fault fault, std::int64_t index, std::int64_t n) {
-  const char* what = fault == loss_fault::weight ? "weight is not finite (NaN or Inf)"
-                     : fault == loss_fault::pred ? "pred has a non-finite value (NaN or Inf)"
-                                                 : "the loss overflows (finite inputs)";
-  printf("mwm: %s in sample %lld, patch %lld, which the loss reads (a masked patch); nonfinite = "
-         "\"propagate\" returns the non-finite loss instead\n",
-         what, static_cast<long long>(index / n), static_cast<long long>(index % n));
-  __trap();
-}
-
-// Forward, pass 1: a warp per patch writes c * err to per_patch[i]. Under nonfinite "error" a
-// non-finite patch loss traps (a non-finite target always does).
+// Forward, pass 1: a warp per patch writes c * err to per_patch[i]. A non-finite target patch
+// the loss reads, and under nonfinite "error" a non-finite patch loss, is recorded in the
+// device's error slot (device_checks.cuh), raised later with finish_loss's message; the kernel
+// goes on (the loss then holds the non-finite value).
 template <typename Acc, typename P, typename T>
 __global__ void __launch_bounds__(loss_block_threads)
-    patch_losses_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, Acc* per_patch) {
+    patch_losses_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, Acc* per_patch,
+                        const error_sink errors) {
   device_warp warp{static_cast<int>(threadIdx.x % loss_lanes)};
   const int w = static_cast<int>(threadIdx.x / loss_lanes);
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_warps_per_block;
-  const std::int64_t n = in.geometry.grid.num_patches();
   for (std::int64_t i = first_patch_of_warp(blockIdx.x, w); i < count; i += step) {
     const warp_patch_result<Acc> r = warp_patch_loss(in, i, warp);
     if (warp.lane != 0) continue;
-    if (!r.target_finite) fail_non_finite_target(i, n);
-    if (in.options.nonfinite == nonfinite_policy::error) {
-      const loss_fault fault = patch_loss_fault(in, i, r.loss);
-      if (fault != loss_fault::none) fail_loss_fault(fault, i, n);
+    loss_fault fault = r.target_finite ? loss_fault::none : loss_fault::target;
+    if (fault == loss_fault::none && in.options.nonfinite == nonfinite_policy::error)
+      fault = patch_loss_fault(in, i, r.loss);
+    if (fault != loss_fault::none) {
+      const loss_data_error bad = patch_data_error(in, fault, i);
+      record_data_error(errors, bad.key, bad.error);
     }
     per_patch[i] = r.loss;
   }
@@ -128,20 +114,30 @@ __device__ inline Acc finish_levels(Acc* values, std::int64_t m, Acc* a) {
 
 // Pass 3, one block: the totals of the chunk totals; out = losses / denominator, or the
 // denominator alone when `chunk_losses` is null. With `check_finite` (nonfinite "error"), a
-// non-finite reduced loss traps, except mean's 0/0 when sum(mask * weight) == 0 (the patch
-// kernel has already trapped on a non-finite patch loss).
+// non-finite reduced loss of finite patch losses (their sum overflows) still traps, except
+// mean's 0/0 when sum(mask * weight) == 0: the error slot has no code for it yet. A
+// non-finite patch loss has been recorded by the patch kernel, so this is skipped then.
 template <typename Acc>
 __global__ void __launch_bounds__(loss_chunk)
     finish_kernel(Acc* chunk_losses, Acc* chunk_coefficients, std::int64_t chunks,
-                  loss_reduction reduction, bool check_finite, Acc* out) {
+                  const Acc* per_patch, std::int64_t count, loss_reduction reduction,
+                  bool check_finite, Acc* out) {
   __shared__ Acc a[loss_chunk];
   const Acc coefficients = finish_levels(chunk_coefficients, chunks, a);
   const Acc losses = chunk_losses ? finish_levels(chunk_losses, chunks, a) : Acc(0);
-  if (threadIdx.x != 0) return;
   const Acc denominator = loss_denominator(reduction, coefficients);
-  out[0] = chunk_losses ? losses / denominator : denominator;
-  if (check_finite && chunk_losses && !detail::finite_value(out[0]) &&
-      !(reduction == loss_reduction::mean && coefficients == Acc(0))) {
+  const Acc value = chunk_losses ? losses / denominator : denominator;
+  // The same in every thread of the block: the scan below is a block-wide vote.
+  const bool suspicious = check_finite && chunk_losses && !detail::finite_value(value) &&
+                          !(reduction == loss_reduction::mean && coefficients == Acc(0));
+  bool bad_patch = false;
+  if (suspicious)
+    for (std::int64_t k = threadIdx.x; k < count; k += loss_chunk)
+      bad_patch = bad_patch || !detail::finite_value(per_patch[k]);
+  bad_patch = __syncthreads_or(bad_patch) != 0;
+  if (threadIdx.x != 0) return;
+  out[0] = value;
+  if (suspicious && !bad_patch) {
     printf("mwm: the reduced loss overflows (every patch's loss is finite, their sum is not); "
            "nonfinite = \"propagate\" returns the non-finite loss instead\n");
     __trap();
@@ -261,6 +257,7 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
   const std::int64_t count = patch_count(call);
   const std::int64_t chunks = chunks_of(call);
   const bool per_patch = call.options.reduction == loss_reduction::none;
+  const error_sink errors = begin_checked_launch(stream);
   with_loss_types(call.pred_type, call.target_type, [&](auto types) {
     using Types = decltype(types);
     using Acc = typename Types::Acc;
@@ -269,7 +266,7 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
     auto* chunk_coefficients = static_cast<Acc*>(w.chunk_coefficients);
     if (count > 0) {
       patch_losses_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
-          inputs_of<Types>(call), count, losses);
+          inputs_of<Types>(call), count, losses, errors);
       check_launch("patch_losses_kernel");
     }
     if (per_patch) return;
@@ -280,10 +277,11 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
       check_launch("chunk_totals_kernel");
     }
     finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(
-        chunk_losses, chunk_coefficients, chunks, call.options.reduction,
+        chunk_losses, chunk_coefficients, chunks, losses, count, call.options.reduction,
         call.options.nonfinite == nonfinite_policy::error, static_cast<Acc*>(out));
     check_launch("finish_kernel");
   });
+  end_checked_launch(stream);
 }
 
 void masked_recon_loss_backward_async(const loss_call_view& call, const void* grad_out,
@@ -307,7 +305,8 @@ void masked_recon_loss_backward_async(const loss_call_view& call, const void* gr
         chunk_coefficients);
     check_launch("chunk_totals_kernel");
     finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(nullptr, chunk_coefficients, chunks,
-                                                     call.options.reduction, false, denominator);
+                                                     nullptr, count, call.options.reduction,
+                                                     false, denominator);
     check_launch("finish_kernel");
     patch_gradients_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
         inputs_of<Types>(call), count, static_cast<const Acc*>(grad_out), denominator,

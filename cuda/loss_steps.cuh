@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "mwm/config.hpp"
+#include "mwm/data_error.hpp"
 #include "mwm/loss.hpp"
 
 namespace mwm {
@@ -85,6 +86,37 @@ MWM_HOST_DEVICE warp_patch_result<Acc> warp_patch_loss(const loss_inputs<Acc, P,
   const bool finite = detail::finite_value(err) || patch_target_finite(v.target,
                                                                        in.target_strides, g);
   return warp_patch_result<Acc>{c, c * err, finite};
+}
+
+// The device's record of a bad patch i (fault from patch_loss_fault, or loss_fault::target),
+// with what data_error_message needs to raise the CPU path's words (finish_loss); keyed so
+// that target faults come first (the CPU checks them over every patch before the others) and
+// then the smallest flat index.
+struct loss_data_error {
+  std::uint64_t key;
+  data_error error;
+};
+
+template <typename Acc, typename P, typename T>
+MWM_HOST_DEVICE MWM_INLINE loss_data_error patch_data_error(const loss_inputs<Acc, P, T>& in,
+                                                            loss_fault fault, std::int64_t i) {
+  const std::int64_t n = in.geometry.grid.num_patches();
+  data_error e;
+  e.index = i;
+  e.width = n;
+  switch (fault) {
+    case loss_fault::target: e.code = data_error_code::loss_target; break;
+    case loss_fault::weight:
+      e.code = data_error_code::loss_weight;
+      e.real = static_cast<double>(in.weight[i]);
+      break;
+    case loss_fault::pred: e.code = data_error_code::loss_pred; break;
+    default:
+      e.code = data_error_code::loss_overflow;
+      e.bound = static_cast<std::int64_t>(sizeof(Acc) * 8);
+      break;
+  }
+  return loss_data_error{data_error_key(fault == loss_fault::target ? 0 : 1, i), e};
 }
 
 // The gradient factor of patch i: upstream * c / denominator.

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -923,5 +924,46 @@ TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
       REQUIRE(actual.ids_masked == expected.ids_masked);
       REQUIRE(actual.noise == expected.noise);
     }
+  }
+}
+
+TEST_CASE("data_error_message words the loss faults as throw_loss_fault does", "[cuda][errors]") {
+  // The loss kernels adopt the error slot with these codes; their messages must stay the CPU's.
+  const auto g = mwm::make_geometry_2d(1, 8, 8, 4, 4);
+  const std::int64_t batch = 2, n = g.grid.num_patches();
+  std::vector<float> weight(static_cast<std::size_t>(batch * n), 1.0f);
+  weight[6] = std::numeric_limits<float>::quiet_NaN();
+  for (bool wide : {false, true}) {
+    auto cpu = [&](mwm::loss_fault fault) {
+      return message_of([&] {
+        if (wide) {
+          std::vector<double> w(weight.begin(), weight.end());
+          mwm::loss_inputs<double, double, double> in;
+          in.geometry = g;
+          in.batch = batch;
+          in.weight = w.data();
+          mwm::detail::throw_loss_fault(in, fault, 6);
+        } else {
+          mwm::loss_inputs<float, float, float> in;
+          in.geometry = g;
+          in.batch = batch;
+          in.weight = weight.data();
+          mwm::detail::throw_loss_fault(in, fault, 6);
+        }
+      });
+    };
+    auto slot_message = [&](mwm::data_error e) {
+      return message_of([&] { mwm::raise_data_error(e); });
+    };
+    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_target, 6, n, 0, 0)) ==
+            cpu(mwm::loss_fault::target));
+    REQUIRE(slot_message(mwm::real_data_error(mwm::data_error_code::loss_weight,
+                                              mwm::data_argument::scores, 6, n, weight[6])) ==
+            cpu(mwm::loss_fault::weight));
+    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_pred, 6, n, 0, 0)) ==
+            cpu(mwm::loss_fault::pred));
+    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_overflow, 6, n, 0,
+                                                 wide ? 64 : 32)) ==
+            cpu(mwm::loss_fault::overflow));
   }
 }

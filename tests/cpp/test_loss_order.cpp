@@ -9,6 +9,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <string>
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -312,6 +315,68 @@ TEST_CASE("loss: the CPU op against a plain float64 reference, over many patches
   }
   const double reference = total / coefficients;
   CHECK(std::fabs(static_cast<double>(loss) - reference) <= 1e-4 * std::fabs(reference));
+}
+
+// The message finish_loss throws, or "" when it returns.
+std::string cpu_message(const mwm::loss_inputs<float, float, float>& in) {
+  const std::int64_t count = in.batch * in.geometry.grid.num_patches();
+  std::vector<float> losses(static_cast<std::size_t>(count));
+  std::vector<float> scratch(static_cast<std::size_t>(mwm::band_scratch_size(in.geometry)));
+  const std::int64_t bad = mwm::band_losses(in, 0, mwm::band_count(in.geometry, in.batch),
+                                            losses.data(), scratch.data());
+  try {
+    mwm::finish_loss(in, losses.data(), bad);
+  } catch (const mwm::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The message the device's error slot raises: the patch kernel's record of the smallest key
+// (target faults first, then flat order), through the gpu layer's data_error_message.
+std::string device_message(const mwm::loss_inputs<float, float, float>& in) {
+  const std::int64_t count = in.batch * in.geometry.grid.num_patches();
+  mwm::data_error_slot slot;
+  mwm::gpu::host_warp warp;
+  for (std::int64_t i = count - 1; i >= 0; --i) {  // any order: the key decides
+    const auto r = mwm::gpu::warp_patch_loss(in, i, warp);
+    mwm::loss_fault fault = r.target_finite ? mwm::loss_fault::none : mwm::loss_fault::target;
+    if (fault == mwm::loss_fault::none && in.options.nonfinite == mwm::nonfinite_policy::error)
+      fault = mwm::patch_loss_fault(in, i, r.loss);
+    if (fault == mwm::loss_fault::none) continue;
+    const auto bad = mwm::gpu::patch_data_error(in, fault, i);
+    mwm::record_data_error(slot, bad.key, bad.error);
+  }
+  return mwm::has_data_error(slot) ? mwm::data_error_message(slot.error) : "";
+}
+
+TEST_CASE("loss: the device's error records raise finish_loss's messages", "[loss][order][cuda]") {
+  order_rng rng(16);
+  const order_case oc{mwm::make_geometry_2d(3, 32, 48, 16, 16), true, false};
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int kind = 0; kind < 6; ++kind) {
+    auto x = make_inputs(rng, oc, 2);
+    std::fill(x.mask.begin(), x.mask.end(), std::uint8_t(1));
+    const std::int64_t p = x.g.patch_vector_size();
+    mwm::loss_options o;
+    o.norm_target = false;
+    if (kind == 0) x.pred[static_cast<std::size_t>(7 * p + 3)] = nan;         // pred, patch 7
+    if (kind == 1) x.weight[5] = inf;                                         // weight, patch 5
+    if (kind == 2) x.target[100] = nan;                                       // target, patch 0
+    if (kind == 3) x.pred[static_cast<std::size_t>(9 * p)] = 1e30f;           // overflow
+    if (kind == 4) {  // a target fault after a pred fault: the target is reported
+      x.pred[static_cast<std::size_t>(1 * p)] = nan;
+      x.target[static_cast<std::size_t>(x.target.size() - 1)] = inf;
+    }
+    if (kind == 5) o.nonfinite = mwm::nonfinite_policy::propagate;  // nothing to report
+    if (kind == 5) x.pred[0] = nan;
+    const auto in = x.view(o, true);
+    INFO("kind " << kind);
+    const std::string cpu = cpu_message(in);
+    CHECK((kind == 5) == cpu.empty());
+    REQUIRE(device_message(in) == cpu);
+  }
 }
 
 }  // namespace

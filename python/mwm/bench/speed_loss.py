@@ -218,7 +218,7 @@ def loss_targets(rows: Sequence[dict]) -> list:
     with ``target``, ``size``, ``threads``, ``value`` and ``met``."""
     out = []
     for r in rows:
-        if r["reference"].endswith("compiled"):
+        if "torch.compile" in r["reference"]:
             if r["size"].startswith("3d"):
                 out.append({"target": f"3D >= {COMPILED_SPEEDUP_TARGET_3D}x torch.compile",
                             "size": r["size"], "threads": r["threads"], "value": r["speedup"],
