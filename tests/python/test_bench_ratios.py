@@ -11,15 +11,9 @@ import torch
 
 import mwm
 from mwm.bench import ratios as R
-from mwm.bench.models import (
-    SparseCNN,
-    TinyMAE,
-    _plain_reconstruction_loss,
-    patchify,
-    reconstruction_loss,
-    unpatchify,
-)
+from mwm.bench.models import SparseCNN, TinyMAE, reconstruction_loss
 from mwm.bench.probes import dice_scores, linear_probe
+from mwm.bench.references import mae_forward_loss, patchify, unpatchify
 from mwm.bench.report import write_results
 
 PYTHON_DIR = Path(mwm.__file__).resolve().parent.parent
@@ -40,9 +34,9 @@ def test_patchify_orders_channel_fastest_and_round_trips():
     assert p.shape == (2, 4, 12)
     # Patch 1 is grid row 0, column 1; its first pixel (0, 2) in channels 0, 1, 2, then (0, 3).
     assert p[0, 1, :6].tolist() == [x[0, c, 0, w].item() for w in (2, 3) for c in range(3)]
-    assert torch.equal(unpatchify(p, 2, 3, (2, 2)), x)
+    assert torch.equal(unpatchify(p, 2, x.shape), x)
     v = torch.randn(1, 2, 4, 4, 4)
-    assert torch.equal(unpatchify(patchify(v, 2), 2, 2, (2, 2, 2)), v)
+    assert torch.equal(unpatchify(patchify(v, 2), 2, v.shape), v)
 
 
 def test_reconstruction_loss_counts_masked_patches_only():
@@ -62,16 +56,16 @@ def test_reconstruction_loss_counts_masked_patches_only():
     expected = (pred - normed).pow(2).mean(-1)[mask].mean()
     assert torch.allclose(reconstruction_loss(pred, target, mask, norm_pix=True), expected)
     # Image-layout predictions are patchified the same way.
-    image_pred = unpatchify(pred, 4, 1, (2, 2))
+    image_pred = unpatchify(pred, 4, target.shape)
     assert torch.allclose(reconstruction_loss(image_pred, target, mask, norm_pix=True), expected)
     with pytest.raises(ValueError, match="pred must be"):
         reconstruction_loss(torch.randn(2, 4, 15), target, mask)
 
 
 @pytest.mark.parametrize("norm_pix", [False, True])
-def test_plain_loss_and_the_dispatched_loss_agree_with_gradients(norm_pix):
-    # reconstruction_loss uses mwm.masked_recon_loss when the extension has it; the plain
-    # PyTorch path must give the same value and gradient.
+def test_reconstruction_loss_matches_mae_forward_loss_with_gradients(norm_pix):
+    # reconstruction_loss is mwm.masked_recon_loss behind its own checks: MAE's forward_loss
+    # written in plain PyTorch must give the same value and gradient.
     torch.manual_seed(1)
     target = torch.randn(3, 2, 8, 8)
     mask = torch.rand(3, 4) < 0.6
@@ -79,7 +73,7 @@ def test_plain_loss_and_the_dispatched_loss_agree_with_gradients(norm_pix):
     pred_a = torch.randn(3, 4, 32, requires_grad=True)
     pred_b = pred_a.detach().clone().requires_grad_()
     dispatched = reconstruction_loss(pred_a, target, mask, norm_pix)
-    plain = _plain_reconstruction_loss(pred_b, patchify(target, 4), mask, norm_pix)
+    plain = mae_forward_loss(target, pred_b, mask.float(), 4, norm_pix)
     dispatched.backward()
     plain.backward()
     assert torch.allclose(dispatched, plain, atol=1e-6)

@@ -8,45 +8,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from test_grounding_clip import EOS, _make_torchvision_importable, char_tokenizer  # noqa: E402
-
-_make_torchvision_importable()
 
 from mwm.grounding import m2ib_heatmaps  # noqa: E402
 from mwm.grounding.m2ib import encode_prompts  # noqa: E402
 
 
-def tiny_hf_clip(layers=3, seed=0, dtype=torch.float32):
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=100,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            eos_token_id=EOS,
-            bos_token_id=98,
-            pad_token_id=0,
-        ),
-        vision_config=dict(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-        ),
-        projection_dim=16,
-    )
-    return CLIPModel(config).to(dtype).eval()
-
-
 @pytest.fixture(scope="module")
-def hf_clip():
+def hf_clip(tiny_hf_clip):
     return tiny_hf_clip()
 
 
@@ -130,7 +98,8 @@ def images_of(seed, count=3):
 # --------------------------------------------------------------------------------- shapes
 
 
-def test_shapes_and_range_for_every_backend(hf_clip, open_clip_tiny):
+@pytest.mark.slow
+def test_shapes_and_range_for_every_backend(char_tokenizer, hf_clip, open_clip_tiny):
     torch.manual_seed(0)
     biomed = TinyBiomedClip().eval()
     oc_model, oc_tokenizer = open_clip_tiny
@@ -152,7 +121,7 @@ def test_shapes_and_range_for_every_backend(hf_clip, open_clip_tiny):
         assert not torch.allclose(heat[:, 0], heat[:, 1], atol=1e-3)  # the prompt matters
 
 
-def test_prompts_as_token_ids_match_prompts_as_strings(hf_clip):
+def test_prompts_as_token_ids_match_prompts_as_strings(char_tokenizer, hf_clip):
     images = images_of(2, 2)
     tokens = char_tokenizer(["lesion", "bone"])
     by_text = m2ib_heatmaps(
@@ -183,7 +152,8 @@ def test_transformers_tokenizer_saved_locally(hf_clip, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["transformers", "timm"])
-def test_batching_gives_each_pair_its_own_heatmap(backend):
+@pytest.mark.slow
+def test_batching_gives_each_pair_its_own_heatmap(tiny_hf_clip, char_tokenizer, backend):
     if backend == "transformers":
         model, tokenizer = tiny_hf_clip(dtype=torch.float64), char_tokenizer
     else:
@@ -205,7 +175,7 @@ def test_batching_gives_each_pair_its_own_heatmap(backend):
     assert torch.allclose(batched32[2], alone32[0], atol=1e-3)
 
 
-def test_the_same_seed_gives_the_same_maps_and_another_seed_others(hf_clip):
+def test_the_same_seed_gives_the_same_maps_and_another_seed_others(char_tokenizer, hf_clip):
     images = images_of(5, 2)
     first = m2ib_heatmaps(hf_clip, images, ["tumor"], tokenizer=char_tokenizer, seed=3, **OPTIONS)
     again = m2ib_heatmaps(hf_clip, images, ["tumor"], tokenizer=char_tokenizer, seed=3, **OPTIONS)
@@ -214,7 +184,7 @@ def test_the_same_seed_gives_the_same_maps_and_another_seed_others(hf_clip):
     assert not torch.allclose(first, other, atol=1e-4)
 
 
-def test_optimization_changes_the_map():
+def test_optimization_changes_the_map(tiny_hf_clip, char_tokenizer):
     """With zero steps the map is the initial bottleneck's information, not the optimized one."""
     model = tiny_hf_clip()
     images = images_of(6, 1)
@@ -230,7 +200,7 @@ def _snapshot(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-def test_the_model_is_left_exactly_as_it_was():
+def test_the_model_is_left_exactly_as_it_was(tiny_hf_clip, char_tokenizer):
     model = tiny_hf_clip()
     model.train()
     model.text_model.eval()  # a mixed train/eval state must come back as it was
@@ -263,7 +233,7 @@ def test_hooks_and_flags_are_restored_after_an_error(hf_clip):
     assert all(p.requires_grad and p.grad is None for p in hf_clip.parameters())
 
 
-def test_works_under_no_grad_and_leaves_no_graph(hf_clip):
+def test_works_under_no_grad_and_leaves_no_graph(char_tokenizer, hf_clip):
     with torch.no_grad():
         heat = m2ib_heatmaps(
             hf_clip, images_of(9, 1), ["tumor"], tokenizer=char_tokenizer, **OPTIONS
@@ -310,7 +280,7 @@ def test_saliency_concentrates_where_the_text_embedding_matches_the_image(seed):
 # --------------------------------------------------------------------------------- errors
 
 
-def test_bad_arguments_name_themselves(hf_clip):
+def test_bad_arguments_name_themselves(char_tokenizer, hf_clip):
     images = images_of(10, 1)
 
     def run(**options):

@@ -8,11 +8,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from test_grounding_clip import _make_torchvision_importable, char_tokenizer  # noqa: E402
-
-_make_torchvision_importable()
-
-from test_grounding_m2ib import tiny_hf_clip  # noqa: E402
 
 from mwm.grounding import (  # noqa: E402
     SamBoxRefiner,
@@ -80,7 +75,7 @@ def sam():
 
 
 @pytest.fixture(scope="module")
-def hf_clip():
+def hf_clip(tiny_hf_clip):
     return tiny_hf_clip()
 
 
@@ -151,7 +146,7 @@ def test_sam_errors(sam):
 # ------------------------------------------------------------------------------ pipeline
 
 
-def test_pipeline_is_m2ib_then_the_reference_region_step(hf_clip):
+def test_pipeline_is_m2ib_then_the_reference_region_step(char_tokenizer, hf_clip):
     pipeline = TextRegionPipeline(hf_clip, char_tokenizer, prompts=["tumor", "edema"], m2ib=M2IB)
     images = raw_images(4)
     out = pipeline(images)
@@ -169,7 +164,7 @@ def test_pipeline_is_m2ib_then_the_reference_region_step(hf_clip):
     assert pipeline.masker_kwargs == {"thresholds": [0.5], "region_ratios": [0.4, 0.8]}
 
 
-def test_similarity_attribution_and_expand_ratio(hf_clip):
+def test_similarity_attribution_and_expand_ratio(char_tokenizer, hf_clip):
     from mwm.grounding import ClipHeatmapGenerator
 
     pipeline = TextRegionPipeline(
@@ -189,7 +184,7 @@ def test_similarity_attribution_and_expand_ratio(hf_clip):
     assert torch.equal(out.stacked_region_maps(), expected.float())
 
 
-def test_the_masker_reads_the_region_maps(hf_clip):
+def test_the_masker_reads_the_region_maps(char_tokenizer, hf_clip):
     pipeline = TextRegionPipeline(hf_clip, char_tokenizer, prompts=["tumor"], m2ib=M2IB)
     out = pipeline(raw_images(6, shapes=((32, 32), (32, 32), (32, 32))))
     regions = out.stacked_region_maps()
@@ -200,7 +195,7 @@ def test_the_masker_reads_the_region_maps(hf_clip):
     assert 0 < int(roi_patches.sum()) < 48
 
 
-def test_prompt_bank_levels(hf_clip):
+def test_prompt_bank_levels(char_tokenizer, hf_clip):
     bank = prompt_bank_from_dict(
         {
             "version": 1,
@@ -231,7 +226,7 @@ def test_prompt_bank_levels(hf_clip):
     assert pipeline.masker((4, 4))(out.stacked_region_maps()).mask.shape == (1, 16)
 
 
-def test_pipeline_with_sam(hf_clip, sam):
+def test_pipeline_with_sam(char_tokenizer, hf_clip, sam):
     pipeline = TextRegionPipeline(
         hf_clip, char_tokenizer, prompts=["tumor"], sam=sam, expand_ratio=1.2, m2ib=M2IB
     )
@@ -250,7 +245,7 @@ def test_pipeline_with_sam(hf_clip, sam):
     assert np.array_equal(out.roi_maps[0][0].numpy(), filled)
 
 
-def test_pipeline_errors(hf_clip):
+def test_pipeline_errors(char_tokenizer, hf_clip):
     with pytest.raises(ValueError, match="attribution = 'gradcam'"):
         TextRegionPipeline(hf_clip, char_tokenizer, prompts=["a"], attribution="gradcam")
     with pytest.raises(ValueError, match="pass prompts"):
@@ -268,7 +263,7 @@ def test_pipeline_errors(hf_clip):
         pipeline(np.zeros((8, 8)))
 
 
-def test_bad_m2ib_options_fail_when_the_pipeline_is_built(hf_clip):
+def test_bad_m2ib_options_fail_when_the_pipeline_is_built(char_tokenizer, hf_clip):
     with pytest.raises(ValueError, match="layer = 9: the vision tower has 3 blocks"):
         TextRegionPipeline(hf_clip, char_tokenizer, prompts=["a"], m2ib=dict(layer=9))
     with pytest.raises(ValueError, match="samples = 0"):

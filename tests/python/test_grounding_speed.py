@@ -2,15 +2,14 @@
 
 import argparse
 
+import pytest
 import torch
-from test_grounding_clip import _make_torchvision_importable
-
-_make_torchvision_importable()
 
 from mwm.bench import speed  # noqa: E402
 from mwm.bench.speed_grounding import run_grounding_benchmarks  # noqa: E402
 
 
+@pytest.mark.slow
 def test_rows_compare_batched_and_per_image_m2ib():
     threads = torch.get_num_threads()
     args = argparse.Namespace(

@@ -47,48 +47,6 @@ def _spatial_ndim(images: torch.Tensor, argument: str = "images") -> int:
     return images.dim() - 2
 
 
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, *S) -> (B, N, P): patches in row-major grid order, each ordered (pd, ph, pw, c)
-    with the channel fastest (MAE's and HF ViTMAE's layout)."""
-    ndim = _spatial_ndim(images)
-    b, c, *spatial = images.shape
-    if any(s % patch_size for s in spatial):
-        raise ValueError(
-            f"patch_size={patch_size} must divide every spatial size, got {tuple(spatial)}"
-        )
-    grid = [s // patch_size for s in spatial]
-    split = [b, c]
-    for g in grid:
-        split += [g, patch_size]
-    x = images.reshape(split)
-    grid_axes = [2 + 2 * i for i in range(ndim)]
-    patch_axes = [3 + 2 * i for i in range(ndim)]
-    x = x.permute(0, *grid_axes, *patch_axes, 1)
-    return x.reshape(b, math.prod(grid), patch_size**ndim * c)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: Sequence[int]):
-    """Inverse of `patchify`: (B, N, P) -> (B, C, *grid * patch_size)."""
-    ndim = len(grid)
-    b = patches.shape[0]
-    x = patches.reshape(b, *grid, *([patch_size] * ndim), channels)
-    order = [0, 1 + 2 * ndim]
-    for i in range(ndim):
-        order += [1 + i, 1 + ndim + i]
-    x = x.permute(order)
-    return x.reshape(b, channels, *[g * patch_size for g in grid])
-
-
-def _plain_reconstruction_loss(pred_patches, target_patches, mask, norm_pix: bool):
-    if norm_pix:
-        mean = target_patches.mean(dim=-1, keepdim=True)
-        var = target_patches.var(dim=-1, keepdim=True, unbiased=True)
-        target_patches = (target_patches - mean) / (var + 1e-6).sqrt()
-    per_patch = (pred_patches.float() - target_patches.float()).pow(2).mean(dim=-1)
-    weight = mask.to(per_patch.dtype)
-    return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
-
-
 def reconstruction_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -101,8 +59,8 @@ def reconstruction_loss(
 
     pred: (B, N, P) patches or an image shaped like `target`; target: (B, C, *S) images;
     mask: (B, N) bool, True = masked. With `norm_pix`, each target patch is standardized with
-    its own mean and unbiased variance (eps 1e-6). Uses the fused ``mwm.masked_recon_loss`` when
-    the extension provides it, this plain PyTorch code otherwise.
+    its own mean and unbiased variance (eps 1e-6): ``mwm.masked_recon_loss`` after the checks
+    that name this function's arguments.
     """
     ndim = _spatial_ndim(target, "target")
     if mask.dim() != 2 or mask.shape[0] != target.shape[0]:
@@ -123,11 +81,7 @@ def reconstruction_loss(
             f"pred must be an image shaped like target {tuple(target.shape)} or patches "
             f"{expected}, got shape {tuple(pred.shape)}"
         )
-    if hasattr(mwm, "masked_recon_loss"):
-        return mwm.masked_recon_loss(pred, target, mask, patch_size, norm_target=norm_pix)
-    if pred.shape == target.shape:
-        pred = patchify(pred, patch_size)
-    return _plain_reconstruction_loss(pred, patchify(target, patch_size), mask, norm_pix)
+    return mwm.masked_recon_loss(pred, target, mask, patch_size, norm_target=norm_pix)
 
 
 def expand_active(active: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

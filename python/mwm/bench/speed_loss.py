@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from .references import mae_forward_loss, mae_masking_from_noise
 from .timing import copy_bandwidth, describe_machine, machine_info, median_time, to_mib
 
 MASK_RATIO = 0.75
@@ -58,37 +59,13 @@ QUICK_CASES = (LossCase("2d B=8 3x64x64 p16", 8, 3, (64, 64), 16),
                LossCase("3d B=2 1x32^3 p16", 2, 1, (32, 32, 32), 16))
 
 
-def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
-    """MAE's patchify, and its 3D form: (B, N, P) with P ordered (pd, ph, pw, c)."""
-    b, c = imgs.shape[:2]
-    if imgs.dim() == 4:
-        h, w = imgs.shape[2] // p, imgs.shape[3] // p
-        x = torch.einsum("nchpwq->nhwpqc", imgs.reshape(b, c, h, p, w, p))
-        return x.reshape(b, h * w, p * p * c)
-    d, h, w = (s // p for s in imgs.shape[2:])
-    x = torch.einsum("ncdohpwq->ndhwopqc", imgs.reshape(b, c, d, p, h, p, w, p))
-    return x.reshape(b, d * h * w, p ** 3 * c)
-
-
-def mae_reference_loss(pred, imgs, mask, p: int):
-    """MAE's forward_loss with norm_pix_loss=True, as published (mask: 0/1 float)."""
-    target = patchify(imgs, p)
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)
-    target = (target - mean) / (var + 1.0e-6) ** 0.5
-    loss = ((pred - target) ** 2).mean(dim=-1)
-    return (loss * mask).sum() / mask.sum()
-
-
 def _inputs(case: LossCase, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     imgs = torch.randn((case.batch, case.channels, *case.spatial), generator=g)
     pred = torch.randn((case.batch, case.num_patches, case.patch_vector), generator=g)
     keep = int(case.num_patches * (1 - MASK_RATIO))
     noise = torch.rand((case.batch, case.num_patches), generator=g)
-    ids_shuffle = torch.argsort(noise, dim=1)
-    mask = torch.ones((case.batch, case.num_patches), dtype=torch.bool)
-    mask.scatter_(1, ids_shuffle[:, :keep], False)
+    mask = mae_masking_from_noise(noise, keep)[0].bool()
     return pred, imgs, mask
 
 
@@ -159,7 +136,7 @@ def _methods(case: LossCase, compile_reference: bool):
     p = case.patch
 
     def eager(pred, imgs, mask):
-        return mae_reference_loss(pred, imgs, mask.float(), p)
+        return mae_forward_loss(imgs, pred, mask.float(), p, norm_pix_loss=True)
 
     def fused(pred, imgs, mask):
         return mwm.mae_loss(pred, imgs, mask, p, norm_pix_loss=True)
