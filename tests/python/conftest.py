@@ -99,3 +99,55 @@ def char_tokenizer():
 def tiny_hf_clip():
     """The factory ``tiny_hf_clip(layers=3, seed=0, dtype=torch.float32)``."""
     return _tiny_hf_clip
+
+
+def _tiny_sam(seed=0):
+    """A transformers SamModel (32-wide vision tower on 64 px images) and its processor, seeded."""
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    vision = SamVisionConfig(
+        hidden_size=32,
+        output_channels=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=8,
+        mlp_dim=64,
+        global_attn_indexes=[1],
+        window_size=4,
+        num_pos_feats=8,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        mlp_dim=32,
+        iou_head_hidden_dim=16,
+    )
+    torch.manual_seed(seed)
+    model = SamModel(
+        SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    )
+    processor = SamProcessor(
+        image_processor=SamImageProcessor(
+            size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}
+        )
+    )
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    """The factory ``tiny_sam(seed=0) -> (model, processor)``."""
+    return _tiny_sam

@@ -303,16 +303,11 @@ REGION_OPTIONS = ("--layer", 1, "--steps", 2, "--samples", 2, "--quiet")
 
 
 @pytest.fixture(scope="module")
-def local_models(tmp_path_factory):
+def local_models(tmp_path_factory, tiny_hf_clip, tiny_sam):
     """A tiny random CLIPModel + CLIPTokenizer and a tiny random SAM, saved with save_pretrained."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from test_grounding_clip import _make_torchvision_importable
-
-    _make_torchvision_importable()
-    from test_grounding_m2ib import tiny_hf_clip
-    from test_grounding_pipeline import tiny_sam
     from transformers import CLIPTokenizer
 
     root = tmp_path_factory.mktemp("models")

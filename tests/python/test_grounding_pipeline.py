@@ -24,53 +24,8 @@ from mwm.grounding.sam import scaled_bounding_box  # noqa: E402
 M2IB = dict(layer=1, steps=3, samples=2)
 
 
-def tiny_sam(seed=0):
-    from transformers import (
-        SamConfig,
-        SamImageProcessor,
-        SamMaskDecoderConfig,
-        SamModel,
-        SamProcessor,
-        SamPromptEncoderConfig,
-        SamVisionConfig,
-    )
-
-    vision = SamVisionConfig(
-        hidden_size=32,
-        output_channels=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=8,
-        mlp_dim=64,
-        global_attn_indexes=[1],
-        window_size=4,
-        num_pos_feats=8,
-    )
-    prompt = SamPromptEncoderConfig(
-        hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
-    )
-    decoder = SamMaskDecoderConfig(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        mlp_dim=32,
-        iou_head_hidden_dim=16,
-    )
-    torch.manual_seed(seed)
-    model = SamModel(
-        SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
-    )
-    processor = SamProcessor(
-        image_processor=SamImageProcessor(
-            size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}
-        )
-    )
-    return model.eval(), processor
-
-
 @pytest.fixture(scope="module")
-def sam():
+def sam(tiny_sam):
     return SamBoxRefiner(*tiny_sam())
 
 
