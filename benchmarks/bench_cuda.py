@@ -48,17 +48,6 @@ def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float
     return median_time(fn, repeats=repeats, warmup=2, device=device).median_ms
 
 
-def mae_random_masking(batch: int, n: int, ratio: float, device: torch.device):
-    """MAE's random_masking without the gather: the index work a trainer needs."""
-    len_keep = int(n * (1 - ratio))
-    noise = torch.rand(batch, n, device=device)
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    mask = torch.ones(batch, n, device=device)
-    mask[:, :len_keep] = 0
-    return torch.gather(mask, 1, ids_restore), ids_shuffle[:, :len_keep]
-
-
 def policy_inputs(policy: str, batch: int, n: int, device: torch.device) -> dict:
     gen = torch.Generator().manual_seed(batch * 1000 + n)
     kwargs: dict = {}
@@ -74,13 +63,15 @@ def policy_inputs(policy: str, batch: int, n: int, device: torch.device) -> dict
 
 def mask_rows(repeats: int, device: torch.device) -> List[dict]:
     import mwm
+    from mwm.bench import references as ref
     rows = []
     for batch, grid in MASK_SIZES:
         n = 1
         for g in grid:
             n *= g
         size = f"B={batch} {'x'.join(map(str, grid))}"
-        reference_ms = timed(lambda: mae_random_masking(batch, n, 0.75, device), repeats, device)
+        reference_ms = timed(lambda: ref.mae_random_masking(batch, n, 0.75, device=device),
+                             repeats, device)
         for policy in POLICIES:
             gpu_inputs = policy_inputs(policy, batch, n, device)
             cpu_inputs = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in gpu_inputs.items()}
@@ -109,30 +100,9 @@ def mask_rows(repeats: int, device: torch.device) -> List[dict]:
     return rows
 
 
-def mae_loss_eager(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor,
-                   patch: tuple) -> torch.Tensor:
-    """MAE's forward_loss with norm_pix_loss, patchify included (2D and 3D)."""
-    b, c = imgs.shape[:2]
-    spatial = imgs.shape[2:]
-    grid = [s // p for s, p in zip(spatial, patch)]
-    view = [b, c]
-    for g, p in zip(grid, patch):
-        view += [g, p]
-    x = imgs.reshape(view)
-    nd = len(patch)
-    grid_axes = [2 + 2 * i for i in range(nd)]
-    patch_axes = [3 + 2 * i for i in range(nd)]
-    x = x.permute([0] + grid_axes + patch_axes + [1])
-    target = x.reshape(b, -1, c * int(torch.tensor(patch).prod()))
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)
-    target = (target - mean) / (var + 1.0e-6) ** 0.5
-    loss = ((pred - target) ** 2).mean(dim=-1)
-    return (loss * mask).sum() / mask.sum()
-
-
 def loss_rows(repeats: int, device: torch.device) -> List[dict]:
     import mwm
+    from mwm.bench import references as ref
     from mwm.bench.timing import bandwidth_share, copy_bandwidth, peak_memory_bytes
     bandwidth = copy_bandwidth(256 << 20, device=device)
     rows = []
@@ -154,7 +124,7 @@ def loss_rows(repeats: int, device: torch.device) -> List[dict]:
             return loss
 
         def reference():
-            loss = mae_loss_eager(pred, imgs, mask.float(), patch)
+            loss = ref.mae_forward_loss(imgs, pred, mask.float(), patch, norm_pix_loss=True)
             loss.backward()
             return loss
 

@@ -1,10 +1,11 @@
 // The Python module mwm._C: importing it registers the ops (torch.ops.mwm.*); it also reports
-// how the extension was built.
+// how the extension was built and what the mask op accepts.
 #include <torch/extension.h>
 
 #include <mwm/config.hpp>
 
-#include "common/coral_aten.h"
+#include "ops/coral_aten.h"
+#include "ops/generate_masks.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "mwm torch extension: ops are registered as torch.ops.mwm.*";
@@ -19,6 +20,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
     return false;
 #endif
   });
+  // The names each string option of generate_masks accepts (policy, rounding, ...), from the
+  // tables the op parses with.
+  module.def("mask_option_choices", &mwm_bindings::mask_option_choices);
   // The CUDA kernel's ATen composition of the CORAL ops, callable on CPU tensors so that
   // tests/python/test_coral_aten.py can compare it with the Eigen kernel; not public API.
   module.def("_coral_loss_aten", &mwm_bindings::coral_loss_aten, py::arg("x"), py::arg("y"));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA-enabled torch extension (compile and link only: no GPU is needed and nothing
-# runs on one), then loads it into the CUDA build of torch and checks that every op of
-# bindings/cuda/register.cpp has a CUDA kernel registered.
+# runs on one), then loads it into the CUDA build of torch and checks that every op that
+# bindings/cuda/*.cpp registers (m.impl in their TORCH_LIBRARY_IMPL(mwm, CUDA, m) blocks) has a
+# CUDA kernel; it lists the ops the extension defines without one.
 #
 #   scripts/check_cuda_extension.sh            # venv /work/venv-cuda, build/ext-cuda, sm_80 + sm_90
 #   MWM_CUDA_VENV=... MWM_CUDA_BUILD_DIR=... MWM_CUDA_ARCHITECTURES="80" scripts/check_cuda_extension.sh
@@ -58,19 +59,25 @@ cmake --build "$build" -j 2
 
 library=$build/bindings/_C.so
 echo "== loading $library into torch (no GPU needed to register kernels)"
-"$python" - "$library" "$root/bindings/cuda/register.cpp" <<'PY'
+"$python" - "$library" "$root"/bindings/cuda/*.cpp <<'PY'
 import re
 import sys
 
 import torch
 
-library, register = sys.argv[1], sys.argv[2]
+library, sources = sys.argv[1], sys.argv[2:]
 torch.ops.load_library(library)
-ops = re.findall(r'm\.impl\("([a-z_]+)"', open(register).read())
+ops = sorted({op for source in sources
+              for op in re.findall(r'm\.impl\(\s*"([A-Za-z0-9_]+)"', open(source).read())})
 missing = [op for op in ops
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"mwm::{op}", "CUDA")]
 if not ops or missing:
     sys.exit(f"check_cuda_extension: no CUDA kernel for {missing or 'any op'}")
+defined = sorted(name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
+                 if name.startswith("mwm::"))
 print(f"CUDA kernels registered for {len(ops)} ops: {', '.join(ops)}")
+without = sorted(set(defined) - set(ops))
+if without:
+    print(f"ops defined without a CUDA kernel (CPU only): {', '.join(without)}")
 PY
 echo "check_cuda_extension: OK in $(( $(date +%s) - start )) s"

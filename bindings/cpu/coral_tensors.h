@@ -16,11 +16,9 @@
 
 #include <mwm/coral.hpp>
 
-#include "common/check.h"
-#include "common/coral_args.h"  // check_coral_features, check_coral_backward_args
+#include "ops/coral_loss.h"
 
 namespace mwm_bindings {
-namespace cpu {
 
 template <typename Scalar>
 Eigen::Map<const mwm::feature_rows<Scalar>> feature_view(const at::Tensor& contiguous) {
@@ -39,5 +37,4 @@ inline int threads_for_pair(int64_t rows, int64_t width) {
   return large ? std::min(2, at::get_num_threads()) : 1;
 }
 
-}  // namespace cpu
 }  // namespace mwm_bindings

@@ -1,5 +1,8 @@
+// Defines masked_recon_loss and its CPU kernel: the core's band losses in parallel, then
+// finish_loss in batch order.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <atomic>
 #include <cmath>
@@ -8,13 +11,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "common/check.h"
-#include "common/loss_args.h"
-#include "cpu/ops.h"
+#include "ops/masked_recon_loss.h"
 
 namespace mwm_bindings {
-namespace cpu {
-
 namespace {
 
 // Lowers `slot` to `value` if smaller; threads report their first bad patch this way so that the
@@ -75,32 +74,28 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
   return at::scalar_tensor(static_cast<double>(loss), pred.options().dtype(out_dtype));
 }
 
-}  // namespace
-
-at::Tensor masked_recon_loss(const at::Tensor& pred, const at::Tensor& target,
-                             const at::Tensor& mask, const std::optional<at::Tensor>& weight,
-                             at::IntArrayRef patch_size, c10::string_view layout,
-                             bool norm_target, c10::string_view error,
-                             c10::string_view reduction, c10::string_view nonfinite) {
-  return translate_errors([&] {
-    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction, nonfinite);
-    const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
-    at::Tensor out;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
+at::Tensor run(const loss_call& call, const at::Tensor& pred, const at::Tensor& target) {
+  const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
+                                  "masked_recon_loss", [&] {
+    using P = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(),
                                     "masked_recon_loss", [&] {
-      using P = scalar_t;
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(),
-                                      "masked_recon_loss", [&] {
-        using T = scalar_t;
-        using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
-                                       double, float>;
-        out = loss_forward<Acc, P, T>(call, pred, target, out_dtype);
-      });
+      using T = scalar_t;
+      using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
+                                     double, float>;
+      out = loss_forward<Acc, P, T>(call, pred, target, out_dtype);
     });
-    return out;
   });
+  return out;
 }
 
-}  // namespace cpu
+}  // namespace
 }  // namespace mwm_bindings
+
+TORCH_LIBRARY_FRAGMENT(mwm, m) { m.def(mwm_bindings::masked_recon_loss_schema); }
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  m.impl("masked_recon_loss", &mwm_bindings::masked_recon_loss_op<mwm_bindings::run>);
+}

@@ -1,16 +1,15 @@
+// Defines _masked_recon_loss_backward (the gradient of masked_recon_loss for pred) and its CPU
+// kernel: the core's band gradients in parallel.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <type_traits>
 #include <vector>
 
-#include "common/check.h"
-#include "common/loss_args.h"
-#include "cpu/ops.h"
+#include "ops/masked_recon_loss.h"
 
 namespace mwm_bindings {
-namespace cpu {
-
 namespace {
 
 template <typename Acc, typename P, typename T>
@@ -32,45 +31,30 @@ void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tens
                    });
 }
 
-}  // namespace
-
-at::Tensor masked_recon_loss_backward(const at::Tensor& grad, const at::Tensor& pred,
-                                      const at::Tensor& target, const at::Tensor& mask,
-                                      const std::optional<at::Tensor>& weight,
-                                      at::IntArrayRef patch_size, c10::string_view layout,
-                                      bool norm_target, c10::string_view error,
-                                      c10::string_view reduction) {
-  return translate_errors([&] {
-    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction);
-    TORCH_CHECK_TYPE(grad.is_floating_point(), "mwm: grad must be floating point, got ",
-                     c10::toString(grad.scalar_type()));
-    check_same_device(grad, "grad", pred, "pred");
-    if (call.options.reduction == mwm::loss_reduction::none) {
-      TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == call.batch &&
-                            grad.size(1) == call.num_patches(),
-                        "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (",
-                        call.batch, ", ", call.num_patches(), ")");
-    } else {
-      TORCH_CHECK_VALUE(grad.numel() == 1, "mwm: grad has shape ", shape_text(grad),
-                        ": a reduced loss expects a single value");
-    }
-    auto grad_pred =
-        at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
+at::Tensor run(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
+               const at::Tensor& target) {
+  auto grad_pred =
+      at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
+                                  "masked_recon_loss_backward", [&] {
+    using P = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(),
                                     "masked_recon_loss_backward", [&] {
-      using P = scalar_t;
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(),
-                                      "masked_recon_loss_backward", [&] {
-        using T = scalar_t;
-        using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
-                                       double, float>;
-        loss_backward<Acc, P, T>(call, grad, pred, target, grad_pred);
-      });
+      using T = scalar_t;
+      using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
+                                     double, float>;
+      loss_backward<Acc, P, T>(call, grad, pred, target, grad_pred);
     });
-    return grad_pred;
   });
+  return grad_pred;
 }
 
-}  // namespace cpu
+}  // namespace
 }  // namespace mwm_bindings
+
+TORCH_LIBRARY_FRAGMENT(mwm, m) { m.def(mwm_bindings::masked_recon_loss_backward_schema); }
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  m.impl("_masked_recon_loss_backward",
+         &mwm_bindings::masked_recon_loss_backward_op<mwm_bindings::run>);
+}

@@ -1,33 +1,32 @@
+// Defines regions_from_thresholds and regions_from_quantiles and their CPU kernels.
+#include <torch/library.h>
+
 #include <mwm/torch.hpp>
 
-#include "common/check.h"
-#include "common/parse.h"
-#include "cpu/ops.h"
+#include "ops/regions.h"
 
 namespace mwm_bindings {
-namespace cpu {
+namespace {
 
-at::Tensor regions_from_thresholds(const at::Tensor& scores, at::ArrayRef<double> thresholds,
-                                   c10::string_view nan_policy) {
-  check_dtype(scores, "scores", at::kFloat);
-  check_dim(scores, "scores", 2);
-  return translate_errors([&] {
-    return mwm::tensors::regions_from_thresholds(
-        scores, std::vector<float>(thresholds.begin(), thresholds.end()),
-        parse_nan_policy(nan_policy));
-  });
+at::Tensor from_thresholds(const regions_call& call) {
+  return mwm::tensors::regions_from_thresholds(
+      call.scores, std::vector<float>(call.cuts.begin(), call.cuts.end()), call.non_finite);
 }
 
-at::Tensor regions_from_quantiles(const at::Tensor& scores, at::ArrayRef<double> quantiles,
-                                  c10::string_view nan_policy) {
-  check_dtype(scores, "scores", at::kFloat);
-  check_dim(scores, "scores", 2);
-  return translate_errors([&] {
-    return mwm::tensors::regions_from_quantiles(
-        scores, std::vector<double>(quantiles.begin(), quantiles.end()),
-        parse_nan_policy(nan_policy));
-  });
+at::Tensor from_quantiles(const regions_call& call) {
+  return mwm::tensors::regions_from_quantiles(call.scores, call.cuts, call.non_finite);
 }
 
-}  // namespace cpu
+}  // namespace
 }  // namespace mwm_bindings
+
+TORCH_LIBRARY_FRAGMENT(mwm, m) {
+  m.def(mwm_bindings::regions_from_thresholds_schema);
+  m.def(mwm_bindings::regions_from_quantiles_schema);
+}
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  using namespace mwm_bindings;
+  m.impl("regions_from_thresholds", &regions_op<from_thresholds>);
+  m.impl("regions_from_quantiles", &regions_op<from_quantiles>);
+}

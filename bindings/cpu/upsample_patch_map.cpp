@@ -1,47 +1,32 @@
+// Defines upsample_patch_map and its CPU kernel: mwm::upsample_patch_map per sample.
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
-#include "common/check.h"
-#include "common/parse.h"
-#include "cpu/ops.h"
+#include "ops/upsample_patch_map.h"
 
 namespace mwm_bindings {
-namespace cpu {
+namespace {
 
-at::Tensor upsample_patch_map(const at::Tensor& values, at::IntArrayRef grid_sizes,
-                              at::IntArrayRef factors, bool invert) {
-  const auto grid_vec = check_grid(grid_sizes);
-  TORCH_CHECK_VALUE(factors.size() == grid_vec.size(), "mwm: factors = ", factors,
-                    ": need one factor per grid axis (grid ", grid_sizes, ")");
-  for (auto f : factors) {
-    TORCH_CHECK_VALUE(f > 0, "mwm: factors = ", factors, ": every factor must be positive");
-  }
-  check_dtype(values, "values", at::kBool);
-  check_dim(values, "values", 2);
-  return translate_errors([&] {
-    const auto grid = make_grid(grid_vec);
-    check_size(values, "values", 1, grid.num_patches(), "the number of patches");
-    const bool volumetric = grid_vec.size() == 3;
-    const int64_t fd = volumetric ? factors[0] : 1;
-    const int64_t fh = factors[factors.size() - 2];
-    const int64_t fw = factors[factors.size() - 1];
-    std::vector<int64_t> shape{values.size(0), 1};
-    if (volumetric) shape.push_back(grid.depth * fd);
-    shape.push_back(grid.height * fh);
-    shape.push_back(grid.width * fw);
-    auto out = at::empty(shape, values.options());
-    const auto input = values.contiguous();
-    const int64_t n = grid.num_patches();
-    const int64_t cells = n * fd * fh * fw;
-    const auto* in = reinterpret_cast<const std::uint8_t*>(input.data_ptr<bool>());
-    auto* dst = reinterpret_cast<std::uint8_t*>(out.data_ptr<bool>());
-    at::parallel_for(0, values.size(0), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        mwm::upsample_patch_map(in + b * n, grid, fd, fh, fw, invert, dst + b * cells);
-      }
-    });
-    return out;
+at::Tensor run(const upsample_call& call) {
+  auto out = at::empty(call.out_shape, call.values.options());
+  const int64_t n = call.grid.num_patches();
+  const int64_t cells = n * call.depth_factor * call.height_factor * call.width_factor;
+  const auto* in = reinterpret_cast<const std::uint8_t*>(call.values.const_data_ptr<bool>());
+  auto* dst = reinterpret_cast<std::uint8_t*>(out.mutable_data_ptr<bool>());
+  at::parallel_for(0, call.values.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      mwm::upsample_patch_map(in + b * n, call.grid, call.depth_factor, call.height_factor,
+                              call.width_factor, call.invert, dst + b * cells);
+    }
   });
+  return out;
 }
 
-}  // namespace cpu
+}  // namespace
 }  // namespace mwm_bindings
+
+TORCH_LIBRARY_FRAGMENT(mwm, m) { m.def(mwm_bindings::upsample_patch_map_schema); }
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  m.impl("upsample_patch_map", &mwm_bindings::upsample_patch_map_op<mwm_bindings::run>);
+}

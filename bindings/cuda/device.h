@@ -12,7 +12,6 @@
 #include <vector>
 
 namespace mwm_bindings {
-namespace gpu {
 
 // c10's stream header rather than ATen/cuda/CUDAContext.h, which pulls in cuBLAS and cuSPARSE
 // headers that a minimal toolkit does not have.
@@ -45,5 +44,4 @@ inline mwm::gpu::float_type float_type_of(at::ScalarType type) {
   }
 }
 
-}  // namespace gpu
 }  // namespace mwm_bindings

@@ -1,10 +1,10 @@
-#include "common/check.h"
-#include "common/loss_args.h"
+// The CUDA kernels of masked_recon_loss and _masked_recon_loss_backward.
+#include <torch/library.h>
+
 #include "cuda/device.h"
-#include "cuda/ops.h"
+#include "ops/masked_recon_loss.h"
 
 namespace mwm_bindings {
-namespace gpu {
 namespace {
 
 // The launchers run equal dtypes, or a float16/bfloat16 prediction with a float32 target; any
@@ -36,69 +36,45 @@ mwm::gpu::loss_call_view view_of(const loss_call& call, const at::Tensor& pred,
   return view;
 }
 
+at::Tensor forward(const loss_call& call, const at::Tensor& pred, const at::Tensor& target) {
+  const c10::cuda::CUDAGuard guard(pred.device());
+  const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
+  const auto [p, t] = launchable_pair(pred, target);
+  const auto view = view_of(call, p, t);
+  const bool per_patch = call.options.reduction == mwm::loss_reduction::none;
+  auto out = per_patch ? at::empty({call.batch, call.num_patches()},
+                                   pred.options().dtype(call.accumulate))
+                       : at::empty({}, pred.options().dtype(call.accumulate));
+  const std::size_t bytes = mwm::gpu::loss_workspace_bytes(view);
+  auto workspace = workspace_like(pred, bytes);
+  mwm::gpu::masked_recon_loss_async(view, out.mutable_data_ptr(), workspace.mutable_data_ptr(),
+                                    bytes, current_stream());
+  return out.to(out_dtype);
+}
+
+at::Tensor backward(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
+                    const at::Tensor& target) {
+  const c10::cuda::CUDAGuard guard(pred.device());
+  const auto [p, t] = launchable_pair(pred, target);
+  const auto view = view_of(call, p, t);
+  const auto upstream = grad.to(call.accumulate).contiguous();
+  // In the launched prediction's dtype; rounded to pred's dtype once when that was narrower.
+  auto grad_pred = at::empty(p.sizes(), p.options().memory_format(at::MemoryFormat::Contiguous));
+  const auto gs = layout_strides(call.geometry, call.patch_layout, grad_pred.strides());
+  const std::size_t bytes = mwm::gpu::loss_workspace_bytes(view);
+  auto workspace = workspace_like(pred, bytes);
+  mwm::gpu::masked_recon_loss_backward_async(view, upstream.const_data_ptr(),
+                                             grad_pred.mutable_data_ptr(), gs,
+                                             workspace.mutable_data_ptr(), bytes,
+                                             current_stream());
+  return grad_pred.to(pred.scalar_type());
+}
+
 }  // namespace
-
-at::Tensor masked_recon_loss(const at::Tensor& pred, const at::Tensor& target,
-                             const at::Tensor& mask, const std::optional<at::Tensor>& weight,
-                             at::IntArrayRef patch_size, c10::string_view layout,
-                             bool norm_target, c10::string_view error,
-                             c10::string_view reduction, c10::string_view nonfinite) {
-  const c10::cuda::CUDAGuard guard(pred.device());
-  return translate_errors([&] {
-    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction, nonfinite);
-    const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
-    const auto [p, t] = launchable_pair(pred, target);
-    const auto view = view_of(call, p, t);
-    const bool per_patch = call.options.reduction == mwm::loss_reduction::none;
-    auto out = per_patch ? at::empty({call.batch, call.num_patches()},
-                                     pred.options().dtype(call.accumulate))
-                         : at::empty({}, pred.options().dtype(call.accumulate));
-    const std::size_t bytes = mwm::gpu::loss_workspace_bytes(view);
-    auto workspace = workspace_like(pred, bytes);
-    mwm::gpu::masked_recon_loss_async(view, out.mutable_data_ptr(), workspace.mutable_data_ptr(),
-                                      bytes, current_stream());
-    return out.to(out_dtype);
-  });
-}
-
-at::Tensor masked_recon_loss_backward(const at::Tensor& grad, const at::Tensor& pred,
-                                      const at::Tensor& target, const at::Tensor& mask,
-                                      const std::optional<at::Tensor>& weight,
-                                      at::IntArrayRef patch_size, c10::string_view layout,
-                                      bool norm_target, c10::string_view error,
-                                      c10::string_view reduction) {
-  const c10::cuda::CUDAGuard guard(pred.device());
-  return translate_errors([&] {
-    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction);
-    TORCH_CHECK_TYPE(grad.is_floating_point(), "mwm: grad must be floating point, got ",
-                     c10::toString(grad.scalar_type()));
-    check_same_device(grad, "grad", pred, "pred");
-    if (call.options.reduction == mwm::loss_reduction::none) {
-      TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == call.batch &&
-                            grad.size(1) == call.num_patches(),
-                        "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (",
-                        call.batch, ", ", call.num_patches(), ")");
-    } else {
-      TORCH_CHECK_VALUE(grad.numel() == 1, "mwm: grad has shape ", shape_text(grad),
-                        ": a reduced loss expects a single value");
-    }
-    const auto [p, t] = launchable_pair(pred, target);
-    const auto view = view_of(call, p, t);
-    const auto upstream = grad.to(call.accumulate).contiguous();
-    // In the launched prediction's dtype; rounded to pred's dtype once when that was narrower.
-    auto grad_pred = at::empty(p.sizes(), p.options().memory_format(at::MemoryFormat::Contiguous));
-    const auto gs = layout_strides(call.geometry, call.patch_layout, grad_pred.strides());
-    const std::size_t bytes = mwm::gpu::loss_workspace_bytes(view);
-    auto workspace = workspace_like(pred, bytes);
-    mwm::gpu::masked_recon_loss_backward_async(view, upstream.const_data_ptr(),
-                                               grad_pred.mutable_data_ptr(), gs,
-                                               workspace.mutable_data_ptr(), bytes,
-                                               current_stream());
-    return grad_pred.to(pred.scalar_type());
-  });
-}
-
-}  // namespace gpu
 }  // namespace mwm_bindings
+
+TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
+  using namespace mwm_bindings;
+  m.impl("masked_recon_loss", &masked_recon_loss_op<forward>);
+  m.impl("_masked_recon_loss_backward", &masked_recon_loss_backward_op<backward>);
+}

@@ -1,6 +1,8 @@
 // Compile-time configuration shared by host and device code.
 #pragma once
 
+// The one place the version is written: CMake (project), pyproject.toml (scikit-build-core's
+// regex provider) and the mwm package (mwm/_version.py) read these three lines.
 #define MWM_VERSION_MAJOR 0
 #define MWM_VERSION_MINOR 1
 #define MWM_VERSION_PATCH 0

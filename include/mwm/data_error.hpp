@@ -29,7 +29,10 @@ enum class data_error_code : std::uint32_t {
   loss_target,    // the loss reads a non-finite target in patch index (width = N)
   loss_weight,    // weight of patch index = real, not finite where mask is True
   loss_pred,      // the loss reads a non-finite prediction in patch index
-  loss_overflow   // the loss of patch index overflows its accumulation type (bound = its bits)
+  loss_overflow,  // the loss of patch index overflows its accumulation type (bound = its bits)
+  keep_padding,   // ids_keep[sample, slot] = value follows -1 padding (packing needs it last)
+  packed_offset,  // cu_seqlens[index] = value: a sample of fewer than 0 or more than bound rows
+  packed_total    // cu_seqlens[index] = value: must be bound (0 first, packed.shape[0] last)
 };
 
 // The argument a non_finite error names.
@@ -189,6 +192,15 @@ inline std::string data_error_message(const data_error& e) {
              to_text(e.bound) +
              " (pred, target and weight are finite there: |pred - target| is too large)" +
              detail::loss_propagate_hint;
+    case data_error_code::keep_padding:
+      return "mwm: ids_keep = " + value + ": follows padding (" + detail::row_place(e, "slot") +
+             "): packing needs the -1 padding at the end of each row";
+    case data_error_code::packed_offset:
+      return "mwm: cu_seqlens[" + to_text(e.index) + "] = " + value +
+             ": gives a sample fewer than 0 or more than N = " + to_text(e.bound) + " rows";
+    case data_error_code::packed_total:
+      return "mwm: cu_seqlens[" + to_text(e.index) + "] = " + value + ": must be " +
+             to_text(e.bound) + " (0 first, packed.shape[0] or the total below 2^31 last)";
     default:
       return "mwm: data error code " + to_text(static_cast<std::uint32_t>(e.code));
   }

@@ -5,6 +5,7 @@ functional API over them, the masker object, integrations, grounding, viz and th
 harness.
 """
 
+from ._version import __version__
 from .budget import keep_count
 from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
                     coral_loss)
@@ -15,9 +16,7 @@ from .masker import MWM_PRESETS, TextGuidedMasker
 from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
                       regions_from_quantiles, regions_from_thresholds, sample_indices,
                       upsample_patch_map)
-from .tokens import gather_tokens, restore_tokens
-
-__version__ = "0.1.0"
+from .tokens import gather_tokens, pack_visible_tokens, restore_tokens, unpack_visible_tokens
 
 __all__ = [
     "ClassWiseCoral",
@@ -37,6 +36,7 @@ __all__ = [
     "heatmap_to_patch_scores",
     "keep_count",
     "mae_loss",
+    "pack_visible_tokens",
     "masked_recon_loss",
     "regions_from_quantiles",
     "regions_from_thresholds",
@@ -44,5 +44,6 @@ __all__ = [
     "sample_indices",
     "simmim_loss",
     "spark_loss",
+    "unpack_visible_tokens",
     "upsample_patch_map",
 ]

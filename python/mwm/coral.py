@@ -18,10 +18,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from . import _extension
-
-_extension.load()
-from ._ops import coral as _coral_registrations  # noqa: E402,F401  (fake kernel and autograd)
+from . import _extension  # noqa: F401  (loads the ops, their fake kernels and autograd)
 
 # Looked up once: the CPU kernel exists only when the extension was built with Eigen, the CUDA
 # kernel (ATen/cuBLAS calls, bindings/cuda/coral_loss.cpp) only when it was built against a CUDA
@@ -59,7 +56,7 @@ def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     both); on the CPU features must be finite (NaN/Inf raise ``ValueError`` naming the entry),
     on CUDA they are not checked (that would synchronize with the host) and NaN/Inf propagate
     into the loss and gradients. Gradients
-    flow to both inputs (the backward is the ``mwm::coral_loss_backward`` op), and the call
+    flow to both inputs (the backward is the ``mwm::_coral_loss_backward`` op), and the call
     traces under ``torch.compile(fullgraph=True)``.
     """
     _check_features(x, "x")

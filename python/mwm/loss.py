@@ -14,10 +14,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _extension
-
-_extension.load()
-from ._ops import loss as _loss_registrations  # noqa: E402,F401  (fake kernels, autograd)
+from . import _extension  # noqa: F401  (loads the ops, their fake kernels and autograd)
 
 PatchSize = Union[int, Sequence[int]]
 LAYOUTS = ("patch", "image")

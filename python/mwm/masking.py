@@ -6,20 +6,18 @@ tensors, inside ``torch.compile(fullgraph=True)``, and gives the same masks on e
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _extension
-
-_extension.load()
-from ._ops import masking as _masking_fakes  # noqa: E402,F401  (registers the fake kernels)
+from . import _extension  # loads the ops, their fake kernels and autograd
+from ._ops.masking import MASK_OPTIONS, mask_options
 
 Grid = Sequence[int]
-POLICIES = ("random", "per_region", "fixed_total", "weighted", "block", "coarse", "loss_guided",
-            "attention_guided")
+POLICIES = tuple(_extension.extension.mask_option_choices()["policy"])
 _SEED_MASK = (1 << 64) - 1
 
 
@@ -150,20 +148,12 @@ def sample_indices(batch_size: int, offset: int = 0,
 
 
 def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
-                   policy: str = "random", ratio: float = 0.75,
-                   region_ratios: Sequence[float] = (),
                    regions: Optional[torch.Tensor] = None,
                    scores: Optional[torch.Tensor] = None,
                    seed: int = 0, offset: int = 0,
                    sample_index: Optional[torch.Tensor] = None,
-                   rounding: str = "floor", order: str = "random",
-                   coarse_factor: int = 2, hard_share: float = 0.5,
-                   attention_mode: str = "high", hint_pool_share: float = 0.2,
-                   hint_share: float = 0.1, weight_floor: float = 0.5,
-                   block_min_patches: int = 16, block_max_patches: int = 0,
-                   block_min_aspect: float = 0.3, block_max_aspect: float = 1 / 0.3,
-                   nan_policy: str = "error",
-                   device: Union[str, torch.device, None] = None) -> MaskResult:
+                   device: Union[str, torch.device, None] = None,
+                   **policy_options) -> MaskResult:
     """Masks for a batch under one policy (see docs/design.md, "Policies").
 
     Sample ``b`` is keyed by its global index ``offset + b`` (or ``sample_index[b]``), so the same
@@ -174,8 +164,16 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
     - ``per_region`` (MWM) and ``fixed_total``: ``regions (B, N) int32`` and one ratio per region
       in ``region_ratios``; ``fixed_total`` masks ``N - keep_count(N, ratio)`` in every sample.
     - ``weighted``, ``loss_guided`` (HPM), ``attention_guided`` (AttMask): ``scores (B, N)``.
+
+    The policy options (``policy``, ``ratio``, ``region_ratios``, ``rounding``, ``order``,
+    ``coarse_factor``, ``hard_share``, ``attention_mode``, ``hint_pool_share``, ``hint_share``,
+    ``weight_floor``, ``block_*``, ``nan_policy``) and their defaults are the op's
+    (``torch.ops.mwm.generate_masks``), listed once in ``bindings/ops/generate_masks.h``; the
+    signature shows them.
     """
     grid = _as_grid(grid)
+    options = mask_options(policy_options)
+    policy = options["policy"]
     if policy not in POLICIES:
         raise ValueError(f"mwm: policy = {policy!r}: must be one of {', '.join(POLICIES)}")
     if sample_index is None:
@@ -190,10 +188,20 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
         sample_index = sample_indices(int(batch_size), int(offset), device)
     elif sample_index.dtype != torch.int64:
         raise TypeError(f"mwm: sample_index must be int64, got {sample_index.dtype}")
-    outputs = torch.ops.mwm.generate_masks(
-        sample_index, grid, policy, float(ratio), [float(r) for r in region_ratios], regions,
-        scores, _signed_seed(seed), rounding, order, int(coarse_factor), float(hard_share),
-        attention_mode, float(hint_pool_share), float(hint_share), float(weight_floor),
-        int(block_min_patches), int(block_max_patches), float(block_min_aspect),
-        float(block_max_aspect), nan_policy)
+    outputs = torch.ops.mwm.generate_masks(sample_index, grid, regions, scores,
+                                           _signed_seed(seed), **options)
     return MaskResult(*outputs, grid=tuple(grid))
+
+
+def _with_policy_options(function, options: dict):
+    # The signature help() and inspect show: the policy options as keyword arguments with the
+    # op's defaults, in the op's order, in place of **policy_options.
+    signature = inspect.signature(function)
+    parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+                   for name, default in options.items()]
+    function.__signature__ = signature.replace(parameters=parameters)
+    return function
+
+
+_with_policy_options(generate_masks, MASK_OPTIONS)

@@ -599,12 +599,15 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
           const std::int64_t bands = mwm::band_count(g, batch);
           REQUIRE(mwm::band_losses(in, 0, bands, expected.data(), scratch.data()) == -1);
           std::vector<float> actual(static_cast<std::size_t>(count));
-          float coefficient_sum = 0.0f;
+          std::vector<float> coefficients(static_cast<std::size_t>(count));
+          mwm::gpu::host_warp warp;
           for (std::int64_t i = 0; i < count; ++i) {
-            float c = -1.0f;
-            REQUIRE(mwm::gpu::patch_loss_at(in, i, &c, &actual[i]));
-            coefficient_sum += c;
+            const auto r = mwm::gpu::warp_patch_loss(in, i, warp);
+            REQUIRE(r.target_finite);
+            actual[static_cast<std::size_t>(i)] = r.loss;
+            coefficients[static_cast<std::size_t>(i)] = r.coefficient;
           }
+          const float coefficient_sum = mwm::ordered_total(coefficients.data(), count);
           INFO("patch layout " << lc.patch_layout << ", norm " << norm << ", reduction "
                                << static_cast<int>(reduction));
           REQUIRE(actual == expected);
@@ -619,8 +622,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
           mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(), pred_strides,
                               0, bands, scratch.data());
           for (std::int64_t i = count - 1; i >= 0; --i)
-            mwm::gpu::patch_gradient_at(in, upstream.data(), denominator, grad_actual.data(),
-                                        pred_strides, i);
+            mwm::gpu::warp_patch_gradient(in, upstream.data(), denominator, grad_actual.data(),
+                                          pred_strides, i, warp);
           REQUIRE(grad_actual == grad_expected);
         }
       }

@@ -1,29 +1,12 @@
-"""The ATen composition behind the CUDA CORAL kernel (bindings/common/coral_aten.h), run on the
+"""The ATen composition behind the CUDA CORAL kernel (bindings/ops/coral_aten.h), run on the
 CPU through mwm._C._coral_loss_aten / _coral_loss_backward_aten, against the Eigen CPU kernel
-(torch.ops.mwm.coral_loss / coral_loss_backward) and against autograd of plain torch code."""
-
-import importlib.util
-import os
+(torch.ops.mwm.coral_loss / _coral_loss_backward) and against autograd of plain torch code."""
 
 import pytest
 import torch
 
 import mwm  # noqa: F401  (loads the extension: registers torch.ops.mwm.*)
-
-
-def _extension_module():
-    """The pybind11 module mwm._C, from MWM_EXTENSION when set (as mwm itself loads it)."""
-    path = os.environ.get("MWM_EXTENSION")
-    if not path:
-        from mwm import _C
-        return _C
-    spec = importlib.util.spec_from_file_location("_C", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_C = _extension_module()
+from mwm import _C  # the pybind11 module, wherever mwm loaded it from
 
 
 def features(n, d, seed, dtype=torch.float64, scale=1.0):
@@ -76,7 +59,7 @@ def test_backward_matches_eigen_kernel(n, m, d, dtype, with_grad_cov_diff):
     # Not symmetric: the CPU op transposes and symmetrizes it, the composition must agree.
     grad_cov_diff = matrix(d, 5, dtype) if with_grad_cov_diff else None
     gx, gy = _C._coral_loss_backward_aten(grad_loss, grad_cov_diff, x, y, cov_diff)
-    cpu_gx, cpu_gy = torch.ops.mwm.coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
+    cpu_gx, cpu_gy = torch.ops.mwm._coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
     assert gx.is_contiguous() and gy.is_contiguous()
     assert_near(gx, cpu_gx, dtype)
     assert_near(gy, cpu_gy, dtype)
@@ -118,7 +101,7 @@ def test_non_symmetric_cov_diff_is_read_as_the_cpu_kernel_reads_it():
     cov_diff = matrix(4, 14)
     grad_loss = torch.tensor(2.0, dtype=torch.float64)
     ours = _C._coral_loss_backward_aten(grad_loss, None, x, y, cov_diff)
-    cpu = torch.ops.mwm.coral_loss_backward(grad_loss, None, x, y, cov_diff)
+    cpu = torch.ops.mwm._coral_loss_backward(grad_loss, None, x, y, cov_diff)
     torch.testing.assert_close(ours[0], cpu[0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(ours[1], cpu[1], rtol=1e-12, atol=1e-14)
 
@@ -131,7 +114,7 @@ def test_grad_loss_of_shape_one_and_non_contiguous_features():
     assert_near(_C._coral_loss_aten(x, y)[1], cov_diff, torch.float64)
     grad_loss = torch.tensor([0.5], dtype=torch.float64)
     ours = _C._coral_loss_backward_aten(grad_loss, None, x, y, cov_diff)
-    cpu = torch.ops.mwm.coral_loss_backward(grad_loss, None, x, y, cov_diff)
+    cpu = torch.ops.mwm._coral_loss_backward(grad_loss, None, x, y, cov_diff)
     assert_near(ours[0], cpu[0], torch.float64)
     assert_near(ours[1], cpu[1], torch.float64)
 
@@ -179,6 +162,6 @@ BAD_BACKWARD = {
 def test_backward_composition_applies_the_cpu_kernels_argument_checks(bad):
     x, y = features(6, 3, 19), features(7, 3, 20)
     grad_loss, grad_cov_diff, cov_diff, pattern = BAD_BACKWARD[bad]
-    for call in (torch.ops.mwm.coral_loss_backward, _C._coral_loss_backward_aten):
+    for call in (torch.ops.mwm._coral_loss_backward, _C._coral_loss_backward_aten):
         with pytest.raises(ValueError, match=pattern):
             call(grad_loss, grad_cov_diff, x, y, cov_diff)

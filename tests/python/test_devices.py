@@ -12,9 +12,9 @@ import math
 
 import pytest
 import torch
-from test_loss import generic_reference, unpatchify
 
 import mwm
+from mwm.bench.references import generic_reference, unpatchify
 
 ops = torch.ops.mwm
 

@@ -10,20 +10,11 @@ def _sample_index(batch, offset=0):
     return torch.arange(offset, offset + batch, dtype=torch.int64)
 
 
-DEFAULTS = dict(ratio=0.75, region_ratios=[], regions=None, scores=None, seed=0,
-                rounding="floor", order="random", coarse_factor=2, hard_share=0.5,
-                attention_mode="high", hint_pool_share=0.2, hint_share=0.1, weight_floor=0.5,
-                block_min_patches=4, block_max_patches=0, block_min_aspect=0.3,
-                block_max_aspect=1 / 0.3, nan_policy="error")
-ORDER = ["ratio", "region_ratios", "regions", "scores", "seed", "rounding", "order",
-         "coarse_factor", "hard_share", "attention_mode", "hint_pool_share", "hint_share",
-         "weight_floor", "block_min_patches", "block_max_patches", "block_min_aspect",
-         "block_max_aspect", "nan_policy"]
-
-
-def _mask_args(policy, grid, batch, **overrides):
-    values = dict(DEFAULTS, **overrides)
-    return (_sample_index(batch), list(grid), policy, *[values[k] for k in ORDER])
+def _mask_args(policy, grid, batch, regions=None, scores=None, **options):
+    """Positional inputs and keyword policy options of one op call; the options not given take
+    the schema's defaults (blocks start at 4 patches here, so that they fit the small grids)."""
+    args = (_sample_index(batch), list(grid), regions, scores, 0)
+    return args, dict(dict(policy=policy, block_min_patches=4), **options)
 
 
 def _mask_samples():
@@ -45,9 +36,11 @@ def _mask_samples():
                          ratio=0.5)
 
 
-@pytest.mark.parametrize("args", list(_mask_samples()), ids=lambda a: f"{a[2]}-{len(a[1])}d")
-def test_opcheck_generate_masks(args):
-    torch.library.opcheck(torch.ops.mwm.generate_masks.default, args)
+@pytest.mark.parametrize("call", list(_mask_samples()),
+                         ids=lambda c: f"{c[1]['policy']}-{len(c[0][1])}d")
+def test_opcheck_generate_masks(call):
+    args, options = call
+    torch.library.opcheck(torch.ops.mwm.generate_masks.default, args, options)
 
 
 @pytest.mark.parametrize("args", [
@@ -81,6 +74,7 @@ def _mask_and_gather(heatmaps, tokens):
     return visible, result.mask, result.noise, result.active_pyramid([1, 2])[1]
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     heatmaps = torch.rand(4, 224, 224)
@@ -91,6 +85,7 @@ def test_compile_fullgraph_matches_eager():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_compile_per_region_padded_outputs():
     torch._dynamo.reset()
 

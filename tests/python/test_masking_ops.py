@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import mwm
-import reference as ref
+from mwm.bench import references as ref
 
 
 @pytest.mark.parametrize("seed,offset", [(0, 0), (7, 5), (2**40 + 3, 2**33 + 1)])

@@ -105,7 +105,7 @@ def test_user_guide():
 
 def test_loss_page():
     blocks = runnable("docs/loss.md")
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     g = torch.Generator().manual_seed(0)
     B = 2
     ns = dict(B=B, pred=torch.randn(B, 196, 768, generator=g),
@@ -136,6 +136,11 @@ def test_loss_page():
     ns.update(x=torch.randn(B, 196, 64, generator=g), self=Decoder())
     run(blocks[4], ns)  # tokens
     assert ns["x_vis"].shape == (B, 49, 64) and ns["x_dec"].shape == (B, 196, 64)
+    packed = {}
+    run(blocks[5], packed)  # packed visible tokens
+    counts = (packed["cu_seqlens"][1:] - packed["cu_seqlens"][:-1]).long()
+    assert torch.equal(counts, packed["masks"].num_visible)
+    assert packed["x_dec"].shape == (2, 196, 64) and packed["max_seqlen"] == int(counts.max())
 
 
 # --- docs/coral.md -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ def _coral_loss_fake(x, y):
     return x.new_empty(()), x.new_empty((d, d))
 
 
-@torch.library.register_fake("mwm::coral_loss_backward")
+@torch.library.register_fake("mwm::_coral_loss_backward")
 def _coral_loss_backward_fake(grad_loss, grad_cov_diff, x, y, cov_diff):
     return x.new_empty(x.shape), y.new_empty(y.shape)
 
@@ -27,7 +27,7 @@ def _backward(ctx, grad_loss, grad_cov_diff):
     x, y, cov_diff = ctx.saved_tensors
     if grad_loss is None:
         grad_loss = x.new_zeros(())
-    return torch.ops.mwm.coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
+    return torch.ops.mwm._coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
 
 
 torch.library.register_autograd("mwm::coral_loss", _backward, setup_context=_setup_context)

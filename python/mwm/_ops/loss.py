@@ -1,5 +1,5 @@
 """Fake kernels and autograd of the masked reconstruction loss: the gradient flows to ``pred``
-only, through ``mwm::masked_recon_loss_backward``."""
+only, through ``mwm::_masked_recon_loss_backward``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _masked_recon_loss_fake(pred, target, mask, weight, patch_size, layout, norm
     return pred.new_empty((), dtype=dtype)
 
 
-@torch.library.register_fake("mwm::masked_recon_loss_backward")
+@torch.library.register_fake("mwm::_masked_recon_loss_backward")
 def _masked_recon_loss_backward_fake(grad, pred, target, mask, weight, patch_size, layout,
                                      norm_target, error, reduction):
     return torch.empty_like(pred, memory_format=torch.contiguous_format)
@@ -39,8 +39,8 @@ def _backward(ctx, grad):
     pred, target, mask, weight = ctx.saved_tensors
     grad_pred = None
     if ctx.needs_input_grad[0]:
-        grad_pred = torch.ops.mwm.masked_recon_loss_backward(grad, pred, target, mask, weight,
-                                                             *ctx.options)
+        grad_pred = torch.ops.mwm._masked_recon_loss_backward(grad, pred, target, mask, weight,
+                                                              *ctx.options)
     return (grad_pred,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 

@@ -1,7 +1,7 @@
 // The CORAL ops as a composition of ATen calls: the device-agnostic implementation behind the
 // CUDA kernel (where the products are cuBLAS GEMMs), also exposed by mwm._C as
 // _coral_loss_aten / _coral_loss_backward_aten so that the CPU tests compare it with the Eigen
-// kernel of bindings/cpu. Same semantics as include/mwm/coral.hpp, without its finiteness
+// kernel of bindings/cpu/coral_loss*.cpp. Same semantics as include/mwm/coral.hpp, without its finiteness
 // check: raising on NaN/Inf would need the values on the host (a device synchronization), so
 // non-finite features propagate into the loss and gradients instead.
 #pragma once
@@ -11,7 +11,7 @@
 #include <optional>
 #include <tuple>
 
-#include "common/coral_args.h"
+#include "ops/coral_loss.h"
 
 namespace mwm_bindings {
 namespace coral_aten {
@@ -58,7 +58,7 @@ inline std::tuple<at::Tensor, at::Tensor> coral_loss_aten(const at::Tensor& x, c
   return {loss, cov_diff};
 }
 
-// coral_loss_backward(grad_loss, grad_cov_diff?, x, y, cov_diff) -> (grad_x, grad_y):
+// _coral_loss_backward(grad_loss, grad_cov_diff?, x, y, cov_diff) -> (grad_x, grad_y):
 // grad_x = xc W / (n - 1), grad_y = -yc W / (m - 1). grad_loss stays a tensor (no .item()).
 inline std::tuple<at::Tensor, at::Tensor> coral_loss_backward_aten(
     const at::Tensor& grad_loss, const std::optional<at::Tensor>& grad_cov_diff,

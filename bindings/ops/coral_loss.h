@@ -1,15 +1,26 @@
-// Validation of the CORAL ops' arguments, shared by the CPU (Eigen) and device (ATen) impls.
-// Plain ATen: no Eigen here, so CUDA glue files can include it.
+// coral_loss and its private backward _coral_loss_backward: the schemas, the argument checks
+// the CPU (Eigen) and CUDA (ATen) impls share, and the op entries that run a backend on checked
+// arguments (cpu/coral_loss*.cpp, cuda/coral_loss.cpp). Plain ATen: no Eigen here, so CUDA glue
+// files can include it.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <optional>
+#include <tuple>
 
 #include "common/check.h"
 
 namespace mwm_bindings {
+
+// CORAL ||cov(x) - cov(y)||_F^2 / (4 d^2) of x (n, d) and y (m, d), float32/float64; also
+// returns cov(x) - cov(y) (d, d), which the backward reuses.
+inline constexpr char coral_loss_schema[] =
+    "coral_loss(Tensor x, Tensor y) -> (Tensor loss, Tensor cov_diff)";
+inline constexpr char coral_loss_backward_schema[] =
+    "_coral_loss_backward(Tensor grad_loss, Tensor? grad_cov_diff, Tensor x, Tensor y, "
+    "Tensor cov_diff) -> (Tensor grad_x, Tensor grad_y)";
 
 // x and y: 2-D (samples, features), float32/float64, same dtype and device, same width.
 inline void check_coral_features(const at::Tensor& x, const at::Tensor& y) {
@@ -54,6 +65,28 @@ inline void check_coral_backward_args(const at::Tensor& grad_loss,
     check_size(*grad_cov_diff, "grad_cov_diff", 1, d, "d");
     check_same_device(*grad_cov_diff, "grad_cov_diff", x, "x");
   }
+}
+
+using coral_pair = std::tuple<at::Tensor, at::Tensor>;
+using coral_run = coral_pair (*)(const at::Tensor& x, const at::Tensor& y);
+using coral_backward_run = coral_pair (*)(const at::Tensor& grad_loss,
+                                          const std::optional<at::Tensor>& grad_cov_diff,
+                                          const at::Tensor& x, const at::Tensor& y,
+                                          const at::Tensor& cov_diff);
+
+template <coral_run Run>
+coral_pair coral_loss_op(const at::Tensor& x, const at::Tensor& y) {
+  check_coral_features(x, y);
+  return translate_errors([&] { return Run(x, y); });
+}
+
+template <coral_backward_run Run>
+coral_pair coral_loss_backward_op(const at::Tensor& grad_loss,
+                                  const std::optional<at::Tensor>& grad_cov_diff,
+                                  const at::Tensor& x, const at::Tensor& y,
+                                  const at::Tensor& cov_diff) {
+  check_coral_backward_args(grad_loss, grad_cov_diff, x, y, cov_diff);
+  return translate_errors([&] { return Run(grad_loss, grad_cov_diff, x, y, cov_diff); });
 }
 
 }  // namespace mwm_bindings

@@ -1,5 +1,6 @@
-// Arguments of masked_recon_loss and its backward, validated once and turned into the core's
-// patch geometry, strides and options (shared by the CPU and CUDA impls).
+// masked_recon_loss and its private backward _masked_recon_loss_backward: the schemas, the
+// arguments validated once and turned into the core's patch geometry, strides and options, and
+// the op entries that run a backend on the checked call (cpu/ and cuda/masked_recon_loss*.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,6 +18,20 @@
 #include "common/parse.h"
 
 namespace mwm_bindings {
+
+// pred (B, N, P) ("patch") or like target ("image"), target (B, C, [D,] H, W) read in place,
+// mask (B, N) bool, weight (B, N); reduction mean | mean_eps | sum -> scalar, none -> (B, N).
+// nonfinite: "error" raises ValueError when the result would be NaN/Inf (naming pred, weight or
+// the overflow and the first such patch), "propagate" returns it. The backward returns
+// grad_pred only.
+inline constexpr char masked_recon_loss_schema[] =
+    "masked_recon_loss(Tensor pred, Tensor target, Tensor mask, Tensor? weight, "
+    "int[] patch_size, str layout, bool norm_target, str error, str reduction, "
+    "str nonfinite=\"error\") -> Tensor";
+inline constexpr char masked_recon_loss_backward_schema[] =
+    "_masked_recon_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor mask, "
+    "Tensor? weight, int[] patch_size, str layout, bool norm_target, str error, "
+    "str reduction) -> Tensor";
 
 inline mwm::recon_error parse_recon_error(c10::string_view v) {
   return parse_choice<mwm::recon_error>("error", v,
@@ -169,6 +184,53 @@ mwm::loss_inputs<Acc, P, T> loss_inputs_of(const loss_call& call, const at::Tens
 inline int64_t band_grain(const loss_call& call) {
   const int64_t band = call.geometry.grid.width * call.geometry.patch_vector_size();
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, band));
+}
+
+// The forward for one backend: `Run` computes the loss of a checked call.
+using loss_run = at::Tensor (*)(const loss_call&, const at::Tensor& pred,
+                                const at::Tensor& target);
+
+template <loss_run Run>
+at::Tensor masked_recon_loss_op(const at::Tensor& pred, const at::Tensor& target,
+                                const at::Tensor& mask, const std::optional<at::Tensor>& weight,
+                                at::IntArrayRef patch_size, c10::string_view layout,
+                                bool norm_target, c10::string_view error,
+                                c10::string_view reduction, c10::string_view nonfinite) {
+  return translate_errors([&] {
+    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
+                                        norm_target, error, reduction, nonfinite);
+    return Run(call, pred, target);
+  });
+}
+
+// The backward for one backend: `Run` computes grad_pred of a checked call and upstream `grad`.
+using loss_backward_run = at::Tensor (*)(const loss_call&, const at::Tensor& grad,
+                                         const at::Tensor& pred, const at::Tensor& target);
+
+template <loss_backward_run Run>
+at::Tensor masked_recon_loss_backward_op(const at::Tensor& grad, const at::Tensor& pred,
+                                         const at::Tensor& target, const at::Tensor& mask,
+                                         const std::optional<at::Tensor>& weight,
+                                         at::IntArrayRef patch_size, c10::string_view layout,
+                                         bool norm_target, c10::string_view error,
+                                         c10::string_view reduction) {
+  return translate_errors([&] {
+    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
+                                        norm_target, error, reduction);
+    TORCH_CHECK_TYPE(grad.is_floating_point(), "mwm: grad must be floating point, got ",
+                     c10::toString(grad.scalar_type()));
+    check_same_device(grad, "grad", pred, "pred");
+    if (call.options.reduction == mwm::loss_reduction::none) {
+      TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == call.batch &&
+                            grad.size(1) == call.num_patches(),
+                        "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (",
+                        call.batch, ", ", call.num_patches(), ")");
+    } else {
+      TORCH_CHECK_VALUE(grad.numel() == 1, "mwm: grad has shape ", shape_text(grad),
+                        ": a reduced loss expects a single value");
+    }
+    return Run(call, grad, pred, target);
+  });
 }
 
 }  // namespace mwm_bindings
