@@ -199,6 +199,7 @@ def test_tokens_opcheck(device):
                           (vis, ids_restore, token.requires_grad_(True), visible))
 
 
+@pytest.mark.slow
 def test_tokens_compile_fullgraph(device):
     x, ids_keep, ids_restore, token = token_case(device, torch.float32, 8, seed=4)
 
@@ -262,6 +263,7 @@ def test_loss_matches_the_formula(device, dims, dtype, layout, error, reduction)
         assert torch.isfinite(pred_dev.grad).all()
 
 
+@pytest.mark.slow
 def test_loss_gradcheck_opcheck_and_compile(device):
     pred, target, mask, weight, p = loss_case(device, 2, torch.float64, seed=5)
     pred = pred.to(device).requires_grad_(True)
