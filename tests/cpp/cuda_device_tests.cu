@@ -5,6 +5,7 @@
 // skipped.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -155,8 +156,10 @@ void test_maps(std::mt19937_64& rng) {
     device_vector<float> d_heat(heat), d_weights(request.prompt_weights), scores(expected.size());
     const std::size_t bytes = mwm::gpu::patch_scores_workspace_bytes(request);
     device_vector<char> workspace(bytes);
-    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data,
-                                 workspace.data, bytes, nullptr);
+    mwm::gpu::prompt_weight_values weights;
+    weights.device = d_weights.data;
+    mwm::gpu::patch_scores_async(request, d_heat.data, weights, scores.data, workspace.data,
+                                 bytes, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "patch_scores_async");
     check(scores.host() == expected, "patch_scores");
   }
@@ -169,11 +172,13 @@ void test_maps(std::mt19937_64& rng) {
     mwm::regions_by_quantiles(scores.data(), batch, n, shares, expected.data());
     std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5), mwm::quantile_count(n, 0.2)};
     device_vector<float> d_scores(scores);
-    device_vector<std::int64_t> d_counts(counts);
+    mwm::gpu::host_values<std::int64_t> by_value;
+    by_value.count = 2;
+    std::copy(counts.begin(), counts.end(), by_value.values);
     device_vector<std::int32_t> regions(expected.size());
     const std::size_t bytes = mwm::gpu::quantile_workspace_bytes(batch, n);
     device_vector<char> workspace(bytes);
-    mwm::gpu::regions_from_quantiles_async(d_scores.data, batch, n, d_counts.data, 2,
+    mwm::gpu::regions_from_quantiles_async(d_scores.data, batch, n, by_value,
                                            mwm::nan_policy::error, regions.data, workspace.data,
                                            bytes, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "regions_from_quantiles_async");
