@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# All the tests: C++ (Catch2, install/consumer, sanitizers), CUDA compile check, Python (pytest).
+# All the tests: lint, C++ (Catch2, install/consumer, sanitizers, fuzzing), CUDA compile check,
+# the docs build, Python (pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -20,6 +21,14 @@ for extra in scripts/test.d/*.sh; do
   bash "$extra" || status=1
 done
 
-step "Python tests (pytest)"
-python -m pytest tests/python -q -p no:cacheprovider || status=1
+step "Python tests (pytest, every tier: fast, slow, large_memory; cuda where a device exists)"
+python -m pytest tests/python -q -p no:cacheprovider -m "not cuda" || status=1
+if python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  cuda_status=0
+  python -m pytest tests/python -q -p no:cacheprovider -m cuda || cuda_status=$?
+  # 5: no test selected, which is not a failure.
+  [ "$cuda_status" -eq 0 ] || [ "$cuda_status" -eq 5 ] || status=1
+else
+  echo "cuda tier: not run here (torch.cuda.is_available() is False)"
+fi
 exit $status

@@ -6,6 +6,11 @@
 //            (MAE's decoder input: x_vis followed by mask tokens, unshuffled by ids_restore;
 //            visible[b] defaults to K, and is the per-sample visible count when ids_keep was
 //            padded, so that padded slots of x_vis are never read).
+//   pack:    packed[cu[b] + k] = x[b, ids_keep[b, k]] for k < count[b]  (the -1-padded tail
+//            of each ids_keep row is dropped), cu = cumulative counts, int32 (B + 1):
+//            flash-attention's varlen layout and PyTorch's jagged nested tensors.
+//   unpack:  out[b, n] = packed[cu[b] + p] if p < count[b] else mask_token, p = ids_restore[b, n]
+//            (restore with the packed rows as x_vis; count[b] = cu[b + 1] - cu[b]).
 //
 // Per-token functions are MWM_HOST_DEVICE on raw pointers; the host drivers run them over a
 // range of samples.
@@ -14,6 +19,7 @@
 #include <cstdint>
 
 #include "config.hpp"
+#include "data_error.hpp"
 #include "error.hpp"
 
 namespace mwm {
@@ -70,39 +76,68 @@ MWM_HOST_DEVICE MWM_INLINE void accumulate_token(const T* src, std::int64_t src_
 // ---------------------------------------------------------------------------------------------
 // Validation of index tensors (dense row-major), on the host.
 
+// The checks of the index tensors, per entry, shared with the CUDA kernels: true when the
+// entry is usable, else *bad describes it. Keys (data_error_key) put ids_restore before
+// num_visible, each in flat order, as the host validators below scan them.
+MWM_HOST_DEVICE MWM_INLINE bool keep_id_in_range(std::int64_t id, std::int64_t at,
+                                                 std::int64_t slots, std::int64_t num_tokens,
+                                                 data_error* bad) {
+  if (id >= padding_id && id < num_tokens) return true;
+  *bad = integer_data_error(data_error_code::keep_id, at, slots, id, num_tokens);
+  return false;
+}
+
+MWM_HOST_DEVICE MWM_INLINE bool restore_id_in_range(std::int64_t position, std::int64_t at,
+                                                    std::int64_t num_tokens, data_error* bad) {
+  if (position >= 0 && position < num_tokens) return true;
+  *bad = integer_data_error(data_error_code::restore_id, at, num_tokens, position, num_tokens);
+  return false;
+}
+
+MWM_HOST_DEVICE MWM_INLINE bool visible_count_in_range(std::int64_t count, std::int64_t b,
+                                                       std::int64_t slots, data_error* bad) {
+  if (count >= 0 && count <= slots) return true;
+  *bad = integer_data_error(data_error_code::num_visible, b, 0, count, slots);
+  return false;
+}
+
+constexpr int restore_id_phase = 0;
+constexpr int visible_count_phase = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Validation of index tensors (dense row-major), on the host: the first bad entry raises.
+
 // Every ids_keep entry lies in [-1, N).
 inline void validate_keep_ids(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
                               std::int64_t num_tokens) {
+  data_error_slot first;
+  data_error bad;
   for (std::int64_t i = 0; i < batch * slots; ++i) {
-    if (ids[i] < padding_id || ids[i] >= num_tokens) {
-      detail::require(false, "ids_keep", ids[i],
-                      "must lie in [-1, " + detail::to_text(num_tokens) + ") (sample " +
-                          detail::to_text(i / slots) + ", slot " + detail::to_text(i % slots) +
-                          "; -1 marks padding)");
+    if (!keep_id_in_range(ids[i], i, slots, num_tokens, &bad)) {
+      record_data_error(first, data_error_key(0, i), bad);
+      break;
     }
   }
+  raise_if_data_error(first);
 }
 
 // Every ids_restore entry lies in [0, N); every visible count in [0, K].
 inline void validate_restore_ids(const std::int64_t* ids_restore, const std::int64_t* visible,
                                  std::int64_t batch, std::int64_t num_tokens,
                                  std::int64_t slots) {
+  data_error_slot first;
+  data_error bad;
   for (std::int64_t i = 0; i < batch * num_tokens; ++i) {
-    if (ids_restore[i] < 0 || ids_restore[i] >= num_tokens) {
-      detail::require(false, "ids_restore", ids_restore[i],
-                      "must lie in [0, " + detail::to_text(num_tokens) + ") (sample " +
-                          detail::to_text(i / num_tokens) + ", token " +
-                          detail::to_text(i % num_tokens) + ")");
+    if (!restore_id_in_range(ids_restore[i], i, num_tokens, &bad)) {
+      record_data_error(first, data_error_key(restore_id_phase, i), bad);
+      break;
     }
   }
-  if (!visible) return;
-  for (std::int64_t b = 0; b < batch; ++b) {
-    if (visible[b] < 0 || visible[b] > slots) {
-      detail::require(false, "num_visible", visible[b],
-                      "must lie in [0, " + detail::to_text(slots) + "] (sample " +
-                          detail::to_text(b) + "; K = x_vis.shape[1])");
-    }
+  for (std::int64_t b = 0; visible && !has_data_error(first) && b < batch; ++b) {
+    if (!visible_count_in_range(visible[b], b, slots, &bad))
+      record_data_error(first, data_error_key(visible_count_phase, b), bad);
   }
+  raise_if_data_error(first);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +225,162 @@ void sum_mask_partials(const Acc* mask_partials, std::int64_t batch, std::int64_
   for (std::int64_t c = 0; c < channels; ++c) out[c] = Acc(0);
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t c = 0; c < channels; ++c) out[c] += mask_partials[b * channels + c];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed visible tokens (variable counts per sample, no padding).
+
+// Row of the packed tensor that holds slot k of sample b.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_row(const std::int32_t* cu_seqlens, std::int64_t b,
+                                                   std::int64_t k) {
+  return static_cast<std::int64_t>(cu_seqlens[b]) + k;
+}
+
+MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_count(const std::int32_t* cu_seqlens,
+                                                     std::int64_t b) {
+  return static_cast<std::int64_t>(cu_seqlens[b + 1]) - cu_seqlens[b];
+}
+
+// The sample whose rows hold packed row `row` (cu_seqlens[b] <= row < cu_seqlens[b + 1]; empty
+// samples are skipped): a binary search, for kernels that run one thread per packed element.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_sample(const std::int32_t* cu_seqlens,
+                                                      std::int64_t batch, std::int64_t row) {
+  std::int64_t lo = 0, hi = batch;  // the answer lies in [lo, hi)
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (cu_seqlens[mid] <= row) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// Visible count of one ids_keep row: the slots before its first -1. The padding must be a
+// suffix (as every mwm policy writes it) and ids lie in [-1, N); else throws, naming the slot.
+inline std::int64_t visible_prefix(const std::int64_t* row, std::int64_t slots,
+                                   std::int64_t num_tokens, std::int64_t sample) {
+  std::int64_t count = 0;
+  while (count < slots && row[count] != padding_id) {
+    if (row[count] < 0 || row[count] >= num_tokens)
+      detail::require(false, "ids_keep", row[count],
+                      "must lie in [-1, " + detail::to_text(num_tokens) + ") (sample " +
+                          detail::to_text(sample) + ", slot " + detail::to_text(count) + ")");
+    ++count;
+  }
+  for (std::int64_t k = count; k < slots; ++k)
+    if (row[k] != padding_id)
+      detail::require(false, "ids_keep", row[k],
+                      "follows padding at slot " + detail::to_text(count) + " of sample " +
+                          detail::to_text(sample) +
+                          " (slot " + detail::to_text(k) +
+                          "): packing needs the -1 padding at the end of each row");
+  return count;
+}
+
+// cu_seqlens (B + 1) of ids_keep (B, K); returns the packed total. Totals of 2^31 and more do
+// not fit the int32 offsets that varlen attention takes, and throw.
+inline std::int64_t packed_offsets(const std::int64_t* ids, std::int64_t batch,
+                                   std::int64_t slots, std::int64_t num_tokens,
+                                   std::int32_t* cu_seqlens) {
+  std::int64_t total = 0;
+  cu_seqlens[0] = 0;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    total += visible_prefix(ids + b * slots, slots, num_tokens, b);
+    detail::require(total <= 0x7FFFFFFF, "total visible tokens", total,
+                    "must stay below 2^31 (int32 cu_seqlens); split the batch");
+    cu_seqlens[b + 1] = static_cast<std::int32_t>(total);
+  }
+  return total;
+}
+
+// cu_seqlens given by the caller (unpack): starts at 0, never decreases, ends at `rows` (the
+// packed tensor's row count), and no sample holds more than `num_tokens` rows.
+inline void validate_offsets(const std::int32_t* cu_seqlens, std::int64_t batch,
+                             std::int64_t rows, std::int64_t num_tokens) {
+  detail::require(cu_seqlens[0] == 0, "cu_seqlens[0]", cu_seqlens[0], "must be 0");
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::int64_t count = packed_count(cu_seqlens, b);
+    if (count < 0 || count > num_tokens)
+      detail::require(false, "cu_seqlens", cu_seqlens[b + 1],
+                      "gives sample " + detail::to_text(b) + " " + detail::to_text(count) +
+                          " rows; each sample holds between 0 and N = " +
+                          detail::to_text(num_tokens));
+  }
+  detail::require(cu_seqlens[batch] == rows, "cu_seqlens[-1]", cu_seqlens[batch],
+                  "must equal packed.shape[0] = " + detail::to_text(rows));
+}
+
+// packed (total, C) rows from x (B, N, C) for samples [begin, end); `ps` is the packed tensor's
+// strides with batch 0 (a packed row is addressed by token_offset(ps, 0, row)).
+template <typename T>
+void pack_tokens(const T* x, const token_strides& xs, const std::int64_t* ids, std::int64_t slots,
+                 const std::int32_t* cu_seqlens, std::int64_t channels, T* packed,
+                 const token_strides& ps, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b)
+    for (std::int64_t k = 0; k < packed_count(cu_seqlens, b); ++k)
+      copy_token(x + token_offset(xs, b, ids[b * slots + k]), xs.channel,
+                 packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel,
+                 channels);
+}
+
+// grad_x (B, N, C): zeros with the packed gradient rows added at their ids.
+template <typename Acc, typename T>
+void pack_tokens_backward(const T* grad, const token_strides& gs, const std::int64_t* ids,
+                          std::int64_t slots, const std::int32_t* cu_seqlens,
+                          std::int64_t num_tokens, std::int64_t channels, T* grad_x,
+                          const token_strides& xs, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b) {
+    for (std::int64_t n = 0; n < num_tokens; ++n)
+      zero_token(grad_x + token_offset(xs, b, n), xs.channel, channels);
+    for (std::int64_t k = 0; k < packed_count(cu_seqlens, b); ++k)
+      add_token<Acc>(grad + token_offset(gs, 0, packed_row(cu_seqlens, b, k)), gs.channel,
+                     grad_x + token_offset(xs, b, ids[b * slots + k]), xs.channel, channels);
+  }
+}
+
+// out (B, N, C): the decoder input from packed rows, ids_restore (B, N) and mask_token (C).
+template <typename T>
+void unpack_tokens(const T* packed, const token_strides& ps, const std::int32_t* cu_seqlens,
+                   const std::int64_t* ids_restore, std::int64_t num_tokens,
+                   std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
+                   const token_strides& os, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b) {
+    const std::int64_t count = packed_count(cu_seqlens, b);
+    for (std::int64_t n = 0; n < num_tokens; ++n) {
+      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+      T* dst = out + token_offset(os, b, n);
+      if (slot == padding_id) copy_token(mask_token, mask_stride, dst, os.channel, channels);
+      else
+        copy_token(packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)), ps.channel,
+                   dst, os.channel, channels);
+    }
+  }
+}
+
+// grad_packed rows of samples [begin, end) (zeros where no token reads a row) and the per-sample
+// mask-token partials (B, C), summed by sum_mask_partials in sample order.
+template <typename Acc, typename T>
+void unpack_tokens_backward(const T* grad, const token_strides& gs,
+                            const std::int32_t* cu_seqlens, const std::int64_t* ids_restore,
+                            std::int64_t num_tokens, std::int64_t channels, T* grad_packed,
+                            const token_strides& ps, Acc* mask_partials, std::int64_t begin,
+                            std::int64_t end) {
+  for (std::int64_t b = begin; b < end; ++b) {
+    const std::int64_t count = packed_count(cu_seqlens, b);
+    for (std::int64_t k = 0; k < count; ++k)
+      zero_token(grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel,
+                 channels);
+    Acc* partial = mask_partials + b * channels;
+    for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
+    for (std::int64_t n = 0; n < num_tokens; ++n) {
+      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+      const T* src = grad + token_offset(gs, b, n);
+      if (slot == padding_id) accumulate_token(src, gs.channel, partial, channels);
+      else
+        add_token<Acc>(src, gs.channel,
+                       grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)),
+                       ps.channel, channels);
+    }
+  }
 }
 
 }  // namespace mwm

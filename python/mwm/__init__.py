@@ -9,13 +9,14 @@ from ._version import __version__
 from .budget import keep_count
 from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
                     coral_loss)
+from .device_errors import check_device_errors, set_sync_errors
 from .feature_pool import DynamicFeaturePool, confidence_filter
 from .loss import mae_loss, masked_recon_loss, simmim_loss, spark_loss
 from .masker import MWM_PRESETS, TextGuidedMasker
 from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
                       regions_from_quantiles, regions_from_thresholds, sample_indices,
                       upsample_patch_map)
-from .tokens import gather_tokens, restore_tokens
+from .tokens import gather_tokens, pack_visible_tokens, restore_tokens, unpack_visible_tokens
 
 __all__ = [
     "ClassWiseCoral",
@@ -25,6 +26,8 @@ __all__ = [
     "confidence_filter",
     "coral_consistency",
     "coral_loss",
+    "check_device_errors",
+    "set_sync_errors",
     "MWM_PRESETS",
     "MaskResult",
     "TextGuidedMasker",
@@ -33,6 +36,7 @@ __all__ = [
     "heatmap_to_patch_scores",
     "keep_count",
     "mae_loss",
+    "pack_visible_tokens",
     "masked_recon_loss",
     "regions_from_quantiles",
     "regions_from_thresholds",
@@ -40,5 +44,6 @@ __all__ = [
     "sample_indices",
     "simmim_loss",
     "spark_loss",
+    "unpack_visible_tokens",
     "upsample_patch_map",
 ]

@@ -22,7 +22,7 @@ from . import _extension  # noqa: F401  (loads the ops, their fake kernels and a
 
 # Looked up once: the CPU kernel exists only when the extension was built with Eigen, the CUDA
 # kernel (ATen/cuBLAS calls, bindings/cuda/coral_loss.cpp) only when it was built against a CUDA
-# build of torch (see the README section "CORAL loss").
+# build of torch (see docs/coral.md).
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))

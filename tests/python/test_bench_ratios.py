@@ -11,9 +11,9 @@ import torch
 
 import mwm
 from mwm.bench import ratios as R
-from mwm.bench.models import (SparseCNN, TinyMAE, _plain_reconstruction_loss, patchify,
-                              reconstruction_loss, unpatchify)
+from mwm.bench.models import SparseCNN, TinyMAE, reconstruction_loss
 from mwm.bench.probes import dice_scores, linear_probe
+from mwm.bench.references import mae_forward_loss, patchify, unpatchify
 from mwm.bench.report import write_results
 
 PYTHON_DIR = Path(mwm.__file__).resolve().parent.parent
@@ -34,9 +34,9 @@ def test_patchify_orders_channel_fastest_and_round_trips():
     assert p.shape == (2, 4, 12)
     # Patch 1 is grid row 0, column 1; its first pixel (0, 2) in channels 0, 1, 2, then (0, 3).
     assert p[0, 1, :6].tolist() == [x[0, c, 0, w].item() for w in (2, 3) for c in range(3)]
-    assert torch.equal(unpatchify(p, 2, 3, (2, 2)), x)
+    assert torch.equal(unpatchify(p, 2, x.shape), x)
     v = torch.randn(1, 2, 4, 4, 4)
-    assert torch.equal(unpatchify(patchify(v, 2), 2, 2, (2, 2, 2)), v)
+    assert torch.equal(unpatchify(patchify(v, 2), 2, v.shape), v)
 
 
 def test_reconstruction_loss_counts_masked_patches_only():
@@ -56,16 +56,16 @@ def test_reconstruction_loss_counts_masked_patches_only():
     expected = (pred - normed).pow(2).mean(-1)[mask].mean()
     assert torch.allclose(reconstruction_loss(pred, target, mask, norm_pix=True), expected)
     # Image-layout predictions are patchified the same way.
-    image_pred = unpatchify(pred, 4, 1, (2, 2))
+    image_pred = unpatchify(pred, 4, target.shape)
     assert torch.allclose(reconstruction_loss(image_pred, target, mask, norm_pix=True), expected)
     with pytest.raises(ValueError, match="pred must be"):
         reconstruction_loss(torch.randn(2, 4, 15), target, mask)
 
 
 @pytest.mark.parametrize("norm_pix", [False, True])
-def test_plain_loss_and_the_dispatched_loss_agree_with_gradients(norm_pix):
-    # reconstruction_loss uses mwm.masked_recon_loss when the extension has it; the plain
-    # PyTorch path must give the same value and gradient.
+def test_reconstruction_loss_matches_mae_forward_loss_with_gradients(norm_pix):
+    # reconstruction_loss is mwm.masked_recon_loss behind its own checks: MAE's forward_loss
+    # written in plain PyTorch must give the same value and gradient.
     torch.manual_seed(1)
     target = torch.randn(3, 2, 8, 8)
     mask = torch.rand(3, 4) < 0.6
@@ -73,7 +73,7 @@ def test_plain_loss_and_the_dispatched_loss_agree_with_gradients(norm_pix):
     pred_a = torch.randn(3, 4, 32, requires_grad=True)
     pred_b = pred_a.detach().clone().requires_grad_()
     dispatched = reconstruction_loss(pred_a, target, mask, norm_pix)
-    plain = _plain_reconstruction_loss(pred_b, patchify(target, 4), mask, norm_pix)
+    plain = mae_forward_loss(target, pred_b, mask.float(), 4, norm_pix)
     dispatched.backward()
     plain.backward()
     assert torch.allclose(dispatched, plain, atol=1e-6)
@@ -178,6 +178,7 @@ def micro_run(tmp_path_factory):
     return doc, paths
 
 
+@pytest.mark.slow
 def test_micro_pipeline_writes_results_measured_from_the_masks(micro_run):
     doc, paths = micro_run
     for key in ("json", "markdown", "plot", "overlay_brain"):
@@ -202,6 +203,54 @@ def test_micro_pipeline_writes_results_measured_from_the_masks(micro_run):
     assert "| brain | cnn | mwm-0.8/0.4 |" in paths["markdown"].read_text()
 
 
+@pytest.mark.slow
+def test_micro_results_hold_paired_comparisons(micro_run):
+    doc, paths = micro_run
+    saved = json.loads(paths["json"].read_text())
+    by_config = {r["config"]: r for r in saved["runs"]}
+    rows = {(c["config"], c["baseline"], c["metric"]): c for c in saved["comparisons"]}
+    assert set(rows) == {("mwm-0.8/0.4", "random-0.7", "accuracy"),
+                         ("mwm-0.8/0.4", "random-0.7", "dice")}
+    acc = rows[("mwm-0.8/0.4", "random-0.7", "accuracy")]
+    assert acc["n_seeds"] == 1 and acc["ci95_low"] is None  # one seed: no interval
+    expected = by_config["mwm-0.8/0.4"]["accuracy"] - by_config["random-0.7"]["accuracy"]
+    assert acc["mean_diff"] == pytest.approx(expected)
+    learning = saved["learning"][0]
+    assert (learning["dataset"], learning["model"]) == ("brain", "cnn")
+    assert learning["learned"] == (learning["gain"] >= 0.03)
+    text = paths["markdown"].read_text()
+    assert "| brain | cnn | mwm-0.8/0.4 | random-0.7 |" in text
+
+
+def test_every_configuration_of_a_seed_starts_from_the_same_weights():
+    settings = R.preset("micro")
+    data = R.prepare_builtin("brain", settings)
+    first = R.initial_model("mae", data, settings, seed=3).state_dict()
+    torch.manual_seed(123)  # whatever ran before
+    again = R.initial_model("mae", data, settings, seed=3).state_dict()
+    other = R.initial_model("mae", data, settings, seed=4).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_one_process_numbers():
+    settings = R.preset("micro", configs=("none", "mwm-0.8/0.4"), seeds=(0, 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = R.run_ratios(settings, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    there = R.run_ratios(settings, progress=False, workers=2, worker_threads=1)
+    assert [(r["config"], r["seed"]) for r in there["runs"]] == \
+        [(r["config"], r["seed"]) for r in here["runs"]]
+    for a, b in zip(here["runs"], there["runs"]):
+        assert a["accuracy"] == b["accuracy"] and a["dice"] == b["dice"]
+        assert a["final_loss"] == b["final_loss"]
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_draw_the_single_process_masks(micro_run, tmp_path):
     single = micro_run[0]["masks"]
     record = tmp_path / "masks.pt"
@@ -241,7 +290,8 @@ def _write_folder(root: Path, with_split=True):
             np.save(root / name, pixels.astype(np.float32) / 255)
         np.save(root / "heatmaps" / f"img{i}.npy", np.full((10, 12), i / 8, np.float32))
         split = ["pretrain", "train", "test"][i % 3]
-        rows.append(f"{name},{'tumor' if i % 2 else 'normal'}" + (f",{split}" if with_split else ""))
+        label = "tumor" if i % 2 else "normal"
+        rows.append(f"{name},{label}" + (f",{split}" if with_split else ""))
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
 
 

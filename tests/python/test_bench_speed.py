@@ -14,7 +14,7 @@ import torch
 
 import mwm
 from mwm.bench import references as ref
-from mwm.bench import speed, timing
+from mwm.bench import speed, speed_coral, speed_loss, timing
 from mwm.bench.cli import main as bench_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,6 +179,7 @@ def test_timing_helpers():
     assert info["torch_threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_speed_quick_writes_json_with_every_row(tmp_path, capsys):
     out = tmp_path / "speed.json"
     assert bench_main(["speed", "--quick", "--plain", "--out", str(out)]) == 0
@@ -203,11 +204,15 @@ def test_speed_quick_writes_json_with_every_row(tmp_path, capsys):
         if row["case"] != "text-guided, area mean":
             assert row["counts_match"] is True, row
     assert any("per_region" in t["target"] for t in doc["targets"])
+    # The loss and CORAL sections are part of the quick run: one row per size, each measured.
     loss_rows = [r for r in doc["rows"] if r["section"] == "loss"]
     coral_rows = [r for r in doc["rows"] if r["section"] == "coral"]
-    for section, rows in (("loss", loss_rows), ("coral", coral_rows)):
-        noted = any(section in note for note in doc["unavailable"])
-        assert bool(rows) != noted, f"{section}: rows or a note saying they are missing"
+    assert {r["size"] for r in loss_rows} == {case.name for case in speed_loss.QUICK_CASES}
+    assert {r["size"] for r in coral_rows} == {f"n={n} m={m} d={d} float32"
+                                               for n, m, d in speed_coral.DEFAULT_SIZES}
+    for row in loss_rows + coral_rows:
+        assert row["ours_ms"] > 0 and row["reference_ms"] > 0, row
+        assert row["ratio"] == pytest.approx(row["ours_ms"] / row["reference_ms"]), row
     printed = capsys.readouterr().out
     assert "mwm/ref" in printed and "torch threads" in printed
     assert out.with_suffix(".md").read_text().startswith("| case |")

@@ -7,17 +7,8 @@ import pytest
 import torch
 
 import mwm
+from mwm.bench.references import deep_coral
 from mwm.coral import ClassWiseCoral
-
-
-def deep_coral(x, y):
-    """Deep CORAL (Sun & Saenko 2016) written out: unbiased covariances, /(4 d^2)."""
-    d = x.shape[1]
-    xc = x - x.mean(0, keepdim=True)
-    yc = y - y.mean(0, keepdim=True)
-    cov_x = xc.T @ xc / (x.shape[0] - 1)
-    cov_y = yc.T @ yc / (y.shape[0] - 1)
-    return ((cov_x - cov_y) ** 2).sum() / (4 * d * d)
 
 
 def features(n, d, seed, dtype=torch.float64, scale=1.0):
@@ -111,6 +102,7 @@ def test_opcheck_backward():
                           (grad, torch.randn(5, 5, dtype=torch.float64), x, y, cov_diff))
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
 

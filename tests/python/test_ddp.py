@@ -4,6 +4,7 @@ process: masks depend only on (seed, global sample index)."""
 import os
 import tempfile
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -41,6 +42,7 @@ def _worker(rank, world, init_file, out_file):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_gives_single_process_masks():
     single = torch.cat([_masks_of(list(range(i, i + BATCH))) for i in range(0, SAMPLES, BATCH)])
     with tempfile.TemporaryDirectory() as tmp:

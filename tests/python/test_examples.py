@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.mark.parametrize("script", ["mae_dropin.py", "hf_vitmae_noise.py",
                                     "spark_active_masks.py", "lightly_mae_tokens.py",
                                     "dataloader_masks.py"])
+@pytest.mark.slow
 def test_example_runs(script):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     # The torchvision shim of conftest does not reach a subprocess; run through a launcher that
@@ -25,8 +26,9 @@ def test_example_runs(script):
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
+@pytest.mark.slow
 def test_the_readme_picture_is_made_by_its_command(tmp_path):
-    """docs/images/overlay.png (shown in the README's grounding section) is what
+    """docs/images/overlay.png (shown in docs/grounding.md) is what
     examples/make_overlay_picture.py draws."""
     import numpy as np
     from PIL import Image

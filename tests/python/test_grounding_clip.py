@@ -13,30 +13,6 @@ import torch.nn.functional as F  # noqa: E402
 from mwm.grounding import ClipHeatmapGenerator  # noqa: E402
 
 
-def _make_torchvision_importable():
-    """transformers and open_clip import torchvision. A CUDA torchvision wheel next to a CPU torch
-    cannot load its ops library, and then fails to import on its fake-kernel registration for
-    nms. Declaring the two op schemas it registers lets it import; the models built here never
-    call them. Does nothing where torchvision imports as it should."""
-    import sys
-
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as exc:
-        if "torchvision::nms does not exist" not in str(exc):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        library = torch.library.Library("torchvision", "FRAGMENT")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _make_torchvision_importable.library = library  # keep the definitions alive
-        import torchvision  # noqa: F401
-
-
-_make_torchvision_importable()
-
-
 def _import_open_clip():
     import open_clip
 
@@ -45,38 +21,12 @@ def _import_open_clip():
 
 # ------------------------------------------------------------------------- transformers CLIP
 
-EOS = 99
-
-
 @pytest.fixture(scope="module")
-def hf_clip():
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=16, eos_token_id=EOS, bos_token_id=98,
-            pad_token_id=0,
-        ),
-        vision_config=dict(
-            image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-            num_hidden_layers=2, num_attention_heads=4,
-        ),
-        projection_dim=16,
-    )
-    return CLIPModel(config)
+def hf_clip(tiny_hf_clip):
+    return tiny_hf_clip(layers=2)
 
 
-def char_tokenizer(prompts):
-    """Character ids, ending in EOS, padded with 0: enough for a randomly initialized CLIP."""
-    rows = [[98] + [3 + ord(c) % 90 for c in p][:13] + [EOS] for p in prompts]
-    length = max(map(len, rows))
-    ids = torch.tensor([r + [0] * (length - len(r)) for r in rows])
-    return {"input_ids": ids, "attention_mask": (ids != 0).long()}
-
-
-def test_hf_heatmaps_shape_range_and_batching(hf_clip):
+def test_hf_heatmaps_shape_range_and_batching(char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
     assert generator.backend == "transformers"
     torch.manual_seed(1)
@@ -89,7 +39,8 @@ def test_hf_heatmaps_shape_range_and_batching(hf_clip):
     assert torch.allclose(single[0], heat[1, 0], atol=1e-5)  # batching does not change a map
 
 
-def test_hf_similarity_is_the_cosine_of_projected_patch_and_text_embeddings(hf_clip):
+def test_hf_similarity_is_the_cosine_of_projected_patch_and_text_embeddings(
+        char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
     torch.manual_seed(2)
     images = torch.randn(2, 3, 32, 32)
@@ -102,7 +53,7 @@ def test_hf_similarity_is_the_cosine_of_projected_patch_and_text_embeddings(hf_c
     assert torch.allclose(generator.similarity(images, ["lesion"]), expected, atol=1e-5)
 
 
-def test_a_matching_text_embedding_lights_up_its_patch(hf_clip):
+def test_a_matching_text_embedding_lights_up_its_patch(char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
     torch.manual_seed(3)
     images = torch.randn(1, 3, 32, 32)
@@ -114,7 +65,7 @@ def test_a_matching_text_embedding_lights_up_its_patch(hf_clip):
     assert int(heat[0, 0].argmax()) == 2 * 4 + 1
 
 
-def test_prompts_change_the_map_and_calls_are_deterministic(hf_clip):
+def test_prompts_change_the_map_and_calls_are_deterministic(char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
     torch.manual_seed(4)
     images = torch.randn(2, 3, 32, 32)
@@ -126,13 +77,13 @@ def test_prompts_change_the_map_and_calls_are_deterministic(hf_clip):
     assert not torch.allclose(first, other_images, atol=1e-3)
 
 
-def test_softmax_normalization_peaks_at_one(hf_clip):
+def test_softmax_normalization_peaks_at_one(char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer, normalize="softmax", temperature=0.05)
     heat = generator(torch.randn(2, 3, 32, 32), ["tumor"], image_size=(4, 4))
     assert torch.allclose(heat.reshape(2, -1).amax(1), torch.ones(2))
 
 
-def test_generator_errors(hf_clip):
+def test_generator_errors(char_tokenizer, hf_clip):
     generator = ClipHeatmapGenerator(hf_clip)
     with pytest.raises(ValueError, match="no tokenizer"):
         generator(torch.randn(1, 3, 32, 32), ["tumor"])
@@ -251,8 +202,8 @@ def test_from_encoders_accepts_any_model():
     assert generator.patch_embeddings(torch.randn(1, 3, 8, 12)).shape == (1, 2, 3, 8)
 
 
-def test_weights_saved_to_a_local_folder_give_the_same_maps(hf_clip, tmp_path):
-    """The README's route: a CLIP model loaded from local files, nothing downloaded."""
+def test_weights_saved_to_a_local_folder_give_the_same_maps(char_tokenizer, hf_clip, tmp_path):
+    """docs/grounding.md's route: a CLIP model loaded from local files, nothing downloaded."""
     from transformers import CLIPModel
 
     hf_clip.save_pretrained(tmp_path / "clip")
@@ -263,7 +214,7 @@ def test_weights_saved_to_a_local_folder_give_the_same_maps(hf_clip, tmp_path):
     assert torch.equal(got, expected)
 
 
-def test_maps_carry_no_autograd_graph(hf_clip):
+def test_maps_carry_no_autograd_graph(char_tokenizer, hf_clip):
     images = torch.randn(2, 3, 32, 32, requires_grad=True)
     generator = ClipHeatmapGenerator(hf_clip, char_tokenizer)
     heat = generator(images, ["tumor"])

@@ -145,7 +145,8 @@ def test_unknown_modality_and_preset_list_the_known_ones():
         masker_kwargs_from_prompt_bank(bank, "knee_mri")
     with pytest.raises(PromptBankError, match=r"preset = 'heavy' .*known presets: default, light"):
         bank.modality("brain_mri", preset="heavy")
-    assert isinstance(PromptBankError("x"), ValueError)
+    with pytest.raises(ValueError, match=r"modality = 'knee_mri'"):  # callers catching bad input
+        masker_kwargs_from_prompt_bank(bank, "knee_mri")
 
 
 def test_file_errors_name_the_file(tmp_path):

@@ -5,16 +5,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import mwm
-import reference as ref
+from mwm.bench import references as ref
 from mwm.integrations import (MaskingCollate, MaskingTransform, lightly_token_indices,
                               random_masking, spark_active_masks, vitmae_noise)
+from mwm.integrations.mae import apply_mae_masks
 
 
 def test_mae_random_masking_contract_matches_mae_given_the_same_noise():
     x = torch.randn(4, 196, 32)
     x_masked, mask, ids_restore = random_masking(x, 0.75, seed=2, offset=4)
     noise = mwm.generate_masks((14, 14), 4, ratio=0.75, seed=2, offset=4).noise
-    expected = ref.mae_random_masking(x, 0.75, noise)
+    expected = ref.mae_random_masking_with_noise(x, 0.75, noise)
     assert torch.equal(x_masked, expected[0])
     assert torch.equal(mask, expected[1])
     assert torch.equal(ids_restore, expected[2])
@@ -38,6 +39,16 @@ def test_mae_random_masking_with_heatmaps_masks_roi_more():
     assert mask[:, roi].mean() > mask[:, ~roi].mean()
     with pytest.raises(ValueError, match="per_region"):
         random_masking(x, 0.5, heatmaps=heat, masker=mwm.TextGuidedMasker((7, 7)))
+
+
+def test_mae_masks_refuse_a_result_whose_visible_count_varies():
+    regions = torch.zeros(2, 49, dtype=torch.int32)
+    regions[0, :20] = 1
+    result = mwm.generate_masks((7, 7), 2, policy="per_region", regions=regions,
+                                region_ratios=(0.2, 0.9), seed=1)
+    assert result.num_visible[0] != result.num_visible[1]  # so ids_keep carries -1 padding
+    with pytest.raises(ValueError, match=r"visible counts \[\d+, \d+\] per sample"):
+        apply_mae_masks(torch.randn(2, 49, 8), result)
 
 
 def test_hf_vitmae_keeps_exactly_mwm_visible_set():

@@ -11,90 +11,16 @@ import pytest
 import torch
 
 import mwm
+from mwm.bench.references import (
+    generic_reference,
+    mae_forward_loss,
+    patchify,
+    simmim_forward_loss,
+    spark_forward_loss,
+    unpatchify,
+)
 
 RTOL = 1e-10
-
-
-# --- References, written in plain PyTorch from the published formulas ------------------------
-
-def patchify(imgs, p):
-    """MAE's patchify (2D) and its straightforward 3D extension: (B, N, P), P = (pd, ph, pw, c)."""
-    p = [p] * (imgs.dim() - 2) if isinstance(p, int) else list(p)
-    b, c = imgs.shape[:2]
-    if imgs.dim() == 4:
-        h, w = imgs.shape[2] // p[0], imgs.shape[3] // p[1]
-        x = imgs.reshape(b, c, h, p[0], w, p[1])
-        x = torch.einsum("nchpwq->nhwpqc", x)
-        return x.reshape(b, h * w, p[0] * p[1] * c)
-    d, h, w = imgs.shape[2] // p[0], imgs.shape[3] // p[1], imgs.shape[4] // p[2]
-    x = imgs.reshape(b, c, d, p[0], h, p[1], w, p[2])
-    x = torch.einsum("ncdohpwq->ndhwopqc", x)
-    return x.reshape(b, d * h * w, p[0] * p[1] * p[2] * c)
-
-
-def unpatchify(x, p, shape):
-    """The inverse of patchify: patch vectors back to an image of `shape`."""
-    index = torch.arange(math.prod(shape[1:]), dtype=torch.int64).reshape(1, *shape[1:])
-    order = patchify(index, p)[0].reshape(-1)
-    out = torch.empty((shape[0], math.prod(shape[1:])), dtype=x.dtype)
-    out[:, order] = x.reshape(shape[0], -1)
-    return out.reshape(shape)
-
-
-def mae_forward_loss(imgs, pred, mask, p, norm_pix_loss):
-    """MAE models_mae.py forward_loss (identical in HF ViTMAE)."""
-    target = patchify(imgs, p)
-    if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1.0e-6) ** 0.5
-    loss = (pred - target) ** 2
-    loss = loss.mean(dim=-1)
-    loss = (loss * mask).sum() / mask.sum()
-    return loss
-
-
-# SparK and SimMIM add their epsilon to an integer count (non_active.sum(), mask.sum()), which
-# torch promotes to float32, where +1e-8 / +1e-5 round away for any count >= 1 / >= 256. The
-# references below take `count_dtype`: float64 evaluates the published formula exactly (what mwm
-# computes); None keeps the published code's own promotion (see the *_published_code tests).
-
-def spark_forward_loss(inp_bchw, rec_bchw, active_b1ff, p, count_dtype=torch.float64):
-    """SparK pretrain/spark.py: the loss part of SparK.forward (torch.var is unbiased)."""
-    inp, rec = patchify(inp_bchw, p), patchify(rec_bchw, p)
-    mean = inp.mean(dim=-1, keepdim=True)
-    var = (inp.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
-    inp = (inp - mean) / var
-    l2_loss = ((rec - inp) ** 2).mean(dim=2, keepdim=False)
-    non_active = active_b1ff.logical_not().int().view(active_b1ff.shape[0], -1)
-    count = non_active.sum() if count_dtype is None else non_active.sum().to(count_dtype)
-    return l2_loss.mul_(non_active).sum() / (count + 1e-8)
-
-
-def simmim_forward_loss(x, x_rec, mask, patch_size, in_chans, count_dtype=torch.float64):
-    """SimMIM models/simmim.py: l1 on pixels, masked, divided by (mask pixels + 1e-5) and C."""
-    for axis in range(1, mask.dim()):
-        mask = mask.repeat_interleave(patch_size, axis)
-    mask = mask.unsqueeze(1).contiguous()
-    loss_recon = torch.nn.functional.l1_loss(x, x_rec, reduction="none")
-    count = mask.sum() if count_dtype is None else mask.sum().to(count_dtype)
-    return (loss_recon * mask).sum() / (count + 1e-5) / in_chans
-
-
-def generic_reference(pred_vectors, target, mask, weight, p, norm, error, reduction):
-    """DESIGN's formula on patchified tensors (any option)."""
-    t = patchify(target, p)
-    if norm:
-        t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
-    diff = pred_vectors - t
-    err = (diff ** 2 if error == "mse" else diff.abs()).mean(-1)
-    c = mask.to(err.dtype) * (1.0 if weight is None else weight)
-    if reduction == "none":
-        return c * err
-    total = (c * err).sum()
-    if reduction == "sum":
-        return total
-    return total / (c.sum() + (1e-8 if reduction == "mean_eps" else 0.0))
 
 
 # --- Inputs ------------------------------------------------------------------------------------
@@ -284,6 +210,49 @@ def test_results_do_not_depend_on_the_thread_count():
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
 
 
+def contract_order_sum(values):
+    """The loss's order over patches (docs/design.md, "Reduction order"), in float32 torch ops:
+    zero-padded chunks of 256, each added by the halving tree (a[t] += a[t + s], s = 128 .. 1),
+    level after level until one value is left."""
+    level = values.reshape(-1)
+    while True:
+        chunks = -(-level.numel() // 256)
+        a = torch.zeros(chunks * 256, dtype=level.dtype)
+        a[: level.numel()] = level
+        a = a.reshape(chunks, 256)
+        s = 128
+        while s > 0:
+            a = a[:, :s] + a[:, s: 2 * s]
+            s //= 2
+        level = a.reshape(-1)
+        if level.numel() == 1:
+            return level[0]
+
+
+def test_the_reduction_follows_the_documented_order_and_batch_splits_keep_the_bits():
+    # 6 * 196 = 1176 patches: five chunks at the first level, weights spread over decades.
+    g = torch.Generator().manual_seed(15)
+    target = torch.randn((6, 3, 224, 224), generator=g)
+    pred = torch.randn((6, 196, 768), generator=g)
+    mask = torch.rand((6, 196), generator=g) < 0.75
+    weight = torch.rand((6, 196), generator=g) * 10.0 ** torch.randint(-2, 3, (6, 196),
+                                                                       generator=g)
+    kwargs = dict(weight=weight, norm_target=True)
+    per_patch = mwm.masked_recon_loss(pred, target, mask, 16, reduction="none", **kwargs)
+    total = mwm.masked_recon_loss(pred, target, mask, 16, reduction="sum", **kwargs)
+    mean = mwm.masked_recon_loss(pred, target, mask, 16, reduction="mean", **kwargs)
+    coefficients = torch.where(mask, weight, torch.zeros(()))
+    assert torch.equal(total, contract_order_sum(per_patch))
+    assert torch.equal(mean, contract_order_sum(per_patch) / contract_order_sum(coefficients))
+    # Another order (torch's own sum) gives other bits here, so the check above can fail.
+    assert not torch.equal(total, per_patch.sum())
+    # The per-patch losses of a batch are those of its halves.
+    halves = [mwm.masked_recon_loss(pred[k: k + 3], target[k: k + 3], mask[k: k + 3], 16,
+                                    reduction="none", weight=weight[k: k + 3], norm_target=True)
+              for k in (0, 3)]
+    assert torch.equal(per_patch, torch.cat(halves))
+
+
 # --- opcheck, gradcheck, compile ----------------------------------------------------------------
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -313,6 +282,15 @@ def sample_inputs():
 SAMPLES = list(sample_inputs())
 
 
+def _opcheck_tier(index):
+    """The fast tier keeps 32 of the 512 samples: the product runs (norm, error, reduction,
+    dims) fastest inside each (dtype, contiguity, layout) group of 32, and group g keeps the
+    g-th (norm, error, reduction) in 2D and 3D, so every dtype, contiguity and layout and every
+    (norm, error, reduction) pair is opchecked there; the slow tier runs the other 480."""
+    group, combination = divmod(index, 32)
+    return () if combination // 2 == group else (pytest.mark.slow,)
+
+
 def sample_id(sample):
     pred, target, _, weight, _, layout, norm, error, reduction = sample
     return (f"{str(pred.dtype)[6:]}-{'contig' if pred.is_contiguous() else 'strided'}-{layout}-"
@@ -320,7 +298,8 @@ def sample_id(sample):
             f"{'-weighted' if weight is not None else ''}")
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=[sample_id(s) for s in SAMPLES])
+@pytest.mark.parametrize("sample", [pytest.param(s, id=sample_id(s), marks=_opcheck_tier(i))
+                                    for i, s in enumerate(SAMPLES)])
 def test_opcheck(sample):
     # pred requires grad, so opcheck's autograd and AOT checks also run the backward op (real
     # kernel against its fake) for every sample.
@@ -361,6 +340,7 @@ def test_gradcheck(layout, norm, error, reduction, dims):
     assert torch.autograd.gradcheck(loss, (pred,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph():
     pred, target, mask, weight, p = make_case(2, dtype=torch.float32, seed=16)
 
@@ -560,6 +540,7 @@ def test_nonfinite_reaches_the_published_losses_and_is_validated():
                                         "mean")
 
 
+@pytest.mark.slow
 def test_nonfinite_under_torch_compile_fullgraph():
     pred, target, mask, _, p = _one_bad_prediction()
 

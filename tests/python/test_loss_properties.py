@@ -1,10 +1,10 @@
-"""Property-based tests of mwm.masked_recon_loss against the plain-PyTorch formula of DESIGN.md
-(test_loss.generic_reference, on MAE's patchify): random 2D and 3D shapes, patch sizes, channels,
-layouts (patch vectors or images, contiguous or strided), target normalization, mse/l1, optional
-weights, every reduction, value ranges with large offsets; float64, relative tolerance 1e-10 on
-the loss and on the gradient. Also: the reductions agree with each other, both layouts give the
-same bits, patches outside the loss get zero gradient, and a NaN prediction in a masked patch is
-reported by its (sample, patch) unless nonfinite="propagate"."""
+"""Property-based tests of mwm.masked_recon_loss against the plain-PyTorch formula of docs/design.md
+(mwm.bench.references.generic_reference, on MAE's patchify): random 2D and 3D shapes, patch
+sizes, channels, layouts (patch vectors or images, contiguous or strided), target normalization,
+mse/l1, optional weights, every reduction, value ranges with large offsets; float64, relative
+tolerance 1e-10 on the loss and on the gradient. Also: the reductions agree with each other, both
+layouts give the same bits, patches outside the loss get zero gradient, and a NaN prediction in a
+masked patch is reported by its (sample, patch) unless nonfinite="propagate"."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mwm
-from test_loss import generic_reference, patchify, unpatchify
+from mwm.bench.references import generic_reference, patchify, unpatchify
 
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])

@@ -74,6 +74,7 @@ def _mask_and_gather(heatmaps, tokens):
     return visible, result.mask, result.noise, result.active_pyramid([1, 2])[1]
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     heatmaps = torch.rand(4, 224, 224)
@@ -84,6 +85,7 @@ def test_compile_fullgraph_matches_eager():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_compile_per_region_padded_outputs():
     torch._dynamo.reset()
 

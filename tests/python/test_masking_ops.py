@@ -1,4 +1,4 @@
-"""The masking ops against independent references of DESIGN.md's semantics."""
+"""The masking ops against independent references of docs/design.md's semantics."""
 
 import itertools
 import math
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import mwm
-import reference as ref
+from mwm.bench import references as ref
 
 
 @pytest.mark.parametrize("seed,offset", [(0, 0), (7, 5), (2**40 + 3, 2**33 + 1)])

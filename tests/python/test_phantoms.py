@@ -21,7 +21,8 @@ def test_same_seed_and_index_give_the_same_phantom(kind, size):
     assert a.lesion.shape == spatial and a.lesion.dtype == bool
 
 
-@pytest.mark.parametrize("kind,organ", [("brain", "brain"), ("chest", "lungs"), ("brain3d", "brain")])
+@pytest.mark.parametrize("kind,organ",
+                         [("brain", "brain"), ("chest", "lungs"), ("brain3d", "brain")])
 def test_lesions_are_small_inside_the_organ_and_only_in_lesion_classes(kind, organ):
     size = 24 if kind == "brain3d" else 64
     for i in range(12):
@@ -57,7 +58,9 @@ def test_the_class_is_in_the_lesion_not_in_global_intensity(kind):
     y, yt = np.array([s.label for s in train]), np.array([s.label for s in test])
     lesion_acc = _nearest_centroid_accuracy(np.stack([_lesion_features(s) for s in train]), y,
                                             np.stack([_lesion_features(s) for s in test]), yt)
-    whole = lambda s: [s.image.mean(), s.image.std()]
+    def whole(s):
+        return [s.image.mean(), s.image.std()]
+
     global_acc = _nearest_centroid_accuracy(np.array([whole(s) for s in train]), y,
                                             np.array([whole(s) for s in test]), yt)
     assert lesion_acc > 0.9, lesion_acc  # four classes: chance is 0.25

@@ -9,29 +9,16 @@ import pytest
 import torch
 
 import mwm
+from mwm.bench import references as ref
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
-def mae_gather(x, ids_keep):
-    """MAE random_masking: x_masked = torch.gather(x, 1, ids_keep[..., None].repeat(1, 1, D))."""
-    return torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))
-
-
-def mae_restore(x_vis, ids_restore, mask_token):
-    """MAE forward_decoder (without the cls token): append mask tokens, then unshuffle."""
-    b, k, c = x_vis.shape
-    mask_tokens = mask_token.reshape(1, 1, c).repeat(b, ids_restore.shape[1] - k, 1)
-    x_ = torch.cat([x_vis, mask_tokens], dim=1)
-    return torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, c))
-
-
 def random_masking_ids(batch, n, keep, seed):
-    """MAE's index bookkeeping: argsort of noise, its inverse, the first `keep` kept."""
+    """MAE's index bookkeeping on seeded noise: the first `keep` kept, and the inverse."""
     noise = torch.rand((batch, n), generator=torch.Generator().manual_seed(seed))
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    return ids_shuffle[:, :keep], ids_restore
+    _, ids_restore, ids_keep = ref.mae_masking_from_noise(noise, keep)
+    return ids_keep, ids_restore
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -44,8 +31,8 @@ def test_gather_and_restore_match_mae(dtype):
 
     x_ref = x.clone().requires_grad_(True)
     token_ref = token.clone().requires_grad_(True)
-    vis_ref = mae_gather(x_ref, ids_keep)
-    full_ref = mae_restore(vis_ref, ids_restore, token_ref)
+    vis_ref = ref.mae_gather_tokens(x_ref, ids_keep)
+    full_ref = ref.mae_restore_tokens(vis_ref, ids_restore, token_ref)
 
     x_mwm = x.clone().requires_grad_(True)
     token_mwm = token.clone().requires_grad_(True)
@@ -123,7 +110,13 @@ SAMPLES = list(token_samples())
 IDS = [f"{str(s[0])[6:]}-{'contig' if s[1] else 'strided'}" for s in SAMPLES]
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+# The fast tier opchecks float32 contiguous and bfloat16 strided; the slow tier the other six.
+FAST_OPCHECK = {"float32-contig", "bfloat16-strided"}
+
+
+@pytest.mark.parametrize("sample", [
+    pytest.param(s, id=name, marks=() if name in FAST_OPCHECK else (pytest.mark.slow,))
+    for s, name in zip(SAMPLES, IDS)])
 def test_opcheck(sample):
     _, _, x, vis, token, ids_keep, ids_restore, counts = sample
     ops = torch.ops.mwm
@@ -154,6 +147,7 @@ def test_gradcheck(with_counts):
     assert torch.autograd.gradcheck(chain, (x, token))
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph():
     g = torch.Generator().manual_seed(15)
     x = torch.randn((2, 9, 4), generator=g)

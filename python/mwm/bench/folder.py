@@ -99,7 +99,8 @@ def load_folder(root, size: int = 64, channels: int = 1) -> FolderData:
         raise ValueError(f"{str(table)!r} has no rows")
     missing = {"image", "label"} - set(rows[0])
     if missing:
-        raise ValueError(f"{str(table)!r} lacks column(s) {sorted(missing)}; it has {list(rows[0])}")
+        raise ValueError(
+            f"{str(table)!r} lacks column(s) {sorted(missing)}; it has {list(rows[0])}")
 
     raw_labels = [r["label"].strip() for r in rows]
     if all(v.lstrip("-").isdigit() for v in raw_labels):
@@ -116,11 +117,13 @@ def load_folder(root, size: int = 64, channels: int = 1) -> FolderData:
     for r in rows:
         image_path = root / r["image"]
         names.append(r["image"])
-        images.append(_resize(_to_chw(_read_array(image_path, "image"), channels, image_path), size, "bilinear"))
+        pixels = _to_chw(_read_array(image_path, "image"), channels, image_path)
+        images.append(_resize(pixels, size, "bilinear"))
         heat_path = root / (r.get("heatmap") or f"heatmaps/{Path(r['image']).stem}.npy")
         heat = np.asarray(_read_array(heat_path, "heatmap"), dtype=np.float32)
         if heat.ndim != 2 or not np.isfinite(heat).all():
-            raise ValueError(f"heatmap {str(heat_path)!r} must be a finite 2D array, got shape {heat.shape}")
+            raise ValueError(
+                f"heatmap {str(heat_path)!r} must be a finite 2D array, got shape {heat.shape}")
         heats.append(_resize(torch.from_numpy(heat)[None], size, "bilinear")[0])
         if has_masks:
             m = _read_array(root / r["mask"], "mask")

@@ -5,10 +5,14 @@
   norm statistics come from the active (visible) positions only. A light U-Net decoder fills
   masked positions of each scale with a learned mask token and reconstructs the image; the loss
   covers masked patches only, against per-patch normalized pixels.
-- `TinyMAE`: a small MAE ViT. The encoder sees only the visible tokens (gathered with
-  ``ids_keep``; samples with fewer visible tokens are padded and the padding is excluded from
-  attention), the decoder receives mask tokens put in place with ``ids_restore``, and the loss
-  covers masked patches only.
+- `TinyMAE`: a small MAE ViT. The encoder sees only the visible tokens. When every sample keeps
+  as many (random, fixed_total, weighted) they are gathered with ``ids_keep`` into a (B, K, C)
+  batch; when the counts differ (per_region) they are packed without padding
+  (``mwm.pack_visible_tokens``) and each sample attends to its own tokens only (jagged nested
+  tensors, ``torch.nested.nested_tensor_from_jagged``, the layout of flash-attention's varlen
+  kernels); ``token_layout="padded"`` pads instead and masks the padding out of attention. The
+  decoder receives mask tokens put in place with ``ids_restore`` (``mwm.unpack_visible_tokens``
+  from the packed rows), and the loss covers masked patches only.
 
 Both expose ``features(images)`` for frozen-encoder probes: a list of (B, C, *grid_s) feature
 maps (coarsest last) computed with nothing masked.
@@ -17,6 +21,7 @@ maps (coarsest last) computed with nothing masked.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import List, Optional, Sequence
 
 import torch
@@ -42,48 +47,6 @@ def _spatial_ndim(images: torch.Tensor, argument: str = "images") -> int:
     return images.dim() - 2
 
 
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, *S) -> (B, N, P): patches in row-major grid order, each ordered (pd, ph, pw, c)
-    with the channel fastest (MAE's and HF ViTMAE's layout)."""
-    ndim = _spatial_ndim(images)
-    b, c, *spatial = images.shape
-    if any(s % patch_size for s in spatial):
-        raise ValueError(
-            f"patch_size={patch_size} must divide every spatial size, got {tuple(spatial)}"
-        )
-    grid = [s // patch_size for s in spatial]
-    split = [b, c]
-    for g in grid:
-        split += [g, patch_size]
-    x = images.reshape(split)
-    grid_axes = [2 + 2 * i for i in range(ndim)]
-    patch_axes = [3 + 2 * i for i in range(ndim)]
-    x = x.permute(0, *grid_axes, *patch_axes, 1)
-    return x.reshape(b, math.prod(grid), patch_size**ndim * c)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: Sequence[int]):
-    """Inverse of `patchify`: (B, N, P) -> (B, C, *grid * patch_size)."""
-    ndim = len(grid)
-    b = patches.shape[0]
-    x = patches.reshape(b, *grid, *([patch_size] * ndim), channels)
-    order = [0, 1 + 2 * ndim]
-    for i in range(ndim):
-        order += [1 + i, 1 + ndim + i]
-    x = x.permute(order)
-    return x.reshape(b, channels, *[g * patch_size for g in grid])
-
-
-def _plain_reconstruction_loss(pred_patches, target_patches, mask, norm_pix: bool):
-    if norm_pix:
-        mean = target_patches.mean(dim=-1, keepdim=True)
-        var = target_patches.var(dim=-1, keepdim=True, unbiased=True)
-        target_patches = (target_patches - mean) / (var + 1e-6).sqrt()
-    per_patch = (pred_patches.float() - target_patches.float()).pow(2).mean(dim=-1)
-    weight = mask.to(per_patch.dtype)
-    return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
-
-
 def reconstruction_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -96,8 +59,8 @@ def reconstruction_loss(
 
     pred: (B, N, P) patches or an image shaped like `target`; target: (B, C, *S) images;
     mask: (B, N) bool, True = masked. With `norm_pix`, each target patch is standardized with
-    its own mean and unbiased variance (eps 1e-6). Uses the fused ``mwm.masked_recon_loss`` when
-    the extension provides it, this plain PyTorch code otherwise.
+    its own mean and unbiased variance (eps 1e-6): ``mwm.masked_recon_loss`` after the checks
+    that name this function's arguments.
     """
     ndim = _spatial_ndim(target, "target")
     if mask.dim() != 2 or mask.shape[0] != target.shape[0]:
@@ -118,11 +81,7 @@ def reconstruction_loss(
             f"pred must be an image shaped like target {tuple(target.shape)} or patches "
             f"{expected}, got shape {tuple(pred.shape)}"
         )
-    if hasattr(mwm, "masked_recon_loss"):
-        return mwm.masked_recon_loss(pred, target, mask, patch_size, norm_target=norm_pix)
-    if pred.shape == target.shape:
-        pred = patchify(pred, patch_size)
-    return _plain_reconstruction_loss(pred, patchify(target, patch_size), mask, norm_pix)
+    return mwm.masked_recon_loss(pred, target, mask, patch_size, norm_target=norm_pix)
 
 
 def expand_active(active: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -307,6 +266,23 @@ class _Block(nn.Module):
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.norm2(x))
 
+    def forward_packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        """The same block on packed tokens (T, d): sample b's rows cu[b]:cu[b + 1] attend to
+        each other only."""
+        t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(t, 3, self.heads, d // self.heads).unbind(1)
+        offsets = cu_seqlens.long()
+        with warnings.catch_warnings():
+            # The CPU math path of jagged attention builds strided nested tensors internally,
+            # which warns that their (not our) API is a prototype.
+            warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors")
+            # Jagged attention needs contiguous (T, heads, d) values.
+            jagged = [torch.nested.nested_tensor_from_jagged(z.contiguous(), offsets=offsets)
+                      .transpose(1, 2) for z in (q, k, v)]
+            y = F.scaled_dot_product_attention(*jagged).transpose(1, 2).values()
+        x = x + self.proj(y.reshape(t, d))
+        return x + self.mlp(self.norm2(x))
+
 
 class TinyMAE(nn.Module):
     """A small MAE: ViT encoder on visible tokens, light decoder with mask tokens."""
@@ -323,10 +299,14 @@ class TinyMAE(nn.Module):
         decoder_dim: int = 64,
         decoder_depth: int = 1,
         decoder_heads: int = 4,
+        token_layout: str = "packed",
     ):
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim={ndim} must be 2 or 3")
+        if token_layout not in ("packed", "padded"):
+            raise ValueError(f"token_layout={token_layout!r} must be 'packed' or 'padded'")
+        self.token_layout = token_layout
         if image_size % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide image_size={image_size}")
         self.ndim, self.patch_size, self.in_channels = ndim, patch_size, in_channels
@@ -371,23 +351,13 @@ class TinyMAE(nn.Module):
 
     def forward(self, images: torch.Tensor, masks, norm_pix: bool = True) -> torch.Tensor:
         device = images.device
-        n = self.num_patches
-        num_keep = n - masks.num_masked.to(device=device, dtype=torch.long)
-        width = int(num_keep.max())
-        slot = torch.arange(width, device=device)[None]
-        valid = slot < num_keep[:, None]  # variable-total policies pad ids_keep with -1
-        ids_keep = torch.where(valid, masks.ids_keep.to(device)[:, :width].long(), 0)
         tokens = self._tokens(images)
-        x = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
-        uniform = bool(valid.all())
-        for blk in self.blocks:
-            x = blk(x, None if uniform else valid)
-        x = self.decoder_embed(self.norm(x))
-        # Canonical order is [visible..., masked...]; ids_restore puts each token back in place.
-        shuffled = self.mask_token.to(x.dtype).expand(x.shape[0], n, -1).clone()
-        shuffled[:, :width] = torch.where(valid[..., None], x, shuffled[:, :width])
-        ids_restore = masks.ids_restore.to(device).long()
-        x = torch.gather(shuffled, 1, ids_restore[..., None].expand(-1, -1, x.shape[-1]))
+        num_masked = masks.num_masked.to(device)
+        uniform = bool((num_masked == num_masked[0]).all())
+        if uniform or self.token_layout == "padded":
+            x = self._decoder_input_padded(tokens, masks, uniform)
+        else:
+            x = self._decoder_input_packed(tokens, masks)
         x = x + self.decoder_pos
         for blk in self.decoder_blocks:
             x = blk(x)
@@ -395,3 +365,29 @@ class TinyMAE(nn.Module):
         return reconstruction_loss(
             pred, images, masks.mask.to(device), norm_pix, patch_size=self.patch_size
         )
+
+    def _decoder_input_packed(self, tokens: torch.Tensor, masks) -> torch.Tensor:
+        packed, cu_seqlens, _ = mwm.pack_visible_tokens(tokens, masks.ids_keep.to(tokens.device))
+        for blk in self.blocks:
+            packed = blk.forward_packed(packed, cu_seqlens)
+        x = self.decoder_embed(self.norm(packed))
+        return mwm.unpack_visible_tokens(x, cu_seqlens, masks.ids_restore.to(tokens.device),
+                                         self.mask_token.to(x.dtype))
+
+    def _decoder_input_padded(self, tokens: torch.Tensor, masks, uniform: bool) -> torch.Tensor:
+        device = tokens.device
+        n = self.num_patches
+        num_keep = n - masks.num_masked.to(device=device, dtype=torch.long)
+        width = int(num_keep.max())
+        slot = torch.arange(width, device=device)[None]
+        valid = slot < num_keep[:, None]  # variable-total policies pad ids_keep with -1
+        ids_keep = torch.where(valid, masks.ids_keep.to(device)[:, :width].long(), 0)
+        x = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        for blk in self.blocks:
+            x = blk(x, None if uniform else valid)
+        x = self.decoder_embed(self.norm(x))
+        # Canonical order is [visible..., masked...]; ids_restore puts each token back in place.
+        shuffled = self.mask_token.to(x.dtype).expand(x.shape[0], n, -1).clone()
+        shuffled[:, :width] = torch.where(valid[..., None], x, shuffled[:, :width])
+        ids_restore = masks.ids_restore.to(device).long()
+        return torch.gather(shuffled, 1, ids_restore[..., None].expand(-1, -1, x.shape[-1]))

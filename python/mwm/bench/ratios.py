@@ -31,9 +31,11 @@ import mwm
 
 from . import distributed as bdist
 from .grounding_sim import SimulatedGrounder
+from .guidance import check_source, noisy_heatmaps, random_clip_heatmaps
 from .models import SparseCNN, TinyMAE
 from .phantoms import CLASS_NAMES, PhantomDataset
 from .probes import extract_features, linear_probe, segmentation_probe
+from .stats import comparisons, learning_checks
 
 # --------------------------------------------------------------------------------------------
 # Masking configurations
@@ -154,8 +156,18 @@ class Settings:
     data_seed: int = 0
     probe_steps: int = 100  # L-BFGS iterations of the linear probe
     seg_probe_steps: int = 200
-    data: str = "builtin"
+    data: str = "builtin"  # builtin | folder | medmnist
     folder: Optional[str] = None
+    # Built-in phantoms: where the heatmaps come from (mwm.bench.guidance) and, for "noisy", how
+    # much of them is the simulated boxes (1) rather than a random field (0).
+    heatmaps: str = "sim"
+    heatmap_quality: float = 0.5
+    # MedMNIST (mwm.bench.medmnist): the folder with the .npz files, the data set, the file's
+    # size, and a folder of heatmaps (<split>_<index>.npy); without it heatmaps="clip" is used.
+    root: Optional[str] = None
+    flag: Optional[str] = None
+    medmnist_size: int = 28
+    heatmap_folder: Optional[str] = None
 
 
 PRESETS: Dict[str, Settings] = {
@@ -165,8 +177,9 @@ PRESETS: Dict[str, Settings] = {
         pretrain_samples=32, train_samples=32, test_samples=32, epochs=1, batch_size=8,
         cnn_widths=(8, 16), mae_dim=32, mae_depth=1, probe_steps=20, seg_probe_steps=10,
     ),
-    # The README's main command: under 10 minutes on 2 CPU cores.
-    "quick": Settings(),
+    # The main command (scripts/main.sh): under 10 minutes on 2 CPU cores.
+    # five seeds, so that paired differences get intervals; two worker processes on 2 cores.
+    "quick": Settings(seeds=(0, 1, 2, 3, 4)),
     # Both models, three phantom kinds, three seeds, longer pretraining.
     "full": Settings(
         datasets=("brain", "chest", "brain3d"), models=("cnn", "mae"), seeds=(0, 1, 2),
@@ -199,10 +212,18 @@ def validate_settings(s: Settings, world_size: int = 1) -> None:
         )
     if s.patch_size & (s.patch_size - 1) or s.patch_size < 2:
         raise ValueError(f"patch_size={s.patch_size} must be a power of two (CNN strides)")
-    if s.data not in ("builtin", "folder"):
-        raise ValueError(f"data={s.data!r} must be 'builtin' or 'folder'")
+    if s.data not in ("builtin", "folder", "medmnist"):
+        raise ValueError(f"data={s.data!r} must be 'builtin', 'folder' or 'medmnist'")
     if s.data == "folder" and not s.folder:
         raise ValueError("data='folder' needs folder=<directory>")
+    if s.data == "medmnist":
+        from .medmnist import require_npz
+
+        if not s.root or not s.flag:
+            raise ValueError("data='medmnist' needs root=<folder with the .npz files> and "
+                             "flag=<data set, e.g. pneumoniamnist>")
+        require_npz(s.root, s.flag, s.medmnist_size)  # names a bad flag, size or missing file
+    check_source(s.heatmaps, s.heatmap_quality)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,10 +257,15 @@ class Prepared:
     patch_size: int = 8
 
 
-def _phantom_split(kind, length, size, seed, start, grounder, prompt) -> Split:
-    data = PhantomDataset(kind, length, size=size, seed=seed, start=start)
+def _phantom_split(kind, length, size, start, grounder, prompt, s: Settings) -> Split:
+    data = PhantomDataset(kind, length, size=size, seed=s.data_seed, start=start)
     stacked = data.stacked()
-    heat = grounder.heatmaps(data.samples, prompt)
+    if s.heatmaps == "clip":
+        heat = random_clip_heatmaps(stacked["image"], prompt, seed=s.data_seed)
+    else:
+        heat = grounder.heatmaps(data.samples, prompt)
+        if s.heatmaps == "noisy":
+            heat = noisy_heatmaps(heat, s.heatmap_quality, s.data_seed, start)
     return Split(stacked["image"], stacked["label"], stacked["lesion"], heat)
 
 
@@ -260,15 +286,18 @@ def _examples(split: Split, num_classes: int) -> Split:
 def prepare_builtin(kind: str, s: Settings) -> Prepared:
     size = s.volume_size if kind == "brain3d" else s.image_size
     prompt = s.prompts[kind]
+    if kind == "brain3d" and s.heatmaps == "clip":
+        raise ValueError("heatmaps='clip' grounds 2D images; use sim, gt or noisy for brain3d")
+    perfect = s.heatmaps == "gt"
     grounder = SimulatedGrounder(
-        jitter=s.jitter, miss_rate=s.miss_rate, fp_rate=s.fp_rate,
-        expand_ratio=s.expand_ratio, seed=s.data_seed,
+        jitter=0.0 if perfect else s.jitter, miss_rate=0.0 if perfect else s.miss_rate,
+        fp_rate=0.0 if perfect else s.fp_rate, expand_ratio=s.expand_ratio, seed=s.data_seed,
     )
-    pre = _phantom_split(kind, s.pretrain_samples, size, s.data_seed, 0, grounder, prompt)
+    pre = _phantom_split(kind, s.pretrain_samples, size, 0, grounder, prompt, s)
     start = s.pretrain_samples
-    train = _phantom_split(kind, s.train_samples, size, s.data_seed, start, grounder, prompt)
+    train = _phantom_split(kind, s.train_samples, size, start, grounder, prompt, s)
     start += s.train_samples
-    test = _phantom_split(kind, s.test_samples, size, s.data_seed, start, grounder, prompt)
+    test = _phantom_split(kind, s.test_samples, size, start, grounder, prompt, s)
     return Prepared(
         name=kind, class_names=CLASS_NAMES[kind], image_size=size,
         ndim=3 if kind == "brain3d" else 2, pretrain=pre, train=train, test=test,
@@ -294,6 +323,38 @@ def prepare_folder(s: Settings) -> Prepared:
         name="folder", class_names=data.class_names, image_size=s.image_size, ndim=2,
         pretrain=subset({"pretrain", "train"}), train=subset({"train"}), test=test,
         examples=_examples(test, len(data.class_names)), prompt="(your heatmaps)",
+        patch_size=s.patch_size,
+    )
+
+
+def prepare_medmnist(s: Settings, grounder: Optional[Callable] = None) -> Prepared:
+    """MedMNIST from the user's .npz (mwm.bench.medmnist): pretrain on ``train``, probes fit on
+    ``val`` and report on ``test`` (at most pretrain/train/test_samples images each). Heatmaps
+    from `grounder(images (L, C, H, W), prompt) -> (L, H, W)` when given (e.g. a
+    ``mwm.grounding.ClipHeatmapGenerator`` on your CLIP model), else from
+    ``heatmap_folder``, else from the CLIP pipeline on a random model (``heatmaps="clip"``)."""
+    from .medmnist import folder_heatmaps, load_medmnist
+
+    limits = {"train": s.pretrain_samples, "val": s.train_samples, "test": s.test_samples}
+    data = load_medmnist(s.root, s.flag, file_size=s.medmnist_size, size=s.image_size,
+                         limits=limits)
+    prompt = s.prompts.get(s.flag, "lesion")
+
+    def split(name: str) -> Split:
+        part = data.splits[name]
+        if grounder is not None:
+            heat = grounder(part.images, prompt)
+        elif s.heatmap_folder:
+            heat = folder_heatmaps(s.heatmap_folder, name, part.images.shape[0], s.image_size)
+        else:
+            heat = random_clip_heatmaps(part.images, prompt, seed=s.data_seed)
+        return Split(part.images, part.labels, None, torch.as_tensor(heat, dtype=torch.float32))
+
+    test = split("test")
+    return Prepared(
+        name=s.flag, class_names=data.class_names, image_size=s.image_size, ndim=2,
+        pretrain=split("train"), train=split("val"), test=test,
+        examples=_examples(test, len(data.class_names)), prompt=prompt,
         patch_size=s.patch_size,
     )
 
@@ -342,6 +403,13 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
     )
 
 
+def initial_model(kind: str, data: Prepared, s: Settings, seed: int) -> nn.Module:
+    """The model every configuration of `seed` starts from: the same weights for all of them
+    (with the same data order and probe randomness), so that their results pair up by seed."""
+    torch.manual_seed(seed)
+    return build_model(kind, data, s)
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list:
     """Weight decay on weight matrices and kernels only, not on norms, biases or mask tokens
     (as MAE and SparK)."""
@@ -376,7 +444,9 @@ def pretrain(
     """Masked-image-modeling pretraining; each process takes its slice of every global batch.
     `record`, when given, receives {global sample index: mask row} for this process's samples."""
     images, heat = data.pretrain.images, data.pretrain.heatmaps
-    roi = lesion_patches(data.pretrain.lesions, s.patch_size) if data.pretrain.lesions is not None else None
+    roi = None
+    if data.pretrain.lesions is not None:
+        roi = lesion_patches(data.pretrain.lesions, s.patch_size)
     length = images.shape[0]
     global_batch = s.batch_size
     if length < global_batch:
@@ -399,7 +469,8 @@ def pretrain(
     step = 0
     last_loss = torch.zeros(())
     for epoch in range(s.epochs):
-        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        epoch_order = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(length, generator=epoch_order)
         for batch in range(steps_per_epoch):
             first = batch * global_batch + ctx.rank * local  # position of this slice in the epoch
             idx = order[first : first + local]
@@ -448,8 +519,10 @@ def pretrain(
 
 
 def evaluate(model: nn.Module, data: Prepared, s: Settings, seed: int, device, progress: bool):
-    train = extract_features(model, data.train.images, device, progress=progress, desc="features/train")
-    test = extract_features(model, data.test.images, device, progress=progress, desc="features/test")
+    train = extract_features(model, data.train.images, device, progress=progress,
+                             desc="features/train")
+    test = extract_features(model, data.test.images, device, progress=progress,
+                            desc="features/test")
     accuracy = linear_probe(
         train.positions(), data.train.labels, test.positions(), data.test.labels,
         num_classes=len(data.class_names), max_iter=s.probe_steps,
@@ -467,8 +540,7 @@ def run_one(
     data: Prepared, model_kind: str, config: MaskConfig, seed: int, s: Settings,
     ctx: bdist.DistContext, progress: bool, record: Optional[Dict[int, np.ndarray]] = None,
 ) -> Optional[dict]:
-    torch.manual_seed(seed)
-    model = build_model(model_kind, data, s).to(ctx.device)
+    model = initial_model(model_kind, data, s, seed).to(ctx.device)
     result = {"dataset": data.name, "model": model_kind, "config": config.name,
               "policy": config.policy, "seed": seed,
               "parameters": sum(p.numel() for p in model.parameters())}
@@ -518,48 +590,120 @@ def example_masks(data: Prepared, configs: Sequence[MaskConfig], s: Settings, se
     return out
 
 
-def run_ratios(
-    s: Settings,
-    ctx: Optional[bdist.DistContext] = None,
-    progress: bool = True,
-    record_masks: bool = False,
-) -> dict:
-    """Run every (dataset, model, config, seed); returns the results document (rank 0) with
-    ``runs`` (one entry per run), ``summary`` (mean and std over seeds) and metadata. With
-    `record_masks`, ``masks`` maps "dataset/model/config/seed" to {global index: packed mask}
-    gathered from every process."""
-    ctx = ctx or bdist.DistContext()
-    validate_settings(s, ctx.world_size)
-    configs = [parse_config(c) for c in s.configs]
-    started = time.perf_counter()
-    prepared = (
-        [prepare_folder(s)] if s.data == "folder" else [prepare_builtin(k, s) for k in s.datasets]
-    )
-    data_seconds = time.perf_counter() - started
-    plan = [(d, m, c, seed) for d in prepared for m in s.models for c in configs for seed in s.seeds]
-    runs, masks = [], {}
+def _run_here(plan, s: Settings, ctx: bdist.DistContext, progress: bool, record_masks: bool):
+    """The runs of `plan` one after the other in this process (or this torchrun rank)."""
+    done = []
     outer = tqdm(plan, desc="ratios", disable=not (progress and ctx.is_main))
     for data, model_kind, config, seed in outer:
         outer.set_postfix_str(f"{data.name}/{model_kind}/{config.name}/seed{seed}")
         record: Optional[Dict[int, np.ndarray]] = {} if record_masks else None
         result = run_one(data, model_kind, config, seed, s, ctx, progress, record)
+        merged: Optional[Dict[int, np.ndarray]] = None
         if record_masks and config.policy != "none":
-            merged: Dict[int, np.ndarray] = {}
+            merged = {}
             for part in bdist.gather_objects(ctx, record):
                 merged.update(part)
-            masks[f"{data.name}/{model_kind}/{config.name}/{seed}"] = merged
+        done.append((result, merged))
+    outer.close()
+    return done
+
+
+# State of a run-level worker process, set once by its initializer.
+_WORKER: dict = {}
+
+
+def _worker_init(prepared, s: Settings, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(prepared={d.name: d for d in prepared}, settings=s,
+                   ctx=bdist.DistContext(device=torch.device(device)))
+
+
+def _worker_run(dataset: str, model_kind: str, config: MaskConfig, seed: int, record_masks: bool):
+    record: Optional[Dict[int, np.ndarray]] = {} if record_masks else None
+    result = run_one(_WORKER["prepared"][dataset], model_kind, config, seed, _WORKER["settings"],
+                     _WORKER["ctx"], False, record)
+    return result, (record if record_masks and config.policy != "none" else None)
+
+
+def _run_in_workers(prepared, plan, s: Settings, ctx: bdist.DistContext, workers: int,
+                    threads: int, progress: bool, record_masks: bool):
+    """The runs of `plan` spread over `workers` processes of `threads` torch threads each.
+
+    Every run is independent (its own model, seed-keyed masks and data order), so a run gives
+    the same numbers in any worker; with one thread per worker they equal a one-process run
+    with ``--threads 1``. Small models on a few cores gain more from runs side by side than
+    from threads inside each op, whose synchronization costs most when the cores are shared."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init,
+                             initargs=(prepared, s, str(ctx.device), threads)) as pool:
+        futures = [pool.submit(_worker_run, d.name, m, c, seed, record_masks)
+                   for d, m, c, seed in plan]
+        bar = tqdm(total=len(futures), desc=f"ratios ({workers} workers)", disable=not progress)
+        done = []
+        for future in futures:  # in plan order; the bar counts finished runs
+            done.append(future.result())
+            bar.n = sum(f.done() for f in futures)
+            bar.refresh()
+        bar.close()
+    return done
+
+
+def run_ratios(
+    s: Settings,
+    ctx: Optional[bdist.DistContext] = None,
+    progress: bool = True,
+    record_masks: bool = False,
+    workers: int = 1,
+    worker_threads: int = 1,
+) -> dict:
+    """Run every (dataset, model, config, seed); returns the results document (rank 0) with
+    ``runs`` (one entry per run), ``summary`` (mean and std over seeds), ``learning`` and
+    ``comparisons`` (paired differences, mwm.bench.stats) and metadata. With `record_masks`,
+    ``masks`` maps "dataset/model/config/seed" to {global index: packed mask} gathered from
+    every process. `workers` > 1 runs whole runs side by side in that many processes of
+    `worker_threads` torch threads each (not under torchrun)."""
+    ctx = ctx or bdist.DistContext()
+    validate_settings(s, ctx.world_size)
+    configs = [parse_config(c) for c in s.configs]
+    started = time.perf_counter()
+    if s.data == "folder":
+        prepared = [prepare_folder(s)]
+    elif s.data == "medmnist":
+        prepared = [prepare_medmnist(s)]
+    else:
+        prepared = [prepare_builtin(k, s) for k in s.datasets]
+    data_seconds = time.perf_counter() - started
+    plan = [(d, m, c, seed)
+            for d in prepared for m in s.models for c in configs for seed in s.seeds]
+    runs, masks = [], {}
+    if workers > 1 and ctx.distributed:
+        raise ValueError(f"workers={workers}: run-level workers and torchrun exclude each other")
+    if workers > 1:
+        done = _run_in_workers(prepared, plan, s, ctx, workers, worker_threads, progress,
+                               record_masks)
+    else:
+        done = _run_here(plan, s, ctx, progress, record_masks)
+    for (data, model_kind, config, seed), (result, record) in zip(plan, done):
+        if record_masks and config.policy != "none":
+            masks[f"{data.name}/{model_kind}/{config.name}/{seed}"] = record
         if result is not None:
             runs.append(result)
-    outer.close()
+    learning = learning_checks(runs)
     doc = {
         "settings": dataclasses.asdict(s),
         "world_size": ctx.world_size,
+        "workers": workers,
         "device": str(ctx.device),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": worker_threads if workers > 1 else torch.get_num_threads(),
         "data_seconds": data_seconds,
         "elapsed_seconds": time.perf_counter() - started,
         "runs": runs,
         "summary": summarize(runs),
+        "learning": learning,
+        "comparisons": comparisons(runs, learning=learning),
         "datasets": {d.name: dataset_facts(d, s) for d in prepared},
     }
     doc["_prepared"] = prepared  # for the report's overlays; dropped before writing JSON
@@ -578,7 +722,8 @@ def dataset_facts(d: Prepared, s: Settings) -> dict:
     lesions = d.pretrain.lesions
     if lesions is not None:
         area = lesions.flatten(1).float().mean(1)
-        facts["lesion_pixel_share"] = float(area[area > 0].mean()) if bool((area > 0).any()) else 0.0
+        with_lesion = area[area > 0]
+        facts["lesion_pixel_share"] = float(with_lesion.mean()) if with_lesion.numel() else 0.0
     scores = mwm.heatmap_to_patch_scores(d.pretrain.heatmaps, list(d.grid), reduction=s.reduction)
     facts["roi_patch_share"] = float((scores > s.thresholds[0]).float().mean())
     return facts

@@ -17,6 +17,10 @@ compares like with like:
 
 Conventions follow each original (MAE: 1 = masked; SparK / MWM: True = active, i.e. visible);
 ``masked_counts`` turns any of them into masked patches per sample.
+
+The second part of the file holds the formula references that the tests compare mwm with and
+the benchmarks time it against (random keys, counts, orders, MAE's token bookkeeping, the
+MAE / SparK / SimMIM losses, Deep CORAL): one implementation of each, for both.
 """
 
 from __future__ import annotations
@@ -53,13 +57,7 @@ def mae_random_masking(batch: int, num_patches: int, mask_ratio: float,
     _require_ratio("mask_ratio", mask_ratio)
     len_keep = int(num_patches * (1 - mask_ratio))
     noise = torch.rand(batch, num_patches, generator=generator, device=device)
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :len_keep]
-    mask = torch.ones(batch, num_patches, device=device)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, dim=1, index=ids_restore)
-    return mask, ids_restore, ids_keep
+    return mae_masking_from_noise(noise, len_keep)
 
 
 def spark_random_masking(batch: int, grid: Sequence[int], mask_ratio: float,
@@ -260,3 +258,259 @@ def masked_counts(masks, *, active: bool = False) -> torch.Tensor:
     flat = values.reshape(values.shape[0], -1)
     hidden = ~flat.bool() if active else flat.bool()
     return hidden.sum(dim=1).to(torch.int64)
+
+
+# =============================================================================================
+# Formula references for the tests and the benchmarks
+#
+# Independent plain-Python / plain-PyTorch versions of what mwm computes, written from the
+# contracts (docs/design.md) and the published methods, not from mwm's C++ code. The tests compare
+# mwm with them; the benchmarks time mwm against them. Everything below is kept apart from the
+# speed references above so that each part can change without touching the other.
+# =============================================================================================
+
+# --- Counter-based random keys (Philox4x32-10, Salmon et al., SC'11) and mwm's keying ---------
+
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+MASK32 = 0xFFFFFFFF
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32 with 10 rounds: four 32-bit counter words and two key words in, four out."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
+        p0, p1 = PHILOX_M0 * c0, PHILOX_M1 * c2
+        c0, c1, c2, c3 = (((p1 >> 32) ^ c1 ^ k0) & MASK32, p1 & MASK32,
+                          ((p0 >> 32) ^ c3 ^ k1) & MASK32, p0 & MASK32)
+    return c0, c1, c2, c3
+
+
+def random_u32(seed, sample, patch, draw=0):
+    """The first Philox word for (seed, sample, patch, draw), keyed as docs/design.md says."""
+    counter = (sample & MASK32, patch, draw, (sample >> 32) & MASK32)
+    return philox4x32_10(counter, (seed & MASK32, (seed >> 32) & MASK32))[0]
+
+
+def random_key(seed, sample, patch):
+    """A patch's 64-bit sort key: its random word above, its index below (ties impossible)."""
+    return (random_u32(seed, sample, patch) << 32) | patch
+
+
+# --- Counts, selection and the canonical order -----------------------------------------------
+
+def keep_count(n, ratio, rounding="floor"):
+    """Visible patches out of ``n`` at mask ratio ``ratio`` under each rounding rule."""
+    if rounding == "floor":
+        return int(n * (1.0 - ratio))
+    if rounding == "round":
+        return int(round(n * (1.0 - ratio)))
+    if rounding == "ceil_mask":
+        return n - math.ceil(n * ratio)
+    return n - int(n * ratio)
+
+
+def canonical_order(keys_by_patch, visible, order="random"):
+    """Visible patches first, then masked, each by key (random) or by index (sorted)."""
+    def sort(p):
+        return keys_by_patch[p] if order == "random" else p
+    shown = sorted((p for p in range(len(keys_by_patch)) if visible[p]), key=sort)
+    hidden = sorted((p for p in range(len(keys_by_patch)) if not visible[p]), key=sort)
+    return shown + hidden, len(shown)
+
+
+def select_by_groups(keys, groups, keep):
+    """The ``keep[g]`` patches of each group ``g`` with the smallest keys are visible."""
+    visible = [False] * len(keys)
+    for g, k in keep.items():
+        members = sorted((p for p in range(len(keys)) if groups[p] == g), key=lambda p: keys[p])
+        for p in members[:k]:
+            visible[p] = True
+    return visible
+
+
+def random_masks(n, ratio, seed, sample, rounding="floor", order="random"):
+    """The random policy for one sample: ``(ids_shuffle as a list, visible count)``."""
+    keys = [random_key(seed, sample, p) for p in range(n)]
+    visible = select_by_groups(keys, [0] * n, {0: keep_count(n, ratio, rounding)})
+    return canonical_order(keys, visible, order)
+
+
+def per_region_masks(regions, ratios, seed, sample, order="random"):
+    """The per_region policy for one sample: each region keeps ``int(n_r * (1 - ratio_r))``."""
+    n = len(regions)
+    keys = [random_key(seed, sample, p) for p in range(n)]
+    keep = {r: keep_count(sum(1 for x in regions if x == r), ratio)
+            for r, ratio in enumerate(ratios)}
+    return canonical_order(keys, select_by_groups(keys, regions, keep), order)
+
+
+def share_budget(counts, ratios, masked):
+    """fixed_total's split: proportional to round(ratio * 65536) * n_r, capped, largest
+    remainder with ties to the lower region."""
+    q = [int(round(min(max(r, 0.0), 1.0) * 65536)) for r in ratios]
+    masked = min(masked, sum(counts))
+    capped = [c == 0 for c in counts]
+    while True:
+        left = masked - sum(c for c, cap in zip(counts, capped) if cap)
+        weights = [0 if cap else qi * c for qi, c, cap in zip(q, counts, capped)]
+        if sum(weights) == 0:
+            weights = [0 if cap else c for c, cap in zip(counts, capped)]
+        total = sum(weights)
+        newly = [r for r in range(len(counts))
+                 if not capped[r] and left * weights[r] >= counts[r] * total]
+        if not newly:
+            break
+        for r in newly:
+            capped[r] = True
+    out, rem = [], []
+    for r in range(len(counts)):
+        if capped[r]:
+            out.append(counts[r])
+            rem.append(-1)
+        else:
+            out.append(left * weights[r] // total if total else 0)
+            rem.append(left * weights[r] % total if total else 0)
+    short = masked - sum(out)
+    for r in sorted(range(len(counts)), key=lambda r: (-rem[r], r)):
+        if short == 0:
+            break
+        if rem[r] >= 0 and out[r] < counts[r]:
+            out[r] += 1
+            short -= 1
+    return out
+
+
+# --- MAE's token bookkeeping (models_mae.py), given the noise ----------------------------------
+
+def mae_masking_from_noise(noise: torch.Tensor, len_keep: int
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE random_masking's index part for a given ``noise (B, L)``: ``(mask (B, L) float,
+    1 = masked; ids_restore (B, L); ids_keep (B, len_keep))``."""
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    mask = torch.ones(noise.shape, device=noise.device)
+    mask[:, :len_keep] = 0
+    return torch.gather(mask, dim=1, index=ids_restore), ids_restore, ids_keep
+
+
+def mae_gather_tokens(x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+    """MAE's ``x_masked = torch.gather(x, 1, ids_keep[..., None].repeat(1, 1, D))``."""
+    return torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))
+
+
+def mae_restore_tokens(x_vis: torch.Tensor, ids_restore: torch.Tensor,
+                       mask_token: torch.Tensor) -> torch.Tensor:
+    """MAE forward_decoder without the cls token: append mask tokens, then unshuffle."""
+    b, k, c = x_vis.shape
+    mask_tokens = mask_token.reshape(1, 1, c).repeat(b, ids_restore.shape[1] - k, 1)
+    x_ = torch.cat([x_vis, mask_tokens], dim=1)
+    return torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, c))
+
+
+def mae_random_masking_with_noise(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor
+                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE's ``random_masking(x, mask_ratio)`` drawn with ``noise``: ``(x_masked, mask,
+    ids_restore)``, ``len_keep = int(L * (1 - mask_ratio))``."""
+    len_keep = int(x.shape[1] * (1 - mask_ratio))
+    mask, ids_restore, ids_keep = mae_masking_from_noise(noise, len_keep)
+    return mae_gather_tokens(x, ids_keep), mask, ids_restore
+
+
+# --- Reconstruction losses, from the published code --------------------------------------------
+
+def patchify(imgs: torch.Tensor, p) -> torch.Tensor:
+    """MAE's patchify (2D) and its straightforward 3D extension: (B, N, P), P = (pd, ph, pw, c).
+    ``p`` is one size for every axis or one per axis."""
+    p = [p] * (imgs.dim() - 2) if isinstance(p, int) else list(p)
+    b, c = imgs.shape[:2]
+    if imgs.dim() == 4:
+        h, w = imgs.shape[2] // p[0], imgs.shape[3] // p[1]
+        x = imgs.reshape(b, c, h, p[0], w, p[1])
+        x = torch.einsum("nchpwq->nhwpqc", x)
+        return x.reshape(b, h * w, p[0] * p[1] * c)
+    d, h, w = imgs.shape[2] // p[0], imgs.shape[3] // p[1], imgs.shape[4] // p[2]
+    x = imgs.reshape(b, c, d, p[0], h, p[1], w, p[2])
+    x = torch.einsum("ncdohpwq->ndhwopqc", x)
+    return x.reshape(b, d * h * w, p[0] * p[1] * p[2] * c)
+
+
+def unpatchify(x: torch.Tensor, p, shape) -> torch.Tensor:
+    """The inverse of patchify: patch vectors back to an image of ``shape``."""
+    index = torch.arange(math.prod(shape[1:]), dtype=torch.int64).reshape(1, *shape[1:])
+    order = patchify(index, p)[0].reshape(-1)
+    out = torch.empty((shape[0], math.prod(shape[1:])), dtype=x.dtype)
+    out[:, order] = x.reshape(shape[0], -1)
+    return out.reshape(shape)
+
+
+def mae_forward_loss(imgs, pred, mask, p, norm_pix_loss):
+    """MAE models_mae.py forward_loss (identical in HF ViTMAE); ``mask`` 0/1, 1 = masked."""
+    target = patchify(imgs, p)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = (pred - target) ** 2
+    loss = loss.mean(dim=-1)
+    loss = (loss * mask).sum() / mask.sum()
+    return loss
+
+
+# SparK and SimMIM add their epsilon to an integer count (non_active.sum(), mask.sum()), which
+# torch promotes to float32, where +1e-8 / +1e-5 round away for any count >= 1 / >= 256. The
+# references below take `count_dtype`: float64 evaluates the published formula exactly (what mwm
+# computes); None keeps the published code's own promotion.
+
+def spark_forward_loss(inp_bchw, rec_bchw, active_b1ff, p, count_dtype=torch.float64):
+    """SparK pretrain/spark.py: the loss part of SparK.forward (torch.var is unbiased)."""
+    inp, rec = patchify(inp_bchw, p), patchify(rec_bchw, p)
+    mean = inp.mean(dim=-1, keepdim=True)
+    var = (inp.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+    inp = (inp - mean) / var
+    l2_loss = ((rec - inp) ** 2).mean(dim=2, keepdim=False)
+    non_active = active_b1ff.logical_not().int().view(active_b1ff.shape[0], -1)
+    count = non_active.sum() if count_dtype is None else non_active.sum().to(count_dtype)
+    return l2_loss.mul_(non_active).sum() / (count + 1e-8)
+
+
+def simmim_forward_loss(x, x_rec, mask, patch_size, in_chans, count_dtype=torch.float64):
+    """SimMIM models/simmim.py: l1 on pixels, masked, divided by (mask pixels + 1e-5) and C."""
+    for axis in range(1, mask.dim()):
+        mask = mask.repeat_interleave(patch_size, axis)
+    mask = mask.unsqueeze(1).contiguous()
+    loss_recon = F.l1_loss(x, x_rec, reduction="none")
+    count = mask.sum() if count_dtype is None else mask.sum().to(count_dtype)
+    return (loss_recon * mask).sum() / (count + 1e-5) / in_chans
+
+
+def generic_reference(pred_vectors, target, mask, weight, p, norm, error, reduction):
+    """docs/design.md's masked reconstruction loss on patchified tensors (any option)."""
+    t = patchify(target, p)
+    if norm:
+        t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    diff = pred_vectors - t
+    err = (diff ** 2 if error == "mse" else diff.abs()).mean(-1)
+    c = mask.to(err.dtype) * (1.0 if weight is None else weight)
+    if reduction == "none":
+        return c * err
+    total = (c * err).sum()
+    if reduction == "sum":
+        return total
+    return total / (c.sum() + (1e-8 if reduction == "mean_eps" else 0.0))
+
+
+# --- Deep CORAL (Sun & Saenko 2016) ------------------------------------------------------------
+
+def deep_coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Deep CORAL written out: unbiased covariances, ``||C_x - C_y||_F^2 / (4 d^2)``."""
+    d = x.shape[1]
+    xc = x - x.mean(0, keepdim=True)
+    yc = y - y.mean(0, keepdim=True)
+    cov_x = xc.T @ xc / (x.shape[0] - 1)
+    cov_y = yc.T @ yc / (y.shape[0] - 1)
+    return ((cov_x - cov_y) ** 2).sum() / (4 * d * d)

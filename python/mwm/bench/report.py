@@ -7,7 +7,6 @@ import json
 import math
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -45,12 +44,75 @@ def table_rows(summary: Sequence[dict]) -> List[List[str]]:
     return rows
 
 
+COMPARISON_COLUMNS = ("dataset", "model", "config", "vs", "Δ accuracy [95 % CI]", "accuracy",
+                      "Δ Dice [95 % CI]", "Dice", "seeds")
+
+
+def _fmt_diff(row: Optional[dict]) -> str:
+    if row is None:
+        return "-"
+    text = f"{100 * row['mean_diff']:+.1f}"
+    if row["ci95_low"] is None:
+        return text
+    return f"{text} [{100 * row['ci95_low']:+.1f}, {100 * row['ci95_high']:+.1f}]"
+
+
+def comparison_rows(comparisons: Sequence[dict]) -> List[List[str]]:
+    """One row per (dataset, model, config, baseline): accuracy and Dice differences in points."""
+    keyed: Dict[tuple, Dict[str, dict]] = {}
+    for c in comparisons:
+        key = (c["dataset"], c["model"], c["config"], c["baseline"])
+        keyed.setdefault(key, {})[c["metric"]] = c
+    rows = []
+    for key, metrics in keyed.items():
+        acc, dice = metrics.get("accuracy"), metrics.get("dice")
+        seeds = max(m["n_seeds"] for m in metrics.values())
+        rows.append([*key, _fmt_diff(acc), acc["verdict"] if acc else "-", _fmt_diff(dice),
+                     dice["verdict"] if dice else "-", str(seeds)])
+    return rows
+
+
+def learning_lines(learning: Sequence[dict]) -> List[str]:
+    out = []
+    for e in learning:
+        where = f"{e['dataset']}/{e['model']}"
+        if e["learned"] is None:
+            out.append(f"{where}: no unpretrained ('none') runs, so whether pretraining helped "
+                       "was not checked")
+            continue
+        gain = f"{100 * e['gain']:+.1f} accuracy points over the unpretrained encoder (mean of " \
+               f"the pretrained configurations' paired differences)"
+        if e["learned"]:
+            out.append(f"{where}: pretraining gained {gain}: it learned")
+        else:
+            out.append(f"{where}: pretraining gained {gain}, less than "
+                       f"{100 * e['min_gain']:.0f}: the model did not learn, so no verdicts "
+                       "are given for it")
+    return out
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return _aligned(header, rows)
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def plain_table(summary: Sequence[dict]) -> str:
     header = [c[0] for c in COLUMNS]
-    rows = table_rows(summary)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return _aligned(header, table_rows(summary))
 
 
 def markdown_table(summary: Sequence[dict]) -> str:
@@ -58,6 +120,35 @@ def markdown_table(summary: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(summary)]
     return "\n".join(lines)
+
+
+def print_comparisons(comparisons: Sequence[dict], learning: Sequence[dict],
+                      plain: bool = False) -> None:
+    """The paired differences (points, text-guided minus random) and the learning checks."""
+    title = ("Paired differences over seeds, text-guided minus random (points; 95 % t-interval; "
+             "the verdict follows from the interval)")
+    rows = comparison_rows(comparisons)
+    printed = False
+    if rows and not plain:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title=title)
+            for name in COMPARISON_COLUMNS:
+                left = name in COMPARISON_COLUMNS[:4]
+                table.add_column(name, justify="left" if left else "right")
+            for row in rows:
+                table.add_row(*row)
+            Console(width=max(120, Console().width)).print(table)
+            printed = True
+        except ImportError:
+            pass
+    if rows and not printed:
+        print(title)
+        print(_text_table(COMPARISON_COLUMNS, rows))
+    for line in learning_lines(learning):
+        print(line)
 
 
 def print_table(summary: Sequence[dict], plain: bool = False, title: str = "") -> None:
@@ -74,7 +165,8 @@ def print_table(summary: Sequence[dict], plain: bool = False, title: str = "") -
         return
     table = Table(title=title or None)
     for name, _ in COLUMNS:
-        table.add_column(name, justify="left" if name in ("dataset", "model", "config") else "right")
+        left = name in ("dataset", "model", "config")
+        table.add_column(name, justify="left" if left else "right")
     for row in table_rows(summary):
         table.add_row(*row)
     Console(width=max(120, Console().width)).print(table)
@@ -109,14 +201,15 @@ def write_results(doc: dict, out: Path, command: str) -> Dict[str, Path]:
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
     paths["json"].write_text(json.dumps(_json_ready(public), indent=2) + "\n")
     paths["markdown"].write_text(markdown_report(public))
-    plot = plot_accuracy_vs_ratio(doc["summary"], out / "ratios.png")
+    plot = plot_accuracy_vs_ratio(doc["summary"], out / "ratios.png", doc.get("comparisons"))
     if plot is not None:
         paths["plot"] = plot
     for data in doc.get("_prepared", []):
         from .ratios import example_masks
 
         masks = example_masks(data, doc["_configs"], doc["_settings"])
-        paths[f"overlay_{data.name}"] = plot_overlays(data, masks, out / f"overlays_{data.name}.png")
+        overlay = out / f"overlays_{data.name}.png"
+        paths[f"overlay_{data.name}"] = plot_overlays(data, masks, overlay)
     return paths
 
 
@@ -126,11 +219,15 @@ def markdown_report(public: dict) -> str:
         "# mwm-bench ratios",
         "",
         f"Command: `{public['command']}`  ",
-        f"Elapsed: {public['elapsed_seconds']:.0f} s on {public['machine']['cpu_count']} CPUs, "
-        f"{public['world_size']} process(es), {public['torch_threads']} torch thread(s), "
-        f"device {public['device']}.",
+        f"Elapsed: {public['elapsed_seconds']:.0f} s on {public['machine']['cpu_count']} CPUs"
+        + (f" ({public['cpu_seconds']:.0f} s CPU time)" if public.get("cpu_seconds") else "")
+        + f", {public['world_size']} process(es), {public.get('workers', 1)} worker(s), "
+        f"{public['torch_threads']} torch thread(s) each, device {public['device']}"
+        + (f"; load average {' / '.join(f'{v:.1f}' for v in public['load_average'])} "
+           "(1 / 5 / 15 min) at the end" if public.get("load_average") else "") + ".",
         "",
-        f"Pretraining: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} over {s['pretrain_samples']} images, batch "
+        f"Pretraining: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} over "
+        f"{s['pretrain_samples']} images, batch "
         f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}. Probes: frozen encoder, "
         "position-wise linear classifier (a 1x1 conv on the feature maps, logits pooled over "
         "positions by log-sum-exp; accuracy) and a per-pixel linear head on the feature maps "
@@ -141,6 +238,17 @@ def markdown_report(public: dict) -> str:
         markdown_table(public["summary"]),
         "",
     ]
+    if public.get("comparisons"):
+        lines += [
+            "Paired differences over seeds, text-guided minus random, in points: the mean of the "
+            "per-seed differences (same initialization, data order and probe randomness per "
+            "seed) and its 95 % t-interval; *better* / *worse* when the interval excludes 0, "
+            "else *no detectable difference*.",
+            "",
+            _markdown(COMPARISON_COLUMNS, comparison_rows(public["comparisons"])),
+            "",
+        ]
+    lines += [f"- {line}." for line in learning_lines(public.get("learning", []))]
     for name, info in public.get("datasets", {}).items():
         share = ""
         if info.get("lesion_pixel_share") is not None:
@@ -170,9 +278,33 @@ def _matplotlib():
     return plt
 
 
-def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path]:
-    """One panel per (dataset, model): accuracy (top) and Dice (bottom) against the effective
-    ratio; the unpretrained reference as a dashed line."""
+def _forest(ax, rows: Sequence[dict], metric: str, key) -> None:
+    """Paired differences with their 95 % intervals, one line per (config, baseline)."""
+    colors = {"better": "tab:blue", "worse": "tab:red"}
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        mean = 100 * r["mean_diff"]
+        if r["ci95_low"] is not None:
+            ax.plot([100 * r["ci95_low"], 100 * r["ci95_high"]], [y, y],
+                    color=colors.get(r["verdict"], "gray"), lw=2)
+        ax.plot([mean], [y], "o", color=colors.get(r["verdict"], "gray"))
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['config']} - {r['baseline']}" for r in rows][::-1], fontsize=7)
+    ax.set_xlabel(f"paired Δ {'accuracy' if metric == 'accuracy' else 'lesion Dice'} "
+                  "(points, 95 % CI)")
+    did_not_learn = any(r["verdict"].startswith("not judged") for r in rows)
+    ax.set_title(f"{key[0]} / {key[1]}" + (": did not learn, no verdict" if did_not_learn else ""),
+                 fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+
+
+def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path,
+                           comparisons: Optional[Sequence[dict]] = None) -> Optional[Path]:
+    """One panel column per (dataset, model): accuracy and Dice against the effective ratio
+    (the unpretrained reference as a dashed line), then the paired differences of every
+    text-guided configuration to every random one with their 95 % intervals (blue: better,
+    red: worse, gray: no detectable difference)."""
     panels = []
     for r in summary:
         key = (r["dataset"], r["model"])
@@ -181,8 +313,17 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path
     if not panels:
         return None
     plt = _matplotlib()
-    fig, axes = plt.subplots(2, len(panels), figsize=(max(6.5, 4.6 * len(panels)), 7), squeeze=False)
+    comparisons = list(comparisons or [])
+    rows_n = 4 if comparisons else 2
+    size = (max(8.0, 4.6 * len(panels)), 3.5 * rows_n)
+    fig, axes = plt.subplots(rows_n, len(panels), figsize=size, squeeze=False)
     for col, key in enumerate(panels):
+        for row_i, metric in enumerate(("accuracy", "dice"), start=2):
+            if not comparisons:
+                break
+            rows = [c for c in comparisons
+                    if (c["dataset"], c["model"]) == key and c["metric"] == metric]
+            _forest(axes[row_i, col], rows, metric, key)
         rows = [r for r in summary if (r["dataset"], r["model"]) == key]
         for row_i, metric in enumerate(("accuracy", "dice")):
             ax = axes[row_i, col]
@@ -191,7 +332,8 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path
                 if mean is None:
                     continue
                 if r["effective_ratio_mean"] is None:
-                    ax.axhline(100 * mean, color="gray", ls="--", lw=1, label=f"{r['config']} (no pretraining)")
+                    ax.axhline(100 * mean, color="gray", ls="--", lw=1,
+                               label=f"{r['config']} (no pretraining)")
                     continue
                 color = "tab:red" if r["policy"] == "random" else "tab:blue"
                 ax.errorbar(r["effective_ratio_mean"], 100 * mean, yerr=100 * (std or 0.0),
@@ -205,7 +347,9 @@ def plot_accuracy_vs_ratio(summary: Sequence[dict], path: Path) -> Optional[Path
             handles, labels = ax.get_legend_handles_labels()
             if handles:
                 ax.legend(fontsize=7, loc="best")
-    fig.suptitle("random (red) vs text-guided (blue) masking; mean ± std over seeds", fontsize=10)
+    fig.suptitle("random (red) vs text-guided (blue) masking, mean ± std over seeds;\n"
+                 "paired differences with 95 % intervals (blue better, red worse, gray no "
+                 "detectable difference)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -253,7 +397,8 @@ def plot_overlays(data, masks: Dict[str, torch.Tensor], path: Path) -> Path:
             up = m.repeat_interleave(data.patch_size, 0).repeat_interleave(data.patch_size, 1)
             ax = axes[i, j]
             ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
-            ax.imshow(np.ma.masked_where(up.numpy() < 0.5, up.numpy()), cmap="bwr", alpha=0.55, vmin=0, vmax=1)
+            shaded = np.ma.masked_where(up.numpy() < 0.5, up.numpy())
+            ax.imshow(shaded, cmap="bwr", alpha=0.55, vmin=0, vmax=1)
             if outline is not None:
                 ax.contour(outline, levels=[0.5], colors="cyan", linewidths=0.8)
             if i == 0:

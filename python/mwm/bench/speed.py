@@ -2,10 +2,10 @@
 
 Masking rows compare ``mwm.generate_masks`` with the reference re-implementations in
 mwm.bench.references (MAE, SparK, the Mask What Matters per-sample loop, HPM / AnatoMask, BEiT v2,
-SimMIM) at DESIGN.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
+SimMIM) at docs/design.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
 224 px), B=8 on 8x8x8 (3D, 128^3 at patch 16). Text-guided rows run the whole path, heatmaps to
 patch scores to regions to masks, against the reference's threshold + resize + loop. Loss and
-CORAL rows come from mwm.bench.speed_loss / mwm.bench.speed_coral when those modules exist.
+CORAL rows come from mwm.bench.speed_loss / mwm.bench.speed_coral.
 
 Every row reports medians after a warm-up, ``ratio = mwm / reference`` (below 1: mwm is faster),
 the peak memory growth of each side, and whether both sides mask the same number of patches.
@@ -40,11 +40,18 @@ import numpy as np
 import torch
 
 from . import references as ref
-from .timing import (bandwidth_share, copy_bandwidth, describe_machine, machine_info,
-                     median_time, run_with_peak_memory, to_mib)
+from .timing import (
+    bandwidth_share,
+    copy_bandwidth,
+    describe_machine,
+    machine_info,
+    median_time,
+    run_with_peak_memory,
+    to_mib,
+)
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
-SECTIONS = ("masking", "text", "loss", "coral")
+SECTIONS = ("masking", "text", "loss", "coral", "grounding")
 MWM_RATIOS = (0.4, 0.8)  # (background, ROI): the MWM paper's default preset
 SALIENCY_THRESHOLD = 0.3  # the MWM reference's saliency threshold
 MAE_RATIO = 0.75
@@ -268,15 +275,9 @@ def measure(case: Case, repeats: int, warmup: int, device: torch.device) -> dict
     return row
 
 
-def _external_rows(module_name: str, function_name: str, args) -> tuple:
-    """Rows of another engineer's benchmark module, or a note when it does not exist yet."""
-    full_name = f"mwm.bench.{module_name}"
-    try:
-        module = importlib.import_module(full_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != full_name:
-            raise
-        return [], f"{full_name} is not available yet: no {module_name.split('_')[-1]} rows"
+def _section_rows(module_name: str, function_name: str, args) -> List[dict]:
+    """The rows of the benchmark module ``mwm.bench.<module_name>``, with the shared keys."""
+    module = importlib.import_module(f"mwm.bench.{module_name}")
     rows = list(getattr(module, function_name)(args))
     for row in rows:
         row.setdefault("section", module_name.split("_")[-1])
@@ -285,7 +286,7 @@ def _external_rows(module_name: str, function_name: str, args) -> tuple:
                                                      args.copy_bandwidth)
         if row.get("ratio") is None and row.get("ours_ms") and row.get("reference_ms"):
             row["ratio"] = row["ours_ms"] / row["reference_ms"]
-    return rows, None
+    return rows
 
 
 def _find(rows: Sequence[dict], case: str, size: str) -> Optional[dict]:
@@ -447,7 +448,7 @@ def print_report(doc: dict, plain: bool) -> None:
             for cells_row in cells:
                 table.add_row(*cells_row)
             console.print(table)
-    for line in targets_text(doc["targets"]) + doc["unavailable"]:
+    for line in targets_text(doc["targets"]):
         print(line)
 
 
@@ -508,7 +509,6 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
     args.copy_bandwidth = copy_bandwidth((128 if args.quick else 256) << 20,
                                          repeats=args.repeats, device=args.device)
     rows: List[dict] = []
-    unavailable: List[str] = []
     section_seconds = {}
     for section, make_cases in (("masking", masking_cases), ("text", text_guided_cases)):
         if section in args.sections:
@@ -518,14 +518,12 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
                          for case in make_cases(size, args.seed, args.device)]
             section_seconds[section] = time.perf_counter() - section_start
     for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
-                                      ("coral", "speed_coral", "run_coral_benchmarks")):
+                                      ("coral", "speed_coral", "run_coral_benchmarks"),
+                                      ("grounding", "speed_grounding", "run_grounding_benchmarks")):
         if section in args.sections:
             section_start = time.perf_counter()
-            extra, note = _external_rows(module, function, args)
+            rows += _section_rows(module, function, args)
             section_seconds[section] = time.perf_counter() - section_start
-            rows += extra
-            if note:
-                unavailable.append(note)
     doc = {
         "command": "mwm-bench speed " + " ".join(shlex.quote(a) for a in (argv or [])),
         "machine": machine_info(args.device),
@@ -537,7 +535,6 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
         "copy_bandwidth_gbps": args.copy_bandwidth / 1e9,
         "rows": rows,
         "targets": evaluate_targets(rows),
-        "unavailable": unavailable,
         "section_seconds": section_seconds,
     }
     doc["elapsed_seconds"] = time.perf_counter() - started

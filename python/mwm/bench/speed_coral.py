@@ -13,21 +13,12 @@ import torch
 
 import mwm
 
+from .references import deep_coral
 from .timing import median_time, peak_memory_bytes, to_mib
 
 DEFAULT_SIZES: Tuple[Tuple[int, int, int], ...] = ((6400, 6400, 32), (6400, 6400, 256))
 FULL_REPEATS, FULL_WARMUP = 15, 3
 QUICK_REPEATS, QUICK_WARMUP = 5, 1
-
-
-def reference_coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Deep CORAL in plain PyTorch: unbiased covariances, ``||C_x - C_y||_F^2 / (4 d^2)``."""
-    d = x.shape[1]
-    xc = x - x.mean(0, keepdim=True)
-    yc = y - y.mean(0, keepdim=True)
-    cov_x = xc.T @ xc / (x.shape[0] - 1)
-    cov_y = yc.T @ yc / (y.shape[0] - 1)
-    return (cov_x - cov_y).pow(2).sum() / (4 * d * d)
 
 
 def _step(loss_fn: Callable, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -53,11 +44,11 @@ def run_coral_benchmarks(args) -> List[Dict[str, object]]:
     warmup = int(warmup) if warmup is not None else (QUICK_WARMUP if quick else FULL_WARMUP)
     sizes: Sequence[Tuple[int, int, int]] = getattr(args, "coral_sizes", None) or DEFAULT_SIZES
     seed = int(getattr(args, "seed", 0) or 0)
-    references: List[Tuple[str, Callable]] = [("Deep CORAL, eager PyTorch", reference_coral)]
+    references: List[Tuple[str, Callable]] = [("Deep CORAL, eager PyTorch", deep_coral)]
     if not bool(getattr(args, "no_compile", False)):
         torch._dynamo.reset()
         references.append(("Deep CORAL, torch.compile",
-                           torch.compile(reference_coral, dynamic=False)))
+                           torch.compile(deep_coral, dynamic=False)))
     threads = torch.get_num_threads()
     rows: List[Dict[str, object]] = []
     for n, m, d in sizes:

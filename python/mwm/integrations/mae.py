@@ -8,7 +8,7 @@ import torch
 
 from ..masker import TextGuidedMasker
 from ..masking import MaskResult, generate_masks
-from ..tokens_reference import gather_rows
+from ..tokens import gather_tokens
 
 
 def random_masking(x: torch.Tensor, mask_ratio: float, *, heatmaps: Optional[torch.Tensor] = None,
@@ -46,5 +46,12 @@ def random_masking(x: torch.Tensor, mask_ratio: float, *, heatmaps: Optional[tor
 
 def apply_mae_masks(x: torch.Tensor, result: MaskResult) -> tuple:
     """``(x_masked, mask, ids_restore)`` of MAE from an mwm result with a fixed total."""
-    x_masked = gather_rows(x, result.ids_keep)
+    # A variable total pads ids_keep with -1, which gather_tokens reads as zero rows; MAE's
+    # encoder would take those for tokens, so such a result is refused here.
+    if bool((result.ids_keep < 0).any()):
+        counts = sorted(set(result.num_visible.tolist()))
+        raise ValueError(f"mwm: result has visible counts {counts} per sample: MAE's encoder "
+                         "needs the same number of visible tokens in every sample (a policy "
+                         "with a fixed total, e.g. 'fixed_total' or 'weighted')")
+    x_masked = gather_tokens(x, result.ids_keep)
     return x_masked, result.mask.to(x.dtype), result.ids_restore
