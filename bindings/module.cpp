@@ -14,7 +14,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
            std::to_string(MWM_VERSION_PATCH);
   });
   module.def("built_with_cuda", [] {
-#ifdef MWM_WITH_CUDA_KERNELS
+#ifdef MWM_WITH_CUDA  // defined by bindings/cuda/CMakeLists.txt when the CUDA kernels are built in
     return true;
 #else
     return false;

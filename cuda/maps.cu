@@ -34,28 +34,29 @@ __global__ void pool_kernel(const float* heatmaps, heatmap_shape shape, grid_sha
 }
 
 __global__ void combine_kernel(const float* per_prompt, std::int64_t prompts, std::int64_t n,
-                               prompt_combine mode, const float* weights, std::int64_t count,
-                               float* scores) {
+                               prompt_combine mode, prompt_weight_values given,
+                               std::int64_t count, float* scores) {
+  const float* weights = given.device != nullptr ? given.device : given.by_value.values;
   MWM_FOR_ELEMENTS(e, count) {
     scores[e] = combine_sample_patch(per_prompt, prompts, n, mode, weights, e);
   }
 }
 
-__global__ void thresholds_kernel(const float* scores, std::int64_t count, const float* thresholds,
-                                  std::int32_t num_thresholds, nan_policy non_finite,
+__global__ void thresholds_kernel(const float* scores, std::int64_t count,
+                                  host_values<float> thresholds, nan_policy non_finite,
                                   std::int32_t* regions, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const float v = checked_value(scores, e, non_finite, data_argument::scores, errors);
-    regions[e] = region_of_score(v, thresholds, num_thresholds);
+    regions[e] = region_of_score(v, thresholds.values, thresholds.count);
   }
 }
 
 // Quantile regions of one sample per block: rank sort, then region_of_rank.
 template <int Threads, int Items>
 __global__ void __launch_bounds__(Threads)
-    quantiles_in_block_kernel(const float* scores, std::int64_t n, const std::int64_t* top_counts,
-                              std::int32_t num_shares, nan_policy non_finite, std::int32_t* regions,
-                              const error_sink errors) {
+    quantiles_in_block_kernel(const float* scores, std::int64_t n,
+                              host_values<std::int64_t> top_counts, nan_policy non_finite,
+                              std::int32_t* regions, const error_sink errors) {
   using sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint32_t, Threads, Items, std::int32_t>;
   __shared__ typename sort::TempStorage storage;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * n;
@@ -71,7 +72,9 @@ __global__ void __launch_bounds__(Threads)
   sort(storage).Sort(keys, cells);
   for (int j = 0; j < Items; ++j) {
     const int rank = static_cast<int>(threadIdx.x) * Items + j;
-    if (rank < n) regions[row + cells[j]] = region_of_rank(rank, top_counts, num_shares);
+    if (rank < n) {
+      regions[row + cells[j]] = region_of_rank(rank, top_counts.values, top_counts.count);
+    }
   }
 }
 
@@ -90,10 +93,11 @@ __global__ void quantile_keys_kernel(const float* scores, std::int64_t n, std::i
 
 __global__ void quantile_regions_kernel(std::int64_t n, std::int64_t count,
                                         const std::int32_t* ranked_cells,
-                                        const std::int64_t* top_counts, std::int32_t num_shares,
+                                        host_values<std::int64_t> top_counts,
                                         std::int32_t* regions) {
   MWM_FOR_ELEMENTS(e, count) {
-    regions[e - e % n + ranked_cells[e]] = region_of_rank(e % n, top_counts, num_shares);
+    regions[e - e % n + ranked_cells[e]] =
+        region_of_rank(e % n, top_counts.values, top_counts.count);
   }
 }
 
@@ -154,14 +158,16 @@ std::size_t patch_scores_workspace_bytes(const pooling_request& request) {
 }
 
 void patch_scores_async(const pooling_request& request, const float* heatmaps,
-                        const float* prompt_weights, float* scores, void* workspace,
-                        std::size_t workspace_bytes, cudaStream_t stream) {
+                        const prompt_weight_values& prompt_weights, float* scores,
+                        void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   detail::require(request.batch > 0, "batch", request.batch, "must be positive");
   detail::require(request.prompts > 0, "prompts", request.prompts, "must be positive");
   validate_heatmap_shape(request.shape);
   const bool weighted = request.combine == prompt_combine::weighted_sum;
-  detail::require(!weighted || prompt_weights != nullptr, "prompt_weights", "null",
-                  "are required by combine = weighted_sum");
+  detail::require(!weighted || prompt_weights.device != nullptr ||
+                      prompt_weights.by_value.count == request.prompts,
+                  "prompt_weights size", prompt_weights.by_value.count,
+                  "must equal the number of prompts (" + detail::to_text(request.prompts) + ")");
   require_workspace(workspace_bytes, patch_scores_workspace_bytes(request), "patch_scores_async");
   const std::int64_t n = request.grid.num_patches();
   const error_sink errors = begin_checked_launch(stream);
@@ -171,8 +177,8 @@ void patch_scores_async(const pooling_request& request, const float* heatmaps,
         heatmaps, count, errors);
     check_launch("check_heatmaps_kernel");
   }
-  if (weighted) {
-    check_weights_kernel<<<1, 32, 0, stream>>>(prompt_weights, request.prompts, errors);
+  if (weighted && prompt_weights.device != nullptr) {
+    check_weights_kernel<<<1, 32, 0, stream>>>(prompt_weights.device, request.prompts, errors);
     check_launch("check_weights_kernel");
   }
   pool_options options = request.options;
@@ -193,16 +199,17 @@ void patch_scores_async(const pooling_request& request, const float* heatmaps,
 }
 
 void regions_from_thresholds_async(const float* scores, std::int64_t batch, std::int64_t n,
-                                   const float* thresholds, std::int32_t count,
-                                   nan_policy non_finite, std::int32_t* regions,
-                                   cudaStream_t stream) {
+                                   const host_values<float>& thresholds, nan_policy non_finite,
+                                   std::int32_t* regions, cudaStream_t stream) {
   detail::require(batch > 0, "batch", batch, "must be positive");
-  detail::require(count > 0, "thresholds size", count, "must hold at least one threshold");
+  detail::require(thresholds.count > 0 && thresholds.count <= max_host_values,
+                  "thresholds size", thresholds.count,
+                  "must lie in [1, " + detail::to_text(max_host_values) + "]");
   const std::int64_t elements = batch * n;
   if (elements == 0) return;
   const error_sink errors = begin_checked_launch(stream);
   thresholds_kernel<<<blocks_for(elements, element_threads), element_threads, 0, stream>>>(
-      scores, elements, thresholds, count, non_finite, regions, errors);
+      scores, elements, thresholds, non_finite, regions, errors);
   check_launch("thresholds_kernel");
   end_checked_launch(stream);
 }
@@ -215,24 +222,25 @@ std::size_t quantile_workspace_bytes(std::int64_t batch, std::int64_t n) {
 }
 
 void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::int64_t n,
-                                  const std::int64_t* top_counts, std::int32_t num_shares,
+                                  const host_values<std::int64_t>& top_counts,
                                   nan_policy non_finite, std::int32_t* regions, void* workspace,
                                   std::size_t workspace_bytes, cudaStream_t stream) {
-  detail::require(num_shares > 0, "quantiles size", num_shares, "must hold at least one share");
+  detail::require(top_counts.count > 0 && top_counts.count <= max_host_values, "quantiles size",
+                  top_counts.count, "must lie in [1, " + detail::to_text(max_host_values) + "]");
   const block_tier tier = plan_quantiles(batch, n);
   require_workspace(workspace_bytes, quantile_workspace_bytes(batch, n),
                     "regions_from_quantiles_async");
   const auto blocks = static_cast<unsigned int>(batch);
   const error_sink errors = begin_checked_launch(stream);
   if (tier == block_tier::small_128x4) {
-    quantiles_in_block_kernel<128, 4><<<blocks, 128, 0, stream>>>(scores, n, top_counts, num_shares,
+    quantiles_in_block_kernel<128, 4><<<blocks, 128, 0, stream>>>(scores, n, top_counts,
                                                                   non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
     end_checked_launch(stream);
     return;
   }
   if (tier == block_tier::large_256x8) {
-    quantiles_in_block_kernel<256, 8><<<blocks, 256, 0, stream>>>(scores, n, top_counts, num_shares,
+    quantiles_in_block_kernel<256, 8><<<blocks, 256, 0, stream>>>(scores, n, top_counts,
                                                                   non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
     end_checked_launch(stream);
@@ -251,7 +259,7 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
                  static_cast<int>(batch), l.offsets, l.offsets + 1, 0, 32, stream),
              "DeviceSegmentedRadixSort (quantiles)");
   quantile_regions_kernel<<<grid, element_threads, 0, stream>>>(n, count, cells.Current(),
-                                                                top_counts, num_shares, regions);
+                                                                top_counts, regions);
   check_launch("quantile_regions_kernel");
   end_checked_launch(stream);
 }

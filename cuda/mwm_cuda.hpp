@@ -54,29 +54,45 @@ void generate_masks_async(const mask_request& request, const batch_outputs& out,
 
 // ---- heatmaps to scores to regions --------------------------------------------------------
 
+// A small host array passed by value in the kernel's parameters: no host-to-device copy per
+// call, so the launch can be captured in a CUDA graph and nothing waits for the host.
+constexpr std::int32_t max_host_values = 64;
+
+template <typename T>
+struct host_values {
+  std::int32_t count = 0;
+  T values[max_host_values] = {};
+};
+
+// combine = weighted_sum: one weight per prompt, on the device (`device`, checked finite by a
+// kernel) or by value (`by_value`, when `device` is null; the caller checks them on the host).
+struct prompt_weight_values {
+  const float* device = nullptr;
+  host_values<float> by_value;
+};
+
 // Device bytes patch_scores_async needs (the per-prompt scores when prompts are combined).
 std::size_t patch_scores_workspace_bytes(const pooling_request& request);
 
 // heatmaps (batch, prompts, D, H, W) -> scores (batch, N), as heatmaps_to_scores.
-// `prompt_weights` (device, `prompts` floats) is read for weighted_sum only; the host vector
+// `prompt_weights` (`prompts` floats) is read for weighted_sum only; the host vector
 // request.prompt_weights is ignored.
 void patch_scores_async(const pooling_request& request, const float* heatmaps,
-                        const float* prompt_weights, float* scores, void* workspace,
-                        std::size_t workspace_bytes, cudaStream_t stream);
+                        const prompt_weight_values& prompt_weights, float* scores,
+                        void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
 
-// scores (batch, n) -> regions by `count` strictly ascending thresholds (device memory; the
-// caller validates them on the host with validate_thresholds).
+// scores (batch, n) -> regions by strictly ascending thresholds (validated on the host with
+// validate_thresholds).
 void regions_from_thresholds_async(const float* scores, std::int64_t batch, std::int64_t n,
-                                   const float* thresholds, std::int32_t count,
-                                   nan_policy non_finite, std::int32_t* regions,
-                                   cudaStream_t stream);
+                                   const host_values<float>& thresholds, nan_policy non_finite,
+                                   std::int32_t* regions, cudaStream_t stream);
 
 std::size_t quantile_workspace_bytes(std::int64_t batch, std::int64_t n);
 
-// scores (batch, n) -> regions by per-sample quantiles; top_counts (device, num_shares values)
-// holds quantile_count(n, share_q) of shares the caller validated with validate_quantile_shares.
+// scores (batch, n) -> regions by per-sample quantiles; top_counts holds quantile_count(n,
+// share_q) of the shares the caller validated with validate_quantile_shares.
 void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::int64_t n,
-                                  const std::int64_t* top_counts, std::int32_t num_shares,
+                                  const host_values<std::int64_t>& top_counts,
                                   nan_policy non_finite, std::int32_t* regions, void* workspace,
                                   std::size_t workspace_bytes, cudaStream_t stream);
 

@@ -9,7 +9,6 @@
 #include <mwm_cuda.hpp>
 
 #include <cstddef>
-#include <vector>
 
 namespace mwm_bindings {
 
@@ -22,15 +21,6 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().
 inline at::Tensor workspace_like(const at::Tensor& like, std::size_t bytes) {
   return at::empty({static_cast<int64_t>(bytes > 0 ? bytes : 1)},
                    like.options().dtype(at::kByte));
-}
-
-// A small host array copied to the device of `like` without waiting for it (pageable memory
-// is staged by the driver before the call returns).
-template <typename T>
-at::Tensor device_copy(const std::vector<T>& values, const at::Tensor& like, at::ScalarType type) {
-  auto host = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(type));
-  std::copy(values.begin(), values.end(), host.mutable_data_ptr<T>());
-  return host.to(like.device(), /*non_blocking=*/true);
 }
 
 // The launchers' name for a floating dtype (float32, float64, float16, bfloat16).

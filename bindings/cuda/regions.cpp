@@ -3,11 +3,27 @@
 
 #include <mwm_cuda.hpp>
 
+#include <algorithm>
+#include <vector>
+
 #include "cuda/device.h"
 #include "ops/regions.h"
 
 namespace mwm_bindings {
 namespace {
+
+// Thresholds and quantile counts travel by value in the kernel's parameters: no copy to the
+// device per call, so the ops can be captured in a CUDA graph.
+template <typename T, typename Source>
+mwm::gpu::host_values<T> launch_values(const std::vector<Source>& values, const char* name) {
+  TORCH_CHECK_VALUE(static_cast<int64_t>(values.size()) <= mwm::gpu::max_host_values, "mwm: ",
+                    name, " size = ", values.size(), ": the CUDA op takes at most ",
+                    mwm::gpu::max_host_values, " (they travel in the kernel's parameters)");
+  mwm::gpu::host_values<T> out;
+  out.count = static_cast<std::int32_t>(values.size());
+  std::copy(values.begin(), values.end(), out.values);
+  return out;
+}
 
 at::Tensor from_thresholds(const regions_call& call) {
   const auto input = call.scores.contiguous();
@@ -16,11 +32,10 @@ at::Tensor from_thresholds(const regions_call& call) {
   mwm::validate_thresholds(cut);
   auto regions = at::empty(input.sizes(), input.options().dtype(at::kInt));
   if (input.numel() == 0) return regions;
-  const auto device_cut = device_copy(cut, input, at::kFloat);
   mwm::gpu::regions_from_thresholds_async(
       input.const_data_ptr<float>(), input.size(0), input.size(1),
-      device_cut.const_data_ptr<float>(), static_cast<std::int32_t>(cut.size()),
-      call.non_finite, regions.mutable_data_ptr<int32_t>(), current_stream());
+      launch_values<float>(cut, "thresholds"), call.non_finite,
+      regions.mutable_data_ptr<int32_t>(), current_stream());
   return regions;
 }
 
@@ -33,12 +48,11 @@ at::Tensor from_quantiles(const regions_call& call) {
   const int64_t batch = input.size(0), n = input.size(1);
   std::vector<int64_t> top_counts;
   for (double share : call.cuts) top_counts.push_back(mwm::quantile_count(n, share));
-  const auto device_counts = device_copy(top_counts, input, at::kLong);
+  const auto counts = launch_values<std::int64_t>(top_counts, "quantiles");
   const std::size_t bytes = mwm::gpu::quantile_workspace_bytes(batch, n);
   auto workspace = workspace_like(input, bytes);
   mwm::gpu::regions_from_quantiles_async(
-      input.const_data_ptr<float>(), batch, n, device_counts.const_data_ptr<int64_t>(),
-      static_cast<std::int32_t>(top_counts.size()), call.non_finite,
+      input.const_data_ptr<float>(), batch, n, counts, call.non_finite,
       regions.mutable_data_ptr<int32_t>(), workspace.mutable_data_ptr(), bytes,
       current_stream());
   return regions;

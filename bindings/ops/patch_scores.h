@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <mwm/masking.hpp>
+#include <mwm/torch.hpp>
 
 #include <optional>
 #include <vector>
@@ -41,6 +42,19 @@ struct patch_scores_call {
   mwm::prompt_combine combine = mwm::prompt_combine::max;
   const at::Tensor* prompt_weights = nullptr;  // set for weighted_sum only
 };
+
+// The CPU computation: the weights, wherever they are, read into a host vector. The CUDA kernel
+// runs it too when the heatmaps are on the CPU (the dispatcher picks the CUDA kernel when only
+// prompt_weights is a CUDA tensor), so a mix gives what the CPU op gives for CPU weights.
+inline at::Tensor patch_scores_on_cpu(const patch_scores_call& call) {
+  std::vector<float> weights;
+  if (call.prompt_weights != nullptr) {
+    const auto w = call.prompt_weights->to(at::kFloat).contiguous().cpu();
+    weights.assign(w.const_data_ptr<float>(), w.const_data_ptr<float>() + w.numel());
+  }
+  return mwm::tensors::patch_scores(call.heatmaps, make_grid(call.grid), call.options,
+                                    call.combine, weights);
+}
 
 // The op for one backend: `Run` computes the scores of a checked call.
 template <at::Tensor (*Run)(const patch_scores_call&)>

@@ -176,7 +176,9 @@ void test_maps(std::mt19937_64& rng) {
     device_vector<float> d_heat(heat), d_weights(request.prompt_weights), scores(expected.size());
     const std::size_t bytes = mwm::gpu::patch_scores_workspace_bytes(request);
     device_vector<char> workspace(bytes);
-    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data, workspace.data,
+    mwm::gpu::prompt_weight_values weights;
+    weights.device = d_weights.data;
+    mwm::gpu::patch_scores_async(request, d_heat.data, weights, scores.data, workspace.data,
                                  bytes, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "patch_scores_async");
     check(scores.host() == expected, "patch_scores");
@@ -191,11 +193,13 @@ void test_maps(std::mt19937_64& rng) {
     mwm::regions_by_quantiles(scores.data(), batch, n, shares, expected.data());
     std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5), mwm::quantile_count(n, 0.2)};
     device_vector<float> d_scores(scores);
-    device_vector<std::int64_t> d_counts(counts);
+    mwm::gpu::host_values<std::int64_t> by_value;
+    by_value.count = 2;
+    std::copy(counts.begin(), counts.end(), by_value.values);
     device_vector<std::int32_t> regions(expected.size());
     const std::size_t bytes = mwm::gpu::quantile_workspace_bytes(batch, n);
     device_vector<char> workspace(bytes);
-    mwm::gpu::regions_from_quantiles_async(d_scores.data, batch, n, d_counts.data, 2,
+    mwm::gpu::regions_from_quantiles_async(d_scores.data, batch, n, by_value,
                                            mwm::nan_policy::error, regions.data, workspace.data,
                                            bytes, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "regions_from_quantiles_async");
@@ -209,9 +213,12 @@ void test_maps(std::mt19937_64& rng) {
     const std::vector<float> thresholds{0.25f, 0.5f, 0.9f};
     std::vector<std::int32_t> expected(scores.size());
     mwm::regions_by_thresholds(scores.data(), batch, n, thresholds, expected.data());
-    device_vector<float> d_scores(scores), d_thresholds(thresholds);
+    device_vector<float> d_scores(scores);
+    mwm::gpu::host_values<float> cuts;
+    cuts.count = 3;
+    std::copy(thresholds.begin(), thresholds.end(), cuts.values);
     device_vector<std::int32_t> regions(expected.size());
-    mwm::gpu::regions_from_thresholds_async(d_scores.data, batch, n, d_thresholds.data, 3,
+    mwm::gpu::regions_from_thresholds_async(d_scores.data, batch, n, cuts,
                                             mwm::nan_policy::error, regions.data, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "regions_from_thresholds_async");
     check(regions.host() == expected, "regions_from_thresholds");
@@ -330,8 +337,8 @@ void test_data_errors(std::mt19937_64& rng) {
       host_error_message([&] { mwm::heatmaps_to_scores(pooling, heat.data(), pooled.data()); });
   device_vector<float> d_heat(heat), d_pooled(pooled.size());
   check(device_error_message([&] {
-          mwm::gpu::patch_scores_async(pooling, d_heat.data, nullptr, d_pooled.data, nullptr, 0,
-                                       nullptr);
+          mwm::gpu::patch_scores_async(pooling, d_heat.data, mwm::gpu::prompt_weight_values{},
+                                       d_pooled.data, nullptr, 0, nullptr);
         }) == cpu_heat,
         "patch_scores raises " + cpu_heat);
 
@@ -345,12 +352,14 @@ void test_data_errors(std::mt19937_64& rng) {
         [&] { mwm::regions_by_quantiles(scores.data(), 2, n, {0.5}, regions.data()); });
     const std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5)};
     device_vector<float> d_scores(scores);
-    device_vector<std::int64_t> d_counts(counts);
+    mwm::gpu::host_values<std::int64_t> by_value;
+    by_value.count = 1;
+    by_value.values[0] = counts[0];
     device_vector<std::int32_t> d_regions(regions.size());
     const std::size_t qbytes = mwm::gpu::quantile_workspace_bytes(2, n);
     device_vector<char> qworkspace(qbytes);
     check(device_error_message([&] {
-            mwm::gpu::regions_from_quantiles_async(d_scores.data, 2, n, d_counts.data, 1,
+            mwm::gpu::regions_from_quantiles_async(d_scores.data, 2, n, by_value,
                                                    mwm::nan_policy::error, d_regions.data,
                                                    qworkspace.data, qbytes, nullptr);
           }) == cpu,
