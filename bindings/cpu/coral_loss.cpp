@@ -1,17 +1,11 @@
-// coral_loss on the CPU: the two covariances of mwm/coral.hpp, one per thread when large.
-#ifdef MWM_WITH_EIGEN
+// coral_loss on the CPU: mwm::tensors::coral_loss (coral_math.hpp over torch's BLAS), the same
+// code as the CUDA op, plus the finiteness check that costs nothing while the loss is finite.
+#include <mwm/torch.hpp>
 
-#include "cpu/coral_tensors.h"  // first: it configures Eigen
-
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-
-#include <mwm/coral.hpp>
-#include <mwm/parallel.hpp>
-
-#include <algorithm>
 #include <tuple>
 
+#include "common/check.h"
+#include "common/coral_args.h"
 #include "cpu/ops.h"
 
 namespace mwm_bindings {
@@ -19,33 +13,11 @@ namespace cpu {
 
 std::tuple<at::Tensor, at::Tensor> coral_loss(const at::Tensor& x, const at::Tensor& y) {
   check_coral_features(x, y);
-  const auto x_rows = x.contiguous();
-  const auto y_rows = y.contiguous();
-  const int64_t d = x.size(1);
-  auto loss = at::empty({}, x.options());
-  auto cov_diff = at::empty({d, d}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mwm::coral_loss", [&] {
-    translate_errors([&] {
-      const auto xs = feature_view<scalar_t>(x_rows);
-      const auto ys = feature_view<scalar_t>(y_rows);
-      mwm::covariance_matrix<scalar_t> covs[2];
-      const int threads = threads_for_pair(std::max(x.size(0), y.size(0)), d);
-      mwm::detail::parallel_chunks(2, threads, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          covs[i] = i == 0 ? mwm::coral_covariance(xs, "x") : mwm::coral_covariance(ys, "y");
-        }
-      });
-      // Symmetric, so the column-major Eigen result is also the row-major tensor.
-      Eigen::Map<mwm::covariance_matrix<scalar_t>> diff(cov_diff.data_ptr<scalar_t>(), d, d);
-      diff = covs[0] - covs[1];
-      *loss.data_ptr<scalar_t>() = mwm::coral_loss_from_difference(diff);
-      return 0;
-    });
+  return translate_errors([&] {
+    auto result = mwm::tensors::coral_loss(x, y, /*check_finite=*/true);
+    return std::make_tuple(result.loss, result.cov_diff);
   });
-  return {loss, cov_diff};
 }
 
 }  // namespace cpu
 }  // namespace mwm_bindings
-
-#endif  // MWM_WITH_EIGEN

@@ -33,7 +33,6 @@ generate_masks(const at::Tensor& sample_index, at::IntArrayRef grid, c10::string
 at::Tensor upsample_patch_map(const at::Tensor& values, at::IntArrayRef grid,
                               at::IntArrayRef factors, bool invert);
 
-// Defined only when built with Eigen (MWM_WITH_EIGEN).
 std::tuple<at::Tensor, at::Tensor> coral_loss(const at::Tensor& x, const at::Tensor& y);
 std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_loss,
                                                        const std::optional<at::Tensor>& grad_cov_diff,

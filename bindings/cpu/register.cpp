@@ -9,10 +9,8 @@ TORCH_LIBRARY_IMPL(mwm, CPU, m) {
   m.impl("regions_from_quantiles", &regions_from_quantiles);
   m.impl("generate_masks", &generate_masks);
   m.impl("upsample_patch_map", &upsample_patch_map);
-#ifdef MWM_WITH_EIGEN
   m.impl("coral_loss", &coral_loss);
   m.impl("coral_loss_backward", &coral_loss_backward);
-#endif
   m.impl("masked_recon_loss", &masked_recon_loss);
   m.impl("masked_recon_loss_backward", &masked_recon_loss_backward);
   m.impl("gather_tokens", &gather_tokens);

@@ -1,10 +1,13 @@
-// coral_loss and coral_loss_backward on CUDA: the ATen composition of common/coral_aten.h on
-// the inputs' device, so the covariances and gradients are cuBLAS GEMMs on the current stream.
-// Nothing waits for the device: non-finite features give NaN/Inf results instead of the CPU
-// kernel's ValueError.
+// coral_loss and coral_loss_backward on CUDA: mwm::tensors::coral_loss / coral_loss_backward,
+// the CPU ops' code (coral_math.hpp over ATen), so the products are cuBLAS GEMMs on the current
+// stream. Nothing waits for the device: non-finite features give NaN/Inf results instead of the
+// CPU op's ValueError, which reads the loss back.
 #include <c10/cuda/CUDAGuard.h>
 
-#include "common/coral_aten.h"
+#include <mwm/torch.hpp>
+
+#include "common/check.h"
+#include "common/coral_args.h"
 #include "cuda/ops.h"
 
 namespace mwm_bindings {
@@ -13,7 +16,8 @@ namespace gpu {
 std::tuple<at::Tensor, at::Tensor> coral_loss(const at::Tensor& x, const at::Tensor& y) {
   check_coral_features(x, y);
   const c10::cuda::CUDAGuard guard(x.device());
-  return coral_loss_aten(x, y);
+  auto result = mwm::tensors::coral_loss(x, y, /*check_finite=*/false);
+  return {result.loss, result.cov_diff};
 }
 
 std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_loss,
@@ -22,7 +26,8 @@ std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_lo
                                                        const at::Tensor& cov_diff) {
   check_coral_backward_args(grad_loss, grad_cov_diff, x, y, cov_diff);
   const c10::cuda::CUDAGuard guard(x.device());
-  return coral_loss_backward_aten(grad_loss, grad_cov_diff, x, y, cov_diff);
+  return mwm::tensors::coral_loss_backward(grad_loss, grad_cov_diff.value_or(at::Tensor()), x, y,
+                                           cov_diff);
 }
 
 }  // namespace gpu

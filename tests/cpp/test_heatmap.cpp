@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "catch.hpp"
@@ -244,5 +245,56 @@ TEST_CASE("nan_policy::zero pools non-finite pixels as zeros", "[heatmap]") {
     mwm::pool_heatmap(heat.data(), shape, mwm::make_grid_2d(4, 4), options, got.data());
     mwm::pool_heatmap(zeroed.data(), shape, mwm::make_grid_2d(4, 4), options, expected.data());
     CHECK(got == expected);
+  }
+}
+
+TEST_CASE("nearest pooling reads and validates only the pixels it samples", "[heatmap]") {
+  const mwm::grid_shape grid = mwm::make_grid_2d(3, 3);
+  const mwm::heatmap_shape shape{1, 7, 5};
+  mwm::pool_options nearest;
+  nearest.reduction = mwm::pool_reduction::nearest;
+  std::vector<bool> sampled(35, false);
+  for (std::int64_t h = 0; h < 3; ++h)
+    for (std::int64_t w = 0; w < 3; ++w)
+      sampled[static_cast<std::size_t>(mwm::nearest_pixel(shape, grid, 0, h, w))] = true;
+  REQUIRE(std::count(sampled.begin(), sampled.end(), true) == 9);
+  const float nan_value = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> scores(9);
+  for (std::size_t pixel = 0; pixel < 35; ++pixel) {
+    std::vector<float> heat(35, 0.25f);
+    heat[pixel] = nan_value;
+    INFO("NaN at pixel " << pixel << (sampled[pixel] ? " (sampled)" : " (not sampled)"));
+    if (sampled[pixel]) {
+      CHECK(mwm::first_non_finite_pooled(heat.data(), 1, shape, grid, nearest) ==
+            static_cast<std::int64_t>(pixel));
+      CHECK_THROWS_AS(mwm::pool_heatmap(heat.data(), shape, grid, nearest, scores.data()),
+                      mwm::error);
+    } else {
+      CHECK(mwm::first_non_finite_pooled(heat.data(), 1, shape, grid, nearest) == -1);
+      mwm::pool_heatmap(heat.data(), shape, grid, nearest, scores.data());
+      CHECK(std::all_of(scores.begin(), scores.end(), [](float s) { return s == 0.25f; }));
+    }
+    // The area reductions read every pixel, so they reject the NaN wherever it is.
+    CHECK(mwm::first_non_finite_pooled(heat.data(), 1, shape, grid, {}) ==
+          static_cast<std::int64_t>(pixel));
+  }
+}
+
+TEST_CASE("batched nearest pooling names the first sampled non-finite pixel", "[heatmap]") {
+  mwm::pooling_request request;
+  request.grid = mwm::make_grid_2d(2, 2);
+  request.batch = 3;
+  request.shape = {1, 4, 4};
+  request.options.reduction = mwm::pool_reduction::nearest;
+  std::vector<float> heat(48, 0.5f);
+  std::vector<float> scores(12);
+  heat[16 + 1] = std::numeric_limits<float>::infinity();  // not sampled (row 0, column 1)
+  REQUIRE_NOTHROW(mwm::heatmaps_to_scores(request, heat.data(), scores.data()));
+  heat[32 + 10] = -std::numeric_limits<float>::infinity();  // sampled: row 2, column 2
+  try {
+    mwm::heatmaps_to_scores(request, heat.data(), scores.data());
+    FAIL("no error for a sampled infinity");
+  } catch (const mwm::error& e) {
+    CHECK(std::string(e.what()).find("heatmaps[42] = -inf") != std::string::npos);
   }
 }
