@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The CUDA path of mwm against references measured in the same run, at DESIGN.md's sizes.
+"""The CUDA path of mwm against references measured in the same run, at docs/design.md's sizes.
 
     python benchmarks/bench_cuda.py [--repeats 20] [--device cuda:0] [--json out.json]
 

@@ -1,5 +1,5 @@
-// Mask generation speed of every policy at the sizes of DESIGN.md section 5, against plain C++
-// references measured in the same run: MAE's random masking (argsort of uniform noise) and the
+// Mask generation speed of every policy at the sizes of docs/design.md section 5, against plain
+// C++ references measured in the same run: MAE's random masking (argsort of uniform noise) and the
 // MWM reference's per-region shuffles. Prints ns per sample and, at the end, the ratio of each
 // mwm policy to its reference (medians when --benchmark_repetitions is given).
 //

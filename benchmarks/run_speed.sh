@@ -7,7 +7,7 @@
 #
 # Environment: PYTHON (default: python), MWM_BENCH_OUT (results folder, default: mwm-out),
 # MWM_CPP_BENCH_DIR (where to look for bench_* programs, default: build/*/benchmarks).
-# On a shared machine set OMP_WAIT_POLICY=PASSIVE (or pass --threads 1): see the README section "Speed: mwm-bench speed".
+# On a shared machine set OMP_WAIT_POLICY=PASSIVE (or pass --threads 1): see docs/speed.md.
 # Build the C++ benchmarks with:
 #   cmake -S . -B build/bench -G Ninja -DMWM_BUILD_BENCHMARKS=ON && cmake --build build/bench -j 2
 set -euo pipefail

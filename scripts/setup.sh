@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV="${MWM_VENV:-$PWD/.venv}"
 TORCH_SPEC="${MWM_TORCH:-torch==2.13.0}"
 APT_PACKAGES=(g++ cmake ninja-build python3-venv libeigen3-dev xtensor-dev catch2
-              libbenchmark-dev clang libclang-rt-14-dev)
+              libbenchmark-dev clang libclang-rt-14-dev clang-format-14)
 
 missing_packages() {
   local missing=()
@@ -49,7 +49,7 @@ fi
 TORCH_INSTALLED="$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")"
 CONSTRAINTS="$VENV/mwm-torch-constraint.txt"
 echo "torch==$TORCH_INSTALLED" > "$CONSTRAINTS"
-"${PIP[@]}" install -r requirements-dev.txt -c "$CONSTRAINTS"
+"${PIP[@]}" install -r requirements-dev.txt -r requirements-docs.txt -c "$CONSTRAINTS"
 echo "mwm setup: building and installing mwm (compiles the torch extension)"
 "${PIP[@]}" install --no-build-isolation --no-deps .
 "$VENV/bin/python" -c "import mwm, torch; print('mwm setup: mwm', mwm.__version__, 'on torch', torch.__version__)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# All the tests: C++ (Catch2, install/consumer, sanitizers), CUDA compile check, Python (pytest).
+# All the tests: lint, C++ (Catch2, install/consumer, sanitizers, fuzzing), CUDA compile check,
+# the docs build, Python (pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

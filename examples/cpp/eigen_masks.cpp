@@ -25,9 +25,9 @@ int main() {
   const mwm::eigen_mask_batch masks = mwm::generate_masks(request, regions);
 
   std::cout << "masked per image: " << masks.num_masked.transpose() << "\n";
-  std::cout << "image 0 mask (1 = masked):\n"
-            << Eigen::Map<const mwm::row_major_matrix<bool>>(masks.mask.row(0).data(), 7, 7)
-                   .cast<int>()
-            << "\n";
+  std::cout
+      << "image 0 mask (1 = masked):\n"
+      << Eigen::Map<const mwm::row_major_matrix<bool>>(masks.mask.row(0).data(), 7, 7).cast<int>()
+      << "\n";
   return 0;
 }

@@ -50,11 +50,11 @@ void print_counts(const mwm::grid_shape& grid, const std::vector<std::int32_t>& 
     ++size[r];
     masked[r] += masks.is_masked(0, patch) ? 1 : 0;
   }
-  std::printf("  background: %lld of %lld masked   ROI: %lld of %lld masked   total: %lld of %lld\n\n",
-              static_cast<long long>(masked[0]), static_cast<long long>(size[0]),
-              static_cast<long long>(masked[1]), static_cast<long long>(size[1]),
-              static_cast<long long>(masks.num_masked[0]),
-              static_cast<long long>(grid.num_patches()));
+  std::printf(
+      "  background: %lld of %lld masked   ROI: %lld of %lld masked   total: %lld of %lld\n\n",
+      static_cast<long long>(masked[0]), static_cast<long long>(size[0]),
+      static_cast<long long>(masked[1]), static_cast<long long>(size[1]),
+      static_cast<long long>(masks.num_masked[0]), static_cast<long long>(grid.num_patches()));
 }
 
 }  // namespace

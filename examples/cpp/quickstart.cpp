@@ -50,7 +50,8 @@ int main() {
       roi_masked += in_roi && masks.is_masked(b, i) ? 1 : 0;
     }
     // ids_keep rows hold the visible patches first, padded with -1 (totals vary per image).
-    const std::int64_t first_visible = masks.ids_keep[static_cast<std::size_t>(b * masks.widths.keep)];
+    const std::int64_t first_visible =
+        masks.ids_keep[static_cast<std::size_t>(b * masks.widths.keep)];
     std::printf("image %lld: %lld of %lld patches masked (ROI: %lld of %lld), first visible %lld\n",
                 static_cast<long long>(b), static_cast<long long>(masks.num_masked[b]),
                 static_cast<long long>(n), static_cast<long long>(roi_masked),

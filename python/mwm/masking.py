@@ -164,7 +164,7 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
                    block_min_aspect: float = 0.3, block_max_aspect: float = 1 / 0.3,
                    nan_policy: str = "error",
                    device: Union[str, torch.device, None] = None) -> MaskResult:
-    """Masks for a batch under one policy (see DESIGN.md, "Policies").
+    """Masks for a batch under one policy (see docs/design.md, "Policies").
 
     Sample ``b`` is keyed by its global index ``offset + b`` (or ``sample_index[b]``), so the same
     sample gets the same mask in any batch, on any device, thread count or DDP world size.

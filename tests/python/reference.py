@@ -1,4 +1,4 @@
-"""Independent plain-Python references of mwm's semantics (DESIGN.md), for parity tests.
+"""Independent plain-Python references of mwm's semantics (docs/design.md), for parity tests.
 
 Written from the contracts, not from the C++ code: Philox4x32-10 from Salmon et al. (SC'11),
 the mwm keying, the per-region / fixed-total counts, and the canonical order.

@@ -26,7 +26,7 @@ def test_example_runs(script):
 
 
 def test_the_readme_picture_is_made_by_its_command(tmp_path):
-    """docs/images/overlay.png (shown in the README's grounding section) is what
+    """docs/images/overlay.png (shown in docs/grounding.md) is what
     examples/make_overlay_picture.py draws."""
     import numpy as np
     from PIL import Image

@@ -252,7 +252,7 @@ def test_from_encoders_accepts_any_model():
 
 
 def test_weights_saved_to_a_local_folder_give_the_same_maps(hf_clip, tmp_path):
-    """The README's route: a CLIP model loaded from local files, nothing downloaded."""
+    """docs/grounding.md's route: a CLIP model loaded from local files, nothing downloaded."""
     from transformers import CLIPModel
 
     hf_clip.save_pretrained(tmp_path / "clip")

@@ -82,7 +82,7 @@ def simmim_forward_loss(x, x_rec, mask, patch_size, in_chans, count_dtype=torch.
 
 
 def generic_reference(pred_vectors, target, mask, weight, p, norm, error, reduction):
-    """DESIGN's formula on patchified tensors (any option)."""
+    """docs/design.md's formula on patchified tensors (any option)."""
     t = patchify(target, p)
     if norm:
         t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5

@@ -1,4 +1,4 @@
-"""Property-based tests of mwm.masked_recon_loss against the plain-PyTorch formula of DESIGN.md
+"""Property-based tests of mwm.masked_recon_loss against the plain-PyTorch formula of docs/design.md
 (test_loss.generic_reference, on MAE's patchify): random 2D and 3D shapes, patch sizes, channels,
 layouts (patch vectors or images, contiguous or strided), target normalization, mse/l1, optional
 weights, every reduction, value ranges with large offsets; float64, relative tolerance 1e-10 on

@@ -1,4 +1,4 @@
-"""The masking ops against independent references of DESIGN.md's semantics."""
+"""The masking ops against independent references of docs/design.md's semantics."""
 
 import itertools
 import math

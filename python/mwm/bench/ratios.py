@@ -165,7 +165,7 @@ PRESETS: Dict[str, Settings] = {
         pretrain_samples=32, train_samples=32, test_samples=32, epochs=1, batch_size=8,
         cnn_widths=(8, 16), mae_dim=32, mae_depth=1, probe_steps=20, seg_probe_steps=10,
     ),
-    # The README's main command: under 10 minutes on 2 CPU cores.
+    # The main command (scripts/main.sh): under 10 minutes on 2 CPU cores.
     "quick": Settings(),
     # Both models, three phantom kinds, three seeds, longer pretraining.
     "full": Settings(

@@ -2,7 +2,7 @@
 
 Masking rows compare ``mwm.generate_masks`` with the reference re-implementations in
 mwm.bench.references (MAE, SparK, the Mask What Matters per-sample loop, HPM / AnatoMask, BEiT v2,
-SimMIM) at DESIGN.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
+SimMIM) at docs/design.md's sizes: B=256 on 14x14 (ViT-B/16 at 224 px), B=128 on 7x7 (SparK at
 224 px), B=8 on 8x8x8 (3D, 128^3 at patch 16). Text-guided rows run the whole path, heatmaps to
 patch scores to regions to masks, against the reference's threshold + resize + loop. Loss and
 CORAL rows come from mwm.bench.speed_loss / mwm.bench.speed_coral when those modules exist.
