@@ -307,7 +307,7 @@ QUICK_COST_POINTS = ((1, (2, 2)), (8, (14, 14)), (64, (14, 14)))
 
 def cost_model_rows(args) -> List[dict]:
     """Fixed cost per call and cost per patch of ``mwm.generate_masks`` (the Python call, the
-    op boundary and the core), from a least-squares fit ``time = fixed + per_patch * B * N`` over
+    op boundary and the core), from a robust fit ``time = fixed + per_patch * B * N`` over
     COST_POINTS (medians), per policy, at the current torch thread count."""
     import mwm
 
@@ -332,7 +332,11 @@ def cost_model_rows(args) -> List[dict]:
                                      warmup=max(args.warmup, 1)).median_s)
         x = np.asarray(sizes, dtype=np.float64)
         y = np.asarray(times, dtype=np.float64)
-        per_patch, fixed = np.polyfit(x, y, 1)
+        # The median of the slopes from the smallest call to every other one, then the fixed
+        # cost that slope leaves: one point slowed by a busy machine moves neither much (a
+        # least-squares line follows it).
+        per_patch = float(np.median((y[1:] - y[0]) / (x[1:] - x[0])))
+        fixed = float(np.median(y - per_patch * x))
         fitted = fixed + per_patch * x
         rows.append({
             "section": "cost", "case": f"generate_masks(policy={policy!r})",
