@@ -777,9 +777,9 @@ def doc_section(doc: dict) -> str:
              f"warm-up; mwm/ref < 1 means mwm is faster", ""]
     for threads in doc["settings"]["threads"]:
         rows = [r for r in doc["rows"] if r.get("threads") == threads]
-        lines += [f"### {threads} thread{'s' if threads != 1 else ''}", "",
+        lines += [f"#### {threads} thread{'s' if threads != 1 else ''}", "",
                   markdown_table(rows), ""]
-    lines += ["### Targets", ""] + [f"- {line}" for line in targets_text(doc["targets"])]
+    lines += ["#### Targets", ""] + [f"- {line}" for line in targets_text(doc["targets"])]
     lines += [f"- {note}" for note in doc["unavailable"]]
     lines += ["", DOC_END]
     return "\n".join(lines)
