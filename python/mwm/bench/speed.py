@@ -40,8 +40,16 @@ import numpy as np
 import torch
 
 from . import references as ref
-from .timing import (bandwidth_share, copy_bandwidth, describe_machine, load_averages,
-                     machine_info, median_time, run_with_peak_memory, to_mib)
+from .timing import (
+    bandwidth_share,
+    copy_bandwidth,
+    describe_machine,
+    load_averages,
+    machine_info,
+    median_time,
+    run_with_peak_memory,
+    to_mib,
+)
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
 SECTIONS = ("masking", "text", "pooling", "cost", "loss", "coral")
@@ -241,8 +249,9 @@ def pooling_cases(size: Size, seed: int, device: torch.device) -> List[Case]:
     """Area-mean pooling of the text-guided rows' heatmaps alone, against PyTorch's adaptive
     average pooling (the same cells): a pass over the heatmaps, so its speed is judged against
     the copy bandwidth (bytes_moved: the heatmaps read once, the scores written once)."""
-    import mwm
     import torch.nn.functional as F
+
+    import mwm
 
     heat = synthetic_heatmaps(size, seed + 1, device)
     grid = size.grid
