@@ -4,9 +4,8 @@
 //
 //   g++ -O3 -std=c++17 -Iinclude benchmarks/profile/profile_masks.cpp -o build/profile_masks
 //   build/profile_masks per_region 256 14 14 200          # policy batch grid... repeats
-//   valgrind --tool=callgrind --callgrind-out-file=build/masks.callgrind \
-//       build/profile_masks per_region 256 14 14 5
-//   callgrind_annotate build/masks.callgrind | head -30
+//   valgrind --tool=callgrind --callgrind-out-file=build/masks.cg build/profile_masks  [args]
+//   callgrind_annotate build/masks.cg | head -30
 //   perf stat -e instructions,cycles,branch-misses build/profile_masks random 256 14 14 500
 //
 // benchmarks/profile/callgrind_masks.sh runs the callgrind counts of docs/speed.md.
@@ -54,7 +53,7 @@ int main(int argc, char** argv) {
   std::vector<std::int64_t> masked(static_cast<std::size_t>(batch * widths.masked));
   std::vector<float> noise(mask.size());
   mwm::batch_outputs out{mask.data(), num_masked.data(), shuffle.data(), restore.data(),
-                         keep.data(), masked.data(), noise.data()};
+                         keep.data(), masked.data(),     noise.data()};
   std::int64_t checksum = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int r = 0; r < repeats; ++r) {
@@ -66,7 +65,7 @@ int main(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%s B=%lld N=%lld: %.2f ns per patch, %.2f us per call (checksum %lld)\n",
               policy.c_str(), static_cast<long long>(batch), static_cast<long long>(n),
-              seconds * 1e9 / (static_cast<double>(repeats) * batch * n),
-              seconds * 1e6 / repeats, static_cast<long long>(checksum));
+              seconds * 1e9 / (static_cast<double>(repeats) * batch * n), seconds * 1e6 / repeats,
+              static_cast<long long>(checksum));
   return 0;
 }

@@ -59,8 +59,8 @@ namespace coral_eigen {
 template <typename Scalar>
 mwm::feature_rows<Scalar> rows_of(const at::Tensor& t) {
   const auto values = t.contiguous();
-  return Eigen::Map<const mwm::feature_rows<Scalar>>(values.template data_ptr<Scalar>(),
-                                                     t.size(0), t.size(1));
+  return Eigen::Map<const mwm::feature_rows<Scalar>>(values.template data_ptr<Scalar>(), t.size(0),
+                                                     t.size(1));
 }
 
 template <typename Scalar, typename Derived>
@@ -78,8 +78,8 @@ inline std::tuple<at::Tensor, at::Tensor> coral_loss_eigen(const at::Tensor& x,
   check_coral_features(x, y);
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mwm::coral_loss_eigen", [&] {
     return translate_errors([&] {
-      const auto result = mwm::coral_forward(coral_eigen::rows_of<scalar_t>(x),
-                                             coral_eigen::rows_of<scalar_t>(y));
+      const auto result =
+          mwm::coral_forward(coral_eigen::rows_of<scalar_t>(x), coral_eigen::rows_of<scalar_t>(y));
       return std::make_tuple(at::scalar_tensor(result.loss, x.options()),
                              coral_eigen::tensor_of<scalar_t>(result.cov_diff, x.options()));
     });
@@ -96,10 +96,9 @@ inline std::tuple<at::Tensor, at::Tensor> coral_loss_backward_eigen(
       const covariance diff = coral_eigen::rows_of<scalar_t>(cov_diff);
       std::optional<covariance> incoming;
       if (grad_cov_diff) incoming = coral_eigen::rows_of<scalar_t>(*grad_cov_diff);
-      const auto grads = mwm::coral_backward(coral_eigen::rows_of<scalar_t>(x),
-                                             coral_eigen::rows_of<scalar_t>(y), diff,
-                                             grad_loss.item<scalar_t>(),
-                                             incoming ? &*incoming : nullptr);
+      const auto grads =
+          mwm::coral_backward(coral_eigen::rows_of<scalar_t>(x), coral_eigen::rows_of<scalar_t>(y),
+                              diff, grad_loss.item<scalar_t>(), incoming ? &*incoming : nullptr);
       return std::make_tuple(coral_eigen::tensor_of<scalar_t>(grads.grad_x, x.options()),
                              coral_eigen::tensor_of<scalar_t>(grads.grad_y, y.options()));
     });

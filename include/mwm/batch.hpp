@@ -39,9 +39,8 @@ inline bool pooling_checks_its_output(const pool_options& options) {
 // With `read_raw` pixels are read as they are and the result is false when a prompt's score
 // came out non-finite (the caller then names the pixel with validate_pooled_pixels); without
 // it non-finite pixels count as zero and the result is true.
-inline bool pool_sample_range(const pooling_request& request, const float* heatmaps,
-                              float* scores, std::int64_t begin, std::int64_t end,
-                              bool read_raw) {
+inline bool pool_sample_range(const pooling_request& request, const float* heatmaps, float* scores,
+                              std::int64_t begin, std::int64_t end, bool read_raw) {
   const std::int64_t pixels = request.shape.num_pixels();
   const std::int64_t n = request.grid.num_patches();
   const grid_shape grid = request.grid;
@@ -64,9 +63,8 @@ inline bool pool_sample_range(const pooling_request& request, const float* heatm
     }
     if (!finite) return false;
     for (std::int64_t i = 0; i < n; ++i) {
-      scores[b * n + i] =
-          combine_prompt_scores_at(per_prompt.data(), request.prompts, n, request.combine,
-                                   request.prompt_weights.data(), i);
+      scores[b * n + i] = combine_prompt_scores_at(
+          per_prompt.data(), request.prompts, n, request.combine, request.prompt_weights.data(), i);
     }
   }
   return true;
@@ -82,17 +80,18 @@ inline void heatmaps_to_scores(const pooling_request& request, const float* heat
   validate_prompt_weights(request.prompts, request.combine, request.prompt_weights);
   const bool read_raw = detail::pooling_checks_its_output(request.options);
   if (!read_raw) {
-    validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape,
-                           request.grid, request.options, "heatmaps");
+    validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape, request.grid,
+                           request.options, "heatmaps");
   }
   std::atomic<bool> finite{true};
-  detail::parallel_chunks(request.batch, request.threads, [&](std::int64_t begin,
-                                                              std::int64_t end) {
-    if (!pool_sample_range(request, heatmaps, scores, begin, end, read_raw)) finite = false;
-  });
+  detail::parallel_chunks(request.batch, request.threads,
+                          [&](std::int64_t begin, std::int64_t end) {
+                            if (!pool_sample_range(request, heatmaps, scores, begin, end, read_raw))
+                              finite = false;
+                          });
   if (!finite) {  // throws, naming the first non-finite pixel of the batch
-    validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape,
-                           request.grid, request.options, "heatmaps");
+    validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape, request.grid,
+                           request.options, "heatmaps");
   }
 }
 

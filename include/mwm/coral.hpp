@@ -56,7 +56,8 @@ void require_features(const Eigen::MatrixBase<Derived>& x, const char* name) {
 }
 
 template <typename DerivedX, typename DerivedY>
-void require_same_width(const Eigen::MatrixBase<DerivedX>& x, const Eigen::MatrixBase<DerivedY>& y) {
+void require_same_width(const Eigen::MatrixBase<DerivedX>& x,
+                        const Eigen::MatrixBase<DerivedY>& y) {
   require(x.cols() == y.cols(), "y.cols", y.cols(),
           "must equal x.cols = " + std::to_string(x.cols()) + " (the feature dimension d)");
 }
@@ -68,9 +69,13 @@ struct eigen_coral_backend {
   using row_vector = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
 
   template <typename Derived>
-  static Eigen::Index rows(const Eigen::MatrixBase<Derived>& x) { return x.rows(); }
+  static Eigen::Index rows(const Eigen::MatrixBase<Derived>& x) {
+    return x.rows();
+  }
   template <typename Derived>
-  static Eigen::Index cols(const Eigen::MatrixBase<Derived>& x) { return x.cols(); }
+  static Eigen::Index cols(const Eigen::MatrixBase<Derived>& x) {
+    return x.cols();
+  }
 
   template <typename Derived>
   static row_vector column_means(const Eigen::MatrixBase<Derived>& x) {
@@ -78,13 +83,15 @@ struct eigen_coral_backend {
   }
 
   template <typename Derived>
-  static feature_rows<Scalar> centered(const Eigen::MatrixBase<Derived>& x, const row_vector& mean) {
+  static feature_rows<Scalar> centered(const Eigen::MatrixBase<Derived>& x,
+                                       const row_vector& mean) {
     return x.rowwise() - mean;
   }
 
   static covariance_matrix<Scalar> gram(const feature_rows<Scalar>& a, double alpha) {
     covariance_matrix<Scalar> out = covariance_matrix<Scalar>::Zero(a.cols(), a.cols());
-    out.template selfadjointView<Eigen::Lower>().rankUpdate(a.transpose(), static_cast<Scalar>(alpha));
+    out.template selfadjointView<Eigen::Lower>().rankUpdate(a.transpose(),
+                                                            static_cast<Scalar>(alpha));
     out.template triangularView<Eigen::StrictlyUpper>() = out.transpose();
     return out;
   }
@@ -106,7 +113,8 @@ struct eigen_coral_backend {
   }
 
   template <typename Derived>
-  static void add_with_transpose(covariance_matrix<Scalar>& w, const Eigen::MatrixBase<Derived>& g) {
+  static void add_with_transpose(covariance_matrix<Scalar>& w,
+                                 const Eigen::MatrixBase<Derived>& g) {
     w += g + g.transpose();
   }
 
@@ -155,8 +163,8 @@ struct coral_forward_result {
 
 // The loss and cov(x) - cov(y). x (n, d) and y (m, d) need n, m >= 2, the same d, finite values.
 template <typename DerivedX, typename DerivedY>
-coral_forward_result<typename DerivedX::Scalar> coral_forward(const Eigen::MatrixBase<DerivedX>& x,
-                                                              const Eigen::MatrixBase<DerivedY>& y) {
+coral_forward_result<typename DerivedX::Scalar> coral_forward(
+    const Eigen::MatrixBase<DerivedX>& x, const Eigen::MatrixBase<DerivedY>& y) {
   using Scalar = typename DerivedX::Scalar;
   detail::require_same_width(x, y);
   detail::require_features(x, "x");
@@ -179,10 +187,11 @@ covariance_matrix<Scalar> coral_gradient_weight(const covariance_matrix<Scalar>&
                                                 Scalar grad_loss,
                                                 const covariance_matrix<Scalar>* grad_cov_diff) {
   if (grad_cov_diff != nullptr) {
-    detail::require(grad_cov_diff->rows() == cov_diff.rows() && grad_cov_diff->cols() == cov_diff.cols(),
-                    "grad_cov_diff.rows", grad_cov_diff->rows(),
-                    "must match cov_diff, " + std::to_string(cov_diff.rows()) + " x " +
-                        std::to_string(cov_diff.cols()));
+    detail::require(
+        grad_cov_diff->rows() == cov_diff.rows() && grad_cov_diff->cols() == cov_diff.cols(),
+        "grad_cov_diff.rows", grad_cov_diff->rows(),
+        "must match cov_diff, " + std::to_string(cov_diff.rows()) + " x " +
+            std::to_string(cov_diff.cols()));
   }
   return coral_math::gradient_weight<detail::eigen_coral_backend<Scalar>>(cov_diff, grad_loss,
                                                                           grad_cov_diff);
@@ -200,8 +209,8 @@ void coral_input_gradient(const Eigen::MatrixBase<Derived>& x,
                   weight.rows(), "must be d x d with d = " + std::to_string(x.cols()));
   detail::require(out.rows() == x.rows() && out.cols() == x.cols(), "out.rows", out.rows(),
                   "must have the shape of x");
-  out = coral_math::input_gradient<detail::eigen_coral_backend<Scalar>>(
-      x, weight, static_cast<double>(sign));
+  out = coral_math::input_gradient<detail::eigen_coral_backend<Scalar>>(x, weight,
+                                                                        static_cast<double>(sign));
 }
 
 template <typename Scalar>
@@ -222,7 +231,8 @@ coral_gradients<typename DerivedX::Scalar> coral_backward(
   detail::require(cov_diff.rows() == x.cols() && cov_diff.cols() == x.cols(), "cov_diff.rows",
                   cov_diff.rows(), "must be d x d with d = " + std::to_string(x.cols()));
   using backend = detail::eigen_coral_backend<Scalar>;
-  const covariance_matrix<Scalar> weight = coral_gradient_weight(cov_diff, grad_loss, grad_cov_diff);
+  const covariance_matrix<Scalar> weight =
+      coral_gradient_weight(cov_diff, grad_loss, grad_cov_diff);
   return {coral_math::input_gradient<backend>(x, weight, 1.0),
           coral_math::input_gradient<backend>(y, weight, -1.0)};
 }

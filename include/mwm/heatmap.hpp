@@ -92,7 +92,8 @@ MWM_HOST_DEVICE MWM_INLINE void add_row_to_lanes(const float* row, std::int64_t 
     for (int k = 0; k < mean_lanes; ++k)
       lanes[k] += static_cast<double>(read_pixel<ZeroNonFinite>(row, x + k));
   }
-  for (int k = 0; x < end; ++x, ++k) lanes[k] += static_cast<double>(read_pixel<ZeroNonFinite>(row, x));
+  for (int k = 0; x < end; ++x, ++k)
+    lanes[k] += static_cast<double>(read_pixel<ZeroNonFinite>(row, x));
 }
 
 MWM_HOST_DEVICE MWM_INLINE double sum_of_lanes(const double* lanes) {
@@ -106,16 +107,15 @@ MWM_HOST_DEVICE MWM_INLINE double sum_of_lanes(const double* lanes) {
 template <bool ZeroNonFinite>
 MWM_HOST_DEVICE MWM_INLINE float pool_cell_reading(const float* heat, heatmap_shape shape,
                                                    grid_shape grid, pool_options options,
-                                                   std::int64_t d, std::int64_t h,
-                                                   std::int64_t w) {
+                                                   std::int64_t d, std::int64_t h, std::int64_t w) {
   if (options.reduction == pool_reduction::nearest) {
     return read_pixel<ZeroNonFinite>(heat, nearest_pixel(shape, grid, d, h, w));
   }
   const auto rd = adaptive_range(d, shape.depth, grid.depth);
   const auto rh = adaptive_range(h, shape.height, grid.height);
   const auto rw = adaptive_range(w, shape.width, grid.width);
-  const auto count = static_cast<double>((rd.end - rd.begin) * (rh.end - rh.begin) *
-                                         (rw.end - rw.begin));
+  const auto count =
+      static_cast<double>((rd.end - rd.begin) * (rh.end - rh.begin) * (rw.end - rw.begin));
   if (options.reduction == pool_reduction::mean) {
     double lanes[mean_lanes] = {};
     for (auto z = rd.begin; z < rd.end; ++z)
@@ -144,9 +144,9 @@ MWM_HOST_DEVICE MWM_INLINE float pool_cell_reading(const float* heat, heatmap_sh
 
 // Score of patch (d, h, w) of `grid` from one heatmap; non-finite values count as zero (callers
 // that must reject them check first with first_non_finite_pooled).
-MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shape,
-                                           grid_shape grid, pool_options options,
-                                           std::int64_t d, std::int64_t h, std::int64_t w) {
+MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shape, grid_shape grid,
+                                           pool_options options, std::int64_t d, std::int64_t h,
+                                           std::int64_t w) {
   return detail::pool_cell_reading<true>(heat, shape, grid, options, d, h, w);
 }
 
@@ -221,10 +221,8 @@ inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid
 }
 
 // Combines the scores of `prompts` prompts (prompt-major, prompts x patches) for one patch.
-MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores,
-                                                          std::int64_t prompts,
-                                                          std::int64_t patches,
-                                                          prompt_combine mode,
+MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores, std::int64_t prompts,
+                                                          std::int64_t patches, prompt_combine mode,
                                                           const float* weights,
                                                           std::int64_t patch) {
   if (mode == prompt_combine::max) {
@@ -247,8 +245,8 @@ inline void validate_prompt_weights(std::int64_t prompts, prompt_combine mode,
   detail::require(prompts > 0, "prompts", prompts, "must be positive");
   if (mode != prompt_combine::weighted_sum) return;
   detail::require(static_cast<std::int64_t>(weights.size()) == prompts, "prompt_weights size",
-                  weights.size(), "must equal the number of prompts (" +
-                                      detail::to_text(prompts) + ")");
+                  weights.size(),
+                  "must equal the number of prompts (" + detail::to_text(prompts) + ")");
   for (std::size_t k = 0; k < weights.size(); ++k) {
     detail::require(detail::is_finite_value(weights[k]), "prompt_weights", weights[k],
                     "must be finite");

@@ -73,7 +73,8 @@ inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* 
     std::copy(order + visible, order + visible + count, out.ids_masked);
   }
   if (out.ids_restore) {
-    for (std::int64_t position = 0; position < n; ++position) out.ids_restore[order[position]] = position;
+    for (std::int64_t position = 0; position < n; ++position)
+      out.ids_restore[order[position]] = position;
   }
   if (out.mask) {
     for (std::int64_t position = 0; position < n; ++position)
@@ -92,8 +93,8 @@ inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* 
 template <typename T>
 MWM_HOST_DEVICE MWM_INLINE T upsampled_value(const T* per_patch, grid_shape grid,
                                              std::int64_t factor_d, std::int64_t factor_h,
-                                             std::int64_t factor_w, std::int64_t d,
-                                             std::int64_t h, std::int64_t w) {
+                                             std::int64_t factor_w, std::int64_t d, std::int64_t h,
+                                             std::int64_t w) {
   return per_patch[grid.index(d / factor_d, h / factor_h, w / factor_w)];
 }
 

@@ -78,8 +78,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_pool_count(const policy_params& p, 
   return pool < masked ? pool : masked;
 }
 
-MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_reveal_count(const policy_params& p,
-                                                          std::int64_t n) {
+MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_reveal_count(const policy_params& p, std::int64_t n) {
   const auto reveal = static_cast<std::int64_t>(static_cast<double>(n) * p.hint_share);
   const std::int64_t pool = hint_pool_count(p, n);
   return reveal < pool ? reveal : pool;
@@ -119,9 +118,8 @@ MWM_HOST_DEVICE MWM_INLINE int num_groups(const policy_params& p) {
 }
 
 // Visible count of each group from the group sizes (n = sum of sizes).
-MWM_HOST_DEVICE MWM_INLINE void plan_keep_counts(const policy_params& p,
-                                                 const std::int64_t* sizes, std::int64_t n,
-                                                 std::int64_t* keep) {
+MWM_HOST_DEVICE MWM_INLINE void plan_keep_counts(const policy_params& p, const std::int64_t* sizes,
+                                                 std::int64_t n, std::int64_t* keep) {
   switch (p.kind) {
     case policy_kind::per_region:
       for (int r = 0; r < p.num_regions; ++r)
@@ -164,8 +162,7 @@ MWM_HOST_DEVICE MWM_INLINE selection_key patch_key(const policy_params& p, std::
                                                    std::uint64_t global_sample_index,
                                                    std::uint32_t index, float score) {
   if (p.kind == policy_kind::weighted) {
-    return weighted_key(seed, global_sample_index, index,
-                        weight_q16(score, p.weight_floor_q16));
+    return weighted_key(seed, global_sample_index, index, weight_q16(score, p.weight_floor_q16));
   }
   return random_key(seed, global_sample_index, index);
 }
@@ -330,8 +327,7 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
       return;
     case policy_kind::block:
       ws.flags.resize(static_cast<std::size_t>(n));
-      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed,
-                   global_sample_index);
+      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed, global_sample_index);
       for (std::int64_t i = 0; i < n; ++i) ws.groups[i] = ws.flags[i];
       return;
     case policy_kind::loss_guided:

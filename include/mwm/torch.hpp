@@ -162,8 +162,8 @@ inline at::Tensor patch_scores(const at::Tensor& heatmaps, grid_shape grid,
   const float* values = input.data_ptr<float>();
   const bool read_raw = mwm::detail::pooling_checks_its_output(options);
   if (!read_raw) {
-    validate_pooled_pixels(values, request.batch * request.prompts, request.shape, grid,
-                           options, "heatmaps");
+    validate_pooled_pixels(values, request.batch * request.prompts, request.shape, grid, options,
+                           "heatmaps");
   }
   std::atomic<bool> finite{true};
   at::parallel_for(0, request.batch, 1, [&](int64_t begin, int64_t end) {
@@ -172,8 +172,8 @@ inline at::Tensor patch_scores(const at::Tensor& heatmaps, grid_shape grid,
     }
   });
   if (!finite) {  // throws, naming the first non-finite pixel of the batch
-    validate_pooled_pixels(values, request.batch * request.prompts, request.shape, grid,
-                           options, "heatmaps");
+    validate_pooled_pixels(values, request.batch * request.prompts, request.shape, grid, options,
+                           "heatmaps");
   }
   return scores;
 }
@@ -182,9 +182,9 @@ namespace detail {
 
 template <typename Assign>
 at::Tensor regions_of(const at::Tensor& scores, nan_policy non_finite, Assign assign) {
-  require_tensor(scores.device().is_cpu() && scores.scalar_type() == at::kFloat &&
-                     scores.dim() == 2,
-                 "scores", scores, "must be a (B, N) float32 CPU tensor");
+  require_tensor(
+      scores.device().is_cpu() && scores.scalar_type() == at::kFloat && scores.dim() == 2, "scores",
+      scores, "must be a (B, N) float32 CPU tensor");
   const auto input = scores.contiguous();
   auto regions = at::empty(input.sizes(), input.options().dtype(at::kInt));
   if (input.numel() == 0) return regions;
@@ -205,8 +205,7 @@ inline at::Tensor regions_from_thresholds(const at::Tensor& scores,
   validate_thresholds(thresholds);
   return detail::regions_of(scores, non_finite,
                             [&](const float* s, int64_t rows, int64_t n, int32_t* out) {
-                              regions_by_thresholds(s, rows, n, thresholds, out,
-                                                    nan_policy::zero);
+                              regions_by_thresholds(s, rows, n, thresholds, out, nan_policy::zero);
                             });
 }
 
@@ -216,8 +215,7 @@ inline at::Tensor regions_from_quantiles(const at::Tensor& scores,
   validate_quantile_shares(quantiles);
   return detail::regions_of(scores, non_finite,
                             [&](const float* s, int64_t rows, int64_t n, int32_t* out) {
-                              regions_by_quantiles(s, rows, n, quantiles, out, nan_policy::zero,
-                                                   1);
+                              regions_by_quantiles(s, rows, n, quantiles, out, nan_policy::zero, 1);
                             });
 }
 
@@ -272,8 +270,8 @@ inline void require_finite_features(const at::Tensor& x, const char* name) {
   if (bad.size(0) == 0) return;
   const int64_t i = bad[0][0].item<int64_t>();
   const int64_t j = bad[0][1].item<int64_t>();
-  const std::string where = std::string(name) + "[" + std::to_string(i) + ", " +
-                            std::to_string(j) + "]";
+  const std::string where =
+      std::string(name) + "[" + std::to_string(i) + ", " + std::to_string(j) + "]";
   mwm::detail::require(false, where.c_str(), x[i][j].item<double>(),
                        "features must be finite (no NaN or Inf)");
 }

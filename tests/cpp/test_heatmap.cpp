@@ -34,8 +34,8 @@ reference_pool brute_force_cell(const std::vector<float>& heat, mwm::heatmap_sha
   for (std::int64_t z = 0; z < shape.depth; ++z)
     for (std::int64_t y = 0; y < shape.height; ++y)
       for (std::int64_t x = 0; x < shape.width; ++x) {
-        if (!overlaps(z, d, shape.depth, grid.depth) || !overlaps(y, h, shape.height, grid.height) ||
-            !overlaps(x, w, shape.width, grid.width))
+        if (!overlaps(z, d, shape.depth, grid.depth) ||
+            !overlaps(y, h, shape.height, grid.height) || !overlaps(x, w, shape.width, grid.width))
           continue;
         const float v = heat[static_cast<std::size_t>((z * shape.height + y) * shape.width + x)];
         pool.sum += v;
@@ -72,8 +72,8 @@ TEST_CASE("mean, max and fraction pooling equal brute-force references", "[heatm
     INFO("grid " << c.grid.depth << "x" << c.grid.height << "x" << c.grid.width << ", heatmap "
                  << c.shape.depth << "x" << c.shape.height << "x" << c.shape.width);
     const auto heat = mwm_test::random_scores(rng, c.shape.num_pixels(), false);
-    for (auto reduction : {mwm::pool_reduction::mean, mwm::pool_reduction::max,
-                           mwm::pool_reduction::fraction}) {
+    for (auto reduction :
+         {mwm::pool_reduction::mean, mwm::pool_reduction::max, mwm::pool_reduction::fraction}) {
       mwm::pool_options options;
       options.reduction = reduction;
       options.threshold = 0.4f;
@@ -142,13 +142,15 @@ TEST_CASE("nearest pooling reproduces PyTorch's float index rule", "[heatmap]") 
     INFO(f.in << " -> " << out);
     // Along the width: a heatmap row whose value is its column index.
     std::vector<float> row(static_cast<std::size_t>(f.in));
-    for (std::int64_t x = 0; x < f.in; ++x) row[static_cast<std::size_t>(x)] = static_cast<float>(x);
+    for (std::int64_t x = 0; x < f.in; ++x)
+      row[static_cast<std::size_t>(x)] = static_cast<float>(x);
     mwm::pool_options options;
     options.reduction = mwm::pool_reduction::nearest;
     std::vector<float> scores(static_cast<std::size_t>(out));
     mwm::pool_heatmap(row.data(), {1, 1, f.in}, mwm::make_grid_2d(1, out), options, scores.data());
     for (std::int64_t i = 0; i < out; ++i)
-      CHECK(scores[static_cast<std::size_t>(i)] == static_cast<float>(f.sources[static_cast<std::size_t>(i)]));
+      CHECK(scores[static_cast<std::size_t>(i)] ==
+            static_cast<float>(f.sources[static_cast<std::size_t>(i)]));
     // The same rule along the height and the depth.
     std::vector<float> column_scores(static_cast<std::size_t>(out));
     mwm::pool_heatmap(row.data(), {1, f.in, 1}, mwm::make_grid_2d(out, 1), options,
@@ -230,7 +232,8 @@ TEST_CASE("nan_policy::zero pools non-finite pixels as zeros", "[heatmap]") {
   auto heat = mwm_test::random_scores(rng, 400, false);
   auto zeroed = heat;
   for (std::size_t i : {3u, 77u, 150u, 399u}) {
-    heat[i] = i % 2 ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+    heat[i] =
+        i % 2 ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
     zeroed[i] = 0.0f;
   }
   heat[200] = -std::numeric_limits<float>::infinity();

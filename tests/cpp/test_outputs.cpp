@@ -152,10 +152,10 @@ TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "
     std::vector<mwm::selection_key> keys(n);
     for (std::size_t i = 0; i < n; ++i) {
       std::uint64_t high = rng();
-      if (spread == 0) high = 7;                                  // one high word for all
-      if (spread == 1) high = 0x3f000000u + (high & 0xff);        // a narrow range
-      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;      // the two extremes
-      if (spread == 3) high = high % 5 == 0 ? high : 12345;       // one crowded bucket
+      if (spread == 0) high = 7;                              // one high word for all
+      if (spread == 1) high = 0x3f000000u + (high & 0xff);    // a narrow range
+      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;  // the two extremes
+      if (spread == 3) high = high % 5 == 0 ? high : 12345;   // one crowded bucket
       keys[i] = mwm::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
     }
     std::shuffle(keys.begin(), keys.end(), rng);
@@ -173,9 +173,9 @@ TEST_CASE("radix_sort_keys equals std::sort, on any keys and on the high words a
   std::vector<mwm::selection_key> scratch;
   for (int trial = 0; trial < 400; ++trial) {
     // Sizes on both sides of the insertion-sort cut-off, and a few past 2^16.
-    const auto n = static_cast<std::size_t>(
-        trial % 50 == 0 ? mwm_test::uniform_int(rng, 65536, 70000)
-                        : mwm_test::uniform_int(rng, 0, 700));
+    const auto n =
+        static_cast<std::size_t>(trial % 50 == 0 ? mwm_test::uniform_int(rng, 65536, 70000)
+                                                 : mwm_test::uniform_int(rng, 0, 700));
     const auto spread = mwm_test::uniform_int(rng, 0, 5);
     std::vector<mwm::selection_key> keys(n);
     for (std::size_t i = 0; i < n; ++i) {
