@@ -4,10 +4,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdio>
+#include <cstdio>  // printf of the loss kernels' traps (cuda/loss.cu)
 #include <stdexcept>
 #include <string>
 
+#include "launch_plans.hpp"
+#include "mwm/data_error.hpp"
 #include "mwm/heatmap.hpp"
 
 #ifndef CUB_WRAPPED_NAMESPACE
@@ -18,30 +20,54 @@
 namespace mwm {
 namespace gpu {
 
-// Invalid data found by a kernel. The host cannot hear of it without a synchronization, so the
-// thread prints the message the CPU path would raise and traps: the stream fails with an
-// unspecified launch failure, as it does after PyTorch's device-side asserts.
-__device__ inline void fail_integer(const char* argument, std::int64_t index, std::int64_t value,
-                                    const char* requirement) {
-  printf("mwm: %s[%lld] = %lld: %s\n", argument, static_cast<long long>(index),
-         static_cast<long long>(value), requirement);
-  __trap();
+// Bad data found by a kernel (an id out of range, a NaN under nan_policy::error) never traps:
+// the thread records it into the device's error slot and the kernel goes on with a safe value,
+// so the stream and the CUDA context stay usable and the host raises the CPU path's message
+// later (mwm_cuda.hpp, "data errors"; docs/design.md, "CUDA error contract").
+struct error_sink {
+  data_error_slot* slot = nullptr;
+  unsigned long long launch = 0;  // the launcher call: the first call that records owns the slot
+};
+
+// Records `e` under `key` (data_error_key) unless the slot holds an error of an earlier
+// launcher call or one with a smaller key: the first error of the first failing call is kept
+// whatever order the threads run in. The lock orders the writers of `error`; only failing
+// threads take it.
+__device__ inline void record_data_error(const error_sink& sink, std::uint64_t key,
+                                         const data_error& e) {
+  data_error_slot* s = sink.slot;
+  const unsigned long long owner = atomicCAS(&s->owner, 0ull, sink.launch);
+  if (owner != 0ull && owner != sink.launch) return;
+  const auto inverted = static_cast<unsigned long long>(~key);
+  if (atomicMax(&s->inverted_key, inverted) >= inverted) return;
+  while (atomicCAS(&s->lock, 0u, 1u) != 0u) {
+  }
+  __threadfence();
+  // A thread with a smaller key may have raised inverted_key since: it writes after us.
+  if (atomicMax(&s->inverted_key, 0ull) == inverted) s->error = e;
+  __threadfence();
+  atomicExch(&s->lock, 0u);
 }
 
-__device__ inline void fail_non_finite(const char* argument, std::int64_t index, float value) {
-  printf("mwm: %s[%lld] = %f: NaN or infinity (pass nan_policy=zero to treat it as zero)\n",
-         argument, static_cast<long long>(index), static_cast<double>(value));
-  __trap();
-}
-
-// Reads values[index], trapping on NaN or infinity when the policy says they are errors.
+// Reads values[index]; a NaN or infinity under nan_policy::error is recorded and read as 0.
+// `phase` orders it after the checks the CPU path runs first (data_error_key).
 __device__ inline float checked_value(const float* values, std::int64_t index,
-                                      nan_policy non_finite, const char* argument) {
+                                      nan_policy non_finite, data_argument argument,
+                                      const error_sink& errors, int phase = 0) {
   const float v = values[index];
-  if (non_finite == nan_policy::error && !detail::is_finite_value(v))
-    fail_non_finite(argument, index, v);
-  return v;
+  if (non_finite == nan_policy::zero) return detail::finite_or_zero(v);
+  data_error bad;
+  if (finite_or_error(v, argument, index, &bad)) return v;
+  record_data_error(errors, data_error_key(phase, index), bad);
+  return 0.0f;
 }
+
+// The launchers' side of the slot (device_errors.cu). A launcher whose kernels check data
+// calls begin_checked_launch first (it raises, without waiting, an error that an earlier call
+// recorded and that has reached the host) and end_checked_launch after its last kernel (it
+// starts the copy of the slot to the host, or, under sync errors, waits and raises).
+error_sink begin_checked_launch(cudaStream_t stream);
+void end_checked_launch(cudaStream_t stream);
 
 // Raised on the host when an enqueue fails (bad configuration, a sticky error from before).
 inline void check_cuda(cudaError_t status, const char* what) {
@@ -52,13 +78,6 @@ inline void check_cuda(cudaError_t status, const char* what) {
 }
 
 inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
-
-// Blocks of `threads` covering `count` elements, for grid-stride loops that cover the rest.
-inline unsigned int blocks_for(std::int64_t count, int threads) {
-  const std::int64_t wanted = (count + threads - 1) / threads;
-  const std::int64_t limit = std::int64_t(1) << 20;  // grid-stride loops cover the remainder
-  return static_cast<unsigned int>(wanted < 1 ? 1 : (wanted > limit ? limit : wanted));
-}
 
 // Device scratch carved out of the caller's workspace, each piece aligned to 256 bytes. With a
 // null base it only counts, so one function both sizes and lays out a workspace.
@@ -84,8 +103,8 @@ class workspace_carver {
 
 inline void require_workspace(std::size_t given, std::size_t needed, const char* launcher) {
   if (given < needed) {
-    throw error(std::string("mwm: workspace_bytes = ") + std::to_string(given) + ": " +
-                launcher + " needs " + std::to_string(needed) + " bytes");
+    throw error(std::string("mwm: workspace_bytes = ") + std::to_string(given) + ": " + launcher +
+                " needs " + std::to_string(needed) + " bytes");
   }
 }
 

@@ -1,10 +1,11 @@
-// The fused masked reconstruction loss: one thread per patch through the core's per-patch
-// functions (loss_steps.cuh), partial sums per block with cub::BlockReduce, and a one-block
-// second pass that adds the partials in a fixed order. The backward writes grad_pred only.
+// The fused masked reconstruction loss on the GPU, in the reduction order of mwm/loss_order.hpp
+// (docs/cuda.md, "The loss kernels"): a warp per patch whose lanes read the patch in place
+// (coalesced: consecutive lanes read consecutive elements of a patch vector), the lane sums
+// added by a shuffle tree; per-patch values added by blocks of 256 in chunks, and one block
+// adding the chunk totals level by level. No float atomics: every sum has one order, the CPU's.
+// The backward writes grad_pred only.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
-#include <cub/block/block_reduce.cuh>
 
 #include "device_checks.cuh"
 #include "loss_steps.cuh"
@@ -14,104 +15,147 @@ namespace mwm {
 namespace gpu {
 namespace {
 
-constexpr int loss_threads = 256;
+constexpr unsigned int full_warp = 0xFFFFFFFFu;
 
-template <typename Acc>
-using block_sum = CUB_NS_QUALIFIER::BlockReduce<Acc, loss_threads>;
+// The device side of a warp: lane `lane` of the warp running the patch; the collective is the
+// halving tree as a shuffle-down sequence (host_shuffle_tree in loss_steps.cuh spells out that
+// it is lane_total), broadcast from lane 0.
+struct device_warp {
+  int lane;
 
-__device__ inline void fail_non_finite_target(std::int64_t index, std::int64_t n) {
-  printf("mwm: target has a non-finite value (NaN or Inf) in sample %lld, patch %lld, which the "
-         "loss reads (a masked patch)\n",
-         static_cast<long long>(index / n), static_cast<long long>(index % n));
-  __trap();
-}
+  template <typename F>
+  __device__ auto total(F&& per_lane) -> decltype(per_lane(0)) {
+    auto v = per_lane(lane);
+#pragma unroll
+    for (int s = loss_lanes / 2; s > 0; s /= 2) v += __shfl_down_sync(full_warp, v, s);
+    return __shfl_sync(full_warp, v, 0);
+  }
 
-// The device side of finish_loss's report (nonfinite "error"): the same words as the CPU path.
-__device__ inline void fail_loss_fault(loss_fault fault, std::int64_t index, std::int64_t n) {
-  const char* what = fault == loss_fault::weight ? "weight is not finite (NaN or Inf)"
-                     : fault == loss_fault::pred ? "pred has a non-finite value (NaN or Inf)"
-                                                 : "the loss overflows (finite inputs)";
-  printf("mwm: %s in sample %lld, patch %lld, which the loss reads (a masked patch); nonfinite = "
-         "\"propagate\" returns the non-finite loss instead\n",
-         what, static_cast<long long>(index / n), static_cast<long long>(index % n));
-  __trap();
-}
+  template <typename F>
+  __device__ void each_lane(F&& f) {
+    f(lane);
+  }
+};
 
-// Pass 1 of the forward: c * err per patch (kept for reduction none) and per-block sums of the
-// losses and of the coefficients. Under nonfinite "error", a non-finite patch loss traps.
+// Forward, pass 1: a warp per patch writes c * err to per_patch[i]. A non-finite target patch
+// the loss reads, and under nonfinite "error" a non-finite patch loss, is recorded in the
+// device's error slot (device_checks.cuh), raised later with finish_loss's message; the kernel
+// goes on (the loss then holds the non-finite value).
 template <typename Acc, typename P, typename T>
-__global__ void __launch_bounds__(loss_threads)
+__global__ void __launch_bounds__(loss_block_threads)
     patch_losses_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, Acc* per_patch,
-                        Acc* block_losses, Acc* block_coefficients) {
-  __shared__ typename block_sum<Acc>::TempStorage storage[2];
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * loss_threads + threadIdx.x;
-  Acc coefficient = Acc(0);
-  Acc loss = Acc(0);
-  if (i < count) {
-    if (!patch_loss_at(in, i, &coefficient, &loss))
-      fail_non_finite_target(i, in.geometry.grid.num_patches());
-    if (in.options.nonfinite == nonfinite_policy::error) {
-      const loss_fault fault = patch_loss_fault(in, i, loss);
-      if (fault != loss_fault::none) fail_loss_fault(fault, i, in.geometry.grid.num_patches());
+                        const error_sink errors) {
+  device_warp warp{static_cast<int>(threadIdx.x % loss_lanes)};
+  const int w = static_cast<int>(threadIdx.x / loss_lanes);
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_warps_per_block;
+  for (std::int64_t i = first_patch_of_warp(blockIdx.x, w); i < count; i += step) {
+    const warp_patch_result<Acc> r = warp_patch_loss(in, i, warp);
+    if (warp.lane != 0) continue;
+    loss_fault fault = r.target_finite ? loss_fault::none : loss_fault::target;
+    if (fault == loss_fault::none && in.options.nonfinite == nonfinite_policy::error)
+      fault = patch_loss_fault(in, i, r.loss);
+    if (fault != loss_fault::none) {
+      const loss_data_error bad = patch_data_error(in, fault, i);
+      record_data_error(errors, bad.key, bad.error);
     }
-    if (per_patch) per_patch[i] = loss;
-  }
-  if (block_losses == nullptr) return;  // the same for every thread of the block
-  const Acc losses = block_sum<Acc>(storage[0]).Sum(loss);
-  const Acc coefficients = block_sum<Acc>(storage[1]).Sum(coefficient);
-  if (threadIdx.x == 0) {
-    block_losses[blockIdx.x] = losses;
-    block_coefficients[blockIdx.x] = coefficients;
+    per_patch[i] = r.loss;
   }
 }
 
-// Pass 1 of the backward: per-block sums of the coefficients (the denominator's sum(c)).
+// The halving tree of the block's 256 values a[threadIdx.x], in shared memory; thread 0 ends
+// with the total in a[0].
 template <typename Acc>
-__global__ void __launch_bounds__(loss_threads)
-    coefficients_kernel(const std::uint8_t* mask, const Acc* weight, std::int64_t count,
-                        Acc* block_coefficients) {
-  __shared__ typename block_sum<Acc>::TempStorage storage;
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * loss_threads + threadIdx.x;
-  const Acc c = i < count ? patch_coefficient(mask, weight, i) : Acc(0);
-  const Acc total = block_sum<Acc>(storage).Sum(c);
-  if (threadIdx.x == 0) block_coefficients[blockIdx.x] = total;
+__device__ inline void block_halving_tree(Acc* a) {
+  __syncthreads();
+#pragma unroll
+  for (int stride = loss_chunk / 2; stride > 0; stride /= 2) {
+    if (static_cast<int>(threadIdx.x) < stride) halving_step(a, stride, threadIdx.x);
+    __syncthreads();
+  }
 }
 
-// Pass 2, one block: thread t adds partials t, t + 256, ... in order, then one BlockReduce.
-// out = losses / denominator, or the denominator alone when `block_losses` is null. With
-// `check_finite` (nonfinite "error"), a non-finite reduced loss traps, except mean's 0/0 when
-// sum(mask * weight) == 0 (the patch kernel has already trapped on a non-finite patch loss).
+// Pass 2: block k adds chunk k of the per-patch losses (when given) and of the coefficients
+// c = mask * weight, each zero-padded, by the halving tree.
 template <typename Acc>
-__global__ void __launch_bounds__(loss_threads)
-    finish_kernel(const Acc* block_losses, const Acc* block_coefficients, std::int64_t blocks,
-                  loss_reduction reduction, bool check_finite, Acc* out) {
-  __shared__ typename block_sum<Acc>::TempStorage storage[2];
-  Acc losses = Acc(0);
-  Acc coefficients = Acc(0);
-  for (std::int64_t k = threadIdx.x; k < blocks; k += loss_threads) {
-    if (block_losses) losses += block_losses[k];
-    coefficients += block_coefficients[k];
-  }
-  losses = block_sum<Acc>(storage[0]).Sum(losses);
-  coefficients = block_sum<Acc>(storage[1]).Sum(coefficients);
+__global__ void __launch_bounds__(loss_chunk)
+    chunk_totals_kernel(const Acc* per_patch, const std::uint8_t* mask, const Acc* weight,
+                        std::int64_t count, Acc* chunk_losses, Acc* chunk_coefficients) {
+  __shared__ Acc losses[loss_chunk];
+  __shared__ Acc coefficients[loss_chunk];
+  const std::int64_t i = chunk_member(blockIdx.x, threadIdx.x);
+  coefficients[threadIdx.x] = i < count ? patch_coefficient(mask, weight, i) : Acc(0);
+  if (per_patch) losses[threadIdx.x] = i < count ? per_patch[i] : Acc(0);
+  block_halving_tree(coefficients);
+  if (per_patch) block_halving_tree(losses);
   if (threadIdx.x != 0) return;
+  chunk_coefficients[blockIdx.x] = coefficients[0];
+  if (per_patch) chunk_losses[blockIdx.x] = losses[0];
+}
+
+// The levels above the chunks, one block (host_finish_levels is its host stand-in): chunk k of
+// a level, zero-padded, is added by the halving tree and stored at values[k] in place.
+template <typename Acc>
+__device__ inline Acc finish_levels(Acc* values, std::int64_t m, Acc* a) {
+  if (m == 0) return Acc(0);  // no patches: the core's ordered_total of nothing
+  while (m > 1) {
+    const std::int64_t chunks = chunk_count(m);
+    for (std::int64_t k = 0; k < chunks; ++k) {
+      const std::int64_t at = chunk_member(k, threadIdx.x);
+      a[threadIdx.x] = at < m ? values[at] : Acc(0);
+      block_halving_tree(a);
+      if (threadIdx.x == 0) values[k] = a[0];
+      __syncthreads();  // values[k] is written before the next level reads it
+    }
+    __syncthreads();
+    m = chunks;
+  }
+  return values[0];
+}
+
+// Pass 3, one block: the totals of the chunk totals; out = losses / denominator, or the
+// denominator alone when `chunk_losses` is null. With `check_finite` (nonfinite "error"), a
+// non-finite reduced loss of finite patch losses (their sum overflows) still traps, except
+// mean's 0/0 when sum(mask * weight) == 0: the error slot has no code for it yet. A
+// non-finite patch loss has been recorded by the patch kernel, so this is skipped then.
+template <typename Acc>
+__global__ void __launch_bounds__(loss_chunk)
+    finish_kernel(Acc* chunk_losses, Acc* chunk_coefficients, std::int64_t chunks,
+                  const Acc* per_patch, std::int64_t count, loss_reduction reduction,
+                  bool check_finite, Acc* out) {
+  __shared__ Acc a[loss_chunk];
+  const Acc coefficients = finish_levels(chunk_coefficients, chunks, a);
+  const Acc losses = chunk_losses ? finish_levels(chunk_losses, chunks, a) : Acc(0);
   const Acc denominator = loss_denominator(reduction, coefficients);
-  out[0] = block_losses ? losses / denominator : denominator;
-  if (check_finite && block_losses && !detail::finite_value(out[0]) &&
-      !(reduction == loss_reduction::mean && coefficients == Acc(0))) {
+  const Acc value = chunk_losses ? losses / denominator : denominator;
+  // The same in every thread of the block: the scan below is a block-wide vote.
+  const bool suspicious = check_finite && chunk_losses && !detail::finite_value(value) &&
+                          !(reduction == loss_reduction::mean && coefficients == Acc(0));
+  bool bad_patch = false;
+  if (suspicious)
+    for (std::int64_t k = threadIdx.x; k < count; k += loss_chunk)
+      bad_patch = bad_patch || !detail::finite_value(per_patch[k]);
+  bad_patch = __syncthreads_or(bad_patch) != 0;
+  if (threadIdx.x != 0) return;
+  out[0] = value;
+  if (suspicious && !bad_patch) {
     printf("mwm: the reduced loss overflows (every patch's loss is finite, their sum is not); "
            "nonfinite = \"propagate\" returns the non-finite loss instead\n");
     __trap();
   }
 }
 
+// Backward: a warp per patch writes the patch's gradient (every element of grad_pred).
 template <typename Acc, typename P, typename T>
-__global__ void __launch_bounds__(loss_threads)
+__global__ void __launch_bounds__(loss_block_threads)
     patch_gradients_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count,
                            const Acc* grad_out, const Acc* denominator, P* grad,
                            const patch_strides gs) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * loss_threads + threadIdx.x;
-  if (i < count) patch_gradient_at(in, grad_out, denominator[0], grad, gs, i);
+  device_warp warp{static_cast<int>(threadIdx.x % loss_lanes)};
+  const int w = static_cast<int>(threadIdx.x / loss_lanes);
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_warps_per_block;
+  const Acc d = denominator[0];
+  for (std::int64_t i = first_patch_of_warp(blockIdx.x, w); i < count; i += step)
+    warp_patch_gradient(in, grad_out, d, grad, gs, i, warp);
 }
 
 template <typename Acc_, typename P_, typename T_>
@@ -157,23 +201,29 @@ std::int64_t patch_count(const loss_call_view& call) {
   return call.batch * call.geometry.grid.num_patches();
 }
 
-std::int64_t block_count(const loss_call_view& call) {
-  return (patch_count(call) + loss_threads - 1) / loss_threads;
+// Chunks of 256 per-patch values (the blocks of the chunk kernel).
+std::int64_t chunks_of(const loss_call_view& call) { return chunk_count(patch_count(call)); }
+
+// Blocks of the warp-per-patch kernels: 8 patches each, the rest by a grid-stride loop.
+unsigned int patch_blocks(const loss_call_view& call) {
+  return blocks_for(patch_count(call), loss_warps_per_block);
 }
 
 struct loss_workspace {
-  void* block_losses;
-  void* block_coefficients;
+  void* per_patch;
+  void* chunk_losses;
+  void* chunk_coefficients;
   void* denominator;
   std::size_t total;
 };
 
-// Sized for double partials, so one layout serves both accumulation types.
+// Sized for double values, so one layout serves both accumulation types.
 loss_workspace lay_out(const loss_call_view& call, void* base) {
   workspace_carver carve(base);
   loss_workspace w{};
-  w.block_losses = carve.take<double>(block_count(call));
-  w.block_coefficients = carve.take<double>(block_count(call));
+  w.per_patch = carve.take<double>(patch_count(call));
+  w.chunk_losses = carve.take<double>(chunks_of(call));
+  w.chunk_coefficients = carve.take<double>(chunks_of(call));
   w.denominator = carve.take<double>(1);
   w.total = carve.used();
   return w;
@@ -186,7 +236,7 @@ void validate_call(const loss_call_view& call) {
                   static_cast<int>(call.pred_type) * 10 + static_cast<int>(call.target_type),
                   "must be equal, or a float16/bfloat16 pred with a float32 target (convert "
                   "other pairs first)");
-  detail::require(block_count(call) <= 0x7FFFFFFF, "batch * patches", patch_count(call),
+  detail::require(chunks_of(call) <= 0x7FFFFFFF, "batch * patches", patch_count(call),
                   "is too large for one launch");
   validate_loss_geometry(call.geometry, call.options);
 }
@@ -205,26 +255,33 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
   require_workspace(workspace_bytes, loss_workspace_bytes(call), "masked_recon_loss_async");
   const loss_workspace w = lay_out(call, workspace);
   const std::int64_t count = patch_count(call);
-  const std::int64_t blocks = block_count(call);
+  const std::int64_t chunks = chunks_of(call);
   const bool per_patch = call.options.reduction == loss_reduction::none;
+  const error_sink errors = begin_checked_launch(stream);
   with_loss_types(call.pred_type, call.target_type, [&](auto types) {
     using Types = decltype(types);
     using Acc = typename Types::Acc;
-    auto* block_losses = static_cast<Acc*>(w.block_losses);
-    auto* block_coefficients = static_cast<Acc*>(w.block_coefficients);
+    auto* losses = per_patch ? static_cast<Acc*>(out) : static_cast<Acc*>(w.per_patch);
+    auto* chunk_losses = static_cast<Acc*>(w.chunk_losses);
+    auto* chunk_coefficients = static_cast<Acc*>(w.chunk_coefficients);
     if (count > 0) {
-      patch_losses_kernel<<<static_cast<unsigned int>(blocks), loss_threads, 0, stream>>>(
-          inputs_of<Types>(call), count, per_patch ? static_cast<Acc*>(out) : nullptr,
-          per_patch ? nullptr : block_losses, block_coefficients);
+      patch_losses_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
+          inputs_of<Types>(call), count, losses, errors);
       check_launch("patch_losses_kernel");
     }
-    if (!per_patch) {
-      finish_kernel<Acc><<<1, loss_threads, 0, stream>>>(
-          block_losses, block_coefficients, blocks, call.options.reduction,
-          call.options.nonfinite == nonfinite_policy::error, static_cast<Acc*>(out));
-      check_launch("finish_kernel");
+    if (per_patch) return;
+    if (chunks > 0) {
+      chunk_totals_kernel<Acc><<<static_cast<unsigned int>(chunks), loss_chunk, 0, stream>>>(
+          losses, call.mask, static_cast<const Acc*>(call.weight), count, chunk_losses,
+          chunk_coefficients);
+      check_launch("chunk_totals_kernel");
     }
+    finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(
+        chunk_losses, chunk_coefficients, chunks, losses, count, call.options.reduction,
+        call.options.nonfinite == nonfinite_policy::error, static_cast<Acc*>(out));
+    check_launch("finish_kernel");
   });
+  end_checked_launch(stream);
 }
 
 void masked_recon_loss_backward_async(const loss_call_view& call, const void* grad_out,
@@ -236,21 +293,22 @@ void masked_recon_loss_backward_async(const loss_call_view& call, const void* gr
                     "masked_recon_loss_backward_async");
   const loss_workspace w = lay_out(call, workspace);
   const std::int64_t count = patch_count(call);
-  const std::int64_t blocks = block_count(call);
+  const std::int64_t chunks = chunks_of(call);
   if (count == 0) return;
   with_loss_types(call.pred_type, call.target_type, [&](auto types) {
     using Types = decltype(types);
     using Acc = typename Types::Acc;
-    auto* block_coefficients = static_cast<Acc*>(w.block_coefficients);
+    auto* chunk_coefficients = static_cast<Acc*>(w.chunk_coefficients);
     auto* denominator = static_cast<Acc*>(w.denominator);
-    coefficients_kernel<Acc><<<static_cast<unsigned int>(blocks), loss_threads, 0, stream>>>(
-        call.mask, static_cast<const Acc*>(call.weight), count, block_coefficients);
-    check_launch("coefficients_kernel");
-    finish_kernel<Acc><<<1, loss_threads, 0, stream>>>(nullptr, block_coefficients, blocks,
-                                                       call.options.reduction, false,
-                                                       denominator);
+    chunk_totals_kernel<Acc><<<static_cast<unsigned int>(chunks), loss_chunk, 0, stream>>>(
+        nullptr, call.mask, static_cast<const Acc*>(call.weight), count, nullptr,
+        chunk_coefficients);
+    check_launch("chunk_totals_kernel");
+    finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(nullptr, chunk_coefficients, chunks,
+                                                     nullptr, count, call.options.reduction,
+                                                     false, denominator);
     check_launch("finish_kernel");
-    patch_gradients_kernel<<<static_cast<unsigned int>(blocks), loss_threads, 0, stream>>>(
+    patch_gradients_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
         inputs_of<Types>(call), count, static_cast<const Acc*>(grad_out), denominator,
         static_cast<typename Types::P*>(grad_pred), grad_strides);
     check_launch("patch_gradients_kernel");

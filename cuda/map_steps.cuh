@@ -22,15 +22,13 @@ MWM_HOST_DEVICE MWM_INLINE float pool_prompt_patch(const float* heatmaps, heatma
   const std::int64_t n = grid.num_patches();
   const std::int64_t heatmap = element / n;
   const patch_coordinates at = coordinates_of(grid, element % n);
-  return pool_cell(heatmaps + heatmap * shape.num_pixels(), shape, grid, options, at.d, at.h,
-                   at.w);
+  return pool_cell(heatmaps + heatmap * shape.num_pixels(), shape, grid, options, at.d, at.h, at.w);
 }
 
 // patch_scores, pass 2, one thread per element b * N + patch: the prompts combined.
-MWM_HOST_DEVICE MWM_INLINE float combine_sample_patch(const float* per_prompt,
-                                                      std::int64_t prompts, std::int64_t n,
-                                                      prompt_combine mode, const float* weights,
-                                                      std::int64_t element) {
+MWM_HOST_DEVICE MWM_INLINE float combine_sample_patch(const float* per_prompt, std::int64_t prompts,
+                                                      std::int64_t n, prompt_combine mode,
+                                                      const float* weights, std::int64_t element) {
   const std::int64_t b = element / n;
   return combine_prompt_scores_at(per_prompt + b * prompts * n, prompts, n, mode, weights,
                                   element % n);

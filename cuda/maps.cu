@@ -13,14 +13,19 @@ namespace {
 
 constexpr int element_threads = 256;
 
-#define MWM_FOR_ELEMENTS(e, count)                                                      \
+#define MWM_FOR_ELEMENTS(e, count)                                                        \
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
        e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
 // The CPU path rejects any NaN or infinity in the heatmaps, also where `nearest` pooling does
-// not read, so every value is checked.
-__global__ void check_heatmaps_kernel(const float* heatmaps, std::int64_t count) {
-  MWM_FOR_ELEMENTS(e, count) { checked_value(heatmaps, e, nan_policy::error, "heatmaps"); }
+// not read, so every value is checked (after the prompt weights, as the CPU checks them).
+constexpr int heatmaps_phase = 1;
+
+__global__ void check_heatmaps_kernel(const float* heatmaps, std::int64_t count,
+                                      const error_sink errors) {
+  MWM_FOR_ELEMENTS(e, count) {
+    checked_value(heatmaps, e, nan_policy::error, data_argument::heatmaps, errors, heatmaps_phase);
+  }
 }
 
 __global__ void pool_kernel(const float* heatmaps, heatmap_shape shape, grid_shape grid,
@@ -36,11 +41,11 @@ __global__ void combine_kernel(const float* per_prompt, std::int64_t prompts, st
   }
 }
 
-__global__ void thresholds_kernel(const float* scores, std::int64_t count,
-                                  const float* thresholds, std::int32_t num_thresholds,
-                                  nan_policy non_finite, std::int32_t* regions) {
+__global__ void thresholds_kernel(const float* scores, std::int64_t count, const float* thresholds,
+                                  std::int32_t num_thresholds, nan_policy non_finite,
+                                  std::int32_t* regions, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
-    const float v = checked_value(scores, e, non_finite, "scores");
+    const float v = checked_value(scores, e, non_finite, data_argument::scores, errors);
     regions[e] = region_of_score(v, thresholds, num_thresholds);
   }
 }
@@ -49,8 +54,8 @@ __global__ void thresholds_kernel(const float* scores, std::int64_t count,
 template <int Threads, int Items>
 __global__ void __launch_bounds__(Threads)
     quantiles_in_block_kernel(const float* scores, std::int64_t n, const std::int64_t* top_counts,
-                              std::int32_t num_shares, nan_policy non_finite,
-                              std::int32_t* regions) {
+                              std::int32_t num_shares, nan_policy non_finite, std::int32_t* regions,
+                              const error_sink errors) {
   using sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint32_t, Threads, Items, std::int32_t>;
   __shared__ typename sort::TempStorage storage;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * n;
@@ -59,7 +64,8 @@ __global__ void __launch_bounds__(Threads)
   for (int j = 0; j < Items; ++j) {
     const int i = static_cast<int>(threadIdx.x) * Items + j;
     cells[j] = i;
-    keys[j] = i < n ? quantile_sort_key(checked_value(scores, row + i, non_finite, "scores"))
+    keys[j] = i < n ? quantile_sort_key(
+                          checked_value(scores, row + i, non_finite, data_argument::scores, errors))
                     : ~std::uint32_t(0);
   }
   sort(storage).Sort(keys, cells);
@@ -72,9 +78,10 @@ __global__ void __launch_bounds__(Threads)
 __global__ void quantile_keys_kernel(const float* scores, std::int64_t n, std::int64_t count,
                                      nan_policy non_finite, std::uint32_t* keys,
                                      std::int32_t* cells, std::int32_t* offsets,
-                                     std::int64_t segments) {
+                                     std::int64_t segments, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
-    keys[e] = quantile_sort_key(checked_value(scores, e, non_finite, "scores"));
+    keys[e] =
+        quantile_sort_key(checked_value(scores, e, non_finite, data_argument::scores, errors));
     cells[e] = static_cast<std::int32_t>(e % n);
     if (e % n == 0) offsets[e / n] = static_cast<std::int32_t>(e);
     if (e == 0) offsets[segments] = static_cast<std::int32_t>(count);
@@ -91,14 +98,19 @@ __global__ void quantile_regions_kernel(std::int64_t n, std::int64_t count,
 }
 
 __global__ void upsample_kernel(const std::uint8_t* values, grid_shape grid, std::int64_t fd,
-                                std::int64_t fh, std::int64_t fw, bool invert,
-                                std::int64_t count, std::uint8_t* out) {
+                                std::int64_t fh, std::int64_t fw, bool invert, std::int64_t count,
+                                std::uint8_t* out) {
   MWM_FOR_ELEMENTS(e, count) { out[e] = upsampled_element(values, grid, fd, fh, fw, invert, e); }
 }
 
-__global__ void check_weights_kernel(const float* weights, std::int64_t count) {
+__global__ void check_weights_kernel(const float* weights, std::int64_t count,
+                                     const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
-    if (!detail::is_finite_value(weights[e])) fail_non_finite("prompt_weights", e, weights[e]);
+    if (!detail::is_finite_value(weights[e])) {
+      record_data_error(
+          errors, data_error_key(0, e),
+          real_data_error(data_error_code::prompt_weight, data_argument::scores, e, 0, weights[e]));
+    }
   }
 }
 
@@ -132,8 +144,6 @@ quantile_layout lay_out_quantiles(std::int64_t batch, std::int64_t n, void* base
   return l;
 }
 
-constexpr std::int64_t max_quantile_patches_in_block = 256 * 8;
-
 }  // namespace
 
 std::size_t patch_scores_workspace_bytes(const pooling_request& request) {
@@ -154,14 +164,15 @@ void patch_scores_async(const pooling_request& request, const float* heatmaps,
                   "are required by combine = weighted_sum");
   require_workspace(workspace_bytes, patch_scores_workspace_bytes(request), "patch_scores_async");
   const std::int64_t n = request.grid.num_patches();
+  const error_sink errors = begin_checked_launch(stream);
   if (request.options.non_finite == nan_policy::error) {
     const std::int64_t count = request.batch * request.prompts * request.shape.num_pixels();
     check_heatmaps_kernel<<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
-        heatmaps, count);
+        heatmaps, count, errors);
     check_launch("check_heatmaps_kernel");
   }
   if (weighted) {
-    check_weights_kernel<<<1, 32, 0, stream>>>(prompt_weights, request.prompts);
+    check_weights_kernel<<<1, 32, 0, stream>>>(prompt_weights, request.prompts, errors);
     check_launch("check_weights_kernel");
   }
   pool_options options = request.options;
@@ -178,6 +189,7 @@ void patch_scores_async(const pooling_request& request, const float* heatmaps,
         pooled, request.prompts, n, request.combine, prompt_weights, count, scores);
     check_launch("combine_kernel");
   }
+  end_checked_launch(stream);
 }
 
 void regions_from_thresholds_async(const float* scores, std::int64_t batch, std::int64_t n,
@@ -187,13 +199,18 @@ void regions_from_thresholds_async(const float* scores, std::int64_t batch, std:
   detail::require(batch > 0, "batch", batch, "must be positive");
   detail::require(count > 0, "thresholds size", count, "must hold at least one threshold");
   const std::int64_t elements = batch * n;
+  if (elements == 0) return;
+  const error_sink errors = begin_checked_launch(stream);
   thresholds_kernel<<<blocks_for(elements, element_threads), element_threads, 0, stream>>>(
-      scores, elements, thresholds, count, non_finite, regions);
+      scores, elements, thresholds, count, non_finite, regions, errors);
   check_launch("thresholds_kernel");
+  end_checked_launch(stream);
 }
 
+// Checks the request (plan_quantiles) before it sizes anything, so a batch too large for the
+// segmented sort is a clear error, never an int overflow or an out-of-memory.
 std::size_t quantile_workspace_bytes(std::int64_t batch, std::int64_t n) {
-  if (n <= max_quantile_patches_in_block) return 0;
+  if (plan_quantiles(batch, n) != block_tier::segmented) return 0;
   return lay_out_quantiles(batch, n, nullptr).total_bytes;
 }
 
@@ -201,23 +218,24 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
                                   const std::int64_t* top_counts, std::int32_t num_shares,
                                   nan_policy non_finite, std::int32_t* regions, void* workspace,
                                   std::size_t workspace_bytes, cudaStream_t stream) {
-  detail::require(batch > 0 && batch <= 0x7FFFFFFF, "batch", batch, "must lie in [1, 2^31)");
   detail::require(num_shares > 0, "quantiles size", num_shares, "must hold at least one share");
-  detail::require(batch * n <= 0x7FFFFFFF, "batch * patches", batch * n,
-                  "must stay below 2^31 for the CUDA quantile sort (split the batch)");
+  const block_tier tier = plan_quantiles(batch, n);
   require_workspace(workspace_bytes, quantile_workspace_bytes(batch, n),
                     "regions_from_quantiles_async");
   const auto blocks = static_cast<unsigned int>(batch);
-  if (n <= 128 * 4) {
-    quantiles_in_block_kernel<128, 4>
-        <<<blocks, 128, 0, stream>>>(scores, n, top_counts, num_shares, non_finite, regions);
+  const error_sink errors = begin_checked_launch(stream);
+  if (tier == block_tier::small_128x4) {
+    quantiles_in_block_kernel<128, 4><<<blocks, 128, 0, stream>>>(scores, n, top_counts, num_shares,
+                                                                  non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
+    end_checked_launch(stream);
     return;
   }
-  if (n <= max_quantile_patches_in_block) {
-    quantiles_in_block_kernel<256, 8>
-        <<<blocks, 256, 0, stream>>>(scores, n, top_counts, num_shares, non_finite, regions);
+  if (tier == block_tier::large_256x8) {
+    quantiles_in_block_kernel<256, 8><<<blocks, 256, 0, stream>>>(scores, n, top_counts, num_shares,
+                                                                  non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
+    end_checked_launch(stream);
     return;
   }
   quantile_layout l = lay_out_quantiles(batch, n, workspace);
@@ -226,7 +244,7 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
   CUB_NS_QUALIFIER::DoubleBuffer<std::int32_t> cells(l.cells[0], l.cells[1]);
   const unsigned int grid = blocks_for(count, element_threads);
   quantile_keys_kernel<<<grid, element_threads, 0, stream>>>(
-      scores, n, count, non_finite, keys.Current(), cells.Current(), l.offsets, batch);
+      scores, n, count, non_finite, keys.Current(), cells.Current(), l.offsets, batch, errors);
   check_launch("quantile_keys_kernel");
   check_cuda(CUB_NS_QUALIFIER::DeviceSegmentedRadixSort::SortPairs(
                  l.sort_storage, l.sort_storage_bytes, keys, cells, static_cast<int>(count),
@@ -235,6 +253,7 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
   quantile_regions_kernel<<<grid, element_threads, 0, stream>>>(n, count, cells.Current(),
                                                                 top_counts, num_shares, regions);
   check_launch("quantile_regions_kernel");
+  end_checked_launch(stream);
 }
 
 void upsample_patch_map_async(const std::uint8_t* values, std::int64_t batch, grid_shape grid,

@@ -27,25 +27,34 @@ struct mask_args {
   std::uint8_t* blocked = nullptr;  // (batch, Ns) BEiT blocks of the `block` policy
   batch_outputs out;
   index_widths widths{0, 0};
+  error_sink errors;
 };
 
-// Score of patch i of sample b; NaN and infinity trap unless nan_policy says zero.
+// The CPU path checks the scores (validate_request) before any region (select_sample).
+constexpr int scores_phase = 0;
+constexpr int regions_phase = 1;
+
+// Score of patch i of sample b; NaN and infinity are data errors (read as 0) unless nan_policy
+// says zero.
 __device__ inline float sample_score(const mask_args& a, std::int64_t b, std::int64_t i) {
-  return checked_value(a.scores, b * a.grid.num_patches() + i, a.non_finite, "scores");
+  return checked_value(a.scores, b * a.grid.num_patches() + i, a.non_finite, data_argument::scores,
+                       a.errors, scores_phase);
 }
 
-// Group of cell i of sample b when it comes straight from the inputs (regions, BEiT blocks,
-// or the single group of the other kinds); the guided kinds rank scores first.
+// Group of cell i of sample b when it comes straight from the inputs (the core's
+// cell_group_from_inputs); the guided kinds rank scores first. A bad region is recorded and
+// counts as group 0.
 __device__ inline std::int32_t input_group(const mask_args& a, std::int64_t b, std::int64_t i) {
-  if (reads_regions(a.params)) {
-    const std::int64_t at = b * a.grid.num_patches() + i;
-    const std::int32_t region = a.regions[at];
-    if (region < 0 || region >= a.params.num_regions)
-      fail_integer("regions", at, region, "must lie in [0, number of region ratios)");
-    return region;
+  const std::int64_t row = b * a.grid.num_patches();
+  const std::int32_t* regions = a.regions ? a.regions + row : nullptr;
+  const std::uint8_t* blocked = a.blocked ? a.blocked + b * a.sel.num_patches() : nullptr;
+  std::int32_t group = 0;
+  data_error bad;
+  if (!cell_group_from_inputs(a.params, regions, blocked, i, &group, &bad)) {
+    bad.index += row;
+    record_data_error(a.errors, data_error_key(regions_phase, bad.index), bad);
   }
-  if (a.params.kind == policy_kind::block) return a.blocked[b * a.sel.num_patches() + i];
-  return 0;
+  return group;
 }
 
 // Selection key of cell i of sample b (only `weighted` reads a score here).

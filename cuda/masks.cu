@@ -13,10 +13,10 @@ namespace {
 // thread runs one sample.
 __global__ void place_blocks_kernel(const mask_args a, std::int64_t batch) {
   const std::int64_t ns = a.sel.num_patches();
-  for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       b < batch; b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < batch;
+       b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     place_blocks(a.blocked + b * ns, a.sel, a.params.block, masked_total(a.params, ns), a.seed,
-                 sample_global_index(a.sample_index, a.offset, b));
+                 global_sample_index(a.sample_index, a.offset, b));
   }
 }
 
@@ -57,7 +57,9 @@ mask_args make_args(const mask_request& request, const batch_outputs& out) {
   return a;
 }
 
-bool fits_one_block(const mask_args& a) { return a.grid.num_patches() <= max_patches_in_block; }
+bool fits_one_block(const mask_args& a) {
+  return tier_for(a.grid.num_patches()) != block_tier::segmented;
+}
 
 std::int64_t blocked_bytes(const mask_args& a, std::int64_t batch) {
   return a.params.kind == policy_kind::block ? batch * a.sel.num_patches() : 0;
@@ -74,17 +76,18 @@ std::size_t mask_workspace_bytes(const mask_request& request) {
   return carve.used();
 }
 
-void generate_masks_async(const mask_request& request, const batch_outputs& out,
-                          void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+void generate_masks_async(const mask_request& request, const batch_outputs& out, void* workspace,
+                          std::size_t workspace_bytes, cudaStream_t stream) {
   validate_device_request(request, out);
   require_workspace(workspace_bytes, mask_workspace_bytes(request), "generate_masks_async");
   mask_args a = make_args(request, out);
+  a.errors = begin_checked_launch(stream);
   workspace_carver carve(workspace);
   a.blocked = carve.take<std::uint8_t>(blocked_bytes(a, request.batch));
   if (a.params.kind == policy_kind::block) {
     constexpr int threads = 64;
-    place_blocks_kernel<<<blocks_for(request.batch, threads), threads, 0, stream>>>(
-        a, request.batch);
+    place_blocks_kernel<<<blocks_for(request.batch, threads), threads, 0, stream>>>(a,
+                                                                                    request.batch);
     check_launch("place_blocks_kernel");
   }
   if (fits_one_block(a)) {
@@ -93,6 +96,7 @@ void generate_masks_async(const mask_request& request, const batch_outputs& out,
     const std::size_t bytes = segmented_masks_workspace_bytes(a, request.batch);
     launch_masks_segmented(a, request.batch, carve.take_bytes(bytes), stream);
   }
+  end_checked_launch(stream);
 }
 
 }  // namespace gpu

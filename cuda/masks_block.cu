@@ -13,8 +13,7 @@ template <int Threads, int Items>
 __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_args a) {
   constexpr int capacity = Threads * Items;
   using rank_sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint32_t, Threads, Items, std::int32_t>;
-  using group_sort =
-      CUB_NS_QUALIFIER::BlockRadixSort<std::uint64_t, Threads, Items, std::int32_t>;
+  using group_sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint64_t, Threads, Items, std::int32_t>;
   using order_sort = CUB_NS_QUALIFIER::BlockRadixSort<std::uint64_t, Threads, Items>;
   union sort_storage_type {
     typename rank_sort::TempStorage rank;
@@ -30,7 +29,7 @@ __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_arg
 
   const policy_params& p = a.params;
   const std::int64_t b = blockIdx.x;
-  const std::uint64_t sample = sample_global_index(a.sample_index, a.offset, b);
+  const std::uint64_t sample = global_sample_index(a.sample_index, a.offset, b);
   const std::int64_t ns = a.sel.num_patches();
   const std::int64_t n = a.grid.num_patches();
   const int t = static_cast<int>(threadIdx.x);
@@ -123,8 +122,9 @@ void launch_tier(const mask_args& a, std::int64_t batch, cudaStream_t stream) {
 // Two tiers keep the compile time down: 128 threads x 4 items (ViT 14x14, SparK 7x7, 8x8x8
 // volumes) and 256 x 8 for up to max_patches_in_block.
 void launch_masks_in_blocks(const mask_args& a, std::int64_t batch, cudaStream_t stream) {
-  static_assert(256 * 8 == max_patches_in_block, "the largest tier must hold a block's grid");
-  if (a.grid.num_patches() <= 128 * 4) {
+  static_assert(large_tier_patches == max_patches_in_block,
+                "the largest tier must hold a block's grid");
+  if (tier_for(a.grid.num_patches()) == block_tier::small_128x4) {
     launch_tier<128, 4>(a, batch, stream);
   } else {
     launch_tier<256, 8>(a, batch, stream);

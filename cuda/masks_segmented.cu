@@ -15,21 +15,19 @@ using CUB_NS_QUALIFIER::DeviceSegmentedRadixSort;
 using CUB_NS_QUALIFIER::DoubleBuffer;
 
 constexpr int element_threads = 256;
-// Elements (samples x patches) per chunk: about 50 MB of workspace at most.
-constexpr std::int64_t chunk_elements = std::int64_t(1) << 20;
 
 // The per-chunk buffers, laid out by one function for sizing and for use.
 struct segmented_layout {
   std::int64_t chunk_samples = 0;
-  std::int32_t* cell_offsets = nullptr;   // (chunk + 1) multiples of Ns
-  std::int32_t* patch_offsets = nullptr;  // (chunk + 1) multiples of N
-  std::uint64_t* keys[2] = {nullptr, nullptr};   // chunk * N: rank, group and order keys
-  std::int32_t* cells[2] = {nullptr, nullptr};   // chunk * Ns: cell indices sorted with them
-  std::uint8_t* groups = nullptr;                // chunk * Ns: groups of the guided kinds
-  std::uint64_t* cell_state = nullptr;           // chunk * Ns
-  std::int64_t* starts = nullptr;                // chunk * (groups + 1)
-  std::int64_t* keep = nullptr;                  // chunk * groups
-  std::int64_t* visible = nullptr;               // chunk
+  std::int32_t* cell_offsets = nullptr;         // (chunk + 1) multiples of Ns
+  std::int32_t* patch_offsets = nullptr;        // (chunk + 1) multiples of N
+  std::uint64_t* keys[2] = {nullptr, nullptr};  // chunk * N: rank, group and order keys
+  std::int32_t* cells[2] = {nullptr, nullptr};  // chunk * Ns: cell indices sorted with them
+  std::uint8_t* groups = nullptr;               // chunk * Ns: groups of the guided kinds
+  std::uint64_t* cell_state = nullptr;          // chunk * Ns
+  std::int64_t* starts = nullptr;               // chunk * (groups + 1)
+  std::int64_t* keep = nullptr;                 // chunk * groups
+  std::int64_t* visible = nullptr;              // chunk
   void* sort_storage = nullptr;
   std::size_t sort_storage_bytes = 0;
   std::size_t total_bytes = 0;
@@ -47,9 +45,8 @@ std::size_t sort_storage_bytes(std::int64_t chunk, std::int64_t ns, std::int64_t
   check_cuda(DeviceSegmentedRadixSort::SortPairs(nullptr, rank_bytes, rank_keys, cells, cell_items,
                                                  static_cast<int>(chunk), offsets, offsets + 1),
              "DeviceSegmentedRadixSort (size query)");
-  check_cuda(DeviceSegmentedRadixSort::SortPairs(nullptr, group_bytes, wide_keys, cells,
-                                                 cell_items, static_cast<int>(chunk), offsets,
-                                                 offsets + 1),
+  check_cuda(DeviceSegmentedRadixSort::SortPairs(nullptr, group_bytes, wide_keys, cells, cell_items,
+                                                 static_cast<int>(chunk), offsets, offsets + 1),
              "DeviceSegmentedRadixSort (size query)");
   check_cuda(DeviceSegmentedRadixSort::SortKeys(nullptr, order_bytes, wide_keys, patch_items,
                                                 static_cast<int>(chunk), offsets, offsets + 1),
@@ -63,9 +60,8 @@ segmented_layout lay_out(const mask_args& a, std::int64_t batch, void* base) {
   const std::int64_t n = a.grid.num_patches();
   const std::int64_t ns = a.sel.num_patches();
   const int groups = num_groups(a.params);
-  l.chunk_samples = chunk_elements / n;
-  if (l.chunk_samples < 1) l.chunk_samples = 1;
-  if (l.chunk_samples > batch) l.chunk_samples = batch;
+  // About 2^20 patches per chunk: some 50 MB of workspace at most.
+  l.chunk_samples = plan_chunks(batch, n).samples;
   const std::int64_t c = l.chunk_samples;
   workspace_carver carve(base);
   l.cell_offsets = carve.take<std::int32_t>(c + 1);
@@ -93,7 +89,7 @@ __global__ void segment_offsets_kernel(std::int64_t chunk, std::int64_t ns, std:
 }
 
 // Chunk-local element e = s * Ns + i belongs to sample first + s.
-#define MWM_FOR_ELEMENTS(e, count)                                                      \
+#define MWM_FOR_ELEMENTS(e, count)                                                        \
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
        e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
@@ -113,8 +109,7 @@ __global__ void groups_of_ranks_kernel(const mask_args a, std::int64_t count,
   const std::int64_t ns = a.sel.num_patches();
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t row = e - e % ns;
-    groups[row + ranked_cells[e]] =
-        static_cast<std::uint8_t>(group_of_rank(a.params, e % ns, ns));
+    groups[row + ranked_cells[e]] = static_cast<std::uint8_t>(group_of_rank(a.params, e % ns, ns));
   }
 }
 
@@ -126,7 +121,7 @@ __global__ void group_keys_kernel(const mask_args a, std::int64_t first, std::in
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t b = first + e / ns;
     const std::int64_t i = e % ns;
-    const std::uint64_t sample = sample_global_index(a.sample_index, a.offset, b);
+    const std::uint64_t sample = global_sample_index(a.sample_index, a.offset, b);
     const std::int32_t group = groups ? groups[e] : input_group(a, b, i);
     keys[e] = group_sort_key(group, cell_key(a, b, sample, i));
     cells[e] = static_cast<std::int32_t>(i);
@@ -178,8 +173,8 @@ __global__ void order_keys_kernel(const mask_args a, std::int64_t count,
   const std::int64_t ns = a.sel.num_patches();
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t patch = e % n;
-    keys[e] = order_sort_key(cell_state[(e / n) * ns + cell_of_patch(a.params, a.grid, a.sel, patch)],
-                             patch);
+    keys[e] = order_sort_key(
+        cell_state[(e / n) * ns + cell_of_patch(a.params, a.grid, a.sel, patch)], patch);
   }
 }
 
@@ -216,8 +211,10 @@ void launch_masks_segmented(const mask_args& a, std::int64_t batch, void* worksp
   check_launch("segment_offsets_kernel");
   std::size_t storage_bytes = l.sort_storage_bytes;
 
-  for (std::int64_t first = 0; first < batch; first += l.chunk_samples) {
-    const std::int64_t samples = batch - first < l.chunk_samples ? batch - first : l.chunk_samples;
+  const chunk_plan chunks = plan_chunks(batch, n);
+  for (std::int64_t chunk = 0; chunk < chunks.chunks; ++chunk) {
+    const std::int64_t first = chunk_first(chunks, chunk);
+    const std::int64_t samples = chunk_samples(chunks, batch, chunk);
     const std::int64_t cells = samples * ns;
     const std::int64_t patches = samples * n;
     const unsigned int cell_blocks = blocks_for(cells, threads);
@@ -244,25 +241,23 @@ void launch_masks_segmented(const mask_args& a, std::int64_t batch, void* worksp
 
     DoubleBuffer<std::uint64_t> group_keys(l.keys[0], l.keys[1]);
     DoubleBuffer<std::int32_t> sorted_cells(l.cells[0], l.cells[1]);
-    group_keys_kernel<<<cell_blocks, threads, 0, stream>>>(a, first, cells, ranked_groups,
-                                                           group_keys.Current(),
-                                                           sorted_cells.Current());
+    group_keys_kernel<<<cell_blocks, threads, 0, stream>>>(
+        a, first, cells, ranked_groups, group_keys.Current(), sorted_cells.Current());
     check_launch("group_keys_kernel");
     check_cuda(DeviceSegmentedRadixSort::SortPairs(
-                   l.sort_storage, storage_bytes, group_keys, sorted_cells,
-                   static_cast<int>(cells), static_cast<int>(samples), l.cell_offsets,
-                   l.cell_offsets + 1, 0, group_sort_bits(a.params), stream),
+                   l.sort_storage, storage_bytes, group_keys, sorted_cells, static_cast<int>(cells),
+                   static_cast<int>(samples), l.cell_offsets, l.cell_offsets + 1, 0,
+                   group_sort_bits(a.params), stream),
                "DeviceSegmentedRadixSort (groups)");
 
     group_starts_kernel<<<cell_blocks, threads, 0, stream>>>(a, cells, group_keys.Current(),
                                                              l.starts);
     check_launch("group_starts_kernel");
-    plan_kernel<<<blocks_for(samples, threads), threads, 0, stream>>>(a, samples, l.starts,
-                                                                      l.keep, l.visible);
+    plan_kernel<<<blocks_for(samples, threads), threads, 0, stream>>>(a, samples, l.starts, l.keep,
+                                                                      l.visible);
     check_launch("plan_kernel");
-    cell_state_kernel<<<cell_blocks, threads, 0, stream>>>(a, cells, group_keys.Current(),
-                                                           sorted_cells.Current(), l.starts,
-                                                           l.keep, l.cell_state);
+    cell_state_kernel<<<cell_blocks, threads, 0, stream>>>(
+        a, cells, group_keys.Current(), sorted_cells.Current(), l.starts, l.keep, l.cell_state);
     check_launch("cell_state_kernel");
 
     DoubleBuffer<std::uint64_t> order_keys(l.keys[0], l.keys[1]);

@@ -1,9 +1,10 @@
 // The CUDA launchers of mwm: raw device pointers and a stream, no torch. Every launcher only
 // enqueues work on `stream` (no host synchronization); host-side arguments are validated here
-// with mwm::error, data that lives on the device (region indices, NaN scores) is checked by the
-// kernels, which print the mwm message and trap, failing the stream as a device-side assert
-// does. Scratch memory is the caller's: ask the *_workspace_bytes function, allocate that many
-// bytes of device memory (any alignment of 256 bytes), pass it in.
+// with mwm::error. Data that lives on the device (ids, region indices, NaN scores) is checked
+// by the kernels, which record the first bad value into the device's error slot and carry on
+// with a safe value; the error is raised later with the CPU path's message (see "data errors"
+// below). Scratch memory is the caller's: ask the *_workspace_bytes function, allocate that
+// many bytes of device memory (any alignment of 256 bytes), pass it in.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,6 +19,24 @@
 namespace mwm {
 namespace gpu {
 
+// ---- data errors ----------------------------------------------------------------------------
+// The contract (docs/design.md, "CUDA error contract"): a kernel that finds bad data records
+// the first error (smallest flat index, the one the CPU path raises) of the first launcher
+// call that fails into its device's slot, never traps, and the launcher returns without
+// waiting. The error is raised as mwm::error with the CPU path's message
+//   - by check_device_errors(stream), which waits for `stream`;
+//   - by a later launcher call on the device, without waiting, once the asynchronous copy of
+//     the slot that followed the failing call has reached the host;
+//   - before the failing launcher returns, waiting for its stream, under set_sync_errors(true)
+//     or the environment variable MWM_SYNC_ERRORS=1 (the debug switch).
+// Raising clears the slot. Inside CUDA graph capture nothing is queried or copied (the graph
+// records into the slot on every replay; call check_device_errors after a replay). The slot of
+// a device is allocated at the first launcher call on it, which must not be inside a capture.
+
+void check_device_errors(cudaStream_t stream);
+void set_sync_errors(bool on);
+bool sync_errors();
+
 // ---- masks -------------------------------------------------------------------------------
 
 // Samples whose patch count fits this stay in one thread block each (cub::BlockRadixSort);
@@ -30,8 +49,8 @@ std::size_t mask_workspace_bytes(const mask_request& request);
 // The outputs of generate_masks_into for every sample, bit-identical to the CPU path.
 // request.sample_index (or offset), regions and scores, and every non-null pointer of `out`
 // are device memory; request.threads is ignored.
-void generate_masks_async(const mask_request& request, const batch_outputs& out,
-                          void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+void generate_masks_async(const mask_request& request, const batch_outputs& out, void* workspace,
+                          std::size_t workspace_bytes, cudaStream_t stream);
 
 // ---- heatmaps to scores to regions --------------------------------------------------------
 
@@ -113,7 +132,8 @@ void masked_recon_loss_backward_async(const loss_call_view& call, const void* gr
 
 // ---- tokens ---------------------------------------------------------------------------------
 // Token rows (B, rows, C) with element strides; index rows (B, width) int64, dense. Ids outside
-// their range trap in the kernels (the host drivers' validate_*_ids raise instead). Gradients
+// their range are data errors (the host validators' validate_*_ids messages); the rows they
+// would fill are written as zeros and nothing is read through them. Gradients
 // add their sources in the order the host drivers do, so they match bit for bit.
 
 // out (B, K, C) = x (B, N, C) at ids_keep (B, K); -1 gathers zeros.
@@ -138,20 +158,17 @@ void gather_tokens_backward_async(float_type type, const void* grad, const token
 void restore_tokens_async(float_type type, const void* x_vis, const token_strides& vs,
                           const std::int64_t* ids_restore, const std::int64_t* visible,
                           std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
-                          std::int64_t channels, const void* mask_token,
-                          std::int64_t mask_stride, void* out, const token_strides& os,
-                          cudaStream_t stream);
+                          std::int64_t channels, const void* mask_token, std::int64_t mask_stride,
+                          void* out, const token_strides& os, cudaStream_t stream);
 
 std::size_t restore_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t slots,
-                                                    std::int64_t num_tokens,
-                                                    std::int64_t channels);
+                                                    std::int64_t num_tokens, std::int64_t channels);
 
 // grad_x_vis (B, K, C) and grad_mask_token (C, dense) of restore_tokens.
 void restore_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
                                    const std::int64_t* ids_restore, const std::int64_t* visible,
-                                   std::int64_t batch, std::int64_t slots,
-                                   std::int64_t num_tokens, std::int64_t channels,
-                                   void* grad_x_vis, const token_strides& vs,
+                                   std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                                   std::int64_t channels, void* grad_x_vis, const token_strides& vs,
                                    void* grad_mask_token, void* workspace,
                                    std::size_t workspace_bytes, cudaStream_t stream);
 

@@ -29,20 +29,8 @@
 namespace mwm {
 namespace gpu {
 
-// Global sample index of sample b: the sample_index row when given, else offset + b.
-MWM_HOST_DEVICE MWM_INLINE std::uint64_t sample_global_index(const std::int64_t* sample_index,
-                                                             std::uint64_t offset,
-                                                             std::int64_t b) {
-  return sample_index ? static_cast<std::uint64_t>(sample_index[b])
-                      : offset + static_cast<std::uint64_t>(b);
-}
-
 MWM_HOST_DEVICE MWM_INLINE bool ranks_scores(const policy_params& p) {
   return p.kind == policy_kind::loss_guided || p.kind == policy_kind::attention_guided;
-}
-
-MWM_HOST_DEVICE MWM_INLINE bool reads_regions(const policy_params& p) {
-  return p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total;
 }
 
 MWM_HOST_DEVICE MWM_INLINE bool reads_scores(const policy_params& p) {
@@ -91,8 +79,8 @@ MWM_HOST_DEVICE MWM_INLINE int group_sort_bits(const policy_params& p) {
 // last position starts[g] = n for the groups after it, so that each of the groups + 1 entries
 // is written exactly once (no atomics, no initialization).
 MWM_HOST_DEVICE MWM_INLINE void mark_group_starts(std::int32_t previous, std::int32_t group,
-                                                  std::int64_t position, std::int64_t n,
-                                                  int groups, std::int64_t* starts) {
+                                                  std::int64_t position, std::int64_t n, int groups,
+                                                  std::int64_t* starts) {
   for (std::int32_t g = previous + 1; g <= group; ++g) starts[g] = position;
   if (position == n - 1) {
     for (std::int32_t g = group + 1; g <= groups; ++g) starts[g] = n;
@@ -117,8 +105,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t plan_sample(const policy_params& p,
   return visible;
 }
 
-MWM_HOST_DEVICE MWM_INLINE bool is_masked_position(std::int64_t position,
-                                                   std::int64_t group_start,
+MWM_HOST_DEVICE MWM_INLINE bool is_masked_position(std::int64_t position, std::int64_t group_start,
                                                    std::int64_t group_keep) {
   return position - group_start >= group_keep;
 }
@@ -169,28 +156,10 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t visible_patches(grid_shape grid, grid_sh
 
 // ---- pass 5: write -------------------------------------------------------------------------
 
-// Rows of sample b in the batch outputs, laid out as generate_sample_range lays them out
-// (tests/cpp/test_cuda_shared.cpp compares whole batches).
-MWM_HOST_DEVICE MWM_INLINE sample_outputs sample_rows(const batch_outputs& out,
-                                                      const index_widths& widths, std::int64_t n,
-                                                      std::int64_t b) {
-  sample_outputs row;
-  row.mask = out.mask ? out.mask + b * n : nullptr;
-  row.ids_shuffle = out.ids_shuffle ? out.ids_shuffle + b * n : nullptr;
-  row.ids_restore = out.ids_restore ? out.ids_restore + b * n : nullptr;
-  row.ids_keep = out.ids_keep ? out.ids_keep + b * widths.keep : nullptr;
-  row.ids_masked = out.ids_masked ? out.ids_masked + b * widths.masked : nullptr;
-  row.noise = out.noise ? out.noise + b * n : nullptr;
-  row.keep_width = widths.keep;
-  row.masked_width = widths.masked;
-  return row;
-}
-
 // Everything position `position` of a sample's order writes, padding included (index widths
 // never exceed n, so the n positions cover every padded entry).
 MWM_HOST_DEVICE MWM_INLINE void write_order_position(const sample_outputs& row, std::int64_t n,
-                                                     std::int64_t visible,
-                                                     std::int64_t position,
+                                                     std::int64_t visible, std::int64_t position,
                                                      std::int64_t patch) {
   write_position(row, n, visible, position, patch);
   write_padding_at(row, n, visible, position);

@@ -1,9 +1,9 @@
-// Per-element bodies of the token kernels: one thread per (sample, token, channel) element runs
-// the core's per-token functions of tokens.hpp on a one-channel slice, so neighbouring threads
-// touch neighbouring channels. The backward passes add rows in the order the host drivers do:
-// a stable per-sample sort of the destinations gives, for every destination, the run of its
-// sources in ascending source order (starts from mark_group_starts). A host compiler reads
-// this file too.
+// Bodies of the token kernels around the core's per-token functions of tokens.hpp: the forward
+// passes copy rows (a row per group of lanes, vectorized where aligned), the backward passes run
+// one thread per (sample, row, channel) element. The backward passes add rows in the order the host
+// drivers do: a stable per-sample sort of the destinations gives, for every destination, the run of
+// its sources in ascending source order (starts from mark_group_starts). A host compiler reads this
+// file too.
 #pragma once
 
 #include <cstdint>
@@ -21,42 +21,106 @@ struct token_element {
   std::int64_t c;
 };
 
-MWM_HOST_DEVICE MWM_INLINE token_element token_element_of(std::int64_t element,
-                                                          std::int64_t rows,
+MWM_HOST_DEVICE MWM_INLINE token_element token_element_of(std::int64_t element, std::int64_t rows,
                                                           std::int64_t channels) {
   const std::int64_t row = element / channels;
   return token_element{row / rows, row % rows, element % channels};
 }
 
-// gather_tokens, element (b, k, c) of out (B, K, C).
-template <typename T>
-MWM_HOST_DEVICE void gather_element(const T* x, const token_strides& xs, const std::int64_t* ids,
-                                    std::int64_t slots, std::int64_t channels, T* out,
-                                    const token_strides& os, std::int64_t element) {
-  const token_element e = token_element_of(element, slots, channels);
-  const std::int64_t id = ids[e.b * slots + e.row];
-  T* dst = out + token_offset(os, e.b, e.row) + e.c * os.channel;
-  if (id == padding_id) zero_token(dst, os.channel, 1);
-  else copy_token(x + token_offset(xs, e.b, id) + e.c * xs.channel, xs.channel, dst, os.channel, 1);
+// ---- forward: one row of C values per group of `lanes` threads ----------------------------
+// Lane l of a row moves elements l, l + lanes, ... or, when the launcher found both rows dense
+// and 16-byte aligned (V > 1), the V-element vectors l, l + lanes, ...: neighbouring lanes
+// touch neighbouring addresses either way, so a warp's loads and stores are coalesced.
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) token_vector {
+  T v[V];
+};
+
+// Lane `lane`'s part of a row copy; a null `src` writes zeros (padding, or a row whose id is bad).
+template <int V, typename T>
+MWM_HOST_DEVICE MWM_INLINE void copy_row_part(const T* src, std::int64_t src_stride, T* dst,
+                                              std::int64_t dst_stride, std::int64_t channels,
+                                              int lane, int lanes) {
+  if constexpr (V > 1) {
+    using vector = token_vector<T, V>;
+    for (std::int64_t i = lane; i < channels / V; i += lanes) {
+      vector value;
+      if (src) {
+        value = reinterpret_cast<const vector*>(src)[i];
+      } else {
+        zero_token(value.v, 1, V);
+      }
+      reinterpret_cast<vector*>(dst)[i] = value;
+    }
+  } else {
+    for (std::int64_t c = lane; c < channels; c += lanes) {
+      if (src)
+        copy_token(src + c * src_stride, src_stride, dst + c * dst_stride, dst_stride, 1);
+      else
+        zero_token(dst + c * dst_stride, dst_stride, 1);
+    }
+  }
 }
 
-// restore_tokens, element (b, n, c) of out (B, N, C).
-template <typename T>
-MWM_HOST_DEVICE void restore_element(const T* x_vis, const token_strides& vs,
-                                     const std::int64_t* ids_restore,
-                                     const std::int64_t* visible, std::int64_t slots,
-                                     std::int64_t num_tokens, std::int64_t channels,
-                                     const T* mask_token, std::int64_t mask_stride, T* out,
-                                     const token_strides& os, std::int64_t element) {
-  const token_element e = token_element_of(element, num_tokens, channels);
-  const std::int64_t count = visible ? visible[e.b] : slots;
-  const std::int64_t slot = restored_slot(ids_restore[e.b * num_tokens + e.row], count);
-  T* dst = out + token_offset(os, e.b, e.row) + e.c * os.channel;
-  if (slot == padding_id)
-    copy_token(mask_token + e.c * mask_stride, mask_stride, dst, os.channel, 1);
-  else
-    copy_token(x_vis + token_offset(vs, e.b, slot) + e.c * vs.channel, vs.channel, dst,
-               os.channel, 1);
+// gather_tokens, row `row` = b * K + k of out (B, K, C). Every lane checks the id it uses and
+// reads through it only when it is in range; returns false with *bad when it is not.
+template <int V, typename T>
+MWM_HOST_DEVICE MWM_INLINE bool gather_row_part(const T* x, const token_strides& xs,
+                                                const std::int64_t* ids, std::int64_t slots,
+                                                std::int64_t num_tokens, std::int64_t channels,
+                                                T* out, const token_strides& os, std::int64_t row,
+                                                int lane, int lanes, data_error* bad) {
+  const std::int64_t b = row / slots;
+  const std::int64_t id = ids[row];
+  const bool ok = keep_id_in_range(id, row, slots, num_tokens, bad);
+  const T* src = ok && id != padding_id ? x + token_offset(xs, b, id) : nullptr;
+  copy_row_part<V>(src, xs.channel, out + token_offset(os, b, row % slots), os.channel, channels,
+                   lane, lanes);
+  return ok;
+}
+
+// The phase (data_error_key) of a row's data error, or none_phase.
+constexpr int none_phase = -1;
+
+// restore_tokens, row `row` = b * N + n of out (B, N, C): x_vis[b, p] for p = ids_restore[b, n]
+// below the visible count, else the mask token. Returns the phase of *bad when ids_restore or
+// num_visible is out of range there (the row is then zeros), else none_phase.
+template <int V, typename T>
+MWM_HOST_DEVICE MWM_INLINE int restore_row_part(const T* x_vis, const token_strides& vs,
+                                                const std::int64_t* ids_restore,
+                                                const std::int64_t* visible, std::int64_t slots,
+                                                std::int64_t num_tokens, std::int64_t channels,
+                                                const T* mask_token, std::int64_t mask_stride,
+                                                T* out, const token_strides& os, std::int64_t row,
+                                                int lane, int lanes, data_error* bad) {
+  const std::int64_t b = row / num_tokens;
+  const std::int64_t position = ids_restore[row];
+  const std::int64_t count = visible ? visible[b] : slots;
+  int phase = none_phase;
+  if (!restore_id_in_range(position, row, num_tokens, bad))
+    phase = restore_id_phase;
+  else if (!visible_count_in_range(count, b, slots, bad))
+    phase = visible_count_phase;
+  const std::int64_t slot = restored_slot(position, count);
+  const T* src = nullptr;
+  std::int64_t src_stride = 0;
+  if (phase == none_phase && slot == padding_id) {
+    src = mask_token;
+    src_stride = mask_stride;
+  } else if (phase == none_phase) {
+    src = x_vis + token_offset(vs, b, slot);
+    src_stride = vs.channel;
+  }
+  copy_row_part<V>(src, src_stride, out + token_offset(os, b, row % num_tokens), os.channel,
+                   channels, lane, lanes);
+  return phase;
+}
+
+// The key a data error of phase `phase` found in row `row` of sample b is recorded under.
+MWM_HOST_DEVICE MWM_INLINE std::uint64_t restore_error_key(int phase, std::int64_t row,
+                                                           std::int64_t b) {
+  return data_error_key(phase, phase == visible_count_phase ? b : row);
 }
 
 // ---- backward: destinations sorted per sample ---------------------------------------------
@@ -71,8 +135,8 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t destination_key(std::int64_t destinatio
 MWM_HOST_DEVICE MWM_INLINE std::int64_t restore_destination(const std::int64_t* ids_restore,
                                                             const std::int64_t* visible,
                                                             std::int64_t slots,
-                                                            std::int64_t num_tokens,
-                                                            std::int64_t b, std::int64_t row) {
+                                                            std::int64_t num_tokens, std::int64_t b,
+                                                            std::int64_t row) {
   const std::int64_t count = visible ? visible[b] : slots;
   return restored_slot(ids_restore[b * num_tokens + row], count);
 }
@@ -92,43 +156,25 @@ MWM_HOST_DEVICE MWM_INLINE source_run run_of(const std::int64_t* starts, std::in
   return source_run{row[key], row[key + 1]};
 }
 
-// gather_tokens_backward, element (b, n, c) of grad_x (B, N, C): zero, then the grad rows of
-// the slots that gathered token n, in slot order. `sources` holds the sorted slot rows (B, K).
+// Element (b, row, c) of a token gradient (B, destinations, C): zero, then the grad rows whose
+// destination is `row`, in source order. `sources` holds each sample's source rows (B,
+// source_rows) sorted by destination; the runs' starts cover destinations + 1 keys.
+// gather_tokens_backward: destinations N, sources the K slots; restore_tokens_backward:
+// destinations K, sources the N tokens.
 template <typename Acc, typename T>
-MWM_HOST_DEVICE void gather_backward_element(const T* grad, const token_strides& gs,
-                                             const std::int32_t* sources,
-                                             const std::int64_t* starts, std::int64_t slots,
-                                             std::int64_t num_tokens, std::int64_t channels,
-                                             T* grad_x, const token_strides& xs,
-                                             std::int64_t element) {
-  const token_element e = token_element_of(element, num_tokens, channels);
-  T* dst = grad_x + token_offset(xs, e.b, e.row) + e.c * xs.channel;
-  zero_token(dst, xs.channel, 1);
-  const source_run run = run_of(starts, num_tokens + 1, e.b, destination_key(e.row));
+MWM_HOST_DEVICE void sum_sources_element(const T* grad, const token_strides& gs,
+                                         const std::int32_t* sources, const std::int64_t* starts,
+                                         std::int64_t source_rows, std::int64_t destinations,
+                                         std::int64_t channels, T* out, const token_strides& os,
+                                         std::int64_t element) {
+  const token_element e = token_element_of(element, destinations, channels);
+  T* dst = out + token_offset(os, e.b, e.row) + e.c * os.channel;
+  zero_token(dst, os.channel, 1);
+  const source_run run = run_of(starts, destinations + 1, e.b, destination_key(e.row));
   for (std::int64_t r = run.first; r < run.last; ++r) {
-    const std::int64_t k = sources[e.b * slots + r];
-    add_token<Acc>(grad + token_offset(gs, e.b, k) + e.c * gs.channel, gs.channel, dst,
-                   xs.channel, 1);
-  }
-}
-
-// restore_tokens_backward, element (b, k, c) of grad_x_vis (B, K, C). `sources` holds the
-// sorted token rows (B, N).
-template <typename Acc, typename T>
-MWM_HOST_DEVICE void restore_backward_element(const T* grad, const token_strides& gs,
-                                              const std::int32_t* sources,
-                                              const std::int64_t* starts, std::int64_t slots,
-                                              std::int64_t num_tokens, std::int64_t channels,
-                                              T* grad_x_vis, const token_strides& vs,
-                                              std::int64_t element) {
-  const token_element e = token_element_of(element, slots, channels);
-  T* dst = grad_x_vis + token_offset(vs, e.b, e.row) + e.c * vs.channel;
-  zero_token(dst, vs.channel, 1);
-  const source_run run = run_of(starts, slots + 1, e.b, destination_key(e.row));
-  for (std::int64_t r = run.first; r < run.last; ++r) {
-    const std::int64_t n = sources[e.b * num_tokens + r];
-    add_token<Acc>(grad + token_offset(gs, e.b, n) + e.c * gs.channel, gs.channel, dst,
-                   vs.channel, 1);
+    const std::int64_t source = sources[e.b * source_rows + r];
+    add_token<Acc>(grad + token_offset(gs, e.b, source) + e.c * gs.channel, gs.channel, dst,
+                   os.channel, 1);
   }
 }
 
@@ -136,11 +182,10 @@ MWM_HOST_DEVICE void restore_backward_element(const T* grad, const token_strides
 // token order; stored channel-major, partials[c * B + b], for the per-channel sum below.
 template <typename Acc, typename T>
 MWM_HOST_DEVICE void mask_partial_element(const T* grad, const token_strides& gs,
-                                          const std::int32_t* sources,
-                                          const std::int64_t* starts, std::int64_t batch,
-                                          std::int64_t slots, std::int64_t num_tokens,
-                                          std::int64_t channels, Acc* partials,
-                                          std::int64_t element) {
+                                          const std::int32_t* sources, const std::int64_t* starts,
+                                          std::int64_t batch, std::int64_t slots,
+                                          std::int64_t num_tokens, std::int64_t channels,
+                                          Acc* partials, std::int64_t element) {
   const std::int64_t b = element / channels;
   const std::int64_t c = element % channels;
   Acc partial = Acc(0);

@@ -1,4 +1,5 @@
-// Sparse tokens: gather / restore and their gradients, one thread per element (token_steps.cuh).
+// Sparse tokens: gather / restore (a row per group of lanes, vectorized where aligned) and their
+// gradients (one thread per element), with the bodies of token_steps.cuh.
 // The backward passes sort each sample's destinations (cub::DeviceSegmentedRadixSort, stable) so
 // that every output element adds its sources in the host drivers' order: deterministic, no
 // atomics, duplicates in ids_keep handled as the CPU handles them.
@@ -6,6 +7,9 @@
 #include <cuda_fp16.h>
 
 #include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <cstdint>
+#include <initializer_list>
 
 #include "device_checks.cuh"
 #include "mwm_cuda.hpp"
@@ -17,7 +21,7 @@ namespace {
 
 constexpr int token_threads = 256;
 
-#define MWM_FOR_ELEMENTS(e, count)                                                      \
+#define MWM_FOR_ELEMENTS(e, count)                                                        \
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
        e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
@@ -34,64 +38,64 @@ struct accumulate_of<double> {
 template <typename Body>
 void with_token_type(float_type type, Body&& body) {
   switch (type) {
-    case float_type::float32: body(float{}); return;
-    case float_type::float64: body(double{}); return;
-    case float_type::float16: body(__half{}); return;
-    case float_type::bfloat16: body(__nv_bfloat16{}); return;
+    case float_type::float32:
+      body(float{});
+      return;
+    case float_type::float64:
+      body(double{});
+      return;
+    case float_type::float16:
+      body(__half{});
+      return;
+    case float_type::bfloat16:
+      body(__nv_bfloat16{});
+      return;
   }
   throw error("mwm: token type: unknown float_type");
 }
 
-__device__ inline void check_keep_id(const std::int64_t* ids, std::int64_t at,
-                                     std::int64_t num_tokens) {
-  if (ids[at] < padding_id || ids[at] >= num_tokens)
-    fail_integer("ids_keep", at, ids[at], "must lie in [-1, N) (-1 marks padding)");
-}
-
-__device__ inline void check_restore_ids(const std::int64_t* ids_restore,
-                                         const std::int64_t* visible, std::int64_t slots,
-                                         std::int64_t num_tokens, std::int64_t b,
-                                         std::int64_t at) {
-  if (ids_restore[at] < 0 || ids_restore[at] >= num_tokens)
-    fail_integer("ids_restore", at, ids_restore[at], "must lie in [0, N)");
-  if (visible && (visible[b] < 0 || visible[b] > slots))
-    fail_integer("num_visible", b, visible[b], "must lie in [0, K] (K = x_vis.shape[1])");
-}
-
-template <typename T>
+template <int V, typename T>
 __global__ void gather_kernel(const T* x, const token_strides xs, const std::int64_t* ids,
                               std::int64_t slots, std::int64_t num_tokens, std::int64_t channels,
-                              std::int64_t count, T* out, const token_strides os) {
-  MWM_FOR_ELEMENTS(e, count) {
-    if (e % channels == 0) check_keep_id(ids, e / channels, num_tokens);
-    gather_element(x, xs, ids, slots, channels, out, os, e);
+                              std::int64_t rows, T* out, const token_strides os,
+                              const error_sink errors) {
+  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+       row < rows; row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
+    data_error bad;
+    const bool ok =
+        gather_row_part<V>(x, xs, ids, slots, num_tokens, channels, out, os, row,
+                           static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), &bad);
+    if (!ok && threadIdx.x == 0) record_data_error(errors, data_error_key(0, row), bad);
   }
 }
 
-template <typename T>
+template <int V, typename T>
 __global__ void restore_kernel(const T* x_vis, const token_strides vs,
                                const std::int64_t* ids_restore, const std::int64_t* visible,
-                               std::int64_t slots, std::int64_t num_tokens,
-                               std::int64_t channels, const T* mask_token,
-                               std::int64_t mask_stride, std::int64_t count, T* out,
-                               const token_strides os) {
-  MWM_FOR_ELEMENTS(e, count) {
-    const std::int64_t row = e / channels;
-    if (e % channels == 0)
-      check_restore_ids(ids_restore, visible, slots, num_tokens, row / num_tokens, row);
-    restore_element(x_vis, vs, ids_restore, visible, slots, num_tokens, channels, mask_token,
-                    mask_stride, out, os, e);
+                               std::int64_t slots, std::int64_t num_tokens, std::int64_t channels,
+                               const T* mask_token, std::int64_t mask_stride, std::int64_t rows,
+                               T* out, const token_strides os, const error_sink errors) {
+  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+       row < rows; row += static_cast<std::int64_t>(gridDim.x) * blockDim.y) {
+    data_error bad;
+    const int phase = restore_row_part<V>(
+        x_vis, vs, ids_restore, visible, slots, num_tokens, channels, mask_token, mask_stride, out,
+        os, row, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), &bad);
+    if (phase != none_phase && threadIdx.x == 0)
+      record_data_error(errors, restore_error_key(phase, row, row / num_tokens), bad);
   }
 }
 
 // Destination keys of the source rows, each sample a segment of `rows` rows; offsets[s] = s*rows.
-__global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch,
-                                   std::int64_t slots, std::int64_t num_tokens,
-                                   std::uint32_t* keys, std::int32_t* sources,
-                                   std::int32_t* offsets) {
+__global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
+                                   std::int64_t num_tokens, std::uint32_t* keys,
+                                   std::int32_t* sources, std::int32_t* offsets,
+                                   const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * slots) {
-    check_keep_id(ids, e, num_tokens);
-    keys[e] = destination_key(ids[e]);
+    data_error bad;
+    const bool ok = keep_id_in_range(ids[e], e, slots, num_tokens, &bad);
+    if (!ok) record_data_error(errors, data_error_key(0, e), bad);
+    keys[e] = destination_key(ok ? ids[e] : padding_id);  // a bad id adds nowhere
     sources[e] = static_cast<std::int32_t>(e % slots);
     if (e % slots == 0) offsets[e / slots] = static_cast<std::int32_t>(e);
     if (e == 0) offsets[batch] = static_cast<std::int32_t>(batch * slots);
@@ -99,14 +103,23 @@ __global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch,
 }
 
 __global__ void restore_keys_kernel(const std::int64_t* ids_restore, const std::int64_t* visible,
-                                    std::int64_t batch, std::int64_t slots,
-                                    std::int64_t num_tokens, std::uint32_t* keys,
-                                    std::int32_t* sources, std::int32_t* offsets) {
+                                    std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                                    std::uint32_t* keys, std::int32_t* sources,
+                                    std::int32_t* offsets, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * num_tokens) {
     const std::int64_t b = e / num_tokens;
-    check_restore_ids(ids_restore, visible, slots, num_tokens, b, e);
-    keys[e] = destination_key(
-        restore_destination(ids_restore, visible, slots, num_tokens, b, e % num_tokens));
+    data_error bad;
+    int phase = none_phase;
+    if (!restore_id_in_range(ids_restore[e], e, num_tokens, &bad))
+      phase = restore_id_phase;
+    else if (visible && !visible_count_in_range(visible[b], b, slots, &bad))
+      phase = visible_count_phase;
+    if (phase != none_phase) record_data_error(errors, restore_error_key(phase, e, b), bad);
+    // A bad row counts as a mask-token row: its key stays in range.
+    keys[e] =
+        destination_key(phase != none_phase ? padding_id
+                                            : restore_destination(ids_restore, visible, slots,
+                                                                  num_tokens, b, e % num_tokens));
     sources[e] = static_cast<std::int32_t>(e % num_tokens);
     if (e % num_tokens == 0) offsets[b] = static_cast<std::int32_t>(e);
     if (e == 0) offsets[batch] = static_cast<std::int32_t>(batch * num_tokens);
@@ -131,8 +144,7 @@ __global__ void gather_backward_kernel(const T* grad, const token_strides gs,
                                        std::int64_t channels, std::int64_t count, T* grad_x,
                                        const token_strides xs) {
   MWM_FOR_ELEMENTS(e, count) {
-    gather_backward_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels, grad_x,
-                                 xs, e);
+    sum_sources_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels, grad_x, xs, e);
   }
 }
 
@@ -140,11 +152,11 @@ template <typename Acc, typename T>
 __global__ void restore_backward_kernel(const T* grad, const token_strides gs,
                                         const std::int32_t* sources, const std::int64_t* starts,
                                         std::int64_t slots, std::int64_t num_tokens,
-                                        std::int64_t channels, std::int64_t count,
-                                        T* grad_x_vis, const token_strides vs) {
+                                        std::int64_t channels, std::int64_t count, T* grad_x_vis,
+                                        const token_strides vs) {
   MWM_FOR_ELEMENTS(e, count) {
-    restore_backward_element<Acc>(grad, gs, sources, starts, slots, num_tokens, channels,
-                                  grad_x_vis, vs, e);
+    sum_sources_element<Acc>(grad, gs, sources, starts, num_tokens, slots, channels, grad_x_vis, vs,
+                             e);
   }
 }
 
@@ -161,8 +173,8 @@ __global__ void mask_partials_kernel(const T* grad, const token_strides gs,
 }
 
 template <typename Acc, typename T>
-__global__ void mask_gradient_kernel(const Acc* partials, std::int64_t batch,
-                                     std::int64_t channels, T* out) {
+__global__ void mask_gradient_kernel(const Acc* partials, std::int64_t batch, std::int64_t channels,
+                                     T* out) {
   MWM_FOR_ELEMENTS(c, channels) { mask_gradient_element(partials, batch, out, c); }
 }
 
@@ -173,6 +185,19 @@ int key_bits(std::int64_t keys) {
   int bits = 1;
   while ((std::int64_t(1) << bits) <= keys) ++bits;
   return bits;
+}
+
+// V elements per 16-byte vector of T when every row is dense and 16-byte aligned, else 1.
+template <typename T>
+int row_vector_width(std::int64_t channels, std::initializer_list<const void*> bases,
+                     std::initializer_list<token_strides> strides) {
+  constexpr int v = static_cast<int>(16 / sizeof(T));
+  if (channels % v != 0) return 1;
+  for (const void* base : bases)
+    if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0) return 1;
+  for (const token_strides& s : strides)
+    if (s.channel != 1 || s.batch % v != 0 || s.token % v != 0) return 1;
+  return v;
 }
 
 // Per-sample stable sort of destination keys: the buffers and CUB's scratch.
@@ -213,8 +238,7 @@ run_layout lay_out_runs(std::int64_t batch, std::int64_t rows, std::int64_t keys
 // Sorts the keys the key kernel wrote into l.keys[0] / l.sources[0]; returns the sorted sources
 // and fills l.starts (null when there are no rows).
 const std::int32_t* sort_runs(run_layout& l, std::int64_t batch, std::int64_t rows,
-                              std::int64_t keys, const std::int64_t** starts,
-                              cudaStream_t stream) {
+                              std::int64_t keys, const std::int64_t** starts, cudaStream_t stream) {
   CUB_NS_QUALIFIER::DoubleBuffer<std::uint32_t> k(l.keys[0], l.keys[1]);
   CUB_NS_QUALIFIER::DoubleBuffer<std::int32_t> v(l.sources[0], l.sources[1]);
   check_cuda(CUB_NS_QUALIFIER::DeviceSegmentedRadixSort::SortPairs(
@@ -243,15 +267,27 @@ void gather_tokens_async(float_type type, const void* x, const token_strides& xs
                          std::int64_t num_tokens, std::int64_t channels, void* out,
                          const token_strides& os, cudaStream_t stream) {
   require_token_shape(batch, slots, num_tokens, channels);
-  const std::int64_t count = batch * slots * channels;
-  if (count == 0) return;
+  const std::int64_t rows = batch * slots;
+  if (rows * channels == 0) return;
+  const error_sink errors = begin_checked_launch(stream);
   with_token_type(type, [&](auto tag) {
     using T = decltype(tag);
-    gather_kernel<<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
-        static_cast<const T*>(x), xs, ids_keep, slots, num_tokens, channels, count,
-        static_cast<T*>(out), os);
+    const int v = row_vector_width<T>(channels, {x, out}, {xs, os});
+    const row_launch plan = plan_row_launch(rows, channels, v);
+    const dim3 threads(plan.lanes, plan.rows_per_block);
+    auto launch = [&](auto kernel) {
+      kernel<<<plan.blocks, threads, 0, stream>>>(static_cast<const T*>(x), xs, ids_keep, slots,
+                                                  num_tokens, channels, rows, static_cast<T*>(out),
+                                                  os, errors);
+    };
+    constexpr int vector = static_cast<int>(16 / sizeof(T));
+    if (v == vector)
+      launch(gather_kernel<vector, T>);
+    else
+      launch(gather_kernel<1, T>);
     check_launch("gather_kernel");
   });
+  end_checked_launch(stream);
 }
 
 std::size_t gather_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t slots,
@@ -272,12 +308,13 @@ void gather_tokens_backward_async(float_type type, const void* grad, const token
                     "gather_tokens_backward_async");
   const std::int64_t count = batch * num_tokens * channels;
   if (count == 0) return;
+  const error_sink errors = begin_checked_launch(stream);
   const std::int32_t* sources = nullptr;
   const std::int64_t* starts = nullptr;
   if (batch * slots > 0) {
     run_layout l = lay_out_runs(batch, slots, num_tokens + 1, 0, workspace);
     gather_keys_kernel<<<blocks_for(batch * slots, token_threads), token_threads, 0, stream>>>(
-        ids_keep, batch, slots, num_tokens, l.keys[0], l.sources[0], l.offsets);
+        ids_keep, batch, slots, num_tokens, l.keys[0], l.sources[0], l.offsets, errors);
     check_launch("gather_keys_kernel");
     sources = sort_runs(l, batch, slots, num_tokens + 1, &starts, stream);
   }
@@ -289,24 +326,37 @@ void gather_tokens_backward_async(float_type type, const void* grad, const token
         static_cast<T*>(grad_x), xs);
     check_launch("gather_backward_kernel");
   });
+  end_checked_launch(stream);
 }
 
 void restore_tokens_async(float_type type, const void* x_vis, const token_strides& vs,
                           const std::int64_t* ids_restore, const std::int64_t* visible,
                           std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
-                          std::int64_t channels, const void* mask_token,
-                          std::int64_t mask_stride, void* out, const token_strides& os,
-                          cudaStream_t stream) {
+                          std::int64_t channels, const void* mask_token, std::int64_t mask_stride,
+                          void* out, const token_strides& os, cudaStream_t stream) {
   require_token_shape(batch, slots, num_tokens, channels);
-  const std::int64_t count = batch * num_tokens * channels;
-  if (count == 0) return;
+  const std::int64_t rows = batch * num_tokens;
+  if (rows * channels == 0) return;
+  const error_sink errors = begin_checked_launch(stream);
   with_token_type(type, [&](auto tag) {
     using T = decltype(tag);
-    restore_kernel<<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
-        static_cast<const T*>(x_vis), vs, ids_restore, visible, slots, num_tokens, channels,
-        static_cast<const T*>(mask_token), mask_stride, count, static_cast<T*>(out), os);
+    const token_strides mask_rows{0, 0, mask_stride};
+    const int v = row_vector_width<T>(channels, {x_vis, out, mask_token}, {vs, os, mask_rows});
+    const row_launch plan = plan_row_launch(rows, channels, v);
+    const dim3 threads(plan.lanes, plan.rows_per_block);
+    auto launch = [&](auto kernel) {
+      kernel<<<plan.blocks, threads, 0, stream>>>(
+          static_cast<const T*>(x_vis), vs, ids_restore, visible, slots, num_tokens, channels,
+          static_cast<const T*>(mask_token), mask_stride, rows, static_cast<T*>(out), os, errors);
+    };
+    constexpr int vector = static_cast<int>(16 / sizeof(T));
+    if (v == vector)
+      launch(restore_kernel<vector, T>);
+    else
+      launch(restore_kernel<1, T>);
     check_launch("restore_kernel");
   });
+  end_checked_launch(stream);
 }
 
 std::size_t restore_tokens_backward_workspace_bytes(std::int64_t batch, std::int64_t slots,
@@ -318,9 +368,8 @@ std::size_t restore_tokens_backward_workspace_bytes(std::int64_t batch, std::int
 
 void restore_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
                                    const std::int64_t* ids_restore, const std::int64_t* visible,
-                                   std::int64_t batch, std::int64_t slots,
-                                   std::int64_t num_tokens, std::int64_t channels,
-                                   void* grad_x_vis, const token_strides& vs,
+                                   std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
+                                   std::int64_t channels, void* grad_x_vis, const token_strides& vs,
                                    void* grad_mask_token, void* workspace,
                                    std::size_t workspace_bytes, cudaStream_t stream) {
   require_token_shape(batch, slots, num_tokens, channels);
@@ -328,6 +377,7 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
                     restore_tokens_backward_workspace_bytes(batch, slots, num_tokens, channels),
                     "restore_tokens_backward_async");
   if (channels == 0) return;
+  const error_sink errors = begin_checked_launch(stream);
   const std::int32_t* sources = nullptr;
   const std::int64_t* starts = nullptr;
   double* partials = nullptr;
@@ -335,7 +385,7 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
     run_layout l = lay_out_runs(batch, num_tokens, slots + 1, batch * channels, workspace);
     restore_keys_kernel<<<blocks_for(batch * num_tokens, token_threads), token_threads, 0,
                           stream>>>(ids_restore, visible, batch, slots, num_tokens, l.keys[0],
-                                    l.sources[0], l.offsets);
+                                    l.sources[0], l.offsets, errors);
     check_launch("restore_keys_kernel");
     sources = sort_runs(l, batch, num_tokens, slots + 1, &starts, stream);
     partials = l.partials;
@@ -345,10 +395,9 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
     using Acc = typename accumulate_of<T>::type;
     const std::int64_t count = batch * slots * channels;
     if (count > 0) {
-      restore_backward_kernel<Acc>
-          <<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
-              static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels,
-              count, static_cast<T*>(grad_x_vis), vs);
+      restore_backward_kernel<Acc><<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
+          static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
+          static_cast<T*>(grad_x_vis), vs);
       check_launch("restore_backward_kernel");
     }
     auto* acc_partials = reinterpret_cast<Acc*>(partials);
@@ -362,6 +411,7 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
         acc_partials, acc_partials ? batch : 0, channels, static_cast<T*>(grad_mask_token));
     check_launch("mask_gradient_kernel");
   });
+  end_checked_launch(stream);
 }
 
 }  // namespace gpu

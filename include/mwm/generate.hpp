@@ -80,10 +80,33 @@ inline void validate_request(const mask_request& request) {
   }
 }
 
-// Global sample index of sample b: the one Philox keys its draws with.
+// Global sample index of sample b, the one Philox keys its draws with: sample_index[b] when
+// given, else offset + b. The CUDA kernels call this too.
+MWM_HOST_DEVICE MWM_INLINE std::uint64_t global_sample_index(const std::int64_t* sample_index,
+                                                             std::uint64_t offset,
+                                                             std::int64_t b) {
+  return sample_index ? static_cast<std::uint64_t>(sample_index[b])
+                      : offset + static_cast<std::uint64_t>(b);
+}
+
 inline std::uint64_t global_sample_index(const mask_request& request, std::int64_t b) {
-  return request.sample_index ? static_cast<std::uint64_t>(request.sample_index[b])
-                              : request.offset + static_cast<std::uint64_t>(b);
+  return global_sample_index(request.sample_index, request.offset, b);
+}
+
+// Rows of sample b in the batch outputs (both paths write a sample through this).
+MWM_HOST_DEVICE MWM_INLINE sample_outputs sample_rows(const batch_outputs& out,
+                                                      const index_widths& widths, std::int64_t n,
+                                                      std::int64_t b) {
+  sample_outputs row;
+  row.mask = out.mask ? out.mask + b * n : nullptr;
+  row.ids_shuffle = out.ids_shuffle ? out.ids_shuffle + b * n : nullptr;
+  row.ids_restore = out.ids_restore ? out.ids_restore + b * n : nullptr;
+  row.ids_keep = out.ids_keep ? out.ids_keep + b * widths.keep : nullptr;
+  row.ids_masked = out.ids_masked ? out.ids_masked + b * widths.masked : nullptr;
+  row.noise = out.noise ? out.noise + b * n : nullptr;
+  row.keep_width = widths.keep;
+  row.masked_width = widths.masked;
+  return row;
 }
 
 // Fills the outputs of samples [begin, end); callers run disjoint ranges on any threads.
@@ -100,16 +123,7 @@ inline void generate_sample_range(const mask_request& request, const policy_para
     const std::int64_t visible =
         select_sample(params, grid, regions, scores, request.seed,
                       global_sample_index(request, b), ws, order.data());
-    sample_outputs row;
-    row.mask = out.mask ? out.mask + b * n : nullptr;
-    row.ids_shuffle = out.ids_shuffle ? out.ids_shuffle + b * n : nullptr;
-    row.ids_restore = out.ids_restore ? out.ids_restore + b * n : nullptr;
-    row.ids_keep = out.ids_keep ? out.ids_keep + b * widths.keep : nullptr;
-    row.ids_masked = out.ids_masked ? out.ids_masked + b * widths.masked : nullptr;
-    row.noise = out.noise ? out.noise + b * n : nullptr;
-    row.keep_width = widths.keep;
-    row.masked_width = widths.masked;
-    write_sample_outputs(row, order.data(), n, visible);
+    write_sample_outputs(sample_rows(out, widths, n, b), order.data(), n, visible);
     if (out.num_masked) out.num_masked[b] = n - visible;
   }
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "data_error.hpp"
 #include "error.hpp"
 #include "finite.hpp"
 #include "grid.hpp"
@@ -168,11 +169,12 @@ inline void validate_no_non_finite(const float* values, std::int64_t count, cons
                                    nan_policy policy) {
   if (policy != nan_policy::error) return;
   const auto at = first_non_finite(values, count);
-  if (at >= 0) {
-    throw error(std::string("mwm: ") + argument + "[" + detail::to_text(at) +
-                "] = " + detail::to_text(values[at]) +
-                ": NaN or infinity (pass nan_policy=zero to treat it as zero)");
-  }
+  if (at < 0) return;
+  data_error_slot first;
+  data_error bad;
+  finite_or_error(values[at], data_argument_named(argument), at, &bad);
+  record_data_error(first, data_error_key(0, at), bad);
+  raise_if_data_error(first);
 }
 
 // Index of the first NaN or infinity among the pixels `options.reduction` reads from `count`
@@ -248,8 +250,9 @@ inline void validate_prompt_weights(std::int64_t prompts, prompt_combine mode,
                   weights.size(),
                   "must equal the number of prompts (" + detail::to_text(prompts) + ")");
   for (std::size_t k = 0; k < weights.size(); ++k) {
-    detail::require(detail::is_finite_value(weights[k]), "prompt_weights", weights[k],
-                    "must be finite");
+    if (!detail::is_finite_value(weights[k]))
+      raise_data_error(real_data_error(data_error_code::prompt_weight, data_argument::scores,
+                                       static_cast<std::int64_t>(k), 0, weights[k]));
   }
 }
 

@@ -10,6 +10,7 @@
 #include "block.hpp"
 #include "budget.hpp"
 #include "config.hpp"
+#include "data_error.hpp"
 #include "error.hpp"
 #include "grid.hpp"
 #include "keys.hpp"
@@ -100,6 +101,26 @@ MWM_HOST_DEVICE MWM_INLINE std::int32_t group_of_rank(const policy_params& p, st
 }
 
 constexpr int max_groups = max_regions;
+
+// Group of cell i taken straight from the inputs: its region (per_region, fixed_total), its
+// BEiT block flag (block), or the single group 0 of the other kinds; the guided kinds rank
+// scores first (group_of_rank). A region outside [0, num_regions) is group 0 and returns false
+// with *bad (index i: callers with batch rows add the row's start). The CPU selection and the
+// CUDA kernels both call this.
+MWM_HOST_DEVICE MWM_INLINE bool cell_group_from_inputs(const policy_params& p,
+                                                       const std::int32_t* regions,
+                                                       const std::uint8_t* blocked,
+                                                       std::int64_t i, std::int32_t* group,
+                                                       data_error* bad) {
+  *group = 0;
+  if (p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total) {
+    if (!region_in_range(regions[i], i, p.num_regions, bad)) return false;
+    *group = regions[i];
+  } else if (p.kind == policy_kind::block) {
+    *group = blocked[i];
+  }
+  return true;
+}
 
 // Number of groups a policy uses (group sizes arrays have at least this many entries).
 MWM_HOST_DEVICE MWM_INLINE int num_groups(const policy_params& p) {
@@ -318,17 +339,19 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
     case policy_kind::per_region:
     case policy_kind::fixed_total:
       for (std::int64_t i = 0; i < n; ++i) {
-        if (regions[i] < 0 || regions[i] >= p.num_regions) {  // the message only on failure
-          require(false, "regions", regions[i],
-                  "must lie in [0, " + to_text(p.num_regions) + ") (one ratio per region)");
-        }
-        ws.groups[i] = regions[i];
+        data_error bad;
+        if (!cell_group_from_inputs(p, regions, nullptr, i, &ws.groups[i], &bad))
+          raise_data_error(bad);
       }
       return;
     case policy_kind::block:
       ws.flags.resize(static_cast<std::size_t>(n));
-      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed, global_sample_index);
-      for (std::int64_t i = 0; i < n; ++i) ws.groups[i] = ws.flags[i];
+      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed,
+                   global_sample_index);
+      for (std::int64_t i = 0; i < n; ++i) {
+        data_error unused;
+        cell_group_from_inputs(p, nullptr, ws.flags.data(), i, &ws.groups[i], &unused);
+      }
       return;
     case policy_kind::loss_guided:
     case policy_kind::attention_guided: {

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "config.hpp"
+#include "data_error.hpp"
 #include "error.hpp"
 
 namespace mwm {
@@ -70,39 +71,68 @@ MWM_HOST_DEVICE MWM_INLINE void accumulate_token(const T* src, std::int64_t src_
 // ---------------------------------------------------------------------------------------------
 // Validation of index tensors (dense row-major), on the host.
 
+// The checks of the index tensors, per entry, shared with the CUDA kernels: true when the
+// entry is usable, else *bad describes it. Keys (data_error_key) put ids_restore before
+// num_visible, each in flat order, as the host validators below scan them.
+MWM_HOST_DEVICE MWM_INLINE bool keep_id_in_range(std::int64_t id, std::int64_t at,
+                                                 std::int64_t slots, std::int64_t num_tokens,
+                                                 data_error* bad) {
+  if (id >= padding_id && id < num_tokens) return true;
+  *bad = integer_data_error(data_error_code::keep_id, at, slots, id, num_tokens);
+  return false;
+}
+
+MWM_HOST_DEVICE MWM_INLINE bool restore_id_in_range(std::int64_t position, std::int64_t at,
+                                                    std::int64_t num_tokens, data_error* bad) {
+  if (position >= 0 && position < num_tokens) return true;
+  *bad = integer_data_error(data_error_code::restore_id, at, num_tokens, position, num_tokens);
+  return false;
+}
+
+MWM_HOST_DEVICE MWM_INLINE bool visible_count_in_range(std::int64_t count, std::int64_t b,
+                                                       std::int64_t slots, data_error* bad) {
+  if (count >= 0 && count <= slots) return true;
+  *bad = integer_data_error(data_error_code::num_visible, b, 0, count, slots);
+  return false;
+}
+
+constexpr int restore_id_phase = 0;
+constexpr int visible_count_phase = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Validation of index tensors (dense row-major), on the host: the first bad entry raises.
+
 // Every ids_keep entry lies in [-1, N).
 inline void validate_keep_ids(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
                               std::int64_t num_tokens) {
+  data_error_slot first;
+  data_error bad;
   for (std::int64_t i = 0; i < batch * slots; ++i) {
-    if (ids[i] < padding_id || ids[i] >= num_tokens) {
-      detail::require(false, "ids_keep", ids[i],
-                      "must lie in [-1, " + detail::to_text(num_tokens) + ") (sample " +
-                          detail::to_text(i / slots) + ", slot " + detail::to_text(i % slots) +
-                          "; -1 marks padding)");
+    if (!keep_id_in_range(ids[i], i, slots, num_tokens, &bad)) {
+      record_data_error(first, data_error_key(0, i), bad);
+      break;
     }
   }
+  raise_if_data_error(first);
 }
 
 // Every ids_restore entry lies in [0, N); every visible count in [0, K].
 inline void validate_restore_ids(const std::int64_t* ids_restore, const std::int64_t* visible,
                                  std::int64_t batch, std::int64_t num_tokens,
                                  std::int64_t slots) {
+  data_error_slot first;
+  data_error bad;
   for (std::int64_t i = 0; i < batch * num_tokens; ++i) {
-    if (ids_restore[i] < 0 || ids_restore[i] >= num_tokens) {
-      detail::require(false, "ids_restore", ids_restore[i],
-                      "must lie in [0, " + detail::to_text(num_tokens) + ") (sample " +
-                          detail::to_text(i / num_tokens) + ", token " +
-                          detail::to_text(i % num_tokens) + ")");
+    if (!restore_id_in_range(ids_restore[i], i, num_tokens, &bad)) {
+      record_data_error(first, data_error_key(restore_id_phase, i), bad);
+      break;
     }
   }
-  if (!visible) return;
-  for (std::int64_t b = 0; b < batch; ++b) {
-    if (visible[b] < 0 || visible[b] > slots) {
-      detail::require(false, "num_visible", visible[b],
-                      "must lie in [0, " + detail::to_text(slots) + "] (sample " +
-                          detail::to_text(b) + "; K = x_vis.shape[1])");
-    }
+  for (std::int64_t b = 0; visible && !has_data_error(first) && b < batch; ++b) {
+    if (!visible_count_in_range(visible[b], b, slots, &bad))
+      record_data_error(first, data_error_key(visible_count_phase, b), bad);
   }
+  raise_if_data_error(first);
 }
 
 // ---------------------------------------------------------------------------------------------

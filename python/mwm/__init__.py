@@ -8,6 +8,7 @@ harness.
 from .budget import keep_count
 from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
                     coral_loss)
+from .device_errors import check_device_errors, set_sync_errors
 from .feature_pool import DynamicFeaturePool, confidence_filter
 from .loss import mae_loss, masked_recon_loss, simmim_loss, spark_loss
 from .masker import MWM_PRESETS, TextGuidedMasker
@@ -26,6 +27,8 @@ __all__ = [
     "confidence_filter",
     "coral_consistency",
     "coral_loss",
+    "check_device_errors",
+    "set_sync_errors",
     "MWM_PRESETS",
     "MaskResult",
     "TextGuidedMasker",

@@ -1,5 +1,9 @@
 """The `mwm` command line. `mwm mask` turns a folder of images plus heatmaps (or detector
-boxes) into MWM patch masks, one .npz and one overlay PNG per image.
+boxes) into MWM patch masks, one .npz and one overlay PNG per image. `mwm regions` makes those
+heatmaps and ROI maps from text prompts with the user's CLIP model (M2IB), optionally SAM.
+
+    mwm regions --images DIR --clip PATH [--sam PATH] (--prompt TEXT [--prompt TEXT ...] |
+                --prompt-bank FILE --modality NAME) --out DIR [--batch-size 8] [--device cuda]
 
     mwm mask --images DIR (--heatmaps FILE|DIR | --boxes FILE) --out DIR
              [--grid GH GW | --patch-size P] [--preset default|medium|light]
@@ -67,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="masking ratio per region, background first (overrides --preset)")
     mask.add_argument("--prompt-bank", type=Path, help="prompt bank (.json/.yaml); heatmaps are (K, H, W) per its prompts")
     mask.add_argument("--modality", help="modality of the prompt bank")
-    mask.add_argument("--regions", default="mwm", choices=["mwm", "threshold"],
+    mask.add_argument("--regions", default="mwm", choices=["mwm", "threshold", "roi"],
                       help="mwm: the reference pipeline (threshold, k largest components, boxes); "
-                           "threshold: patch-mean heatmap > --threshold")
+                           "threshold: patch-mean heatmap > --threshold; roi: use the ROI maps that "
+                           "`mwm regions` wrote (the 'roi' array of --heatmaps DIR/<id>.npz) as they are")
     mask.add_argument("--threshold", type=float, default=0.3, help="heatmap threshold (default 0.3)")
     mask.add_argument("--components", type=int, default=2, help="largest components kept (default 2)")
     mask.add_argument("--expand-ratio", type=float, default=1.0, help="component box scale (default 1.0)")
@@ -83,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     mask.add_argument("--quiet", action="store_true", help="no progress bar")
     mask.set_defaults(run=run_mask)
+    from .cli_regions import add_regions_parser
+
+    add_regions_parser(commands)
     return parser
 
 
@@ -111,7 +119,10 @@ def run_mask(args: argparse.Namespace) -> int:
     if not items:
         raise FileNotFoundError(f"no images (.png, .jpg, .jpeg, .dcm, .nii, .nii.gz) in {str(args.images)!r}")
     plan = _MaskPlan(args)
-    source = _BoxSource(args.boxes) if args.boxes is not None else _HeatmapSource(args.heatmaps, items)
+    if args.regions == "roi" and args.heatmaps is None:
+        raise ValueError("--regions roi reads the ROI maps of `mwm regions`: give --heatmaps DIR")
+    source = (_BoxSource(args.boxes) if args.boxes is not None
+              else _HeatmapSource(args.heatmaps, items, "roi" if args.regions == "roi" else "heatmap"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     failures: List[str] = []
@@ -165,15 +176,15 @@ class _MaskPlan:
             self.region_ratios = kwargs["region_ratios"]
             if args.region_ratios is not None:
                 raise ValueError("--region-ratios cannot be combined with --prompt-bank (the bank sets them)")
-            if args.regions != "mwm":
-                raise ValueError("--prompt-bank needs --regions mwm")
+            if args.regions == "threshold":
+                raise ValueError("--prompt-bank needs --regions mwm or roi")
         else:
             from .masker import MWM_PRESETS
 
             high, low = MWM_PRESETS[args.preset]
             self.region_ratios = list(args.region_ratios) if args.region_ratios else [low, high]
             regions = len(self.region_ratios)
-            if args.regions == "mwm":
+            if args.regions in ("mwm", "roi"):
                 if regions != 2:
                     raise ValueError(
                         f"--region-ratios {self.region_ratios}: the MWM pipeline gives background and ROI, "
@@ -213,6 +224,8 @@ class _MaskPlan:
         from .grounding.prompt_bank import bank_region_map
         from .grounding.regions import mwm_region_map
 
+        if self.args.regions == "roi":
+            return self._given_regions(heat, grid)
         if self.prompts is not None:
             levels = bank_region_map(heat[None], self.prompts, grid=grid)[0]
             return levels, levels
@@ -227,6 +240,20 @@ class _MaskPlan:
 
         scores = heatmap_to_patch_scores(combined[None], list(grid))[0]
         return (scores > self.thresholds[0]).to(torch.float32).reshape(grid), combined
+
+    def _given_regions(self, roi: torch.Tensor, grid: tuple):
+        """ROI maps (K, h, w) as `mwm regions` wrote them -> the level map on the grid (nearest)."""
+        from .grounding.adapters import resize_maps
+        from .grounding.regions import region_level_map
+
+        inside = roi > 0.5
+        if self.prompts is not None:
+            levels = region_level_map(inside[None], self.prompts.prompt_levels,
+                                      len(self.prompts.level_ratios))[0]
+        else:
+            levels = inside.any(dim=0).to(torch.float32)
+        levels = resize_maps(levels[None], grid, mode="nearest")[0]
+        return levels, levels
 
     def masker(self, grid: tuple, mwm):
         if grid not in self._maskers:
@@ -273,7 +300,8 @@ def _check_heatmap(heat: np.ndarray, item, num_prompts: Optional[int], normalize
 
 
 class _HeatmapSource:
-    def __init__(self, location: Path, items):
+    def __init__(self, location: Path, items, key: str = "heatmap"):
+        self.key = key
         self.location = location
         self.items = items
         self.file_arrays = None
@@ -303,12 +331,12 @@ class _HeatmapSource:
         for suffix in (".npy", ".npz"):
             path = self.location / f"{item.id}{suffix}"
             if path.is_file():
-                return _load_array(path)
+                return _load_array(path, self.key)
         if item.slice_index is not None:
             for suffix in (".npy", ".npz"):
                 path = self.location / f"{item.volume_stem}{suffix}"
                 if path.is_file():
-                    volume = _load_array(path)
+                    volume = _load_array(path, self.key)
                     if volume.ndim not in (3, 4) or item.slice_index >= volume.shape[-1]:
                         raise InputError(
                             f"{path}: a volume heatmap must be (H, W, Z) or (K, H, W, Z) with slice "
@@ -320,17 +348,21 @@ class _HeatmapSource:
         )
 
 
-def _load_array(path: Path) -> np.ndarray:
+def _load_array(path: Path, key: str = "heatmap") -> np.ndarray:
     try:
         if path.suffix == ".npy":
+            if key != "heatmap":
+                raise InputError(f"{path}: a .npy holds no {key!r} array; --regions roi reads the .npz "
+                                 "files of `mwm regions`")
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
-            if "heatmap" in keys:
-                return archive["heatmap"]
-            if len(keys) == 1:
+            if key in keys:
+                return archive[key]
+            if key == "heatmap" and len(keys) == 1:
                 return archive[keys[0]]
-            raise InputError(f"{path}: holds {keys}; name the heatmap array 'heatmap'")
+            raise InputError(f"{path}: holds {keys}; name the {'heatmap' if key == 'heatmap' else key} "
+                             f"array {key!r}")
     except InputError:
         raise
     except Exception as exc:

@@ -1,13 +1,18 @@
-// The CUDA launchers against the CPU drivers, on a GPU: masks of every policy on both paths
-// (one block per sample, segmented sorts), patch maps, the loss and the tokens must give the
-// CPU's results (bit for bit; the reduced loss to rounding). Built with -DMWM_BUILD_CUDA=ON
+// The CUDA launchers against the CPU drivers, on a GPU: masks of every policy on every path
+// (both block tiers, segmented sorts over one and two chunks, the sample_index path), patch
+// maps, the loss and the tokens must give the CPU's results (bit for bit; the reduced loss to
+// rounding), and bad data must raise the CPU's message through the device error slot without
+// killing the context. Built with -DMWM_BUILD_CUDA=ON
 // (cuda/CMakeLists.txt); without a CUDA device it says so and exits 77, which ctest reports as
 // skipped.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +25,9 @@ namespace {
 
 int passed = 0;
 int failed = 0;
+// MWM_DEVICE_TESTS_QUICK=1 (compute-sanitizer runs, 10-100x slower): one grid per path, the
+// two-chunk batch cut to one chunk, three policies.
+const bool quick = std::getenv("MWM_DEVICE_TESTS_QUICK") != nullptr;
 
 void check(bool ok, const std::string& what) {
   if (ok) {
@@ -66,15 +74,22 @@ void test_masks(std::mt19937_64& rng) {
                                policy_kind::fixed_total, policy_kind::weighted,
                                policy_kind::block,       policy_kind::coarse,
                                policy_kind::loss_guided, policy_kind::attention_guided};
-  // 196, 49 and 512 patches take one block per sample; 4096 the segmented sorts.
-  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(8, 6),
-                                   mwm::make_grid_3d(8, 8, 8), mwm::make_grid_2d(64, 64),
+  // 196, 48 and 512 patches take the 128x4 block tier, 1024 and 2048 the 256x8 tier, 4096 the
+  // segmented sorts (batch 300 at 4096 patches: two chunks of at most 256 samples).
+  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14),    mwm::make_grid_2d(8, 6),
+                                   mwm::make_grid_3d(8, 8, 8),   mwm::make_grid_2d(32, 32),
+                                   mwm::make_grid_2d(32, 64),    mwm::make_grid_2d(64, 64),
                                    mwm::make_grid_3d(16, 16, 16)};
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
   for (const auto& grid : grids) {
     const std::int64_t n = grid.num_patches();
-    const std::int64_t batch = n > 1000 ? 3 : 33;
+    const bool two_chunks = n == 4096 && grid.ndim == 2;
+    if (quick && (n == 48 || n == 512 || n == 2048 || grid.ndim == 3)) continue;
+    const std::int64_t batch = two_chunks && !quick ? 300 : (n > 1000 ? 3 : 33);
     for (auto kind : kinds) {
+      if (quick && kind != policy_kind::per_region && kind != policy_kind::weighted &&
+          kind != policy_kind::block)
+        continue;
       for (auto order : {mwm::visible_order::random, mwm::visible_order::sorted}) {
         mwm::mask_request request;
         request.grid = grid;
@@ -82,11 +97,15 @@ void test_masks(std::mt19937_64& rng) {
         request.policy.kind = kind;
         request.policy.order = order;
         request.policy.region_ratios = {0.4, 0.8, 0.6};
-        request.policy.attention =
-            order == mwm::visible_order::sorted ? mwm::attention_mode::hint
-                                                : mwm::attention_mode::low;
+        request.policy.attention = order == mwm::visible_order::sorted ? mwm::attention_mode::hint
+                                                                       : mwm::attention_mode::low;
         request.seed = rng();
         request.offset = rng() % 1000;
+        // The sample_index path on every other request: arbitrary global indices per sample.
+        std::vector<std::int64_t> sample_index(static_cast<std::size_t>(batch));
+        for (auto& index : sample_index) index = static_cast<std::int64_t>(rng() % (1u << 30));
+        const bool indexed = order == mwm::visible_order::sorted;
+        if (indexed) request.sample_index = sample_index.data();
         std::vector<std::int32_t> regions(static_cast<std::size_t>(batch * n));
         std::vector<float> scores(regions.size());
         for (std::size_t i = 0; i < regions.size(); ++i) {
@@ -99,6 +118,7 @@ void test_masks(std::mt19937_64& rng) {
 
         device_vector<std::int32_t> d_regions(regions);
         device_vector<float> d_scores(scores);
+        device_vector<std::int64_t> d_sample_index(sample_index);
         device_vector<std::uint8_t> mask(expected.mask.size());
         device_vector<std::int64_t> num_masked(expected.num_masked.size());
         device_vector<std::int64_t> shuffle(expected.ids_shuffle.size());
@@ -109,6 +129,7 @@ void test_masks(std::mt19937_64& rng) {
         mwm::mask_request on_device = request;
         on_device.regions = d_regions.data;
         on_device.scores = d_scores.data;
+        if (indexed) on_device.sample_index = d_sample_index.data;
         mwm::batch_outputs out;
         out.mask = mask.data;
         out.num_masked = num_masked.data;
@@ -121,8 +142,8 @@ void test_masks(std::mt19937_64& rng) {
         device_vector<char> workspace(bytes);
         mwm::gpu::generate_masks_async(on_device, out, workspace.data, bytes, nullptr);
         cuda_ok(cudaDeviceSynchronize(), "generate_masks_async");
-        const std::string what = std::string(mwm::policy_name(kind)) + " on " +
-                                 std::to_string(n) + " patches";
+        const std::string what =
+            std::string(mwm::policy_name(kind)) + " on " + std::to_string(n) + " patches";
         check(mask.host() == expected.mask, "mask, " + what);
         check(num_masked.host() == expected.num_masked, "num_masked, " + what);
         check(shuffle.host() == expected.ids_shuffle, "ids_shuffle, " + what);
@@ -155,12 +176,13 @@ void test_maps(std::mt19937_64& rng) {
     device_vector<float> d_heat(heat), d_weights(request.prompt_weights), scores(expected.size());
     const std::size_t bytes = mwm::gpu::patch_scores_workspace_bytes(request);
     device_vector<char> workspace(bytes);
-    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data,
-                                 workspace.data, bytes, nullptr);
+    mwm::gpu::patch_scores_async(request, d_heat.data, d_weights.data, scores.data, workspace.data,
+                                 bytes, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "patch_scores_async");
     check(scores.host() == expected, "patch_scores");
   }
-  for (std::int64_t n : {196, 5000}) {  // one block per sample, then the segmented sort
+  // The 128x4 and 256x8 block tiers, then the segmented sort.
+  for (std::int64_t n : {196, 1500, 5000}) {
     const std::int64_t batch = 3;
     std::vector<float> scores(static_cast<std::size_t>(batch * n));
     for (auto& v : scores) v = std::floor(unit(rng) * 16.0f) / 16.0f;
@@ -179,6 +201,216 @@ void test_maps(std::mt19937_64& rng) {
     cuda_ok(cudaDeviceSynchronize(), "regions_from_quantiles_async");
     check(regions.host() == expected, "regions_from_quantiles, n = " + std::to_string(n));
   }
+  // Thresholds and upsampling.
+  {
+    const std::int64_t batch = 2, n = 196;
+    std::vector<float> scores(static_cast<std::size_t>(batch * n));
+    for (auto& v : scores) v = unit(rng);
+    const std::vector<float> thresholds{0.25f, 0.5f, 0.9f};
+    std::vector<std::int32_t> expected(scores.size());
+    mwm::regions_by_thresholds(scores.data(), batch, n, thresholds, expected.data());
+    device_vector<float> d_scores(scores), d_thresholds(thresholds);
+    device_vector<std::int32_t> regions(expected.size());
+    mwm::gpu::regions_from_thresholds_async(d_scores.data, batch, n, d_thresholds.data, 3,
+                                            mwm::nan_policy::error, regions.data, nullptr);
+    cuda_ok(cudaDeviceSynchronize(), "regions_from_thresholds_async");
+    check(regions.host() == expected, "regions_from_thresholds");
+  }
+}
+
+// Restore in the element path (strided mask token) and the vector path (fp16 rows of 64).
+void test_restore(std::mt19937_64& rng) {
+  const std::int64_t batch = 4, tokens = 16, slots = 6;
+  for (std::int64_t channels : {7, 64}) {
+    const mwm::token_strides vs{slots * channels, channels, 1};
+    const mwm::token_strides os{tokens * channels, channels, 1};
+    std::vector<float> x_vis(static_cast<std::size_t>(batch * slots * channels));
+    for (auto& v : x_vis) v = static_cast<float>(rng() % 1000) / 8.0f;
+    std::vector<float> mask_token(static_cast<std::size_t>(channels));
+    for (auto& v : mask_token) v = -1.0f - static_cast<float>(rng() % 100);
+    std::vector<std::int64_t> ids_restore(static_cast<std::size_t>(batch * tokens));
+    for (std::int64_t b = 0; b < batch; ++b) {
+      for (std::int64_t t = 0; t < tokens; ++t) ids_restore[b * tokens + t] = t;
+      std::shuffle(ids_restore.begin() + b * tokens, ids_restore.begin() + (b + 1) * tokens, rng);
+    }
+    const std::vector<std::int64_t> visible{6, 0, 3, 6};
+    std::vector<float> expected(static_cast<std::size_t>(batch * tokens * channels));
+    mwm::restore_tokens(x_vis.data(), vs, ids_restore.data(), visible.data(), slots, tokens,
+                        channels, mask_token.data(), 1, expected.data(), os, 0, batch);
+    device_vector<float> d_vis(x_vis), d_token(mask_token), out(expected.size());
+    device_vector<std::int64_t> d_ids(ids_restore), d_visible(visible);
+    mwm::gpu::restore_tokens_async(mwm::gpu::float_type::float32, d_vis.data, vs, d_ids.data,
+                                   d_visible.data, batch, slots, tokens, channels, d_token.data, 1,
+                                   out.data, os, nullptr);
+    cuda_ok(cudaDeviceSynchronize(), "restore_tokens_async");
+    check(out.host() == expected, "restore_tokens, C = " + std::to_string(channels));
+  }
+}
+
+// Bad data never kills the context: the launcher returns, check_device_errors raises the CPU
+// path's message, and the next launch works.
+template <typename Body>
+std::string device_error_message(Body launch) {
+  try {
+    launch();
+    mwm::gpu::check_device_errors(nullptr);
+  } catch (const mwm::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+template <typename Body>
+std::string host_error_message(Body body) {
+  try {
+    body();
+  } catch (const mwm::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+void test_data_errors(std::mt19937_64& rng) {
+  const std::int64_t batch = 3, tokens = 9, slots = 4, channels = 8;
+  const mwm::token_strides xs{tokens * channels, channels, 1}, ks{slots * channels, channels, 1};
+  std::vector<float> x(static_cast<std::size_t>(batch * tokens * channels), 1.0f);
+  std::vector<std::int64_t> ids{0, 1, 2, 3, 4, std::int64_t(1) << 40, 7, -5, 8, 8, 8, 99};
+  device_vector<float> d_x(x), d_out(static_cast<std::size_t>(batch * slots * channels));
+  device_vector<std::int64_t> d_ids(ids);
+  const std::string cpu_keep =
+      host_error_message([&] { mwm::validate_keep_ids(ids.data(), batch, slots, tokens); });
+  check(device_error_message([&] {
+          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data,
+                                        batch, slots, tokens, channels, d_out.data, ks, nullptr);
+        }) == cpu_keep,
+        "gather_tokens with bad ids raises " + cpu_keep);
+  const std::size_t bytes = mwm::gpu::gather_tokens_backward_workspace_bytes(batch, slots, tokens);
+  device_vector<char> workspace(bytes);
+  device_vector<float> d_grad_x(x.size());
+  check(device_error_message([&] {
+          mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks,
+                                                 d_ids.data, batch, slots, tokens, channels,
+                                                 d_grad_x.data, xs, workspace.data, bytes, nullptr);
+        }) == cpu_keep,
+        "gather_tokens_backward with bad ids");
+
+  // Restore: a bad visible count, then a bad id, which the CPU names first.
+  std::vector<std::int64_t> ids_restore(static_cast<std::size_t>(batch * tokens));
+  for (std::size_t i = 0; i < ids_restore.size(); ++i) ids_restore[i] = i % tokens;
+  std::vector<std::int64_t> visible{4, 9, 2};
+  device_vector<float> d_vis(std::vector<float>(static_cast<std::size_t>(batch * ks.batch), 2.0f));
+  device_vector<float> d_token(std::vector<float>(static_cast<std::size_t>(channels), 3.0f));
+  device_vector<float> d_restored(x.size());
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) ids_restore[tokens + 3] = -(std::int64_t(1) << 45);
+    device_vector<std::int64_t> d_restore(ids_restore), d_visible(visible);
+    const std::string cpu = host_error_message([&] {
+      mwm::validate_restore_ids(ids_restore.data(), visible.data(), batch, tokens, slots);
+    });
+    check(device_error_message([&] {
+            mwm::gpu::restore_tokens_async(mwm::gpu::float_type::float32, d_vis.data, ks,
+                                           d_restore.data, d_visible.data, batch, slots, tokens,
+                                           channels, d_token.data, 1, d_restored.data, xs, nullptr);
+          }) == cpu,
+          "restore_tokens raises " + cpu);
+  }
+
+  // NaN heatmaps and scores, a bad region: each raises the CPU message.
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  mwm::pooling_request pooling;
+  pooling.grid = mwm::make_grid_2d(4, 4);
+  pooling.batch = 2;
+  pooling.shape = {1, 8, 8};
+  std::vector<float> heat(static_cast<std::size_t>(2 * 64));
+  for (auto& v : heat) v = unit(rng);
+  heat[100] = -std::numeric_limits<float>::infinity();
+  heat[77] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> pooled(32);
+  const std::string cpu_heat =
+      host_error_message([&] { mwm::heatmaps_to_scores(pooling, heat.data(), pooled.data()); });
+  device_vector<float> d_heat(heat), d_pooled(pooled.size());
+  check(device_error_message([&] {
+          mwm::gpu::patch_scores_async(pooling, d_heat.data, nullptr, d_pooled.data, nullptr, 0,
+                                       nullptr);
+        }) == cpu_heat,
+        "patch_scores raises " + cpu_heat);
+
+  for (std::int64_t n : {196, 1500, 5000}) {
+    std::vector<float> scores(static_cast<std::size_t>(2 * n));
+    for (auto& v : scores) v = unit(rng);
+    scores[n + 17] = std::numeric_limits<float>::quiet_NaN();
+    scores[n + 3] = std::numeric_limits<float>::infinity();
+    std::vector<std::int32_t> regions(scores.size());
+    const std::string cpu = host_error_message(
+        [&] { mwm::regions_by_quantiles(scores.data(), 2, n, {0.5}, regions.data()); });
+    const std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5)};
+    device_vector<float> d_scores(scores);
+    device_vector<std::int64_t> d_counts(counts);
+    device_vector<std::int32_t> d_regions(regions.size());
+    const std::size_t qbytes = mwm::gpu::quantile_workspace_bytes(2, n);
+    device_vector<char> qworkspace(qbytes);
+    check(device_error_message([&] {
+            mwm::gpu::regions_from_quantiles_async(d_scores.data, 2, n, d_counts.data, 1,
+                                                   mwm::nan_policy::error, d_regions.data,
+                                                   qworkspace.data, qbytes, nullptr);
+          }) == cpu,
+          "regions_from_quantiles raises " + cpu + ", n = " + std::to_string(n));
+  }
+
+  for (const auto& grid :
+       {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(32, 32), mwm::make_grid_2d(64, 64)}) {
+    const std::int64_t n = grid.num_patches();
+    mwm::mask_request request;
+    request.grid = grid;
+    request.batch = 2;
+    request.policy.kind = mwm::policy_kind::per_region;
+    request.policy.region_ratios = {0.5, 0.75};
+    std::vector<std::int32_t> regions(static_cast<std::size_t>(2 * n), 1);
+    regions[n + 5] = 7;
+    request.regions = regions.data();
+    const std::string cpu = host_error_message([&] { mwm::generate_masks(request); });
+    device_vector<std::int32_t> d_regions(regions);
+    device_vector<std::uint8_t> mask(static_cast<std::size_t>(2 * n));
+    mwm::mask_request on_device = request;
+    on_device.regions = d_regions.data;
+    mwm::batch_outputs out;
+    out.mask = mask.data;
+    const std::size_t mbytes = mwm::gpu::mask_workspace_bytes(on_device);
+    device_vector<char> mworkspace(mbytes);
+    check(device_error_message([&] {
+            mwm::gpu::generate_masks_async(on_device, out, mworkspace.data, mbytes, nullptr);
+          }) == cpu,
+          "generate_masks raises " + cpu + ", n = " + std::to_string(n));
+  }
+
+  // Deferred: a later launch raises once the failing call's copy has reached the host.
+  mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data, batch,
+                                slots, tokens, channels, d_out.data, ks, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "gather_tokens_async (bad ids)");
+  check(host_error_message([&] {
+          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data,
+                                        batch, slots, tokens, channels, d_out.data, ks, nullptr);
+        }) == cpu_keep,
+        "the next launch raises the recorded error");
+  check(host_error_message([] { mwm::gpu::check_device_errors(nullptr); }) == "no error",
+        "raising cleared the slot");
+  // Sync errors: the failing launcher itself raises.
+  mwm::gpu::set_sync_errors(true);
+  check(host_error_message([&] {
+          mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_ids.data,
+                                        batch, slots, tokens, channels, d_out.data, ks, nullptr);
+        }) == cpu_keep,
+        "set_sync_errors(true) raises in the failing launcher");
+  mwm::gpu::set_sync_errors(false);
+  // The context is alive: a good launch gives the CPU's result.
+  std::vector<std::int64_t> good{0, 1, 2, 3, 4, 5, 6, -1, 8, 8, 8, 0};
+  device_vector<std::int64_t> d_good(good);
+  std::vector<float> expected(static_cast<std::size_t>(batch * slots * channels));
+  mwm::gather_tokens(x.data(), xs, good.data(), slots, channels, expected.data(), ks, 0, batch);
+  mwm::gpu::gather_tokens_async(mwm::gpu::float_type::float32, d_x.data, xs, d_good.data, batch,
+                                slots, tokens, channels, d_out.data, ks, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "gather_tokens_async after the errors");
+  check(d_out.host() == expected, "gather_tokens after the errors");
 }
 
 void test_loss_and_tokens(std::mt19937_64& rng) {
@@ -205,8 +437,8 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
   const std::int64_t bands = mwm::band_count(g, batch);
   mwm::band_losses(in, 0, bands, losses.data(), scratch.data());
   const float total = mwm::coefficient_total(in.mask, in.weight, batch * n);
-  const float expected = mwm::reduce_patch_losses(losses.data(), batch * n, in.options.reduction,
-                                                  total);
+  const float expected =
+      mwm::reduce_patch_losses(losses.data(), batch * n, in.options.reduction, total);
   device_vector<float> d_pred(pred), d_target(target), loss(1);
   device_vector<std::uint8_t> d_mask(mask);
   mwm::gpu::loss_call_view view;
@@ -223,12 +455,13 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
   mwm::gpu::masked_recon_loss_async(view, loss.data, workspace.data, bytes, nullptr);
   cuda_ok(cudaDeviceSynchronize(), "masked_recon_loss_async");
   const float actual = loss.host()[0];
-  check(std::fabs(actual - expected) <= 1e-5f * std::fabs(expected), "loss value");
+  // Bit for bit: both sides add in the order of mwm/loss_order.hpp.
+  check(actual == expected, "loss value");
 
   const std::vector<float> upstream{0.75f};
   std::vector<float> grad_expected(pred.size());
-  mwm::band_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0,
-                      bands, scratch.data());
+  mwm::band_gradients(in, upstream.data(), total, grad_expected.data(), in.pred_strides, 0, bands,
+                      scratch.data());
   device_vector<float> d_upstream(upstream), grad(pred.size());
   mwm::gpu::masked_recon_loss_backward_async(view, d_upstream.data, grad.data, in.pred_strides,
                                              workspace.data, bytes, nullptr);
@@ -257,10 +490,9 @@ void test_loss_and_tokens(std::mt19937_64& rng) {
       mwm::gpu::gather_tokens_backward_workspace_bytes(batch, slots, tokens);
   device_vector<char> token_workspace(token_bytes);
   device_vector<float> d_grad_x(x.size());
-  mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks,
-                                         d_ids.data, batch, slots, tokens, channels,
-                                         d_grad_x.data, xs, token_workspace.data, token_bytes,
-                                         nullptr);
+  mwm::gpu::gather_tokens_backward_async(mwm::gpu::float_type::float32, d_out.data, ks, d_ids.data,
+                                         batch, slots, tokens, channels, d_grad_x.data, xs,
+                                         token_workspace.data, token_bytes, nullptr);
   cuda_ok(cudaDeviceSynchronize(), "gather_tokens_backward_async");
   check(d_grad_x.host() == grad_x, "gather_tokens_backward");
 }
@@ -279,6 +511,8 @@ int main() {
   test_masks(rng);
   test_maps(rng);
   test_loss_and_tokens(rng);
+  test_restore(rng);
+  test_data_errors(rng);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

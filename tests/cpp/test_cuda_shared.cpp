@@ -5,8 +5,11 @@
 // also built by nvcc as host code when MWM_BUILD_CUDA is on (cuda/CMakeLists.txt).
 #include <mwm/masking.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,10 +37,14 @@ std::vector<float> tied_scores(rng_type& rng, std::int64_t count) {
   std::vector<float> scores(static_cast<std::size_t>(count));
   for (auto& s : scores) {
     const auto kind = draw_int(rng, 0, 4);
-    if (kind == 0) s = 0.0f;
-    else if (kind == 1) s = -0.0f;
-    else if (kind == 2) s = static_cast<float>(draw_int(rng, 0, 4)) * 0.25f;
-    else s = static_cast<float>(draw_unit(rng) * 2.0 - 0.5);
+    if (kind == 0)
+      s = 0.0f;
+    else if (kind == 1)
+      s = -0.0f;
+    else if (kind == 2)
+      s = static_cast<float>(draw_int(rng, 0, 4)) * 0.25f;
+    else
+      s = static_cast<float>(draw_unit(rng) * 2.0 - 0.5);
   }
   return scores;
 }
@@ -48,8 +55,8 @@ struct grid_case {
 };
 
 std::vector<grid_case> grids() {
-  return {{mwm::make_grid_2d(14, 14), "14x14"}, {mwm::make_grid_2d(7, 7), "7x7"},
-          {mwm::make_grid_2d(4, 10), "4x10"},   {mwm::make_grid_2d(1, 1), "1x1"},
+  return {{mwm::make_grid_2d(14, 14), "14x14"},  {mwm::make_grid_2d(7, 7), "7x7"},
+          {mwm::make_grid_2d(4, 10), "4x10"},    {mwm::make_grid_2d(1, 1), "1x1"},
           {mwm::make_grid_3d(4, 6, 8), "4x6x8"}, {mwm::make_grid_3d(8, 8, 8), "8x8x8"},
           {mwm::make_grid_3d(2, 2, 2), "2x2x2"}};
 }
@@ -98,8 +105,7 @@ bool coarse_fits(const mwm::mask_policy& p, const mwm::grid_shape& g) {
 
 }  // namespace
 
-TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
-          "[cuda][selection]") {
+TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D", "[cuda][selection]") {
   rng_type rng(20261123);
   const auto all_policies = policies(rng);
   std::int64_t compared = 0;
@@ -123,8 +129,8 @@ TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
         mwm::selection_workspace ws;
         std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
         const auto expected_visible =
-            mwm::select_sample(params, gc.grid, regions.data(), scores.data(), seed,
-                               global_index, ws, expected.data());
+            mwm::select_sample(params, gc.grid, regions.data(), scores.data(), seed, global_index,
+                               ws, expected.data());
         std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -7);
         const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
             params, gc.grid, regions.data(), scores.data(), seed, global_index, actual.data());
@@ -143,8 +149,7 @@ TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D",
   CHECK(compared == 4 * 6 * (8 * 7 - 2));
 }
 
-TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included",
-          "[cuda][outputs]") {
+TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included", "[cuda][outputs]") {
   rng_type rng(7);
   for (std::int64_t n : {1, 2, 49, 196}) {
     for (int trial = 0; trial < 8; ++trial) {
@@ -172,7 +177,7 @@ TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included",
         out.ids_keep = keep.data();
         out.ids_masked = masked.data();
         out.noise = noise.data();
-        return mwm::gpu::sample_rows(out, widths, n, 0);
+        return mwm::sample_rows(out, widths, n, 0);
       };
       std::vector<std::uint8_t> mask_a, mask_b;
       std::vector<std::int64_t> shuffle_a, shuffle_b, restore_a, restore_b, keep_a, keep_b,
@@ -272,8 +277,7 @@ TEST_CASE("cuda pooling passes reproduce heatmaps_to_scores", "[cuda][pooling]")
             actual = per_prompt;
           }
           INFO("grid " << sc.grid.depth << "x" << sc.grid.height << "x" << sc.grid.width
-                       << ", reduction " << static_cast<int>(reduction) << ", prompts "
-                       << prompts);
+                       << ", reduction " << static_cast<int>(reduction) << ", prompts " << prompts);
           REQUIRE(actual == expected);
         }
       }
@@ -381,11 +385,11 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
       out.noise = actual.noise.data();
       std::vector<std::int64_t> order(static_cast<std::size_t>(n));
       for (std::int64_t b = 0; b < batch; ++b) {
-        const auto sample = mwm::gpu::sample_global_index(sample_index.data(), 0, b);
+        const auto sample = mwm::global_sample_index(sample_index.data(), 0, b);
         const auto visible = mwm::gpu::reference::select_sample_in_passes(
-            params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed,
-            sample, order.data());
-        const auto row = mwm::gpu::sample_rows(out, widths, n, b);
+            params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed, sample,
+            order.data());
+        const auto row = mwm::sample_rows(out, widths, n, b);
         for (std::int64_t position = 0; position < n; ++position)
           mwm::gpu::write_order_position(row, n, visible, position, order[position]);
         out.num_masked[b] = n - visible;
@@ -435,9 +439,9 @@ host_runs runs_of(const std::vector<std::int64_t>& destinations, std::int64_t ba
       runs.sources[b * rows + position] = static_cast<std::int32_t>(sorted[position]);
       const auto previous =
           position > 0 ? static_cast<std::int32_t>(sample_keys[sorted[position - 1]]) : -1;
-      mwm::gpu::mark_group_starts(previous, static_cast<std::int32_t>(sample_keys[sorted[position]]),
-                                  position, rows, static_cast<int>(keys),
-                                  runs.starts.data() + b * (keys + 1));
+      mwm::gpu::mark_group_starts(
+          previous, static_cast<std::int32_t>(sample_keys[sorted[position]]), position, rows,
+          static_cast<int>(keys), runs.starts.data() + b * (keys + 1));
     }
   }
   return runs;
@@ -457,11 +461,18 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
   const std::vector<std::int64_t> ids{3, 3, -1, 9, 0, 3, 1, 2, 4, 5, 6, 7, -1, -1, 8, 8, 8, 0};
 
   std::vector<float> expected(static_cast<std::size_t>(batch * ks.batch), 0.0f);
-  std::vector<float> actual(expected.size(), 7.0f);
   mwm::gather_tokens(x.data(), xs, ids.data(), slots, channels, expected.data(), ks, 0, batch);
-  for (std::int64_t e = 0; e < batch * slots * channels; ++e)
-    mwm::gpu::gather_element(x.data(), xs, ids.data(), slots, channels, actual.data(), ks, e);
-  REQUIRE(actual == expected);
+  for (int lanes : {1, 2, 32}) {
+    std::vector<float> actual(expected.size(), 7.0f);
+    for (std::int64_t row = 0; row < batch * slots; ++row)
+      for (int lane = 0; lane < lanes; ++lane) {
+        mwm::data_error bad;
+        REQUIRE(mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens, channels,
+                                             actual.data(), ks, row, lane, lanes, &bad));
+      }
+    INFO(lanes << " lanes");
+    REQUIRE(actual == expected);
+  }
 
   const auto grad = mixed_values(rng, batch * ks.batch);
   std::vector<float> grad_expected(static_cast<std::size_t>(batch * xs.batch), 0.0f);
@@ -470,9 +481,8 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
                                      grad_expected.data(), xs, 0, batch);
   const auto runs = runs_of(ids, batch, slots, num_tokens + 1);
   for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
-    mwm::gpu::gather_backward_element<float>(grad.data(), ks, runs.sources.data(),
-                                             runs.starts.data(), slots, num_tokens, channels,
-                                             grad_actual.data(), xs, e);
+    mwm::gpu::sum_sources_element<float>(grad.data(), ks, runs.sources.data(), runs.starts.data(),
+                                         slots, num_tokens, channels, grad_actual.data(), xs, e);
   REQUIRE(grad_actual == grad_expected);
 
   // Restore: a permutation per sample, visible counts below K for samples 1 and 2.
@@ -492,9 +502,14 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     std::vector<float> restored_actual(restored.size(), 9.0f);
     mwm::restore_tokens(x_vis.data(), ks, ids_restore.data(), counts, slots, num_tokens, channels,
                         mask_token.data(), 2, restored.data(), os, 0, batch);
-    for (std::int64_t e = 0; e < batch * num_tokens * channels; ++e)
-      mwm::gpu::restore_element(x_vis.data(), ks, ids_restore.data(), counts, slots, num_tokens,
-                                channels, mask_token.data(), 2, restored_actual.data(), os, e);
+    for (std::int64_t row = 0; row < batch * num_tokens; ++row)
+      for (int lane = 0; lane < 3; ++lane) {
+        mwm::data_error bad;
+        REQUIRE(mwm::gpu::restore_row_part<1>(x_vis.data(), ks, ids_restore.data(), counts, slots,
+                                              num_tokens, channels, mask_token.data(), 2,
+                                              restored_actual.data(), os, row, lane, 3,
+                                              &bad) == mwm::gpu::none_phase);
+      }
     REQUIRE(restored_actual == restored);
 
     const auto grad_out = mixed_values(rng, batch * os.batch);
@@ -510,18 +525,18 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     std::vector<std::int64_t> destinations(static_cast<std::size_t>(batch * num_tokens));
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t n = 0; n < num_tokens; ++n)
-        destinations[b * num_tokens + n] = mwm::gpu::restore_destination(
-            ids_restore.data(), counts, slots, num_tokens, b, n);
+        destinations[b * num_tokens + n] =
+            mwm::gpu::restore_destination(ids_restore.data(), counts, slots, num_tokens, b, n);
     const auto restore_runs = runs_of(destinations, batch, num_tokens, slots + 1);
     for (std::int64_t e = 0; e < batch * slots * channels; ++e)
-      mwm::gpu::restore_backward_element<float>(grad_out.data(), os, restore_runs.sources.data(),
-                                                restore_runs.starts.data(), slots, num_tokens,
-                                                channels, vis_actual.data(), ks, e);
+      mwm::gpu::sum_sources_element<float>(grad_out.data(), os, restore_runs.sources.data(),
+                                           restore_runs.starts.data(), num_tokens, slots, channels,
+                                           vis_actual.data(), ks, e);
     std::vector<float> channel_major(static_cast<std::size_t>(batch * channels));
     for (std::int64_t e = 0; e < batch * channels; ++e)
       mwm::gpu::mask_partial_element(grad_out.data(), os, restore_runs.sources.data(),
-                                     restore_runs.starts.data(), batch, slots, num_tokens,
-                                     channels, channel_major.data(), e);
+                                     restore_runs.starts.data(), batch, slots, num_tokens, channels,
+                                     channel_major.data(), e);
     std::vector<float> token_actual(static_cast<std::size_t>(channels), 3.0f);
     for (std::int64_t c = 0; c < channels; ++c)
       mwm::gpu::mask_gradient_element(channel_major.data(), batch, token_actual.data(), c);
@@ -542,8 +557,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
                              {mwm::make_geometry_3d(1, 8, 12, 12, 4, 4, 4), false},
                              {mwm::make_geometry_3d(2, 4, 8, 8, 2, 4, 4), true}};
   const mwm::loss_reduction reductions[] = {mwm::loss_reduction::mean,
-                                            mwm::loss_reduction::mean_eps,
-                                            mwm::loss_reduction::sum, mwm::loss_reduction::none};
+                                            mwm::loss_reduction::mean_eps, mwm::loss_reduction::sum,
+                                            mwm::loss_reduction::none};
   for (const auto& lc : cases) {
     const auto& g = lc.geometry;
     const std::int64_t batch = 2;
@@ -557,9 +572,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
     const std::int64_t c_stride = g.image_depth() * d_stride;
     const auto target_strides =
         mwm::image_patch_strides(g, g.channels * c_stride, c_stride, d_stride, h_stride, 1);
-    const auto pred_strides = lc.patch_layout
-                                  ? mwm::vector_patch_strides(g, n * p, p, 1)
-                                  : target_strides;
+    const auto pred_strides =
+        lc.patch_layout ? mwm::vector_patch_strides(g, n * p, p, 1) : target_strides;
     std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * n));
     for (auto& m : mask) m = static_cast<std::uint8_t>(draw_int(rng, 0, 1));
     std::vector<float> weight(static_cast<std::size_t>(batch * n));
@@ -585,12 +599,15 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
           const std::int64_t bands = mwm::band_count(g, batch);
           REQUIRE(mwm::band_losses(in, 0, bands, expected.data(), scratch.data()) == -1);
           std::vector<float> actual(static_cast<std::size_t>(count));
-          float coefficient_sum = 0.0f;
+          std::vector<float> coefficients(static_cast<std::size_t>(count));
+          mwm::gpu::host_warp warp;
           for (std::int64_t i = 0; i < count; ++i) {
-            float c = -1.0f;
-            REQUIRE(mwm::gpu::patch_loss_at(in, i, &c, &actual[i]));
-            coefficient_sum += c;
+            const auto r = mwm::gpu::warp_patch_loss(in, i, warp);
+            REQUIRE(r.target_finite);
+            actual[static_cast<std::size_t>(i)] = r.loss;
+            coefficients[static_cast<std::size_t>(i)] = r.coefficient;
           }
+          const float coefficient_sum = mwm::ordered_total(coefficients.data(), count);
           INFO("patch layout " << lc.patch_layout << ", norm " << norm << ", reduction "
                                << static_cast<int>(reduction));
           REQUIRE(actual == expected);
@@ -598,18 +615,355 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
 
           const bool per_patch = reduction == mwm::loss_reduction::none;
           const auto upstream = mixed_values(rng, per_patch ? count : 1);
-          const float denominator = mwm::loss_denominator(
-              reduction, mwm::coefficient_total(in.mask, in.weight, count));
+          const float denominator =
+              mwm::loss_denominator(reduction, mwm::coefficient_total(in.mask, in.weight, count));
           std::vector<float> grad_expected(pred.size(), 0.0f);
           std::vector<float> grad_actual(pred.size(), 4.0f);
-          mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(),
-                              pred_strides, 0, bands, scratch.data());
+          mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(), pred_strides,
+                              0, bands, scratch.data());
           for (std::int64_t i = count - 1; i >= 0; --i)
-            mwm::gpu::patch_gradient_at(in, upstream.data(), denominator, grad_actual.data(),
-                                        pred_strides, i);
+            mwm::gpu::warp_patch_gradient(in, upstream.data(), denominator, grad_actual.data(),
+                                          pred_strides, i, warp);
           REQUIRE(grad_actual == grad_expected);
         }
       }
     }
+  }
+}
+
+namespace {
+
+template <typename Body>
+std::string message_of(Body body) {
+  try {
+    body();
+  } catch (const mwm::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Row indices [0, rows) in a scrambled order: the kernels' threads run rows in any order.
+std::vector<std::int64_t> scrambled_rows(rng_type& rng, std::int64_t rows) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(rows));
+  std::iota(order.begin(), order.end(), std::int64_t(0));
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+}  // namespace
+
+TEST_CASE("cuda token rows copy vectors where the rows are dense and aligned", "[cuda][tokens]") {
+  rng_type rng(5);
+  const std::int64_t batch = 2, num_tokens = 7, slots = 4, channels = 8;
+  const mwm::token_strides xs{num_tokens * channels, channels, 1};
+  const mwm::token_strides ks{slots * channels, channels, 1};
+  const std::vector<std::int64_t> ids{6, 0, -1, 6, 3, 3, 2, 1};
+  SECTION("float, 4 per vector") {
+    const auto x = mixed_values(rng, batch * xs.batch);
+    std::vector<float> expected(static_cast<std::size_t>(batch * ks.batch));
+    mwm::gather_tokens(x.data(), xs, ids.data(), slots, channels, expected.data(), ks, 0, batch);
+    std::vector<float> actual(expected.size(), 3.0f);
+    for (std::int64_t row = 0; row < batch * slots; ++row)
+      for (int lane = 0; lane < 32; ++lane) {
+        mwm::data_error bad;
+        mwm::gpu::gather_row_part<4>(x.data(), xs, ids.data(), slots, num_tokens, channels,
+                                     actual.data(), ks, row, lane, 32, &bad);
+      }
+    REQUIRE(actual == expected);
+  }
+  SECTION("double, 2 per vector, restore with the mask token") {
+    std::vector<double> x_vis(static_cast<std::size_t>(batch * ks.batch));
+    for (auto& v : x_vis) v = draw_unit(rng);
+    std::vector<double> mask_token(static_cast<std::size_t>(channels));
+    for (auto& v : mask_token) v = -draw_unit(rng);
+    const std::vector<std::int64_t> ids_restore{0, 6, 1, 5, 2, 4, 3, 3, 2, 1, 0, 6, 5, 4};
+    const std::vector<std::int64_t> visible{3, 4};
+    std::vector<double> expected(static_cast<std::size_t>(batch * xs.batch));
+    mwm::restore_tokens(x_vis.data(), ks, ids_restore.data(), visible.data(), slots, num_tokens,
+                        channels, mask_token.data(), 1, expected.data(), xs, 0, batch);
+    std::vector<double> actual(expected.size(), 2.0);
+    for (std::int64_t row = 0; row < batch * num_tokens; ++row)
+      for (int lane = 0; lane < 3; ++lane) {
+        mwm::data_error bad;
+        mwm::gpu::restore_row_part<2>(x_vis.data(), ks, ids_restore.data(), visible.data(), slots,
+                                      num_tokens, channels, mask_token.data(), 1, actual.data(), xs,
+                                      row, lane, 3, &bad);
+      }
+    REQUIRE(actual == expected);
+  }
+}
+
+TEST_CASE("cuda token rows record the error the CPU validators raise, in any order",
+          "[cuda][tokens][errors]") {
+  rng_type rng(77);
+  const std::int64_t batch = 3, num_tokens = 6, slots = 4, channels = 5;
+  const mwm::token_strides xs{num_tokens * channels, channels, 1};
+  const mwm::token_strides ks{slots * channels, channels, 1};
+  const auto x = mixed_values(rng, batch * xs.batch);
+  // Ids far outside x: a row that read through one would fault (or trip ASan).
+  std::vector<std::int64_t> ids{0, 1, 2, 3, 5, std::int64_t(1) << 40, -2, 4, 9, 0, -1, 2};
+  const std::string cpu =
+      message_of([&] { mwm::validate_keep_ids(ids.data(), batch, slots, num_tokens); });
+  REQUIRE(cpu.find("ids_keep = 1099511627776") != std::string::npos);
+  for (int trial = 0; trial < 5; ++trial) {
+    mwm::data_error_slot first;
+    std::vector<float> out(static_cast<std::size_t>(batch * ks.batch), 8.0f);
+    for (std::int64_t row : scrambled_rows(rng, batch * slots))
+      for (int lane = 0; lane < 2; ++lane) {
+        mwm::data_error bad;
+        if (!mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens, channels,
+                                          out.data(), ks, row, lane, 2, &bad) &&
+            lane == 0)
+          mwm::record_data_error(first, mwm::data_error_key(0, row), bad);
+      }
+    REQUIRE(mwm::has_data_error(first));
+    REQUIRE(message_of([&] { mwm::raise_if_data_error(first); }) == cpu);
+    for (std::int64_t c = 0; c < channels; ++c) {  // row (1, 1) holds the bad id: zeros
+      REQUIRE(out[ks.batch + ks.token + c] == 0.0f);
+      REQUIRE(out[ks.batch + 2 * ks.token + c] == 0.0f);
+    }
+  }
+
+  // ids_restore errors come before num_visible errors, as the CPU validator scans them.
+  std::vector<std::int64_t> ids_restore(static_cast<std::size_t>(batch * num_tokens), 0);
+  for (std::int64_t i = 0; i < batch * num_tokens; ++i) ids_restore[i] = i % num_tokens;
+  std::vector<std::int64_t> visible{2, slots + 3, -1};
+  const auto x_vis = mixed_values(rng, batch * ks.batch);
+  const auto mask_token = mixed_values(rng, channels);
+  auto restore_message = [&] {
+    mwm::data_error_slot first;
+    std::vector<float> out(static_cast<std::size_t>(batch * xs.batch), 8.0f);
+    for (std::int64_t row : scrambled_rows(rng, batch * num_tokens)) {
+      mwm::data_error bad;
+      const int phase = mwm::gpu::restore_row_part<1>(
+          x_vis.data(), ks, ids_restore.data(), visible.data(), slots, num_tokens, channels,
+          mask_token.data(), 1, out.data(), xs, row, 0, 1, &bad);
+      if (phase != mwm::gpu::none_phase)
+        mwm::record_data_error(first, mwm::gpu::restore_error_key(phase, row, row / num_tokens),
+                               bad);
+    }
+    return message_of([&] { mwm::raise_if_data_error(first); });
+  };
+  auto cpu_restore = [&] {
+    return message_of([&] {
+      mwm::validate_restore_ids(ids_restore.data(), visible.data(), batch, num_tokens, slots);
+    });
+  };
+  REQUIRE(cpu_restore().find("num_visible = 7") != std::string::npos);
+  REQUIRE(restore_message() == cpu_restore());
+  ids_restore[2 * num_tokens + 4] = -(std::int64_t(1) << 50);
+  ids_restore[2 * num_tokens + 1] = num_tokens;
+  REQUIRE(cpu_restore().find("ids_restore = 6") != std::string::npos);
+  REQUIRE(restore_message() == cpu_restore());
+}
+
+TEST_CASE("cuda launch plans: tiers, chunks and the size checks before any sizing",
+          "[cuda][plans]") {
+  using mwm::gpu::block_tier;
+  CHECK(mwm::gpu::tier_for(1) == block_tier::small_128x4);
+  CHECK(mwm::gpu::tier_for(512) == block_tier::small_128x4);
+  CHECK(mwm::gpu::tier_for(513) == block_tier::large_256x8);
+  CHECK(mwm::gpu::tier_for(2048) == block_tier::large_256x8);
+  CHECK(mwm::gpu::tier_for(2049) == block_tier::segmented);
+  CHECK(mwm::gpu::tier_for(2049) == mwm::gpu::plan_quantiles(3, 2049));
+
+  // Defect 4: B * N past 2^31 is a clear error from the plan that quantile_workspace_bytes runs
+  // first, also where B * N overflows int (or int64: 2^31 * 2^40).
+  CHECK(mwm::gpu::sort_items_fit((1 << 20) - 1, 2048));  // 2^31 - 2048 items
+  CHECK_FALSE(mwm::gpu::sort_items_fit(1 << 20, 2048));  // 2^31 items
+  CHECK(mwm::gpu::sort_items_fit(1, 0x7FFFFFFF));
+  CHECK_FALSE(mwm::gpu::sort_items_fit(std::int64_t(1) << 31, std::int64_t(1) << 40));
+  REQUIRE(message_of([] { mwm::gpu::plan_quantiles(1 << 20, 4096); }) ==
+          "mwm: batch * patches = 1048576 * 4096: must stay below 2^31 for the CUDA quantile "
+          "sort (split the batch)");
+  REQUIRE(message_of([] {
+            mwm::gpu::plan_quantiles(0x7FFFFFFF, std::int64_t(1) << 40);
+          }).find("must stay below 2^31") != std::string::npos);
+  REQUIRE(message_of([] { mwm::gpu::plan_quantiles(std::int64_t(1) << 31, 10); }) ==
+          "mwm: batch = 2147483648: must lie in [1, 2^31)");
+  // One block per sample needs no sort items: a huge batch of small rows is fine.
+  CHECK(mwm::gpu::plan_quantiles(0x7FFFFFFF, 196) == block_tier::small_128x4);
+
+  // Chunks of the segmented masks: 2^20 patches each by default, the last one the remainder.
+  const auto two = mwm::gpu::plan_chunks(300, 4096);
+  CHECK(two.samples == 256);
+  CHECK(two.chunks == 2);
+  CHECK(mwm::gpu::chunk_first(two, 1) == 256);
+  CHECK(mwm::gpu::chunk_samples(two, 300, 1) == 44);
+  const auto huge = mwm::gpu::plan_chunks(3, std::int64_t(1) << 22);  // one sample per chunk
+  CHECK(huge.samples == 1);
+  CHECK(huge.chunks == 3);
+  const auto one = mwm::gpu::plan_chunks(2, 5000);
+  CHECK(one.samples == 2);
+  CHECK(one.chunks == 1);
+  for (std::int64_t batch : {1, 7, 255, 256, 257, 1000}) {
+    const auto plan = mwm::gpu::plan_chunks(batch, 4096);
+    std::int64_t covered = 0;
+    for (std::int64_t c = 0; c < plan.chunks; ++c) {
+      REQUIRE(mwm::gpu::chunk_first(plan, c) == covered);
+      covered += mwm::gpu::chunk_samples(plan, batch, c);
+    }
+    REQUIRE(covered == batch);
+  }
+
+  // Row copies: lanes cover the row's vectors in whole warps, about 256 threads a block.
+  const auto rows768 = mwm::gpu::plan_row_launch(12544, 768, 4);  // fp32 ViT-B rows: 192 vectors
+  CHECK(rows768.lanes == 192);
+  CHECK(rows768.rows_per_block == 1);
+  CHECK(rows768.blocks == 12544u);
+  const auto rows7 = mwm::gpu::plan_row_launch(100, 7, 1);
+  CHECK(rows7.lanes == 32);
+  CHECK(rows7.rows_per_block == 8);
+  CHECK(rows7.blocks == 13u);
+  CHECK(mwm::gpu::plan_row_launch(std::int64_t(1) << 40, 8192, 1).blocks == (1u << 20));
+}
+
+TEST_CASE("cuda block tiers: padded sorts of both tiers reproduce select_sample",
+          "[cuda][selection][tiers]") {
+  rng_type rng(513);
+  const auto all_policies = policies(rng);
+  // 196 and 512 patches in the 128x4 tier (512 fills it), 513 to 2048 in the 256x8 tier.
+  const mwm::grid_shape grids[] = {mwm::make_grid_2d(14, 14), mwm::make_grid_2d(16, 32),
+                                   mwm::make_grid_2d(19, 27), mwm::make_grid_2d(24, 22),
+                                   mwm::make_grid_2d(32, 64), mwm::make_grid_3d(8, 8, 16)};
+  std::int64_t compared = 0;
+  for (const auto& grid : grids) {
+    const std::int64_t n = grid.num_patches();
+    const auto tier = mwm::gpu::tier_for(n);
+    REQUIRE(tier != mwm::gpu::block_tier::segmented);
+    const std::int64_t capacity = tier == mwm::gpu::block_tier::small_128x4
+                                      ? mwm::gpu::small_tier_patches
+                                      : mwm::gpu::large_tier_patches;
+    for (std::size_t k = 0; k < all_policies.size(); k += 5) {
+      const auto& policy = all_policies[k];
+      if (!coarse_fits(policy, grid)) continue;
+      const auto params = mwm::make_policy_params(policy, grid);
+      const auto region_count = static_cast<std::int32_t>(policy.region_ratios.size());
+      std::vector<std::int32_t> regions(static_cast<std::size_t>(n));
+      for (auto& r : regions) r = static_cast<std::int32_t>(draw_int(rng, 0, region_count - 1));
+      const auto scores = tied_scores(rng, n);
+      const auto seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
+      mwm::selection_workspace ws;
+      std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
+      const auto expected_visible = mwm::select_sample(params, grid, regions.data(), scores.data(),
+                                                       seed, 77, ws, expected.data());
+      std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -3);
+      const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
+          params, grid, regions.data(), scores.data(), seed, 77, actual.data(), capacity);
+      INFO(n << " patches, capacity " << capacity << ", policy " << mwm::policy_name(policy.kind));
+      REQUIRE(actual_visible == expected_visible);
+      REQUIRE(actual == expected);
+      ++compared;
+    }
+  }
+  CHECK(compared > 40);
+}
+
+TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
+          "[cuda][selection][chunks]") {
+  rng_type rng(4096);
+  const auto all_policies = policies(rng);
+  struct chunk_case {
+    mwm::grid_shape grid;
+    std::int64_t batch;
+    std::int64_t chunk_elements;
+    std::int64_t chunks;
+  };
+  // Three chunks (3 + 3 + 1 samples), one sample per chunk, one chunk for the whole batch.
+  const chunk_case cases[] = {{mwm::make_grid_2d(14, 14), 7, 3 * 196, 3},
+                              {mwm::make_grid_3d(4, 6, 8), 4, 100, 4},
+                              {mwm::make_grid_2d(8, 10), 5, std::int64_t(1) << 20, 1}};
+  for (const auto& cc : cases) {
+    const std::int64_t n = cc.grid.num_patches();
+    for (std::size_t k = 0; k < all_policies.size(); k += 2) {
+      const auto& policy = all_policies[k];
+      if (!coarse_fits(policy, cc.grid)) continue;
+      mwm::mask_request request;
+      request.grid = cc.grid;
+      request.batch = cc.batch;
+      request.policy = policy;
+      request.seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
+      std::vector<std::int32_t> regions(static_cast<std::size_t>(cc.batch * n));
+      const auto region_count = static_cast<std::int32_t>(policy.region_ratios.size());
+      for (auto& r : regions) r = static_cast<std::int32_t>(draw_int(rng, 0, region_count - 1));
+      const auto scores = tied_scores(rng, cc.batch * n);
+      std::vector<std::int64_t> sample_index(static_cast<std::size_t>(cc.batch));
+      for (auto& s : sample_index) s = draw_int(rng, 0, std::int64_t(1) << 40);
+      request.regions = regions.data();
+      request.scores = scores.data();
+      if (k % 4 == 0)
+        request.sample_index = sample_index.data();
+      else
+        request.offset = static_cast<std::uint64_t>(draw_int(rng, 0, 1000));
+      const auto expected = mwm::generate_masks(request);
+      mwm::mask_batch actual = expected;
+      std::fill(actual.mask.begin(), actual.mask.end(), 3);
+      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
+                      &actual.ids_keep, &actual.ids_masked})
+        std::fill(v->begin(), v->end(), -5);
+      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
+      mwm::batch_outputs out;
+      out.mask = actual.mask.data();
+      out.num_masked = actual.num_masked.data();
+      out.ids_shuffle = actual.ids_shuffle.data();
+      out.ids_restore = actual.ids_restore.data();
+      out.ids_keep = actual.ids_keep.data();
+      out.ids_masked = actual.ids_masked.data();
+      out.noise = actual.noise.data();
+      const auto chunks =
+          mwm::gpu::reference::generate_masks_in_chunks(request, out, cc.chunk_elements);
+      INFO(n << " patches, batch " << cc.batch << ", policy " << mwm::policy_name(policy.kind)
+             << (request.sample_index ? ", sample_index" : ", offset"));
+      REQUIRE(chunks == cc.chunks);
+      REQUIRE(actual.mask == expected.mask);
+      REQUIRE(actual.num_masked == expected.num_masked);
+      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
+      REQUIRE(actual.ids_restore == expected.ids_restore);
+      REQUIRE(actual.ids_keep == expected.ids_keep);
+      REQUIRE(actual.ids_masked == expected.ids_masked);
+      REQUIRE(actual.noise == expected.noise);
+    }
+  }
+}
+
+TEST_CASE("data_error_message words the loss faults as throw_loss_fault does", "[cuda][errors]") {
+  // The loss kernels adopt the error slot with these codes; their messages must stay the CPU's.
+  const auto g = mwm::make_geometry_2d(1, 8, 8, 4, 4);
+  const std::int64_t batch = 2, n = g.grid.num_patches();
+  std::vector<float> weight(static_cast<std::size_t>(batch * n), 1.0f);
+  weight[6] = std::numeric_limits<float>::quiet_NaN();
+  for (bool wide : {false, true}) {
+    auto cpu = [&](mwm::loss_fault fault) {
+      return message_of([&] {
+        if (wide) {
+          std::vector<double> w(weight.begin(), weight.end());
+          mwm::loss_inputs<double, double, double> in;
+          in.geometry = g;
+          in.batch = batch;
+          in.weight = w.data();
+          mwm::detail::throw_loss_fault(in, fault, 6);
+        } else {
+          mwm::loss_inputs<float, float, float> in;
+          in.geometry = g;
+          in.batch = batch;
+          in.weight = weight.data();
+          mwm::detail::throw_loss_fault(in, fault, 6);
+        }
+      });
+    };
+    auto slot_message = [&](mwm::data_error e) {
+      return message_of([&] { mwm::raise_data_error(e); });
+    };
+    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_target, 6, n, 0, 0)) ==
+            cpu(mwm::loss_fault::target));
+    REQUIRE(slot_message(mwm::real_data_error(mwm::data_error_code::loss_weight,
+                                              mwm::data_argument::scores, 6, n, weight[6])) ==
+            cpu(mwm::loss_fault::weight));
+    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_pred, 6, n, 0, 0)) ==
+            cpu(mwm::loss_fault::pred));
+    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_overflow, 6, n, 0,
+                                                 wide ? 64 : 32)) ==
+            cpu(mwm::loss_fault::overflow));
   }
 }

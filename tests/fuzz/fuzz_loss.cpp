@@ -96,6 +96,27 @@ double fuzzed_weight(FuzzedDataProvider& data, bool clean) {
 
 bool same_value(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
+// The loss's order over patches, level by level: each zero-padded chunk of 256 values is
+// added pairwise at distance 128, 64, ..., 1; the chunk totals are the next level; at least one
+// level; nothing gives 0.
+template <typename Acc>
+Acc chunk_tree_sum(std::vector<Acc> level) {
+  if (level.empty()) return Acc(0);
+  do {
+    std::vector<Acc> next;
+    for (std::size_t start = 0; start < level.size(); start += 256) {
+      Acc chunk[256];
+      for (std::size_t t = 0; t < 256; ++t)
+        chunk[t] = start + t < level.size() ? level[start + t] : Acc(0);
+      for (std::size_t half = 128; half > 0; half /= 2)
+        for (std::size_t t = 0; t < half; ++t) chunk[t] = chunk[t] + chunk[t + half];
+      next.push_back(chunk[0]);
+    }
+    level = next;
+  } while (level.size() > 1);
+  return level[0];
+}
+
 bool has_text(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -336,11 +357,16 @@ void check_losses(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
   }
   MWM_FUZZ_CHECK(bad == expected_bad);
 
-  // Reductions: `none` is the per-patch losses; `sum` adds them in flat order; `mean` and
-  // `mean_eps` divide that sum by sum(c) (+1e-8). Each is checked bit for bit.
+  // Reductions: `none` is the per-patch losses; `sum` adds them in the contract's order
+  // (loss_order.hpp: zero-padded chunks of 256 by the halving tree, level after level), written
+  // out here independently; `mean` and `mean_eps` divide that sum by sum(c) (+1e-8), summed the
+  // same way. Each is checked bit for bit.
   const Acc total = mwm::coefficient_total(in.mask, in.weight, k.count);
-  Acc plain_sum = Acc(0);
-  for (const Acc l : losses) plain_sum += l;
+  std::vector<Acc> coefficients(static_cast<std::size_t>(k.count));
+  for (std::int64_t i = 0; i < k.count; ++i)
+    coefficients[static_cast<std::size_t>(i)] = mwm::patch_coefficient(in.mask, in.weight, i);
+  MWM_FUZZ_CHECK(same_value(total, chunk_tree_sum(coefficients)));
+  const Acc plain_sum = chunk_tree_sum(losses);
   const Acc sum = mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::sum, total);
   const Acc none = mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::none,
                                             total);

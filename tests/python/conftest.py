@@ -31,3 +31,28 @@ def _make_torchvision_importable():
 
 
 _make_torchvision_importable()
+
+
+# --- devices --------------------------------------------------------------------------------
+# Tests that take the `device` fixture run once per device, as torchvision's tests do: on the
+# CPU always, and on CUDA when a device is present. The CUDA variants carry the `cuda` marker
+# (pyproject.toml), so `pytest -m cuda` runs the GPU part alone; without a device they are
+# collected and skipped with the reason "no CUDA device". Use DEVICES with
+# pytest.mark.parametrize where a fixture does not fit.
+import pytest  # noqa: E402
+
+CUDA_SKIP_REASON = "no CUDA device"
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda",
+                 marks=[pytest.mark.cuda,
+                        pytest.mark.skipif(not torch.cuda.is_available(),
+                                           reason=CUDA_SKIP_REASON)]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """"cpu", then "cuda" (marked `cuda`, skipped without a device)."""
+    return request.param

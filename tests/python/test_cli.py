@@ -294,3 +294,155 @@ def test_bad_configs_are_named_and_lose_no_output(tmp_path, capsys):
     (tmp_path / "broken.json").write_text("{oops")
     assert run("--images", images, "--boxes", tmp_path / "broken.json", "--out", out) == 2
     assert "broken.json: not valid JSON" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# mwm regions: text prompts -> heatmaps and ROI maps, with tiny random models saved locally
+
+REGION_OPTIONS = ("--layer", 1, "--steps", 2, "--samples", 2, "--quiet")
+
+
+@pytest.fixture(scope="module")
+def local_models(tmp_path_factory):
+    """A tiny random CLIPModel + CLIPTokenizer and a tiny random SAM, saved with save_pretrained."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from test_grounding_clip import _make_torchvision_importable
+
+    _make_torchvision_importable()
+    from test_grounding_m2ib import tiny_hf_clip
+    from test_grounding_pipeline import tiny_sam
+    from transformers import CLIPTokenizer
+
+    root = tmp_path_factory.mktemp("models")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2, "tumor</w>": 3, "edema</w>": 4,
+             "brain</w>": 5, "a</w>": 6, "t": 7, "u": 8}
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), pad_token="!",
+                              model_max_length=16)
+    clip = tiny_hf_clip()
+    clip.config.text_config.eos_token_id = 1
+    clip.text_model.eos_token_id = 1
+    clip.save_pretrained(root / "clip")
+    tokenizer.save_pretrained(root / "clip")
+    model, processor = tiny_sam()
+    model.save_pretrained(root / "sam")
+    processor.save_pretrained(root / "sam")
+    return root / "clip", root / "sam"
+
+
+def regions(*args):
+    return cli.main(["regions", *map(str, args)])
+
+
+def test_regions_then_mask_end_to_end(dataset, local_models):
+    root, images, _ = dataset
+    clip, _ = local_models
+    out = root / "regions"
+    assert regions("--images", images, "--clip", clip, "--prompt", "tumor", "--prompt", "edema",
+                   "--out", out, "--batch-size", 4, *REGION_OPTIONS) == 0
+    ids = [item.id for item in list_images(images)]
+    assert sorted(p.stem for p in out.glob("*.npz")) == sorted(ids) and len(ids) == 6
+    assert not list(out.glob("*.tmp"))
+    for item_id in ids:
+        data = load(out / f"{item_id}.npz")
+        assert data["heatmap"].shape == (2, SIZE, SIZE) and data["heatmap"].dtype == np.float32
+        assert 0.0 <= data["heatmap"].min() and data["heatmap"].max() <= 1.0
+        assert data["roi"].shape == (2, SIZE, SIZE) and set(np.unique(data["roi"])) <= {0, 1}
+        heat = torch.from_numpy(data["heatmap"])
+        expected = mwm_region_map(heat, threshold=0.3, num_components=2)
+        assert np.array_equal(data["roi"].astype(bool), expected.numpy())
+        assert np.array_equal(data["region_map"], data["roi"].any(0).astype(np.float32))
+        assert list(data["prompts"]) == ["tumor", "edema"]
+    masks = root / "masks"
+    assert run("--images", images, "--heatmaps", out, "--regions", "roi", "--out", masks,
+               "--grid", 8, 8) == 0
+    for item_id in ids:
+        roi = load(out / f"{item_id}.npz")["roi"].any(0)
+        mask = load(masks / f"{item_id}.npz")
+        # nearest on the 8x8 grid
+        assert np.array_equal(mask["region_map"], roi[::8, ::8].astype(np.float32))
+    again = root / "masks_mwm"  # the heatmaps alone through the reference region step
+    assert run("--images", images, "--heatmaps", out, "--out", again, "--grid", 8, 8) == 0
+    assert len(list(again.glob("*.npz"))) == 6
+
+
+def test_regions_resume_and_batching(dataset, local_models, capsys):
+    root, images, _ = dataset
+    clip, _ = local_models
+    out, single = root / "regions", root / "single"
+    common = ("--images", images, "--clip", clip, "--prompt", "tumor", *REGION_OPTIONS)
+    assert regions(*common, "--out", out, "--batch-size", 3) == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.npz")}
+    assert regions(*common, "--out", out) == 0  # everything exists: nothing is rewritten
+    assert {p.name: p.read_bytes() for p in out.glob("*.npz")} == before
+    (out / "a.npz").unlink()
+    assert regions(*common[:-1], "--out", out) == 0
+    assert "5 of 6 already in" in capsys.readouterr().err
+    assert np.allclose(load(out / "a.npz")["heatmap"], _npz(before["a.npz"])["heatmap"], atol=1e-4)
+    assert regions(*common, "--out", single, "--batch-size", 1) == 0
+    for name, payload in before.items():
+        alone = load(single / name)["heatmap"]
+        assert np.allclose(alone, _npz(payload)["heatmap"], atol=1e-4), name
+
+
+def _npz(payload):
+    import io
+
+    with np.load(io.BytesIO(payload)) as archive:
+        return {key: archive[key] for key in archive.keys()}
+
+
+def test_regions_with_sam_and_a_prompt_bank(dataset, local_models):
+    root, images, _ = dataset
+    clip, sam = local_models
+    out = root / "regions_sam"
+    bank = ROOT / "examples" / "prompt_banks" / "brain_mri_levels.yaml"
+    assert regions("--images", images, "--clip", clip, "--sam", sam, "--prompt-bank", bank,
+                   "--modality", "brain_mri", "--out", out, *REGION_OPTIONS) == 0
+    data = load(out / "a.npz")
+    assert data["heatmap"].shape[0] == data["roi"].shape[0] == len(data["prompts"]) == 2
+    assert set(np.unique(data["region_map"]).tolist()) <= {0.0, 0.5, 1.0}
+    masks = root / "masks_sam"
+    assert run("--images", images, "--heatmaps", out, "--regions", "roi", "--prompt-bank", bank,
+               "--modality", "brain_mri", "--out", masks, "--grid", 8, 8) == 0
+    assert np.array_equal(load(masks / "a.npz")["region_map"], data["region_map"][::8, ::8])
+
+
+def test_regions_usage_errors(dataset, local_models, capsys):
+    root, images, _ = dataset
+    clip, _ = local_models
+    common = ("--images", images, "--prompt", "tumor", "--out", root / "o", "--quiet")
+    if not torch.cuda.is_available():
+        assert regions(*common, "--clip", clip, "--device", "cuda") == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert regions(*common, "--clip", root / "nowhere") == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert regions(*common, "--clip", clip, "--batch-size", 0) == 2
+    assert "--batch-size 0" in capsys.readouterr().err
+    assert regions(*common, "--clip", clip, "--modality", "brain_mri") == 2
+    assert regions(*common, "--clip", clip, "--layer", 9) == 2
+    assert "layer = 9" in capsys.readouterr().err
+
+
+def test_regions_isolate_the_image_a_batch_fails_on(dataset, local_models, capsys, monkeypatch):
+    from mwm.grounding.pipeline import TextRegionPipeline
+
+    root, images, _ = dataset
+    clip, _ = local_models
+    original = TextRegionPipeline.__call__
+
+    def failing_on_dicom(self, batch):
+        if any(float(np.max(image)) > 300 for image in batch):  # only c.dcm holds such values
+            raise RuntimeError("attribution failed")
+        return original(self, batch)
+
+    monkeypatch.setattr(TextRegionPipeline, "__call__", failing_on_dicom)
+    out = root / "regions"
+    assert regions("--images", images, "--clip", clip, "--prompt", "tumor", "--out", out,
+                   "--batch-size", 6, *REGION_OPTIONS) == 1
+    err = capsys.readouterr().err
+    assert "c.dcm: attribution failed" in err and "1 image(s) failed" in err
+    assert sorted(p.stem for p in out.glob("*.npz")) == ["a", "b", "d_z000", "d_z001", "d_z002"]

@@ -284,6 +284,49 @@ def test_results_do_not_depend_on_the_thread_count():
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
 
 
+def contract_order_sum(values):
+    """The loss's order over patches (docs/design.md, "Reduction order"), in float32 torch ops:
+    zero-padded chunks of 256, each added by the halving tree (a[t] += a[t + s], s = 128 .. 1),
+    level after level until one value is left."""
+    level = values.reshape(-1)
+    while True:
+        chunks = -(-level.numel() // 256)
+        a = torch.zeros(chunks * 256, dtype=level.dtype)
+        a[: level.numel()] = level
+        a = a.reshape(chunks, 256)
+        s = 128
+        while s > 0:
+            a = a[:, :s] + a[:, s: 2 * s]
+            s //= 2
+        level = a.reshape(-1)
+        if level.numel() == 1:
+            return level[0]
+
+
+def test_the_reduction_follows_the_documented_order_and_batch_splits_keep_the_bits():
+    # 6 * 196 = 1176 patches: five chunks at the first level, weights spread over decades.
+    g = torch.Generator().manual_seed(15)
+    target = torch.randn((6, 3, 224, 224), generator=g)
+    pred = torch.randn((6, 196, 768), generator=g)
+    mask = torch.rand((6, 196), generator=g) < 0.75
+    weight = torch.rand((6, 196), generator=g) * 10.0 ** torch.randint(-2, 3, (6, 196),
+                                                                       generator=g)
+    kwargs = dict(weight=weight, norm_target=True)
+    per_patch = mwm.masked_recon_loss(pred, target, mask, 16, reduction="none", **kwargs)
+    total = mwm.masked_recon_loss(pred, target, mask, 16, reduction="sum", **kwargs)
+    mean = mwm.masked_recon_loss(pred, target, mask, 16, reduction="mean", **kwargs)
+    coefficients = torch.where(mask, weight, torch.zeros(()))
+    assert torch.equal(total, contract_order_sum(per_patch))
+    assert torch.equal(mean, contract_order_sum(per_patch) / contract_order_sum(coefficients))
+    # Another order (torch's own sum) gives other bits here, so the check above can fail.
+    assert not torch.equal(total, per_patch.sum())
+    # The per-patch losses of a batch are those of its halves.
+    halves = [mwm.masked_recon_loss(pred[k: k + 3], target[k: k + 3], mask[k: k + 3], 16,
+                                    reduction="none", weight=weight[k: k + 3], norm_target=True)
+              for k in (0, 3)]
+    assert torch.equal(per_patch, torch.cat(halves))
+
+
 # --- opcheck, gradcheck, compile ----------------------------------------------------------------
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..grounding.adapters import boxes_to_heatmap as grounding_boxes_to_heatmap
 from .phantoms import PROMPT_TARGETS, PhantomSample
 
 
@@ -152,11 +153,13 @@ class SimulatedGrounder:
 
 
 def boxes_to_heatmap(boxes: Sequence[Box], shape: Sequence[int]) -> np.ndarray:
-    heat = np.zeros(tuple(shape), dtype=np.float32)
-    for box in boxes:
-        # Pixel i is covered when its centre i + 0.5 lies in [lo, hi).
-        slices = tuple(
-            slice(int(np.ceil(lo - 0.5)), int(np.ceil(hi - 0.5))) for lo, hi in zip(box.lo, box.hi)
-        )
-        np.maximum(heat[slices], box.score, out=heat[slices])
-    return heat
+    """The boxes drawn by `mwm.grounding.boxes_to_heatmap`: a pixel is in a box when its centre
+    is, overlapping boxes keep the highest score."""
+    if not boxes:
+        return np.zeros(tuple(shape), dtype=np.float32)
+    # mwm.grounding takes corners (x, y[, z]), the reverse of the image's axis order.
+    corners = torch.tensor(
+        [[*reversed(box.lo), *reversed(box.hi)] for box in boxes], dtype=torch.float64
+    )
+    scores = torch.tensor([box.score for box in boxes], dtype=torch.float64)
+    return grounding_boxes_to_heatmap([corners], tuple(int(s) for s in shape), [scores])[0].numpy()

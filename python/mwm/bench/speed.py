@@ -52,7 +52,7 @@ from .timing import (
 )
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
-SECTIONS = ("masking", "text", "pooling", "cost", "loss", "coral")
+SECTIONS = ("masking", "text", "pooling", "cost", "loss", "coral", "grounding")
 DEFAULT_THREADS = (1, 2)
 MWM_RATIOS = (0.4, 0.8)  # (background, ROI): the MWM paper's default preset
 SALIENCY_THRESHOLD = 0.3  # the MWM reference's saliency threshold
@@ -698,7 +698,8 @@ def _measure_sections(args, sizes, rows: List[dict], unavailable: List[str],
         section_seconds["cost"] = section_seconds.get("cost", 0.0) + (
             time.perf_counter() - section_start)
     for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
-                                      ("coral", "speed_coral", "run_coral_benchmarks")):
+                                      ("coral", "speed_coral", "run_coral_benchmarks"),
+                                      ("grounding", "speed_grounding", "run_grounding_benchmarks")):
         if section in args.sections:
             section_start = time.perf_counter()
             extra, note = _external_rows(module, function, args)

@@ -20,9 +20,15 @@ from typing import Callable, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .timing import copy_bandwidth, describe_machine, machine_info, to_mib
+from .timing import copy_bandwidth, describe_machine, machine_info, median_time, to_mib
 
 MASK_RATIO = 0.75
+
+# Issue 13's targets for the fused loss, forward + backward: the share of the copy bandwidth
+# (every size), and the speed-up over torch.compile of the eager loss (3D only).
+BANDWIDTH_SHARE_TARGET = 0.60
+BANDWIDTH_SHARE_GOAL = 0.80
+COMPILED_SPEEDUP_TARGET_3D = 1.5
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,18 @@ def _inputs(case: LossCase, seed: int = 0):
     mask = torch.ones((case.batch, case.num_patches), dtype=torch.bool)
     mask.scatter_(1, ids_shuffle[:, :keep], False)
     return pred, imgs, mask
+
+
+def triad_bandwidth(nbytes: int = 256 << 20, *, repeats: int = 5) -> float:
+    """Measured triad bandwidth in bytes/s: ``a = b + 2 c`` over three float32 arrays of
+    ``nbytes / 3`` bytes each (read two, write one), counted as the bytes read plus written;
+    the loss's backward has this shape (read pred and target, write the gradient)."""
+    n = max(nbytes // 12, 1)
+    b = torch.rand(n)
+    c = torch.rand(n)
+    a = torch.empty(n)
+    timing = median_time(lambda: torch.add(b, c, alpha=2.0, out=a), repeats=repeats, warmup=1)
+    return 12 * n / timing.median_s
 
 
 def wall_and_cpu_medians(fn: Callable[[], None], repeats: int, warmup: int) -> tuple:
@@ -167,6 +185,7 @@ def run_loss_benchmarks(args) -> list:
     compile_reference = not bool(getattr(args, "no_compile", False))
     bandwidth = getattr(args, "copy_bandwidth", None) or copy_bandwidth(
         (64 if quick else 256) << 20, repeats=max(repeats, 5))
+    triad = triad_bandwidth((64 if quick else 256) << 20, repeats=max(repeats, 5))
     rows = []
     for case in QUICK_CASES if quick else FULL_CASES:
         pred, imgs, mask = _inputs(case)
@@ -200,7 +219,9 @@ def run_loss_benchmarks(args) -> list:
                 "extra_memory_share": (ours_peak - ours_final + scratch_bytes(case))
                 / max(ref_peak - ref_final, 1),
                 "bytes_moved": moved, "bandwidth_share": moved / ours_s / bandwidth,
-                "copy_bandwidth_gbps": bandwidth / 1e9, "repeats": repeats,
+                "copy_bandwidth_gbps": bandwidth / 1e9,
+                "triad_share": moved / ours_s / triad, "triad_bandwidth_gbps": triad / 1e9,
+                "repeats": repeats,
                 "threads": torch.get_num_threads(),
             })
     return rows
@@ -215,16 +236,41 @@ def add_loss_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the torch.compile reference")
 
 
+def loss_targets(rows: Sequence[dict]) -> list:
+    """Issue 13's targets judged on these rows (medians): one dict per (size, threads, target)
+    with ``target``, ``size``, ``threads``, ``value`` and ``met``."""
+    out = []
+    for r in rows:
+        if "torch.compile" in r["reference"]:
+            if r["size"].startswith("3d"):
+                out.append({"target": f"3D >= {COMPILED_SPEEDUP_TARGET_3D}x torch.compile",
+                            "size": r["size"], "threads": r["threads"], "value": r["speedup"],
+                            "met": r["speedup"] >= COMPILED_SPEEDUP_TARGET_3D})
+            continue
+        share = r["bandwidth_share"]
+        out.append({"target": f">= {BANDWIDTH_SHARE_TARGET:.0%} of copy bandwidth "
+                              f"({BANDWIDTH_SHARE_GOAL:.0%} the goal)",
+                    "size": r["size"], "threads": r["threads"], "value": share,
+                    "met": share >= BANDWIDTH_SHARE_TARGET})
+    return out
+
+
+def format_targets(targets: Sequence[dict]) -> str:
+    return "\n".join(f"{t['size']}, {t['threads']} thread(s): {t['target']}: {t['value']:.2f} -> "
+                     f"{'met' if t['met'] else 'NOT met'}" for t in targets)
+
+
 def format_rows(rows: Sequence[dict]) -> str:
     if not rows:
         return ""
-    lines = [describe_machine(machine_info()) + f"; copy bandwidth "
-             f"{rows[0]['copy_bandwidth_gbps']:.2f} GB/s (read + write)",
+    lines = [describe_machine(machine_info()) + f"; threads {rows[0]['threads']}; copy bandwidth "
+             f"{rows[0]['copy_bandwidth_gbps']:.2f} GB/s (read + write), triad "
+             f"{rows[0]['triad_bandwidth_gbps']:.2f} GB/s (read two, write one)",
              f"{'size':<24}{'reference':<34}{'mwm ms':>8}{'ref ms':>9}{'speed-up':>9}"
-             f"{'cpu speed-up':>13}{'extra MiB mwm/ref':>19}{'bw share':>9}"]
+             f"{'cpu speed-up':>13}{'extra MiB mwm/ref':>19}{'bw share':>9}{'triad share':>12}"]
     for r in rows:
         extra = f"{r['ours_extra_mb'] + r['ours_scratch_mb']:.2f}/{r['reference_extra_mb']:.1f}"
         lines.append(f"{r['size']:<24}{r['reference']:<34}{r['ours_ms']:>8.1f}"
                      f"{r['reference_ms']:>9.1f}{r['speedup']:>9.2f}{r['cpu_speedup']:>13.2f}"
-                     f"{extra:>19}{r['bandwidth_share']:>9.2f}")
+                     f"{extra:>19}{r['bandwidth_share']:>9.2f}{r['triad_share']:>12.2f}")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Text grounding: model outputs to heatmaps, heatmaps to MWM region maps, prompt banks."""
+"""Text grounding: model outputs to heatmaps (M2IB, CLIP similarity, adapters), heatmaps to MWM
+region maps (optionally refined by SAM), prompt banks, and the pipeline that joins them."""
 
 from .adapters import (
     boxes_to_heatmap,
@@ -9,6 +10,8 @@ from .adapters import (
     similarity_to_heatmap,
 )
 from .clip_heatmaps import ClipHeatmapGenerator
+from .m2ib import encode_prompts, m2ib_heatmaps
+from .pipeline import TextRegionPipeline, TextRegions
 from .prompt_bank import (
     ModalityPrompts,
     Prompt,
@@ -20,6 +23,7 @@ from .prompt_bank import (
     prompt_bank_from_dict,
 )
 from .regions import largest_component_boxes, mwm_region_map, region_level_map
+from .sam import SamBoxRefiner
 
 __all__ = [
     "boxes_to_heatmap",
@@ -32,6 +36,11 @@ __all__ = [
     "largest_component_boxes",
     "region_level_map",
     "ClipHeatmapGenerator",
+    "m2ib_heatmaps",
+    "encode_prompts",
+    "TextRegionPipeline",
+    "TextRegions",
+    "SamBoxRefiner",
     "PromptBank",
     "PromptBankError",
     "ModalityPrompts",

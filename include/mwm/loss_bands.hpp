@@ -1,0 +1,167 @@
+// Host-side band gathering of the loss (CPU drivers only): the grid.width patches of one
+// (b, gd, gh) share their image rows, so a band is read row after row (a few long streams the
+// prefetcher follows, instead of one short stream per patch row) into a buffer in patch-vector
+// order, where the contiguous per-patch functions of loss_patch.hpp run. Flat patch index
+// b * N + n = band * grid.width + x.
+#pragma once
+
+#include <cstdint>
+
+#include "loss_options.hpp"
+
+namespace mwm {
+
+namespace detail {
+
+// A hint that `address` will be read soon (host code; a no-op where the builtin is missing).
+inline void prefetch_line(const void* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
+
+// A byte range to prefetch while a band is gathered: the band's dense predictions, so that
+// both streams are in flight at once instead of one after the other.
+struct prefetch_range {
+  const char* begin = nullptr;
+  std::int64_t bytes = 0;
+};
+
+inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid,
+                               std::int64_t band) {
+  const std::int64_t rows = grid.depth * grid.height;
+  const std::int64_t b = band / rows;
+  const std::int64_t d = (band % rows) / grid.height;
+  const std::int64_t h = band % grid.height;
+  return b * s.batch + d * s.grid_depth + h * s.grid_height;
+}
+
+template <bool Unit, typename Acc, typename T>
+void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g,
+                 const Acc* active, Acc* out, prefetch_range ahead) {
+  constexpr std::int64_t line = 64;
+  const std::int64_t p = g.patch_vector_size();
+  const std::int64_t step = Unit ? 1 : s.width;
+  const std::int64_t rows = g.channels * g.patch_depth * g.patch_height;
+  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
+  std::int64_t next = 0;
+  for (std::int64_t c = 0; c < g.channels; ++c)
+    for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+      for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
+        for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
+          prefetch_line(ahead.begin + next);
+        const T* row = base + c * s.channel + pd * s.depth + ph * s.height;
+        const std::int64_t first = ((pd * g.patch_height + ph) * g.patch_width) * g.channels + c;
+        for (std::int64_t x = 0; x < g.grid.width; ++x) {
+          if (active[x] == Acc(0)) continue;
+          const T* src = row + x * s.grid_width;
+          Acc* dst = out + x * p + first;
+          for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
+            dst[pw * g.channels] = static_cast<Acc>(src[pw * step]);
+        }
+      }
+}
+
+// The same for unit-stride rows and a channel count known at compile time (1: volumes, 3: RGB):
+// the C rows of one (pd, ph) are interleaved into contiguous stores, which compilers vectorize
+// (a plain converting copy for C = 1), where the generic loop stores with a stride of C.
+template <int C, typename Acc, typename T>
+void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometry& g,
+                      const Acc* active, Acc* out, prefetch_range ahead) {
+  constexpr std::int64_t line = 64;
+  const std::int64_t p = g.patch_vector_size();
+  const std::int64_t pw_count = g.patch_width;
+  const std::int64_t rows = g.patch_depth * g.patch_height;
+  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
+  std::int64_t next = 0;
+  for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+    for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
+      for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
+        prefetch_line(ahead.begin + next);
+      const T* row = base + pd * s.depth + ph * s.height;
+      const std::int64_t first = (pd * g.patch_height + ph) * pw_count * C;
+      for (std::int64_t x = 0; x < g.grid.width; ++x) {
+        if (active[x] == Acc(0)) continue;
+        const T* src = row + x * s.grid_width;
+        Acc* dst = out + x * p + first;
+        for (std::int64_t pw = 0; pw < pw_count; ++pw)
+          for (int c = 0; c < C; ++c)
+            dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
+      }
+    }
+}
+
+template <bool Unit, typename Acc, typename P>
+void scatter_rows(const Acc* in, const Acc* active, const patch_strides& s,
+                  const patch_geometry& g, P* base) {
+  const std::int64_t p = g.patch_vector_size();
+  const std::int64_t step = Unit ? 1 : s.width;
+  for (std::int64_t c = 0; c < g.channels; ++c)
+    for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+      for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
+        P* row = base + c * s.channel + pd * s.depth + ph * s.height;
+        const std::int64_t first = ((pd * g.patch_height + ph) * g.patch_width) * g.channels + c;
+        for (std::int64_t x = 0; x < g.grid.width; ++x) {
+          P* dst = row + x * s.grid_width;
+          if (active[x] == Acc(0)) {
+            for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
+              dst[pw * step] = static_cast<P>(0.0f);
+            continue;
+          }
+          const Acc* src = in + x * p + first;
+          for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
+            dst[pw * step] = static_cast<P>(src[pw * g.channels]);
+        }
+      }
+}
+
+}  // namespace detail
+
+// Copies the patches of a band whose `active` entry is non-zero into out (grid.width x P), in
+// patch-vector order, converted to Acc; inactive patches are neither read nor written. The
+// `ahead` bytes are prefetched along the way.
+template <typename Acc, typename T>
+void gather_band(const T* data, const patch_strides& s, const patch_geometry& g,
+                 std::int64_t band, const Acc* active, Acc* out,
+                 detail::prefetch_range ahead = {}) {
+  const T* base = data + detail::band_start(s, g.grid, band);
+  if (s.width == 1 && g.channels == 1) detail::gather_unit_rows<1>(base, s, g, active, out, ahead);
+  else if (s.width == 1 && g.channels == 3)
+    detail::gather_unit_rows<3>(base, s, g, active, out, ahead);
+  else if (s.width == 1) detail::gather_rows<true>(base, s, g, active, out, ahead);
+  else detail::gather_rows<false>(base, s, g, active, out, ahead);
+}
+
+namespace detail {
+
+// The dense predictions of a band (empty when they are not dense: they are gathered then).
+template <typename P>
+prefetch_range band_predictions(const P* pred, const patch_strides& ps, const patch_geometry& g,
+                                std::int64_t band, bool dense) {
+  if (!dense) return prefetch_range{};
+  const std::int64_t first = band * g.grid.width;
+  const P* start = pred + patch_start(ps, g.grid, first / g.grid.num_patches(),
+                                     first % g.grid.num_patches());
+  const std::int64_t bytes = g.grid.width * g.patch_vector_size() * std::int64_t(sizeof(P));
+  return prefetch_range{reinterpret_cast<const char*>(start), bytes};
+}
+
+}  // namespace detail
+
+// The inverse of gather_band into a strided destination; inactive patches are written as zeros.
+template <typename Acc, typename P>
+void scatter_band(const Acc* in, const Acc* active, P* data, const patch_strides& s,
+                  const patch_geometry& g, std::int64_t band) {
+  P* base = data + detail::band_start(s, g.grid, band);
+  if (s.width == 1) detail::scatter_rows<true>(in, active, s, g, base);
+  else detail::scatter_rows<false>(in, active, s, g, base);
+}
+
+// Scratch (in Acc elements) that band_losses and band_gradients need per call.
+inline std::int64_t band_scratch_size(const patch_geometry& g) {
+  return 3 * g.grid.width * g.patch_vector_size() + g.grid.width;
+}
+
+}  // namespace mwm

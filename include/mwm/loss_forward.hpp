@@ -1,0 +1,82 @@
+// The forward of the loss on the CPU: per-patch losses c * err of bands of patches (run by
+// threads over disjoint band ranges), and the sums over patches in the fixed order.
+#pragma once
+
+#include <cstdint>
+
+#include "loss_bands.hpp"
+#include "loss_order.hpp"
+#include "loss_patch.hpp"
+
+namespace mwm {
+
+// Writes c * err of the patches of bands [begin, end) to losses (flat index); returns the first
+// flat index whose target patch holds a non-finite value, or -1. `scratch` holds
+// band_scratch_size(g) elements.
+template <typename Acc, typename P, typename T>
+std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, std::int64_t end,
+                         Acc* losses, Acc* scratch) {
+  const patch_geometry& g = in.geometry;
+  const std::int64_t width = g.grid.width;
+  const std::int64_t n = g.grid.num_patches();
+  const std::int64_t p = g.patch_vector_size();
+  Acc* targets = scratch;
+  Acc* preds = scratch + width * p;
+  Acc* coefficients = scratch + 3 * width * p;
+  const bool direct = dense_patch_vectors(in.pred_strides, g);
+  std::int64_t first_bad = -1;
+  for (std::int64_t band = begin; band < end; ++band) {
+    const std::int64_t first = band * width;
+    bool any = false;
+    for (std::int64_t x = 0; x < width; ++x) {
+      coefficients[x] = patch_coefficient(in.mask, in.weight, first + x);
+      any = any || coefficients[x] != Acc(0);
+    }
+    if (!any) {
+      for (std::int64_t x = 0; x < width; ++x) losses[first + x] = Acc(0);
+      continue;
+    }
+    gather_band(in.target, in.target_strides, g, band, coefficients, targets,
+                detail::band_predictions(in.pred, in.pred_strides, g, band, direct));
+    if (!direct) gather_band(in.pred, in.pred_strides, g, band, coefficients, preds);
+    for (std::int64_t x = 0; x < width; ++x) {
+      const std::int64_t i = first + x;
+      losses[i] = Acc(0);
+      if (coefficients[x] == Acc(0)) continue;
+      const Acc* t = targets + x * p;
+      target_normalization<Acc> norm{Acc(0), Acc(1)};
+      if (in.options.norm_target) norm = vector_normalization(t, p);
+      const Acc err =
+          direct ? vector_error(in.pred + patch_start(in.pred_strides, g.grid, i / n, i % n), t,
+                                p, in.options.error, norm)
+                 : vector_error(preds + x * p, t, p, in.options.error, norm);
+      losses[i] = coefficients[x] * err;
+      if (!detail::finite_value(err) && first_bad < 0) {
+        for (std::int64_t e = 0; e < p; ++e)
+          if (!detail::finite_value(t[e])) {
+            first_bad = i;
+            break;
+          }
+      }
+    }
+  }
+  return first_bad;
+}
+
+
+// sum(c) over the patches, in the order of loss_order.hpp (so that results depend neither on
+// the thread count nor on the device).
+template <typename Acc>
+Acc coefficient_total(const std::uint8_t* mask, const Acc* weight, std::int64_t count) {
+  return ordered_total<Acc>(
+      [mask, weight](std::int64_t i) { return patch_coefficient(mask, weight, i); }, count);
+}
+
+// The reduced loss from per-patch losses c * err, summed in the order of loss_order.hpp.
+template <typename Acc>
+Acc reduce_patch_losses(const Acc* losses, std::int64_t count, loss_reduction reduction,
+                        Acc coefficient_sum) {
+  return ordered_total(losses, count) / loss_denominator(reduction, coefficient_sum);
+}
+
+}  // namespace mwm
