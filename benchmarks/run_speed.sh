@@ -3,6 +3,7 @@
 # rows when their modules exist), then every C++ Google Benchmark program already built.
 #
 #   benchmarks/run_speed.sh [mwm-bench speed options, e.g. --quick or --threads 1]
+#   benchmarks/run_speed.sh --doc docs/speed.md     # also regenerate docs/speed.md's tables
 #
 # Environment: PYTHON (default: python), MWM_BENCH_OUT (results folder, default: mwm-out),
 # MWM_CPP_BENCH_DIR (where to look for bench_* programs, default: build/*/benchmarks).

@@ -4,7 +4,7 @@
 
 #include <mwm/config.hpp>
 
-#include "ops/coral_aten.h"
+#include "common/coral_test_entries.h"
 #include "ops/generate_masks.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -23,10 +23,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   // The names each string option of generate_masks accepts (policy, rounding, ...), from the
   // tables the op parses with.
   module.def("mask_option_choices", &mwm_bindings::mask_option_choices);
-  // The CUDA kernel's ATen composition of the CORAL ops, callable on CPU tensors so that
-  // tests/python/test_coral_aten.py can compare it with the Eigen kernel; not public API.
+  // CORAL entries for tests/python/test_coral_aten.py (common/coral_test_entries.h); not
+  // public API. The ops' code without the CPU finiteness check (what the CUDA op runs) ...
   module.def("_coral_loss_aten", &mwm_bindings::coral_loss_aten, py::arg("x"), py::arg("y"));
   module.def("_coral_loss_backward_aten", &mwm_bindings::coral_loss_backward_aten,
              py::arg("grad_loss"), py::arg("grad_cov_diff"), py::arg("x"), py::arg("y"),
              py::arg("cov_diff"));
+#ifdef MWM_WITH_EIGEN
+  // ... and the header-only Eigen entry for C++ users (include/mwm/coral.hpp).
+  module.def("_coral_loss_eigen", &mwm_bindings::coral_loss_eigen, py::arg("x"), py::arg("y"));
+  module.def("_coral_loss_backward_eigen", &mwm_bindings::coral_loss_backward_eigen,
+             py::arg("grad_loss"), py::arg("grad_cov_diff"), py::arg("x"), py::arg("y"),
+             py::arg("cov_diff"));
+#endif
 }

@@ -1,24 +1,30 @@
-// The CUDA kernels of coral_loss and _coral_loss_backward: the ATen composition of
-// ops/coral_aten.h on the inputs' device, so the covariances and gradients are cuBLAS GEMMs on
-// the current stream. Nothing waits for the device: non-finite features give NaN/Inf results
-// instead of the CPU kernel's ValueError.
+// The CUDA kernels of coral_loss and _coral_loss_backward: mwm::tensors::coral_loss /
+// coral_loss_backward, the CPU kernels' code (coral_math.hpp over ATen), so the products are
+// cuBLAS GEMMs on the current stream. Nothing waits for the device: non-finite features give
+// NaN/Inf results instead of the CPU kernel's ValueError, which reads the loss back.
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "ops/coral_aten.h"
+#include <mwm/torch.hpp>
+
+#include <optional>
+
+#include "ops/coral_loss.h"
 
 namespace mwm_bindings {
 namespace {
 
 coral_pair forward(const at::Tensor& x, const at::Tensor& y) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return coral_loss_aten(x, y);
+  auto result = mwm::tensors::coral_loss(x, y, /*check_finite=*/false);
+  return {result.loss, result.cov_diff};
 }
 
 coral_pair backward(const at::Tensor& grad_loss, const std::optional<at::Tensor>& grad_cov_diff,
                     const at::Tensor& x, const at::Tensor& y, const at::Tensor& cov_diff) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return coral_loss_backward_aten(grad_loss, grad_cov_diff, x, y, cov_diff);
+  return mwm::tensors::coral_loss_backward(grad_loss, grad_cov_diff.value_or(at::Tensor()), x, y,
+                                           cov_diff);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // regions (B, N).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -24,35 +25,74 @@ struct pooling_request {
   int threads = 0;
 };
 
-// heatmaps (batch, prompts, depth, height, width) -> scores (batch, N).
+namespace detail {
+
+// True when pooling can check finiteness on its own output instead of a separate pass over the
+// heatmaps: the area mean with nan_policy::error (see pool_cell_reading).
+inline bool pooling_checks_its_output(const pool_options& options) {
+  return options.reduction == pool_reduction::mean && options.non_finite == nan_policy::error;
+}
+
+}  // namespace detail
+
+// Scores of samples [begin, end) of heatmaps (batch, prompts, ...), the whole batch's arrays.
+// With `read_raw` pixels are read as they are and the result is false when a prompt's score
+// came out non-finite (the caller then names the pixel with validate_pooled_pixels); without
+// it non-finite pixels count as zero and the result is true.
+inline bool pool_sample_range(const pooling_request& request, const float* heatmaps, float* scores,
+                              std::int64_t begin, std::int64_t end, bool read_raw) {
+  const std::int64_t pixels = request.shape.num_pixels();
+  const std::int64_t n = request.grid.num_patches();
+  const grid_shape grid = request.grid;
+  std::vector<float> per_prompt(static_cast<std::size_t>(request.prompts * n));
+  bool finite = true;
+  for (std::int64_t b = begin; b < end; ++b) {
+    for (std::int64_t k = 0; k < request.prompts; ++k) {
+      const float* heat = heatmaps + (b * request.prompts + k) * pixels;
+      float* out = per_prompt.data() + k * n;
+      for (std::int64_t d = 0; d < grid.depth; ++d)
+        for (std::int64_t h = 0; h < grid.height; ++h)
+          for (std::int64_t w = 0; w < grid.width; ++w) {
+            const float score =
+                read_raw ? detail::pool_cell_reading<false>(heat, request.shape, grid,
+                                                            request.options, d, h, w)
+                         : pool_cell(heat, request.shape, grid, request.options, d, h, w);
+            out[grid.index(d, h, w)] = score;
+          }
+      if (read_raw && first_non_finite(out, n) >= 0) finite = false;
+    }
+    if (!finite) return false;
+    for (std::int64_t i = 0; i < n; ++i) {
+      scores[b * n + i] = combine_prompt_scores_at(
+          per_prompt.data(), request.prompts, n, request.combine, request.prompt_weights.data(), i);
+    }
+  }
+  return true;
+}
+
+// heatmaps (batch, prompts, depth, height, width) -> scores (batch, N). Reads the pixels each
+// reduction needs once: the area reductions every pixel, `nearest` one per patch (see
+// first_non_finite_pooled for what is validated).
 inline void heatmaps_to_scores(const pooling_request& request, const float* heatmaps,
                                float* scores) {
   detail::require(request.batch > 0, "batch", request.batch, "must be positive");
   validate_heatmap_shape(request.shape);
   validate_prompt_weights(request.prompts, request.combine, request.prompt_weights);
-  const std::int64_t pixels = request.shape.num_pixels();
-  validate_no_non_finite(heatmaps, request.batch * request.prompts * pixels, "heatmaps",
-                         request.options.non_finite);
-  const std::int64_t n = request.grid.num_patches();
-  detail::parallel_chunks(request.batch, request.threads, [&](std::int64_t begin,
-                                                              std::int64_t end) {
-    std::vector<float> per_prompt(static_cast<std::size_t>(request.prompts * n));
-    for (std::int64_t b = begin; b < end; ++b) {
-      for (std::int64_t k = 0; k < request.prompts; ++k) {
-        const float* heat = heatmaps + (b * request.prompts + k) * pixels;
-        for (std::int64_t d = 0; d < request.grid.depth; ++d)
-          for (std::int64_t h = 0; h < request.grid.height; ++h)
-            for (std::int64_t w = 0; w < request.grid.width; ++w)
-              per_prompt[k * n + request.grid.index(d, h, w)] =
-                  pool_cell(heat, request.shape, request.grid, request.options, d, h, w);
-      }
-      for (std::int64_t i = 0; i < n; ++i) {
-        scores[b * n + i] =
-            combine_prompt_scores_at(per_prompt.data(), request.prompts, n, request.combine,
-                                     request.prompt_weights.data(), i);
-      }
-    }
-  });
+  const bool read_raw = detail::pooling_checks_its_output(request.options);
+  if (!read_raw) {
+    validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape, request.grid,
+                           request.options, "heatmaps");
+  }
+  std::atomic<bool> finite{true};
+  detail::parallel_chunks(request.batch, request.threads,
+                          [&](std::int64_t begin, std::int64_t end) {
+                            if (!pool_sample_range(request, heatmaps, scores, begin, end, read_raw))
+                              finite = false;
+                          });
+  if (!finite) {  // throws, naming the first non-finite pixel of the batch
+    validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape, request.grid,
+                           request.options, "heatmaps");
+  }
 }
 
 // scores (batch, n) -> regions (batch, n) by strict ascending thresholds.

@@ -1,10 +1,11 @@
-// CORAL (correlation alignment, Sun & Saenko, "Deep CORAL", 2016) as used by CORN
-// (arXiv 2410.15916): the distance between the second-order statistics of two feature sets,
+// CORAL for C++ users who hold Eigen matrices: the maths of coral_math.hpp (the one the torch op
+// runs through torch's BLAS) over Eigen products, with finiteness and shape checks that name
+// the offending entry. Needs Eigen; not part of the standard-library-only umbrella header
+// masking.hpp.
 //
 //   coral(x, y) = ||cov(x) - cov(y)||_F^2 / (4 d^2),   cov(x) = (x - mean)^T (x - mean) / (n - 1),
 //
-// for x (n, d) and y (m, d), with its gradient for both inputs. Needs Eigen; not part of the
-// standard-library-only umbrella header masking.hpp.
+// for x (n, d) and y (m, d), with its gradient for both inputs.
 #pragma once
 
 #include <Eigen/Core>
@@ -14,6 +15,7 @@
 #include <string>
 #include <utility>
 
+#include "coral_math.hpp"
 #include "error.hpp"
 
 namespace mwm {
@@ -54,33 +56,93 @@ void require_features(const Eigen::MatrixBase<Derived>& x, const char* name) {
 }
 
 template <typename DerivedX, typename DerivedY>
-void require_same_width(const Eigen::MatrixBase<DerivedX>& x, const Eigen::MatrixBase<DerivedY>& y) {
+void require_same_width(const Eigen::MatrixBase<DerivedX>& x,
+                        const Eigen::MatrixBase<DerivedY>& y) {
   require(x.cols() == y.cols(), "y.cols", y.cols(),
           "must equal x.cols = " + std::to_string(x.cols()) + " (the feature dimension d)");
 }
 
-// x minus its column means; both the covariance and the gradient are built on it.
-template <typename Derived>
-feature_rows<typename Derived::Scalar> centered(const Eigen::MatrixBase<Derived>& x) {
-  return x.rowwise() - x.colwise().mean();
-}
+// The coral_math backend over Eigen: the Gram product is a symmetric rank-n update of the
+// lower triangle, mirrored.
+template <typename Scalar>
+struct eigen_coral_backend {
+  using row_vector = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
+
+  template <typename Derived>
+  static Eigen::Index rows(const Eigen::MatrixBase<Derived>& x) {
+    return x.rows();
+  }
+  template <typename Derived>
+  static Eigen::Index cols(const Eigen::MatrixBase<Derived>& x) {
+    return x.cols();
+  }
+
+  template <typename Derived>
+  static row_vector column_means(const Eigen::MatrixBase<Derived>& x) {
+    return x.colwise().mean();
+  }
+
+  template <typename Derived>
+  static feature_rows<Scalar> centered(const Eigen::MatrixBase<Derived>& x,
+                                       const row_vector& mean) {
+    return x.rowwise() - mean;
+  }
+
+  static covariance_matrix<Scalar> gram(const feature_rows<Scalar>& a, double alpha) {
+    covariance_matrix<Scalar> out = covariance_matrix<Scalar>::Zero(a.cols(), a.cols());
+    out.template selfadjointView<Eigen::Lower>().rankUpdate(a.transpose(),
+                                                            static_cast<Scalar>(alpha));
+    out.template triangularView<Eigen::StrictlyUpper>() = out.transpose();
+    return out;
+  }
+
+  static covariance_matrix<Scalar> difference(const covariance_matrix<Scalar>& a,
+                                              const covariance_matrix<Scalar>& b) {
+    return a - b;
+  }
+
+  template <typename Derived>
+  static Scalar squared_norm(const Eigen::MatrixBase<Derived>& m, double scale) {
+    return m.squaredNorm() * static_cast<Scalar>(scale);
+  }
+
+  template <typename Derived>
+  static covariance_matrix<Scalar> transposed_scaled(const Eigen::MatrixBase<Derived>& m,
+                                                     Scalar grad_loss, double scale) {
+    return m.transpose() * (grad_loss * static_cast<Scalar>(scale));
+  }
+
+  template <typename Derived>
+  static void add_with_transpose(covariance_matrix<Scalar>& w,
+                                 const Eigen::MatrixBase<Derived>& g) {
+    w += g + g.transpose();
+  }
+
+  static row_vector row_times(const row_vector& mean, const covariance_matrix<Scalar>& w,
+                              double scale) {
+    return (mean * w) * static_cast<Scalar>(scale);
+  }
+
+  template <typename Derived>
+  static feature_rows<Scalar> product_plus_row(const Eigen::MatrixBase<Derived>& x,
+                                               const covariance_matrix<Scalar>& w, double alpha,
+                                               const row_vector& row) {
+    feature_rows<Scalar> out(x.rows(), x.cols());
+    out.noalias() = x * (w * static_cast<Scalar>(alpha));
+    out.rowwise() += row;
+    return out;
+  }
+};
 
 }  // namespace detail
 
-// Unbiased covariance (n - 1 in the denominator) of the rows of x (n >= 2, finite). `name`
-// names x in error messages. Only the lower triangle is computed (a symmetric rank-n update),
-// then mirrored.
+// Unbiased covariance (n - 1 in the denominator) of the rows of x (n >= 2, finite), exactly
+// symmetric. `name` names x in error messages.
 template <typename Derived>
 covariance_matrix<typename Derived::Scalar> coral_covariance(const Eigen::MatrixBase<Derived>& x,
                                                              const char* name = "x") {
-  using Scalar = typename Derived::Scalar;
   detail::require_features(x, name);
-  const feature_rows<Scalar> xc = detail::centered(x);
-  covariance_matrix<Scalar> cov = covariance_matrix<Scalar>::Zero(x.cols(), x.cols());
-  cov.template selfadjointView<Eigen::Lower>().rankUpdate(xc.transpose(),
-                                                         Scalar(1) / Scalar(x.rows() - 1));
-  cov.template triangularView<Eigen::StrictlyUpper>() = cov.transpose();
-  return cov;
+  return coral_math::covariance<detail::eigen_coral_backend<typename Derived::Scalar>>(x);
 }
 
 // ||cov_diff||_F^2 / (4 d^2) for cov_diff = cov(x) - cov(y), d x d.
@@ -89,8 +151,8 @@ typename Derived::Scalar coral_loss_from_difference(const Eigen::MatrixBase<Deri
   using Scalar = typename Derived::Scalar;
   detail::require(cov_diff.rows() == cov_diff.cols() && cov_diff.rows() >= 1, "cov_diff.rows",
                   cov_diff.rows(), "must be square and non-empty");
-  const Scalar d = static_cast<Scalar>(cov_diff.rows());
-  return cov_diff.squaredNorm() / (Scalar(4) * d * d);
+  const double d = static_cast<double>(cov_diff.rows());
+  return detail::eigen_coral_backend<Scalar>::squared_norm(cov_diff, 1.0 / (4.0 * d * d));
 }
 
 template <typename Scalar>
@@ -101,13 +163,14 @@ struct coral_forward_result {
 
 // The loss and cov(x) - cov(y). x (n, d) and y (m, d) need n, m >= 2, the same d, finite values.
 template <typename DerivedX, typename DerivedY>
-coral_forward_result<typename DerivedX::Scalar> coral_forward(const Eigen::MatrixBase<DerivedX>& x,
-                                                              const Eigen::MatrixBase<DerivedY>& y) {
+coral_forward_result<typename DerivedX::Scalar> coral_forward(
+    const Eigen::MatrixBase<DerivedX>& x, const Eigen::MatrixBase<DerivedY>& y) {
+  using Scalar = typename DerivedX::Scalar;
   detail::require_same_width(x, y);
-  coral_forward_result<typename DerivedX::Scalar> result;
-  result.cov_diff = coral_covariance(x, "x") - coral_covariance(y, "y");
-  result.loss = coral_loss_from_difference(result.cov_diff);
-  return result;
+  detail::require_features(x, "x");
+  detail::require_features(y, "y");
+  auto result = coral_math::forward<detail::eigen_coral_backend<Scalar>>(x, y);
+  return {result.loss, std::move(result.cov_diff)};
 }
 
 template <typename DerivedX, typename DerivedY>
@@ -118,24 +181,20 @@ typename DerivedX::Scalar coral_loss(const Eigen::MatrixBase<DerivedX>& x,
 
 // The symmetric weight W of the gradient, grad_x = xc W / (n - 1) and grad_y = -yc W / (m - 1),
 // from the incoming gradients of both forward outputs: the loss (a scalar) and, when the caller
-// used it, cov_diff (grad_cov_diff, d x d, may be null).
-//   d loss / d cov_diff = cov_diff / (2 d^2), and cov = xc^T xc / (n - 1) turns a gradient G on
-//   cov into xc (G + G^T) / (n - 1) on xc; centering passes it through unchanged because the
-//   columns of xc (G + G^T) already have zero mean.
+// used it, cov_diff (grad_cov_diff, d x d, may be null). See coral_math::gradient_weight.
 template <typename Scalar>
 covariance_matrix<Scalar> coral_gradient_weight(const covariance_matrix<Scalar>& cov_diff,
                                                 Scalar grad_loss,
                                                 const covariance_matrix<Scalar>* grad_cov_diff) {
-  const Scalar d = static_cast<Scalar>(cov_diff.rows());
-  covariance_matrix<Scalar> weight = cov_diff * (grad_loss / (d * d));
   if (grad_cov_diff != nullptr) {
-    detail::require(grad_cov_diff->rows() == cov_diff.rows() && grad_cov_diff->cols() == cov_diff.cols(),
-                    "grad_cov_diff.rows", grad_cov_diff->rows(),
-                    "must match cov_diff, " + std::to_string(cov_diff.rows()) + " x " +
-                        std::to_string(cov_diff.cols()));
-    weight += *grad_cov_diff + grad_cov_diff->transpose();
+    detail::require(
+        grad_cov_diff->rows() == cov_diff.rows() && grad_cov_diff->cols() == cov_diff.cols(),
+        "grad_cov_diff.rows", grad_cov_diff->rows(),
+        "must match cov_diff, " + std::to_string(cov_diff.rows()) + " x " +
+            std::to_string(cov_diff.cols()));
   }
-  return weight;
+  return coral_math::gradient_weight<detail::eigen_coral_backend<Scalar>>(cov_diff, grad_loss,
+                                                                          grad_cov_diff);
 }
 
 // out = sign * centered(x) * weight / (n - 1): the gradient of one input. `out` is n x d.
@@ -150,7 +209,8 @@ void coral_input_gradient(const Eigen::MatrixBase<Derived>& x,
                   weight.rows(), "must be d x d with d = " + std::to_string(x.cols()));
   detail::require(out.rows() == x.rows() && out.cols() == x.cols(), "out.rows", out.rows(),
                   "must have the shape of x");
-  out.noalias() = detail::centered(x) * (weight * (sign / Scalar(x.rows() - 1)));
+  out = coral_math::input_gradient<detail::eigen_coral_backend<Scalar>>(x, weight,
+                                                                        static_cast<double>(sign));
 }
 
 template <typename Scalar>
@@ -170,13 +230,11 @@ coral_gradients<typename DerivedX::Scalar> coral_backward(
   detail::require_same_width(x, y);
   detail::require(cov_diff.rows() == x.cols() && cov_diff.cols() == x.cols(), "cov_diff.rows",
                   cov_diff.rows(), "must be d x d with d = " + std::to_string(x.cols()));
-  const covariance_matrix<Scalar> weight = coral_gradient_weight(cov_diff, grad_loss, grad_cov_diff);
-  coral_gradients<Scalar> grads;
-  grads.grad_x.resize(x.rows(), x.cols());
-  grads.grad_y.resize(y.rows(), y.cols());
-  coral_input_gradient(x, weight, Scalar(1), grads.grad_x);
-  coral_input_gradient(y, weight, Scalar(-1), grads.grad_y);
-  return grads;
+  using backend = detail::eigen_coral_backend<Scalar>;
+  const covariance_matrix<Scalar> weight =
+      coral_gradient_weight(cov_diff, grad_loss, grad_cov_diff);
+  return {coral_math::input_gradient<backend>(x, weight, 1.0),
+          coral_math::input_gradient<backend>(y, weight, -1.0)};
 }
 
 }  // namespace mwm

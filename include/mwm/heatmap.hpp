@@ -61,44 +61,94 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_source(std::int64_t cell, std::i
 
 }  // namespace detail
 
-// Score of patch (d, h, w) of `grid` from one heatmap; non-finite values count as zero (callers
-// that must reject them check first with first_non_finite).
-MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shape,
-                                           grid_shape grid, pool_options options,
-                                           std::int64_t d, std::int64_t h, std::int64_t w) {
-  if (options.reduction == pool_reduction::nearest) {
-    const auto sd = detail::nearest_source(d, shape.depth, grid.depth);
-    const auto sh = detail::nearest_source(h, shape.height, grid.height);
-    const auto sw = detail::nearest_source(w, shape.width, grid.width);
-    return detail::finite_or_zero(heat[(sd * shape.height + sh) * shape.width + sw]);
+// Offset in one heatmap of the pixel that `nearest` pooling reads for patch (d, h, w): the only
+// pixel its score depends on.
+MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_pixel(heatmap_shape shape, grid_shape grid,
+                                                      std::int64_t d, std::int64_t h,
+                                                      std::int64_t w) {
+  const auto sd = detail::nearest_source(d, shape.depth, grid.depth);
+  const auto sh = detail::nearest_source(h, shape.height, grid.height);
+  const auto sw = detail::nearest_source(w, shape.width, grid.width);
+  return (sd * shape.height + sh) * shape.width + sw;
+}
+
+namespace detail {
+
+// The area mean sums a cell in this many double accumulators: pixel x of each row goes to lane
+// (x - begin) % mean_lanes, rows in order, and the lanes are added pairwise at the end. The
+// order is fixed, so every caller (CPU, device) gets the same bits, and the independent lanes
+// let the compiler vectorize the loop (one serial chain of double adds would be latency-bound).
+constexpr int mean_lanes = 8;
+
+template <bool ZeroNonFinite>
+MWM_HOST_DEVICE MWM_INLINE float read_pixel(const float* row, std::int64_t x) {
+  return ZeroNonFinite ? finite_or_zero(row[x]) : row[x];
+}
+
+template <bool ZeroNonFinite>
+MWM_HOST_DEVICE MWM_INLINE void add_row_to_lanes(const float* row, std::int64_t begin,
+                                                 std::int64_t end, double* lanes) {
+  std::int64_t x = begin;
+  for (; x + mean_lanes <= end; x += mean_lanes) {
+    for (int k = 0; k < mean_lanes; ++k)
+      lanes[k] += static_cast<double>(read_pixel<ZeroNonFinite>(row, x + k));
   }
-  const auto rd = detail::adaptive_range(d, shape.depth, grid.depth);
-  const auto rh = detail::adaptive_range(h, shape.height, grid.height);
-  const auto rw = detail::adaptive_range(w, shape.width, grid.width);
-  double sum = 0.0;
+  for (int k = 0; x < end; ++x, ++k)
+    lanes[k] += static_cast<double>(read_pixel<ZeroNonFinite>(row, x));
+}
+
+MWM_HOST_DEVICE MWM_INLINE double sum_of_lanes(const double* lanes) {
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+// pool_cell, with non-finite pixels as zeros (ZeroNonFinite) or read as they are: a `mean`
+// cell's double sum of floats cannot overflow, so it is finite exactly when all its pixels are,
+// which lets a caller skip the separate validation pass (see pool_sample_range).
+template <bool ZeroNonFinite>
+MWM_HOST_DEVICE MWM_INLINE float pool_cell_reading(const float* heat, heatmap_shape shape,
+                                                   grid_shape grid, pool_options options,
+                                                   std::int64_t d, std::int64_t h, std::int64_t w) {
+  if (options.reduction == pool_reduction::nearest) {
+    return read_pixel<ZeroNonFinite>(heat, nearest_pixel(shape, grid, d, h, w));
+  }
+  const auto rd = adaptive_range(d, shape.depth, grid.depth);
+  const auto rh = adaptive_range(h, shape.height, grid.height);
+  const auto rw = adaptive_range(w, shape.width, grid.width);
+  const auto count =
+      static_cast<double>((rd.end - rd.begin) * (rh.end - rh.begin) * (rw.end - rw.begin));
+  if (options.reduction == pool_reduction::mean) {
+    double lanes[mean_lanes] = {};
+    for (auto z = rd.begin; z < rd.end; ++z)
+      for (auto y = rh.begin; y < rh.end; ++y)
+        add_row_to_lanes<ZeroNonFinite>(heat + (z * shape.height + y) * shape.width, rw.begin,
+                                        rw.end, lanes);
+    return static_cast<float>(sum_of_lanes(lanes) / count);
+  }
   float maximum = -INFINITY;
   std::int64_t above = 0;
   for (auto z = rd.begin; z < rd.end; ++z) {
     for (auto y = rh.begin; y < rh.end; ++y) {
       const float* row = heat + (z * shape.height + y) * shape.width;
       for (auto x = rw.begin; x < rw.end; ++x) {
-        const float v = detail::finite_or_zero(row[x]);
-        sum += static_cast<double>(v);
+        const float v = read_pixel<ZeroNonFinite>(row, x);
         maximum = v > maximum ? v : maximum;
         above += v > options.threshold ? 1 : 0;
       }
     }
   }
-  const auto count = static_cast<double>((rd.end - rd.begin) * (rh.end - rh.begin) *
-                                         (rw.end - rw.begin));
-  switch (options.reduction) {
-    case pool_reduction::max:
-      return maximum;
-    case pool_reduction::fraction:
-      return static_cast<float>(static_cast<double>(above) / count);
-    default:
-      return static_cast<float>(sum / count);
-  }
+  if (options.reduction == pool_reduction::max) return maximum;
+  return static_cast<float>(static_cast<double>(above) / count);  // fraction
+}
+
+}  // namespace detail
+
+// Score of patch (d, h, w) of `grid` from one heatmap; non-finite values count as zero (callers
+// that must reject them check first with first_non_finite_pooled).
+MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shape, grid_shape grid,
+                                           pool_options options, std::int64_t d, std::int64_t h,
+                                           std::int64_t w) {
+  return detail::pool_cell_reading<true>(heat, shape, grid, options, d, h, w);
 }
 
 // Index of the first NaN or infinity in values[0, count), or -1.
@@ -127,11 +177,45 @@ inline void validate_no_non_finite(const float* values, std::int64_t count, cons
   raise_if_data_error(first);
 }
 
+// Index of the first NaN or infinity among the pixels `options.reduction` reads from `count`
+// consecutive heatmaps of `shape`, counted from heat[0], or -1. The area reductions (mean, max,
+// fraction) read every pixel (their cells cover the heatmap); `nearest` reads one pixel per
+// patch, so a non-finite value elsewhere cannot change a score and is not looked at.
+inline std::int64_t first_non_finite_pooled(const float* heat, std::int64_t count,
+                                            heatmap_shape shape, grid_shape grid,
+                                            pool_options options) {
+  const std::int64_t pixels = shape.num_pixels();
+  if (options.reduction != pool_reduction::nearest) return first_non_finite(heat, count * pixels);
+  for (std::int64_t k = 0; k < count; ++k) {
+    const float* one = heat + k * pixels;
+    for (std::int64_t d = 0; d < grid.depth; ++d)
+      for (std::int64_t h = 0; h < grid.height; ++h)
+        for (std::int64_t w = 0; w < grid.width; ++w) {
+          const std::int64_t at = nearest_pixel(shape, grid, d, h, w);
+          if (!detail::is_finite_value(one[at])) return k * pixels + at;
+        }
+  }
+  return -1;
+}
+
+// Raises naming argument[index] of the first non-finite pixel that pooling reads (see
+// first_non_finite_pooled), unless policy is nan_policy::zero.
+inline void validate_pooled_pixels(const float* heat, std::int64_t count, heatmap_shape shape,
+                                   grid_shape grid, pool_options options, const char* argument) {
+  if (options.non_finite != nan_policy::error) return;
+  const auto at = first_non_finite_pooled(heat, count, shape, grid, options);
+  if (at >= 0) {
+    throw error(std::string("mwm: ") + argument + "[" + detail::to_text(at) +
+                "] = " + detail::to_text(heat[at]) +
+                ": NaN or infinity (pass nan_policy=zero to treat it as zero)");
+  }
+}
+
 // One heatmap (shape.num_pixels() values, row-major) to grid.num_patches() scores.
 inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid,
                          pool_options options, float* scores) {
   validate_heatmap_shape(shape);
-  validate_no_non_finite(heat, shape.num_pixels(), "heatmap", options.non_finite);
+  validate_pooled_pixels(heat, 1, shape, grid, options, "heatmap");
   for (std::int64_t d = 0; d < grid.depth; ++d)
     for (std::int64_t h = 0; h < grid.height; ++h)
       for (std::int64_t w = 0; w < grid.width; ++w)
@@ -139,10 +223,8 @@ inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid
 }
 
 // Combines the scores of `prompts` prompts (prompt-major, prompts x patches) for one patch.
-MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores,
-                                                          std::int64_t prompts,
-                                                          std::int64_t patches,
-                                                          prompt_combine mode,
+MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores, std::int64_t prompts,
+                                                          std::int64_t patches, prompt_combine mode,
                                                           const float* weights,
                                                           std::int64_t patch) {
   if (mode == prompt_combine::max) {
@@ -165,8 +247,8 @@ inline void validate_prompt_weights(std::int64_t prompts, prompt_combine mode,
   detail::require(prompts > 0, "prompts", prompts, "must be positive");
   if (mode != prompt_combine::weighted_sum) return;
   detail::require(static_cast<std::int64_t>(weights.size()) == prompts, "prompt_weights size",
-                  weights.size(), "must equal the number of prompts (" +
-                                      detail::to_text(prompts) + ")");
+                  weights.size(),
+                  "must equal the number of prompts (" + detail::to_text(prompts) + ")");
   for (std::size_t k = 0; k < weights.size(); ++k) {
     if (!detail::is_finite_value(weights[k]))
       raise_data_error(real_data_error(data_error_code::prompt_weight, data_argument::scores,

@@ -1,6 +1,7 @@
 // Everything a trainer consumes, written from one canonical order per sample.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "config.hpp"
@@ -56,10 +57,34 @@ MWM_HOST_DEVICE MWM_INLINE void write_padding(const sample_outputs& out, std::in
   for (std::int64_t i = first; i < width; ++i) write_padding_at(out, n, visible, i);
 }
 
+// What write_position writes for every position, one output at a time: the index rows are
+// straight copies of the order and the per-patch outputs one scatter loop, without a branch
+// per output and position.
 inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* order,
                                  std::int64_t n, std::int64_t visible) {
-  for (std::int64_t position = 0; position < n; ++position)
-    write_position(out, n, visible, position, order[position]);
+  if (out.ids_shuffle) std::copy(order, order + n, out.ids_shuffle);
+  if (out.ids_keep) {
+    const std::int64_t count = visible < out.keep_width ? visible : out.keep_width;
+    std::copy(order, order + count, out.ids_keep);
+  }
+  if (out.ids_masked) {
+    const std::int64_t masked = n - visible;
+    const std::int64_t count = masked < out.masked_width ? masked : out.masked_width;
+    std::copy(order + visible, order + visible + count, out.ids_masked);
+  }
+  if (out.ids_restore) {
+    for (std::int64_t position = 0; position < n; ++position)
+      out.ids_restore[order[position]] = position;
+  }
+  if (out.mask) {
+    for (std::int64_t position = 0; position < n; ++position)
+      out.mask[order[position]] = position >= visible ? 1 : 0;
+  }
+  if (out.noise) {
+    const auto count = static_cast<float>(n);
+    for (std::int64_t position = 0; position < n; ++position)
+      out.noise[order[position]] = static_cast<float>(position) / count;
+  }
   write_padding(out, n, visible);
 }
 
@@ -68,8 +93,8 @@ inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* 
 template <typename T>
 MWM_HOST_DEVICE MWM_INLINE T upsampled_value(const T* per_patch, grid_shape grid,
                                              std::int64_t factor_d, std::int64_t factor_h,
-                                             std::int64_t factor_w, std::int64_t d,
-                                             std::int64_t h, std::int64_t w) {
+                                             std::int64_t factor_w, std::int64_t d, std::int64_t h,
+                                             std::int64_t w) {
   return per_patch[grid.index(d / factor_d, h / factor_h, w / factor_w)];
 }
 

@@ -79,8 +79,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_pool_count(const policy_params& p, 
   return pool < masked ? pool : masked;
 }
 
-MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_reveal_count(const policy_params& p,
-                                                          std::int64_t n) {
+MWM_HOST_DEVICE MWM_INLINE std::int64_t hint_reveal_count(const policy_params& p, std::int64_t n) {
   const auto reveal = static_cast<std::int64_t>(static_cast<double>(n) * p.hint_share);
   const std::int64_t pool = hint_pool_count(p, n);
   return reveal < pool ? reveal : pool;
@@ -140,9 +139,8 @@ MWM_HOST_DEVICE MWM_INLINE int num_groups(const policy_params& p) {
 }
 
 // Visible count of each group from the group sizes (n = sum of sizes).
-MWM_HOST_DEVICE MWM_INLINE void plan_keep_counts(const policy_params& p,
-                                                 const std::int64_t* sizes, std::int64_t n,
-                                                 std::int64_t* keep) {
+MWM_HOST_DEVICE MWM_INLINE void plan_keep_counts(const policy_params& p, const std::int64_t* sizes,
+                                                 std::int64_t n, std::int64_t* keep) {
   switch (p.kind) {
     case policy_kind::per_region:
       for (int r = 0; r < p.num_regions; ++r)
@@ -185,8 +183,7 @@ MWM_HOST_DEVICE MWM_INLINE selection_key patch_key(const policy_params& p, std::
                                                    std::uint64_t global_sample_index,
                                                    std::uint32_t index, float score) {
   if (p.kind == policy_kind::weighted) {
-    return weighted_key(seed, global_sample_index, index,
-                        weight_q16(score, p.weight_floor_q16));
+    return weighted_key(seed, global_sample_index, index, weight_q16(score, p.weight_floor_q16));
   }
   return random_key(seed, global_sample_index, index);
 }
@@ -196,87 +193,140 @@ struct selection_workspace {
   std::vector<selection_key> keys;
   std::vector<std::int32_t> groups;
   std::vector<std::uint8_t> flags;
-  std::vector<selection_key> visible;
-  std::vector<selection_key> hidden;
-  std::vector<std::vector<selection_key>> buckets;
   std::vector<selection_key> sort_scratch;
   std::vector<std::uint32_t> sort_counts;
 };
 
 namespace detail {
 
-// Sorts distinct keys ascending. Keys go to one of n buckets by their high word, scaled to the
-// range the high words span, and each bucket is sorted on its own: with the uniform random high
-// words of selection keys that is linear on average and several times faster than a comparison
-// sort at mask sizes. Crowded buckets (skewed high words) fall back to std::sort. The result is
-// std::sort's.
-inline void sort_keys(std::vector<selection_key>& keys, selection_workspace& ws) {
-  const std::size_t n = keys.size();
-  if (n < 16) {
-    std::sort(keys.begin(), keys.end());
-    return;
+// Below this many keys an insertion sort beats the fixed cost of the counting pass.
+constexpr std::size_t counting_sort_min_keys = 32;
+// A bucket holding more keys than this (high words crowded, e.g. the `weighted` policy's ties)
+// makes the counting sort hand over to the radix sort, which does not mind.
+constexpr std::uint32_t counting_sort_crowded_bucket = 48;
+
+inline void insertion_sort_keys(selection_key* keys, std::size_t n) {
+  for (std::size_t i = 1; i < n; ++i) {
+    const selection_key key = keys[i];
+    std::size_t j = i;
+    for (; j > 0 && keys[j - 1] > key; --j) keys[j] = keys[j - 1];
+    keys[j] = key;
   }
+}
+
+// Ascending sort of keys[0, n) by a least-significant-digit radix sort on bytes first_byte..7
+// (8-bit digits, one histogram pass for all of them, a pass skipped when every key shares its
+// digit). Each pass is stable, so first_byte = 4 (the high word only) gives the full key order
+// when the keys arrive in ascending index order (their low word), as select_sample makes them.
+// `scratch` holds n keys. O(n) whatever the keys.
+inline void radix_sort_keys(selection_key* keys, std::size_t n, selection_key* scratch,
+                            int first_byte) {
+  if (n < counting_sort_min_keys) return insertion_sort_keys(keys, n);
+  std::uint32_t counts[8][256];
+  for (int b = first_byte; b < 8; ++b) std::fill(counts[b], counts[b] + 256, 0u);
+  for (std::size_t i = 0; i < n; ++i) {
+    const selection_key key = keys[i];
+    for (int b = first_byte; b < 8; ++b) ++counts[b][(key >> (8 * b)) & 0xFF];
+  }
+  selection_key* from = keys;
+  selection_key* to = scratch;
+  for (int b = first_byte; b < 8; ++b) {
+    std::uint32_t* count = counts[b];
+    const int shift = 8 * b;
+    if (count[(from[0] >> shift) & 0xFF] == n) continue;  // one digit value: nothing moves
+    std::uint32_t position = 0;
+    for (int digit = 0; digit < 256; ++digit) {
+      const std::uint32_t c = count[digit];
+      count[digit] = position;
+      position += c;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const selection_key key = from[i];
+      to[count[(key >> shift) & 0xFF]++] = key;
+    }
+    std::swap(from, to);
+  }
+  if (from != keys) std::copy(from, from + n, keys);
+}
+
+// Ascending sort of distinct keys[0, n) in any input order: a counting sort into about n
+// buckets by the high word (its span over these keys, shifted down to the bucket bits), then one
+// insertion-sort pass that orders each bucket's few keys by the full key. Selection keys have
+// uniform random high words, so buckets hold one key on average: at 196 keys this costs about 55
+// instructions per key under callgrind, against about 130 for the radix sort of the four high
+// bytes (benchmarks/profile/callgrind_masks.sh); crowded buckets hand over to radix_sort_keys.
+// `scratch` holds n keys; `counts` is reused between calls.
+inline void counting_sort_keys(selection_key* keys, std::size_t n, selection_key* scratch,
+                               std::vector<std::uint32_t>& counts) {
+  if (n < counting_sort_min_keys) return insertion_sort_keys(keys, n);
   std::uint32_t low = 0xFFFFFFFFu;
   std::uint32_t high = 0;
-  for (auto key : keys) {
-    const auto word = static_cast<std::uint32_t>(key >> 32);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto word = static_cast<std::uint32_t>(keys[i] >> 32);
     low = word < low ? word : low;
     high = word > high ? word : high;
   }
-  // bucket(word) = ((word - low) * scale) >> 32 is monotone and below n.
-  const std::uint64_t span = static_cast<std::uint64_t>(high - low) + 1;
-  const std::uint64_t scale = (static_cast<std::uint64_t>(n) << 32) / span;
-  const auto bucket_of = [&](selection_key key) {
-    return static_cast<std::size_t>(
-        (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key >> 32) - low) * scale) >> 32);
-  };
-  ws.sort_counts.assign(n + 1, 0);
-  for (auto key : keys) ++ws.sort_counts[bucket_of(key) + 1];
-  for (std::size_t b = 1; b <= n; ++b) ws.sort_counts[b] += ws.sort_counts[b - 1];
-  ws.sort_scratch.resize(n);
-  for (auto key : keys) ws.sort_scratch[ws.sort_counts[bucket_of(key)]++] = key;
-  // Bucket b now ends at sort_counts[b]; insertion sort for the small ones.
-  std::size_t begin = 0;
-  for (std::size_t b = 0; b < n; ++b) {
-    const std::size_t end = ws.sort_counts[b];
-    if (end - begin > 32) {
-      std::sort(ws.sort_scratch.begin() + static_cast<std::ptrdiff_t>(begin),
-                ws.sort_scratch.begin() + static_cast<std::ptrdiff_t>(end));
-    } else {
-      for (std::size_t i = begin + 1; i < end; ++i) {
-        const selection_key key = ws.sort_scratch[i];
-        std::size_t j = i;
-        for (; j > begin && ws.sort_scratch[j - 1] > key; --j) {
-          ws.sort_scratch[j] = ws.sort_scratch[j - 1];
-        }
-        ws.sort_scratch[j] = key;
-      }
-    }
-    begin = end;
+  int bits = 1;
+  while ((std::size_t(1) << bits) < n && bits < 20) ++bits;
+  const std::uint32_t span = high - low;
+  int shift = 0;
+  while (shift < 32 && (static_cast<std::uint64_t>(span) >> shift) >= (std::uint64_t(1) << bits))
+    ++shift;
+  const std::size_t buckets = std::size_t(1) << bits;
+  counts.assign(buckets + 1, 0);
+  for (std::size_t i = 0; i < n; ++i)
+    ++counts[((static_cast<std::uint32_t>(keys[i] >> 32) - low) >> shift) + 1];
+  std::uint32_t crowded = 0;
+  for (std::size_t b = 1; b <= buckets; ++b) {
+    crowded = counts[b] > crowded ? counts[b] : crowded;
+    counts[b] += counts[b - 1];
   }
-  keys.swap(ws.sort_scratch);
+  if (crowded > counting_sort_crowded_bucket) return radix_sort_keys(keys, n, scratch, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const selection_key key = keys[i];
+    scratch[counts[(static_cast<std::uint32_t>(key >> 32) - low) >> shift]++] = key;
+  }
+  insertion_sort_keys(scratch, n);  // only inside buckets is anything out of order
+  std::copy(scratch, scratch + n, keys);
 }
 
-inline void sort_by_index(std::vector<selection_key>& keys) {
-  std::sort(keys.begin(), keys.end(), [](selection_key a, selection_key b) {
-    return key_index(a) < key_index(b);
-  });
+// Sorts distinct keys ascending, in any input order; the result is std::sort's.
+inline void sort_keys(std::vector<selection_key>& keys, selection_workspace& ws) {
+  ws.sort_scratch.resize(keys.size());
+  counting_sort_keys(keys.data(), keys.size(), ws.sort_scratch.data(), ws.sort_counts);
 }
 
-// Emits the canonical order of one sample from its visible and masked keys.
-inline std::int64_t emit_order(const policy_params& p, selection_workspace& ws,
-                               std::int64_t* order) {
+// Writes the canonical order from keys sorted ascending (all of the sample's cells), the group
+// of each cell and the visible count of each group: walking the keys in order, the first
+// keep[g] of group g are its smallest, so they are visible; visible cells come first, each side
+// by key (random order) or by index (sorted order). Returns the visible count.
+inline std::int64_t partition_sorted_keys(const policy_params& p, const selection_key* keys,
+                                          std::int64_t n, const std::int32_t* groups,
+                                          const std::int64_t* keep, int num_groups,
+                                          selection_workspace& ws, std::int64_t* order) {
+  std::int64_t visible = 0;
+  for (int g = 0; g < num_groups; ++g) visible += keep[g];
+  std::int64_t taken[max_groups] = {};
   if (p.order == visible_order::sorted) {
-    sort_by_index(ws.visible);
-    sort_by_index(ws.hidden);
-  } else {
-    sort_keys(ws.visible, ws);
-    sort_keys(ws.hidden, ws);
+    ws.flags.resize(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::uint32_t cell = key_index(keys[i]);
+      const std::int32_t g = groups[cell];
+      ws.flags[cell] = taken[g]++ < keep[g] ? 1 : 0;
+    }
+    std::int64_t front = 0;
+    std::int64_t back = visible;
+    for (std::int64_t cell = 0; cell < n; ++cell) order[ws.flags[cell] ? front++ : back++] = cell;
+    return visible;
   }
-  std::int64_t at = 0;
-  for (auto key : ws.visible) order[at++] = key_index(key);
-  for (auto key : ws.hidden) order[at++] = key_index(key);
-  return static_cast<std::int64_t>(ws.visible.size());
+  std::int64_t front = 0;
+  std::int64_t back = visible;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t cell = key_index(keys[i]);
+    const std::int32_t g = groups[cell];
+    order[taken[g]++ < keep[g] ? front++ : back++] = cell;
+  }
+  return visible;
 }
 
 // Groups of every patch for the current policy, into ws.groups (size n).
@@ -323,69 +373,84 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
 // Canonical order of one sample into order[0, N) on the patch grid; returns the visible count.
 // `regions` (per_region, fixed_total) and `scores` (weighted, loss/attention guided) are the
 // sample's rows of N values; either may be null when the policy does not read it.
+//
+// One key per cell, one counting sort of the keys, one pass that splits the sorted keys into the
+// visible and masked sides: the same order as choosing each group's smallest keys and sorting
+// each side by key.
 inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
                                   const std::int32_t* regions, const float* scores,
                                   std::uint64_t seed, std::uint64_t global_sample_index,
                                   selection_workspace& ws, std::int64_t* order) {
   const grid_shape sel = selection_grid(p, grid);
   const std::int64_t n = sel.num_patches();
-  detail::assign_groups(p, sel, regions, scores, seed, global_sample_index, ws);
   const int groups = num_groups(p);
   std::int64_t sizes[max_groups] = {};
   std::int64_t keep[max_groups] = {};
-  for (std::int64_t i = 0; i < n; ++i) ++sizes[ws.groups[i]];
+  const std::int32_t* group_of = nullptr;
+  if (groups == 1) {
+    sizes[0] = n;
+  } else {
+    detail::assign_groups(p, sel, regions, scores, seed, global_sample_index, ws);
+    group_of = ws.groups.data();
+    for (std::int64_t i = 0; i < n; ++i) ++sizes[group_of[i]];
+  }
   plan_keep_counts(p, sizes, n, keep);
 
-  ws.buckets.resize(static_cast<std::size_t>(groups));
-  for (int g = 0; g < groups; ++g) {
-    ws.buckets[g].clear();
-    ws.buckets[g].reserve(static_cast<std::size_t>(sizes[g]));
+  auto& keys = ws.keys;
+  keys.resize(static_cast<std::size_t>(n));
+  if (p.kind == policy_kind::weighted) {
+    for (std::int64_t i = 0; i < n; ++i)
+      keys[i] = patch_key(p, seed, global_sample_index, static_cast<std::uint32_t>(i), scores[i]);
+  } else {
+    // patch_key of every other kind, as a loop of independent Philox blocks the compiler can
+    // vectorize.
+    selection_key* out = keys.data();
+    for (std::int64_t i = 0; i < n; ++i)
+      out[i] = random_key(seed, global_sample_index, static_cast<std::uint32_t>(i));
   }
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float score = scores != nullptr ? scores[i] : 0.0f;
-    ws.buckets[ws.groups[i]].push_back(
-        patch_key(p, seed, global_sample_index, static_cast<std::uint32_t>(i), score));
-  }
-  if (groups == 1 && p.order == visible_order::random && p.kind != policy_kind::coarse) {
-    // One group in key order: a single sort lists the visible patches (smallest keys), then
-    // the masked ones, exactly as emit_order would.
-    auto& keys = ws.buckets[0];
-    detail::sort_keys(keys, ws);
-    for (std::size_t i = 0; i < keys.size(); ++i) order[i] = key_index(keys[i]);
-    return keep[0];
-  }
-  ws.visible.clear();
-  ws.hidden.clear();
-  for (int g = 0; g < groups; ++g) {
-    auto& bucket = ws.buckets[g];
-    const auto kept = static_cast<std::ptrdiff_t>(keep[g]);
-    if (kept > 0 && kept < static_cast<std::ptrdiff_t>(bucket.size())) {
-      std::nth_element(bucket.begin(), bucket.begin() + kept, bucket.end());
+  detail::sort_keys(keys, ws);
+
+  if (p.kind != policy_kind::coarse) {
+    if (groups == 1 && p.order == visible_order::random) {
+      for (std::int64_t i = 0; i < n; ++i) order[i] = key_index(keys[i]);
+      return keep[0];
     }
-    ws.visible.insert(ws.visible.end(), bucket.begin(), bucket.begin() + kept);
-    ws.hidden.insert(ws.hidden.end(), bucket.begin() + kept, bucket.end());
+    if (group_of == nullptr) {
+      ws.groups.assign(static_cast<std::size_t>(n), 0);
+      group_of = ws.groups.data();
+    }
+    return detail::partition_sorted_keys(p, keys.data(), n, group_of, keep, groups, ws, order);
   }
-  if (p.kind != policy_kind::coarse) return detail::emit_order(p, ws, order);
 
   // Coarse: every patch inherits its cell's side and key; the low bits become the patch index.
-  ws.flags.assign(static_cast<std::size_t>(n), 0);
-  for (auto key : ws.visible) ws.flags[key_index(key)] = 1;
-  std::vector<selection_key>& cell_key = ws.keys;
-  cell_key.resize(static_cast<std::size_t>(n));
-  for (auto key : ws.visible) cell_key[key_index(key)] = key;
-  for (auto key : ws.hidden) cell_key[key_index(key)] = key;
-  ws.visible.clear();
-  ws.hidden.clear();
+  // Cell c is visible when it is among the first keep[0] sorted keys.
+  const std::int64_t patches = grid.num_patches();
+  std::vector<std::uint8_t>& cell_visible = ws.flags;
+  cell_visible.assign(static_cast<std::size_t>(n), 0);
+  std::vector<std::uint32_t> cell_priority(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t cell = key_index(keys[i]);
+    cell_visible[cell] = i < keep[0] ? 1 : 0;
+    cell_priority[cell] = static_cast<std::uint32_t>(keys[i] >> 32);
+  }
+  std::vector<std::int32_t>& side = ws.groups;
+  side.resize(static_cast<std::size_t>(patches));
+  keys.resize(static_cast<std::size_t>(patches));
+  std::int64_t visible_patches = 0;
   const std::int64_t f = p.coarse_factor;
   for (std::int64_t d = 0; d < grid.depth; ++d)
     for (std::int64_t h = 0; h < grid.height; ++h)
       for (std::int64_t w = 0; w < grid.width; ++w) {
         const std::int64_t cell = sel.index(grid.ndim == 3 ? d / f : 0, h / f, w / f);
-        const auto patch = static_cast<std::uint32_t>(grid.index(d, h, w));
-        const selection_key key = make_key(static_cast<std::uint32_t>(cell_key[cell] >> 32), patch);
-        (ws.flags[cell] ? ws.visible : ws.hidden).push_back(key);
+        const std::int64_t patch = grid.index(d, h, w);
+        keys[patch] = make_key(cell_priority[cell], static_cast<std::uint32_t>(patch));
+        side[patch] = cell_visible[cell] ? 0 : 1;
+        visible_patches += cell_visible[cell];
       }
-  return detail::emit_order(p, ws, order);
+  detail::sort_keys(keys, ws);
+  const std::int64_t side_keep[2] = {visible_patches, 0};
+  return detail::partition_sorted_keys(p, keys.data(), patches, side.data(), side_keep, 2, ws,
+                                       order);
 }
 
 }  // namespace mwm

@@ -1,15 +1,21 @@
-// LibTorch layer: the core over at::Tensor, for C++ trainers and for the extension's CPU ops.
-// CPU tensors; work is split over samples with at::parallel_for. Invalid input throws
-// mwm::error (C++ trainers) — the extension turns it into Python's ValueError.
+// LibTorch layer: the core over at::Tensor, for C++ trainers and for the extension's ops.
+// Masks and pooling take CPU tensors, split over samples with at::parallel_for; CORAL runs on
+// any device through torch's BLAS. Invalid input throws mwm::error (C++ trainers) — the
+// extension turns it into Python's ValueError.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "coral_math.hpp"
 #include "masking.hpp"
 
 namespace mwm {
@@ -24,6 +30,9 @@ struct masks {
   at::Tensor ids_masked;   // (B, M) int64, -1 padded when totals vary
   at::Tensor noise;        // (B, N) float32, argsort(noise) == ids_shuffle
 };
+
+// Patches of mask generation (about 50 ns each) worth one parallel task.
+constexpr int64_t parallel_grain_patches = 16384;
 
 namespace detail {
 
@@ -110,7 +119,10 @@ inline masks generate_masks(const at::Tensor& sample_index, grid_shape grid,
   rows.ids_keep = out.ids_keep.data_ptr<int64_t>();
   rows.ids_masked = out.ids_masked.data_ptr<int64_t>();
   rows.noise = out.noise.data_ptr<float>();
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+  // Samples per task: enough patches that waking a worker (tens of microseconds with a passive
+  // OpenMP wait policy) is paid for; small calls run inline on the calling thread.
+  const int64_t grain = std::max<int64_t>(1, (parallel_grain_patches + n - 1) / n);
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
     generate_sample_range(request, params, widths, rows, begin, end);
   });
   return out;
@@ -147,17 +159,22 @@ inline at::Tensor patch_scores(const at::Tensor& heatmaps, grid_shape grid,
   auto scores = at::empty({request.batch, grid.num_patches()}, heatmaps.options());
   if (request.batch == 0) return scores;
   const auto input = heatmaps.contiguous();
-  validate_no_non_finite(input.data_ptr<float>(), input.numel(), "heatmaps", options.non_finite);
-  const int64_t pixels = request.shape.num_pixels() * request.prompts;
-  const int64_t n = grid.num_patches();
+  const float* values = input.data_ptr<float>();
+  const bool read_raw = mwm::detail::pooling_checks_its_output(options);
+  if (!read_raw) {
+    validate_pooled_pixels(values, request.batch * request.prompts, request.shape, grid, options,
+                           "heatmaps");
+  }
+  std::atomic<bool> finite{true};
   at::parallel_for(0, request.batch, 1, [&](int64_t begin, int64_t end) {
-    pooling_request chunk = request;
-    chunk.batch = end - begin;
-    chunk.threads = 1;
-    chunk.options.non_finite = nan_policy::zero;  // validated above
-    heatmaps_to_scores(chunk, input.data_ptr<float>() + begin * pixels,
-                       scores.data_ptr<float>() + begin * n);
+    if (!pool_sample_range(request, values, scores.data_ptr<float>(), begin, end, read_raw)) {
+      finite = false;
+    }
   });
+  if (!finite) {  // throws, naming the first non-finite pixel of the batch
+    validate_pooled_pixels(values, request.batch * request.prompts, request.shape, grid, options,
+                           "heatmaps");
+  }
   return scores;
 }
 
@@ -165,9 +182,9 @@ namespace detail {
 
 template <typename Assign>
 at::Tensor regions_of(const at::Tensor& scores, nan_policy non_finite, Assign assign) {
-  require_tensor(scores.device().is_cpu() && scores.scalar_type() == at::kFloat &&
-                     scores.dim() == 2,
-                 "scores", scores, "must be a (B, N) float32 CPU tensor");
+  require_tensor(
+      scores.device().is_cpu() && scores.scalar_type() == at::kFloat && scores.dim() == 2, "scores",
+      scores, "must be a (B, N) float32 CPU tensor");
   const auto input = scores.contiguous();
   auto regions = at::empty(input.sizes(), input.options().dtype(at::kInt));
   if (input.numel() == 0) return regions;
@@ -188,8 +205,7 @@ inline at::Tensor regions_from_thresholds(const at::Tensor& scores,
   validate_thresholds(thresholds);
   return detail::regions_of(scores, non_finite,
                             [&](const float* s, int64_t rows, int64_t n, int32_t* out) {
-                              regions_by_thresholds(s, rows, n, thresholds, out,
-                                                    nan_policy::zero);
+                              regions_by_thresholds(s, rows, n, thresholds, out, nan_policy::zero);
                             });
 }
 
@@ -199,9 +215,97 @@ inline at::Tensor regions_from_quantiles(const at::Tensor& scores,
   validate_quantile_shares(quantiles);
   return detail::regions_of(scores, non_finite,
                             [&](const float* s, int64_t rows, int64_t n, int32_t* out) {
-                              regions_by_quantiles(s, rows, n, quantiles, out, nan_policy::zero,
-                                                   1);
+                              regions_by_quantiles(s, rows, n, quantiles, out, nan_policy::zero, 1);
                             });
+}
+
+// CORAL over ATen: coral_math.hpp's maths with torch's products (MKL/OpenBLAS on the CPU at
+// torch's thread count, cuBLAS on CUDA on the current stream), so every device runs the same
+// code. Nothing here reads a value back to the host.
+struct aten_coral_backend {
+  static int64_t rows(const at::Tensor& x) { return x.size(0); }
+  static int64_t cols(const at::Tensor& x) { return x.size(1); }
+  static at::Tensor column_means(const at::Tensor& x) { return x.mean(0); }
+  static at::Tensor centered(const at::Tensor& x, const at::Tensor& mean) { return x - mean; }
+
+  // alpha a^T a as P + P^T with P = (alpha / 2) a^T a: exactly symmetric for one extra d x d
+  // pass (a GEMM does not promise bitwise symmetry).
+  static at::Tensor gram(const at::Tensor& a, double alpha) {
+    auto half = at::empty({a.size(1), a.size(1)}, a.options());
+    half.addmm_(a.t(), a, /*beta=*/0, /*alpha=*/alpha / 2);  // beta 0: `half` is not read
+    return half + half.t();
+  }
+
+  static at::Tensor difference(const at::Tensor& a, const at::Tensor& b) { return a - b; }
+
+  static at::Tensor squared_norm(const at::Tensor& m, double scale) {
+    return at::dot(m.reshape({-1}), m.reshape({-1})).mul_(scale);
+  }
+
+  static at::Tensor transposed_scaled(const at::Tensor& m, const at::Tensor& grad_loss,
+                                      double scale) {
+    return m.t() * (grad_loss.reshape({}) * scale);
+  }
+
+  static void add_with_transpose(at::Tensor& w, const at::Tensor& g) {
+    w.add_(g).add_(g.t());  // w is a fresh tensor: no aliasing with g
+  }
+
+  static at::Tensor row_times(const at::Tensor& mean, const at::Tensor& w, double scale) {
+    return at::mv(w.t(), mean).mul_(scale);
+  }
+
+  // alpha x W + 1 row^T in one GEMM: the row is addmm's broadcast bias.
+  static at::Tensor product_plus_row(const at::Tensor& x, const at::Tensor& w, double alpha,
+                                     const at::Tensor& row) {
+    return at::addmm(row, x, w, /*beta=*/1, /*alpha=*/alpha);
+  }
+};
+
+namespace detail {
+
+// Throws naming the first NaN / infinity of x (row-major order), if any.
+inline void require_finite_features(const at::Tensor& x, const char* name) {
+  const auto bad = at::isfinite(x).logical_not_().nonzero();
+  if (bad.size(0) == 0) return;
+  const int64_t i = bad[0][0].item<int64_t>();
+  const int64_t j = bad[0][1].item<int64_t>();
+  const std::string where =
+      std::string(name) + "[" + std::to_string(i) + ", " + std::to_string(j) + "]";
+  mwm::detail::require(false, where.c_str(), x[i][j].item<double>(),
+                       "features must be finite (no NaN or Inf)");
+}
+
+}  // namespace detail
+
+struct coral_result {
+  at::Tensor loss;      // 0-dim
+  at::Tensor cov_diff;  // (d, d), cov(x) - cov(y), exactly symmetric
+};
+
+// coral_loss of x (n, d) and y (m, d) (same dtype and device, n, m >= 2: the caller's checks).
+// check_finite (CPU): non-finite features raise mwm::error naming the first one. They always
+// make the loss NaN or infinite, so the features are scanned only when the loss is not
+// finite: a finite loss costs no extra pass.
+inline coral_result coral_loss(const at::Tensor& x, const at::Tensor& y, bool check_finite) {
+  auto result = coral_math::forward<aten_coral_backend>(x, y);
+  if (check_finite && !std::isfinite(result.loss.item<double>())) {
+    detail::require_finite_features(x, "x");
+    detail::require_finite_features(y, "y");
+  }
+  return {result.loss, result.cov_diff};
+}
+
+// Gradients of coral_loss for x and y from the gradient of the loss (one value, on x's device
+// or the CPU) and, when the caller used cov_diff, its gradient (undefined otherwise).
+inline std::tuple<at::Tensor, at::Tensor> coral_loss_backward(const at::Tensor& grad_loss,
+                                                              const at::Tensor& grad_cov_diff,
+                                                              const at::Tensor& x,
+                                                              const at::Tensor& y,
+                                                              const at::Tensor& cov_diff) {
+  auto grads = coral_math::backward<aten_coral_backend>(
+      x, y, cov_diff, grad_loss, grad_cov_diff.defined() ? &grad_cov_diff : nullptr);
+  return {grads.grad_x, grads.grad_y};
 }
 
 }  // namespace tensors

@@ -4,7 +4,8 @@ CORN (Li et al., "Leveraging CORAL-Correlation Consistency Network for Semi-Supe
 Atrium MRI Segmentation", arXiv 2410.15916) compares second-order statistics of voxel features:
 
 - :func:`coral_loss` — Deep CORAL's ``||cov(x) - cov(y)||_F^2 / (4 d^2)`` with unbiased
-  covariances, the ``torch.ops.mwm.coral_loss`` op (C++/Eigen core, gradients for both inputs).
+  covariances, the ``torch.ops.mwm.coral_loss`` op (include/mwm/coral_math.hpp over torch's
+  BLAS on every device, gradients for both inputs).
 - :func:`class_wise_coral` — the class x class matrix ``D[i, c]`` of CORAL distances between the
   unlabeled features predicted as class ``i`` and the labeled features of class ``c`` drawn from
   a :class:`~mwm.feature_pool.DynamicFeaturePool`.
@@ -20,9 +21,8 @@ import torch
 
 from . import _extension  # noqa: F401  (loads the ops, their fake kernels and autograd)
 
-# Looked up once: the CPU kernel exists only when the extension was built with Eigen, the CUDA
-# kernel (ATen/cuBLAS calls, bindings/cuda/coral_loss.cpp) only when it was built against a CUDA
-# build of torch (see docs/coral.md).
+# Looked up once: the CPU kernel is always built; the CUDA kernel (the same code over cuBLAS,
+# bindings/cuda/coral_loss.cpp) only when the extension was built against a CUDA build of torch.
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))
@@ -40,12 +40,9 @@ def _check_features(t, name: str) -> None:
 
 def _check_kernel(t: torch.Tensor) -> None:
     device = t.device.type
-    if device == "cpu" and "CPU" not in _KERNEL_DEVICES:
-        raise RuntimeError("mwm: coral_loss is unavailable: this mwm extension was built without "
-                           "Eigen (install libeigen3-dev and rebuild mwm)")
     if device == "cuda" and "CUDA" not in _KERNEL_DEVICES:
         raise RuntimeError("mwm: coral_loss has no CUDA kernel in this build; pass CPU tensors "
-                           "(x.cpu(), y.cpu()) — the op is d x d work after two small products")
+                           "(x.cpu(), y.cpu()) or rebuild mwm against a CUDA build of torch")
 
 
 def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "catch.hpp"
@@ -33,8 +34,8 @@ reference_pool brute_force_cell(const std::vector<float>& heat, mwm::heatmap_sha
   for (std::int64_t z = 0; z < shape.depth; ++z)
     for (std::int64_t y = 0; y < shape.height; ++y)
       for (std::int64_t x = 0; x < shape.width; ++x) {
-        if (!overlaps(z, d, shape.depth, grid.depth) || !overlaps(y, h, shape.height, grid.height) ||
-            !overlaps(x, w, shape.width, grid.width))
+        if (!overlaps(z, d, shape.depth, grid.depth) ||
+            !overlaps(y, h, shape.height, grid.height) || !overlaps(x, w, shape.width, grid.width))
           continue;
         const float v = heat[static_cast<std::size_t>((z * shape.height + y) * shape.width + x)];
         pool.sum += v;
@@ -71,8 +72,8 @@ TEST_CASE("mean, max and fraction pooling equal brute-force references", "[heatm
     INFO("grid " << c.grid.depth << "x" << c.grid.height << "x" << c.grid.width << ", heatmap "
                  << c.shape.depth << "x" << c.shape.height << "x" << c.shape.width);
     const auto heat = mwm_test::random_scores(rng, c.shape.num_pixels(), false);
-    for (auto reduction : {mwm::pool_reduction::mean, mwm::pool_reduction::max,
-                           mwm::pool_reduction::fraction}) {
+    for (auto reduction :
+         {mwm::pool_reduction::mean, mwm::pool_reduction::max, mwm::pool_reduction::fraction}) {
       mwm::pool_options options;
       options.reduction = reduction;
       options.threshold = 0.4f;
@@ -141,13 +142,15 @@ TEST_CASE("nearest pooling reproduces PyTorch's float index rule", "[heatmap]") 
     INFO(f.in << " -> " << out);
     // Along the width: a heatmap row whose value is its column index.
     std::vector<float> row(static_cast<std::size_t>(f.in));
-    for (std::int64_t x = 0; x < f.in; ++x) row[static_cast<std::size_t>(x)] = static_cast<float>(x);
+    for (std::int64_t x = 0; x < f.in; ++x)
+      row[static_cast<std::size_t>(x)] = static_cast<float>(x);
     mwm::pool_options options;
     options.reduction = mwm::pool_reduction::nearest;
     std::vector<float> scores(static_cast<std::size_t>(out));
     mwm::pool_heatmap(row.data(), {1, 1, f.in}, mwm::make_grid_2d(1, out), options, scores.data());
     for (std::int64_t i = 0; i < out; ++i)
-      CHECK(scores[static_cast<std::size_t>(i)] == static_cast<float>(f.sources[static_cast<std::size_t>(i)]));
+      CHECK(scores[static_cast<std::size_t>(i)] ==
+            static_cast<float>(f.sources[static_cast<std::size_t>(i)]));
     // The same rule along the height and the depth.
     std::vector<float> column_scores(static_cast<std::size_t>(out));
     mwm::pool_heatmap(row.data(), {1, f.in, 1}, mwm::make_grid_2d(out, 1), options,
@@ -229,7 +232,8 @@ TEST_CASE("nan_policy::zero pools non-finite pixels as zeros", "[heatmap]") {
   auto heat = mwm_test::random_scores(rng, 400, false);
   auto zeroed = heat;
   for (std::size_t i : {3u, 77u, 150u, 399u}) {
-    heat[i] = i % 2 ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+    heat[i] =
+        i % 2 ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
     zeroed[i] = 0.0f;
   }
   heat[200] = -std::numeric_limits<float>::infinity();
@@ -244,5 +248,56 @@ TEST_CASE("nan_policy::zero pools non-finite pixels as zeros", "[heatmap]") {
     mwm::pool_heatmap(heat.data(), shape, mwm::make_grid_2d(4, 4), options, got.data());
     mwm::pool_heatmap(zeroed.data(), shape, mwm::make_grid_2d(4, 4), options, expected.data());
     CHECK(got == expected);
+  }
+}
+
+TEST_CASE("nearest pooling reads and validates only the pixels it samples", "[heatmap]") {
+  const mwm::grid_shape grid = mwm::make_grid_2d(3, 3);
+  const mwm::heatmap_shape shape{1, 7, 5};
+  mwm::pool_options nearest;
+  nearest.reduction = mwm::pool_reduction::nearest;
+  std::vector<bool> sampled(35, false);
+  for (std::int64_t h = 0; h < 3; ++h)
+    for (std::int64_t w = 0; w < 3; ++w)
+      sampled[static_cast<std::size_t>(mwm::nearest_pixel(shape, grid, 0, h, w))] = true;
+  REQUIRE(std::count(sampled.begin(), sampled.end(), true) == 9);
+  const float nan_value = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> scores(9);
+  for (std::size_t pixel = 0; pixel < 35; ++pixel) {
+    std::vector<float> heat(35, 0.25f);
+    heat[pixel] = nan_value;
+    INFO("NaN at pixel " << pixel << (sampled[pixel] ? " (sampled)" : " (not sampled)"));
+    if (sampled[pixel]) {
+      CHECK(mwm::first_non_finite_pooled(heat.data(), 1, shape, grid, nearest) ==
+            static_cast<std::int64_t>(pixel));
+      CHECK_THROWS_AS(mwm::pool_heatmap(heat.data(), shape, grid, nearest, scores.data()),
+                      mwm::error);
+    } else {
+      CHECK(mwm::first_non_finite_pooled(heat.data(), 1, shape, grid, nearest) == -1);
+      mwm::pool_heatmap(heat.data(), shape, grid, nearest, scores.data());
+      CHECK(std::all_of(scores.begin(), scores.end(), [](float s) { return s == 0.25f; }));
+    }
+    // The area reductions read every pixel, so they reject the NaN wherever it is.
+    CHECK(mwm::first_non_finite_pooled(heat.data(), 1, shape, grid, {}) ==
+          static_cast<std::int64_t>(pixel));
+  }
+}
+
+TEST_CASE("batched nearest pooling names the first sampled non-finite pixel", "[heatmap]") {
+  mwm::pooling_request request;
+  request.grid = mwm::make_grid_2d(2, 2);
+  request.batch = 3;
+  request.shape = {1, 4, 4};
+  request.options.reduction = mwm::pool_reduction::nearest;
+  std::vector<float> heat(48, 0.5f);
+  std::vector<float> scores(12);
+  heat[16 + 1] = std::numeric_limits<float>::infinity();  // not sampled (row 0, column 1)
+  REQUIRE_NOTHROW(mwm::heatmaps_to_scores(request, heat.data(), scores.data()));
+  heat[32 + 10] = -std::numeric_limits<float>::infinity();  // sampled: row 2, column 2
+  try {
+    mwm::heatmaps_to_scores(request, heat.data(), scores.data());
+    FAIL("no error for a sampled infinity");
+  } catch (const mwm::error& e) {
+    CHECK(std::string(e.what()).find("heatmaps[42] = -inf") != std::string::npos);
   }
 }

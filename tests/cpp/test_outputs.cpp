@@ -152,10 +152,10 @@ TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "
     std::vector<mwm::selection_key> keys(n);
     for (std::size_t i = 0; i < n; ++i) {
       std::uint64_t high = rng();
-      if (spread == 0) high = 7;                                  // one high word for all
-      if (spread == 1) high = 0x3f000000u + (high & 0xff);        // a narrow range
-      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;      // the two extremes
-      if (spread == 3) high = high % 5 == 0 ? high : 12345;       // one crowded bucket
+      if (spread == 0) high = 7;                              // one high word for all
+      if (spread == 1) high = 0x3f000000u + (high & 0xff);    // a narrow range
+      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;  // the two extremes
+      if (spread == 3) high = high % 5 == 0 ? high : 12345;   // one crowded bucket
       keys[i] = mwm::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
     }
     std::shuffle(keys.begin(), keys.end(), rng);
@@ -163,6 +163,41 @@ TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "
     std::sort(expected.begin(), expected.end());
     mwm::detail::sort_keys(keys, ws);
     INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    REQUIRE(keys == expected);
+  }
+}
+
+TEST_CASE("radix_sort_keys equals std::sort, on any keys and on the high words alone",
+          "[outputs]") {
+  mwm_test::test_rng rng(91);
+  std::vector<mwm::selection_key> scratch;
+  for (int trial = 0; trial < 400; ++trial) {
+    // Sizes on both sides of the insertion-sort cut-off, and a few past 2^16.
+    const auto n =
+        static_cast<std::size_t>(trial % 50 == 0 ? mwm_test::uniform_int(rng, 65536, 70000)
+                                                 : mwm_test::uniform_int(rng, 0, 700));
+    const auto spread = mwm_test::uniform_int(rng, 0, 5);
+    std::vector<mwm::selection_key> keys(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t high = rng();
+      if (spread == 0) high = 7;                                  // one high word for all
+      if (spread == 1) high = 0x3f000000u + (high & 0xff);        // one varying byte
+      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;      // the two extremes
+      if (spread == 3) high = high % 5 == 0 ? high : 12345;       // a crowded value
+      if (spread == 4) high = static_cast<std::uint64_t>(n - i);  // descending
+      keys[i] = mwm::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
+    }
+    auto expected = keys;
+    std::sort(expected.begin(), expected.end());
+    scratch.resize(n);
+    // In index order, the stable sort on the high word alone is the full order.
+    auto by_high = keys;
+    mwm::detail::radix_sort_keys(by_high.data(), n, scratch.data(), 4);
+    INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    REQUIRE(by_high == expected);
+    // Shuffled, it needs every byte.
+    std::shuffle(keys.begin(), keys.end(), rng);
+    mwm::detail::radix_sort_keys(keys.data(), n, scratch.data(), 0);
     REQUIRE(keys == expected);
   }
 }

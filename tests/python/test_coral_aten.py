@@ -1,6 +1,10 @@
-"""The ATen composition behind the CUDA CORAL kernel (bindings/ops/coral_aten.h), run on the
-CPU through mwm._C._coral_loss_aten / _coral_loss_backward_aten, against the Eigen CPU kernel
-(torch.ops.mwm.coral_loss / _coral_loss_backward) and against autograd of plain torch code."""
+"""The CORAL ops' code (coral_math.hpp over ATen: mwm::tensors::coral_loss, what the CPU and the
+CUDA op run), called on the CPU without the CPU op's finiteness check through
+mwm._C._coral_loss_aten / _coral_loss_backward_aten (exactly the CUDA op's path), against the
+header-only Eigen entry for C++ users (include/mwm/coral.hpp, the same maths over Eigen
+products, through mwm._C._coral_loss_eigen / _coral_loss_backward_eigen), against the CPU op's
+argument checks and against autograd of plain torch code."""
+
 
 import pytest
 import torch
@@ -40,7 +44,7 @@ def assert_near(actual, expected, dtype):
 def test_forward_matches_eigen_kernel(n, m, d, dtype):
     x, y = features(n, d, 1, dtype), features(m, d, 2, dtype, scale=1.7)
     loss, cov_diff = _C._coral_loss_aten(x, y)
-    cpu_loss, cpu_cov_diff = torch.ops.mwm.coral_loss(x, y)
+    cpu_loss, cpu_cov_diff = _C._coral_loss_eigen(x, y)
     assert loss.shape == () and cov_diff.shape == (d, d) and cov_diff.is_contiguous()
     assert_near(cov_diff, cpu_cov_diff, dtype)
     assert_near(loss, cpu_loss, dtype)
@@ -59,7 +63,7 @@ def test_backward_matches_eigen_kernel(n, m, d, dtype, with_grad_cov_diff):
     # Not symmetric: the CPU op transposes and symmetrizes it, the composition must agree.
     grad_cov_diff = matrix(d, 5, dtype) if with_grad_cov_diff else None
     gx, gy = _C._coral_loss_backward_aten(grad_loss, grad_cov_diff, x, y, cov_diff)
-    cpu_gx, cpu_gy = torch.ops.mwm._coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
+    cpu_gx, cpu_gy = _C._coral_loss_backward_eigen(grad_loss, grad_cov_diff, x, y, cov_diff)
     assert gx.is_contiguous() and gy.is_contiguous()
     assert_near(gx, cpu_gx, dtype)
     assert_near(gy, cpu_gy, dtype)
@@ -101,7 +105,7 @@ def test_non_symmetric_cov_diff_is_read_as_the_cpu_kernel_reads_it():
     cov_diff = matrix(4, 14)
     grad_loss = torch.tensor(2.0, dtype=torch.float64)
     ours = _C._coral_loss_backward_aten(grad_loss, None, x, y, cov_diff)
-    cpu = torch.ops.mwm._coral_loss_backward(grad_loss, None, x, y, cov_diff)
+    cpu = _C._coral_loss_backward_eigen(grad_loss, None, x, y, cov_diff)
     torch.testing.assert_close(ours[0], cpu[0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(ours[1], cpu[1], rtol=1e-12, atol=1e-14)
 
@@ -114,7 +118,7 @@ def test_grad_loss_of_shape_one_and_non_contiguous_features():
     assert_near(_C._coral_loss_aten(x, y)[1], cov_diff, torch.float64)
     grad_loss = torch.tensor([0.5], dtype=torch.float64)
     ours = _C._coral_loss_backward_aten(grad_loss, None, x, y, cov_diff)
-    cpu = torch.ops.mwm._coral_loss_backward(grad_loss, None, x, y, cov_diff)
+    cpu = _C._coral_loss_backward_eigen(grad_loss, None, x, y, cov_diff)
     assert_near(ours[0], cpu[0], torch.float64)
     assert_near(ours[1], cpu[1], torch.float64)
 

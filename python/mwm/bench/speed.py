@@ -44,6 +44,7 @@ from .timing import (
     bandwidth_share,
     copy_bandwidth,
     describe_machine,
+    load_averages,
     machine_info,
     median_time,
     run_with_peak_memory,
@@ -51,7 +52,8 @@ from .timing import (
 )
 
 DEFAULT_OUT = Path("mwm-out/speed.json")
-SECTIONS = ("masking", "text", "loss", "coral", "grounding")
+SECTIONS = ("masking", "text", "pooling", "cost", "loss", "coral", "grounding")
+DEFAULT_THREADS = (1, 2)
 MWM_RATIOS = (0.4, 0.8)  # (background, ROI): the MWM paper's default preset
 SALIENCY_THRESHOLD = 0.3  # the MWM reference's saliency threshold
 MAE_RATIO = 0.75
@@ -106,6 +108,7 @@ class Case:
     reference_counts: Callable[[object], torch.Tensor]
     counts_comparable: bool = True
     note: str = ""
+    bytes_moved: Optional[int] = None  # bytes an ideal implementation reads and writes
 
 
 class _OffsetCounter:
@@ -242,7 +245,29 @@ def text_guided_cases(size: Size, seed: int, device: torch.device) -> List[Case]
     ]
 
 
-def measure(case: Case, repeats: int, warmup: int, device: torch.device) -> dict:
+def pooling_cases(size: Size, seed: int, device: torch.device) -> List[Case]:
+    """Area-mean pooling of the text-guided rows' heatmaps alone, against PyTorch's adaptive
+    average pooling (the same cells): a pass over the heatmaps, so its speed is judged against
+    the copy bandwidth (bytes_moved: the heatmaps read once, the scores written once)."""
+    import torch.nn.functional as F
+
+    import mwm
+
+    heat = synthetic_heatmaps(size, seed + 1, device)
+    grid = size.grid
+    pool = F.adaptive_avg_pool3d if len(grid) == 3 else F.adaptive_avg_pool2d
+    image = "x".join(map(str, size.image))
+    moved = heat.numel() * heat.element_size() + size.batch * size.num_patches * 4
+    return [Case("pooling", "area-mean pooling alone", size,
+                 f"heatmap_to_patch_scores(mean) on {image}", "F.adaptive_avg_pool",
+                 lambda: mwm.heatmap_to_patch_scores(heat, grid, reduction="mean"),
+                 lambda: pool(heat.unsqueeze(1), grid).flatten(1),
+                 lambda out: out, lambda out: out, counts_comparable=False,
+                 note="scores, not masks: compared within 1e-6", bytes_moved=moved)]
+
+
+def measure(case: Case, repeats: int, warmup: int, device: torch.device,
+            copy_bw: Optional[float] = None) -> dict:
     ours = median_time(case.ours, repeats=repeats, warmup=warmup, device=device)
     theirs = median_time(case.reference, repeats=repeats, warmup=warmup, device=device)
     ours_peak, ours_result = run_with_peak_memory(case.ours, device)
@@ -268,11 +293,69 @@ def measure(case: Case, repeats: int, warmup: int, device: torch.device) -> dict
         "reference_peak_mb": to_mib(reference_peak),
         "counts_match": counts_match,
         "repeats": repeats,
+        "threads": torch.get_num_threads(),
         "note": case.note,
     }
-    if case.section == "text":
+    if case.section == "pooling":
+        row["max_abs_difference"] = float((ours_result - reference_result).abs().max())
+    if case.bytes_moved is not None:
+        row["bytes_moved"] = case.bytes_moved
+        if copy_bw:
+            row["bandwidth_share"] = bandwidth_share(case.bytes_moved, ours.median_s, copy_bw)
+    if case.section in ("text", "pooling"):
         row["heatmap"] = list(case.size.image)
     return row
+
+
+# (batch, grid) points the per-call cost model is fitted on: small calls weigh the fixed cost,
+# large ones the cost per patch.
+COST_POINTS = ((1, (2, 2)), (1, (14, 14)), (8, (14, 14)), (64, (14, 14)), (256, (14, 14)),
+               (8, (8, 8, 8)), (64, (28, 28)))
+QUICK_COST_POINTS = ((1, (2, 2)), (8, (14, 14)), (64, (14, 14)))
+
+
+def cost_model_rows(args) -> List[dict]:
+    """Fixed cost per call and cost per patch of ``mwm.generate_masks`` (the Python call, the
+    op boundary and the core), from a robust fit ``time = fixed + per_patch * B * N`` over
+    COST_POINTS (medians), per policy, at the current torch thread count."""
+    import mwm
+
+    points = QUICK_COST_POINTS if args.quick else COST_POINTS
+    rows = []
+    for policy in ("random", "per_region"):
+        sizes, times = [], []
+        for batch, grid in points:
+            n = math.prod(grid)
+            regions = (torch.rand(batch, n, generator=torch.Generator().manual_seed(batch))
+                       > 0.7).to(torch.int32)
+            offsets = _OffsetCounter(batch)
+            if policy == "random":
+                call = lambda: mwm.generate_masks(grid, batch, ratio=MAE_RATIO,  # noqa: E731
+                                                  offset=offsets.next())
+            else:
+                call = lambda: mwm.generate_masks(grid, policy="per_region",  # noqa: E731
+                                                  region_ratios=MWM_RATIOS, regions=regions,
+                                                  offset=offsets.next())
+            sizes.append(batch * n)
+            times.append(median_time(call, repeats=max(args.repeats, 5),
+                                     warmup=max(args.warmup, 1)).median_s)
+        x = np.asarray(sizes, dtype=np.float64)
+        y = np.asarray(times, dtype=np.float64)
+        # The median of the slopes from the smallest call to every other one, then the fixed
+        # cost that slope leaves: one point slowed by a busy machine moves neither much (a
+        # least-squares line follows it).
+        per_patch = float(np.median((y[1:] - y[0]) / (x[1:] - x[0])))
+        fixed = float(np.median(y - per_patch * x))
+        fitted = fixed + per_patch * x
+        rows.append({
+            "section": "cost", "case": f"generate_masks(policy={policy!r})",
+            "threads": torch.get_num_threads(),
+            "fixed_us": fixed * 1e6, "ns_per_patch": per_patch * 1e9,
+            "smallest_call_us": times[0] * 1e6,
+            "points": " ".join(f"{b}x{'x'.join(map(str, g))}" for b, g in points),
+            "worst_fit_error_pct": float(np.max(np.abs(fitted - y) / y) * 100),
+        })
+    return rows
 
 
 def _section_rows(module_name: str, function_name: str, args) -> List[dict]:
@@ -289,15 +372,69 @@ def _section_rows(module_name: str, function_name: str, args) -> List[dict]:
     return rows
 
 
-def _find(rows: Sequence[dict], case: str, size: str) -> Optional[dict]:
-    return next((r for r in rows if r.get("case") == case and r.get("size") == size), None)
+def _find(rows: Sequence[dict], case: str, size: str,
+          reference: Optional[str] = None) -> Optional[dict]:
+    return next((r for r in rows if r.get("case") == case and r.get("size") == size
+                 and (reference is None or reference in str(r.get("reference", "")))), None)
 
 
-def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
-    """The issue's targets, judged on medians (``best``: the same from the fastest runs):
-    guided masking >= 20x faster than the MWM per-sample loop (every size), and no slower than
-    MAE's random_masking at B=256 14x14."""
+def _speedup_target(rows, target, case, size, minimum, reference=None) -> Optional[dict]:
+    row = _find(rows, case, size, reference)
+    if row is None or not row.get("ours_ms") or not row.get("reference_ms"):
+        return None
+    speedup = row["reference_ms"] / row["ours_ms"]
+    best = None
+    if row.get("ours_min_ms") and row.get("reference_min_ms"):
+        best = row["reference_min_ms"] / row["ours_min_ms"]
+    return {"target": target, "size": size, "value": speedup, "best": best,
+            "unit": "x faster", "met": speedup >= minimum}
+
+
+def _bandwidth_target(rows, target, case, size, minimum) -> Optional[dict]:
+    row = _find(rows, case, size)
+    if row is None or row.get("bandwidth_share") is None:
+        return None
+    share = row["bandwidth_share"]
+    return {"target": target, "size": size, "value": 100 * share, "best": None,
+            "unit": "% of copy bandwidth", "met": share >= minimum}
+
+
+# Issue 13's targets: (label, case, size, reference substring or None, minimum speed-up).
+SPEEDUP_TARGETS = (
+    ("13: text-guided nearest >= 10x the MWM reference", "text-guided, nearest", "B=128 7x7",
+     None, 10.0),
+    ("13: per_region >= 50x the MWM per-sample loop", "per_region (MWM)", "B=256 14x14", None,
+     50.0),
+    ("13: per_region >= 6x the MWM per-sample loop", "per_region (MWM)", "B=8 8x8x8", None, 6.0),
+    ("13: random >= 8x MAE random_masking", "random (MAE)", "B=256 14x14", None, 8.0),
+    ("13: text-guided area mean >= 3x threshold + resize + loop", "text-guided, area mean",
+     "B=128 7x7", None, 3.0),
+    ("13: coral_loss >= 1.2x eager PyTorch", "coral_loss forward+backward",
+     "n=6400 m=6400 d=32 float32", "eager", 1.2),
+    ("13: coral_loss >= 1.0x torch.compile", "coral_loss forward+backward",
+     "n=6400 m=6400 d=32 float32", "torch.compile", 1.0),
+    ("13: coral_loss >= 1.2x eager PyTorch", "coral_loss forward+backward",
+     "n=6400 m=6400 d=256 float32", "eager", 1.2),
+    ("13: coral_loss >= 1.0x torch.compile", "coral_loss forward+backward",
+     "n=6400 m=6400 d=256 float32", "torch.compile", 1.0),
+    ("13: fused loss 3D >= 1.5x torch.compile", "MAE loss, norm_pix_loss, forward + backward",
+     "3d B=8 1x128^3 p16", "torch.compile", 1.5),
+)
+# (label, case, size, minimum share of the copy bandwidth)
+BANDWIDTH_TARGETS = (
+    ("13: area-mean pooling >= 50% of copy bandwidth", "area-mean pooling alone", "B=128 7x7",
+     0.5),
+    ("13: fused loss 2D >= 60% of copy bandwidth", "MAE loss, norm_pix_loss, forward + backward",
+     "2d B=64 3x224x224 p16", 0.6),
+    ("13: fused loss 3D >= 60% of copy bandwidth", "MAE loss, norm_pix_loss, forward + backward",
+     "3d B=8 1x128^3 p16", 0.6),
+)
+
+
+def _targets_at_one_thread_count(rows: Sequence[dict]) -> List[dict]:
     targets = []
+    # The earlier targets: guided masking >= 20x the MWM loop (every size), and no slower than
+    # MAE's random_masking at B=256 14x14.
     for size in FULL_SIZES:
         guided = _find(rows, "per_region (MWM)", size.label)
         if guided is not None:
@@ -318,6 +455,28 @@ def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
                 "size": vit, "value": ratio,
                 "best": row["ours_min_ms"] / mae["reference_min_ms"], "unit": "mwm / MAE",
                 "met": ratio <= 1.0})
+    for label, case, size, reference, minimum in SPEEDUP_TARGETS:
+        target = _speedup_target(rows, label, case, size, minimum, reference)
+        if target is not None:
+            targets.append(target)
+    for label, case, size, minimum in BANDWIDTH_TARGETS:
+        target = _bandwidth_target(rows, label, case, size, minimum)
+        if target is not None:
+            targets.append(target)
+    return targets
+
+
+def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
+    """The targets, judged on medians (``best``: the same from the fastest runs), separately at
+    every thread count the rows were measured at (``threads`` of each target)."""
+    by_threads: dict = {}
+    for row in rows:
+        by_threads.setdefault(row.get("threads"), []).append(row)
+    targets = []
+    for threads, group in by_threads.items():
+        for target in _targets_at_one_thread_count(group):
+            target["threads"] = threads
+            targets.append(target)
     return targets
 
 
@@ -330,7 +489,7 @@ def _fmt(value, digits: int = 2, suffix: str = "") -> str:
 
 
 COLUMNS = ("case", "size", "reference", "mwm ms", "ref ms", "mwm/ref", "speed-up",
-           "best mwm/ref", "peak MiB mwm/ref", "copy-bw share", "same counts")
+           "best mwm/ref", "peak MiB mwm/ref", "copy-bw share", "same counts", "threads")
 
 
 def table_rows(rows: Sequence[dict]) -> List[List[str]]:
@@ -349,6 +508,7 @@ def table_rows(rows: Sequence[dict]) -> List[List[str]]:
             _fmt(r.get("ours_ms"), 3), _fmt(r.get("reference_ms"), 3), _fmt(ratio, 3),
             _fmt(1.0 / ratio if ratio else None, 1, "x"), _fmt(best, 3), peak,
             "-" if share is None else f"{100 * share:.0f}%", _fmt(r.get("counts_match")),
+            str(r.get("threads", "-")),
         ])
     return out
 
@@ -413,13 +573,20 @@ def _other_sections(rows: Sequence[dict]) -> List[tuple]:
 
 
 def targets_text(targets: Sequence[dict]) -> List[str]:
-    return [f"{t['target']} [{t['size']}]: {t['value']:.2f} {t['unit']} (best runs: "
-            f"{t['best']:.2f}) -> {'met' if t['met'] else 'NOT met'}" for t in targets]
+    lines = []
+    for t in targets:
+        threads = f", {t['threads']} thread{'s' if t['threads'] != 1 else ''}" if t.get(
+            "threads") else ""
+        best = f" (best runs: {t['best']:.2f})" if t.get("best") is not None else ""
+        lines.append(f"{t['target']} [{t['size']}{threads}]: {t['value']:.2f} {t['unit']}"
+                     f"{best} -> {'met' if t['met'] else 'NOT met'}")
+    return lines
 
 
 def print_report(doc: dict, plain: bool) -> None:
     header = [f"machine: {describe_machine(doc['machine'])}",
-              f"copy bandwidth: {doc['copy_bandwidth_gbps']:.1f} GB/s; medians of "
+              f"copy bandwidth: {doc['copy_bandwidth_gbps']:.1f} GB/s; threads "
+              f"{', '.join(map(str, doc['settings']['threads']))}; medians of "
               f"{doc['settings']['repeats']} runs after {doc['settings']['warmup']} warm-up; "
               f"mwm/ref < 1 means mwm is faster (best: ratio of the fastest runs)"]
     if not plain:
@@ -467,12 +634,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"written next to it")
     parser.add_argument("--repeats", type=int, help="timed repetitions per side")
     parser.add_argument("--warmup", type=int, help="untimed calls before timing")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", default=",".join(map(str, DEFAULT_THREADS)),
+                        help="comma-separated torch thread counts; every row is measured at "
+                             "each (default: 1,2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and masks")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
+    parser.add_argument("--doc", type=Path,
+                        help="also rewrite the generated part of this Markdown page (between "
+                             "the markers <!-- mwm-bench speed: begin --> and <!-- mwm-bench "
+                             "speed: end -->, appended when absent), e.g. docs/speed.md")
 
 
 def _validate(args) -> None:
@@ -480,8 +653,14 @@ def _validate(args) -> None:
         raise SystemExit(f"mwm-bench speed: --repeats={args.repeats} must be at least 1")
     if args.warmup is not None and args.warmup < 0:
         raise SystemExit(f"mwm-bench speed: --warmup={args.warmup} must be non-negative")
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"mwm-bench speed: --threads={args.threads} must be at least 1")
+    try:
+        counts = tuple(int(t) for t in str(args.threads).split(",") if t.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"mwm-bench speed: --threads={args.threads}: give thread counts of at "
+                         f"least 1, comma-separated")
+    args.thread_counts = counts
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
@@ -494,11 +673,39 @@ def _validate(args) -> None:
         raise SystemExit(f"mwm-bench speed: --device={args.device!r} is not a torch device") from None
 
 
+def _measure_sections(args, sizes, rows: List[dict], section_seconds: dict) -> None:
+    """Every requested section once, at the current torch thread count."""
+    for section, make_cases in (("masking", masking_cases), ("text", text_guided_cases),
+                                ("pooling", pooling_cases)):
+        if section in args.sections:
+            section_start = time.perf_counter()
+            for size in sizes:
+                rows += [measure(case, args.repeats, args.warmup, args.device,
+                                 args.copy_bandwidth)
+                         for case in make_cases(size, args.seed, args.device)]
+            section_seconds[section] = section_seconds.get(section, 0.0) + (
+                time.perf_counter() - section_start)
+    if "cost" in args.sections and args.device.type == "cpu":
+        section_start = time.perf_counter()
+        rows += cost_model_rows(args)
+        section_seconds["cost"] = section_seconds.get("cost", 0.0) + (
+            time.perf_counter() - section_start)
+    for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
+                                      ("coral", "speed_coral", "run_coral_benchmarks"),
+                                      ("grounding", "speed_grounding", "run_grounding_benchmarks")):
+        if section in args.sections:
+            section_start = time.perf_counter()
+            extra = _section_rows(module, function, args)
+            torch.set_num_threads(args.threads)  # a module may have changed it
+            for row in extra:
+                row.setdefault("threads", args.threads)
+            section_seconds[section] = section_seconds.get(section, 0.0) + (
+                time.perf_counter() - section_start)
+            rows += extra
+
+
 def run(args, argv: Optional[Sequence[str]] = None) -> int:
     _validate(args)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
     args.repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
     args.warmup = args.warmup if args.warmup is not None else (
         QUICK_WARMUP if args.quick else FULL_WARMUP)
@@ -506,33 +713,29 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
         args.no_compile = bool(args.quick)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     started = time.perf_counter()
-    args.copy_bandwidth = copy_bandwidth((128 if args.quick else 256) << 20,
-                                         repeats=args.repeats, device=args.device)
+    machine = machine_info(args.device)
     rows: List[dict] = []
-    section_seconds = {}
-    for section, make_cases in (("masking", masking_cases), ("text", text_guided_cases)):
-        if section in args.sections:
-            section_start = time.perf_counter()
-            for size in sizes:
-                rows += [measure(case, args.repeats, args.warmup, args.device)
-                         for case in make_cases(size, args.seed, args.device)]
-            section_seconds[section] = time.perf_counter() - section_start
-    for section, module, function in (("loss", "speed_loss", "run_loss_benchmarks"),
-                                      ("coral", "speed_coral", "run_coral_benchmarks"),
-                                      ("grounding", "speed_grounding", "run_grounding_benchmarks")):
-        if section in args.sections:
-            section_start = time.perf_counter()
-            rows += _section_rows(module, function, args)
-            section_seconds[section] = time.perf_counter() - section_start
+    section_seconds: dict = {}
+    bandwidths = {}
+    for threads in args.thread_counts:
+        torch.set_num_threads(threads)
+        args.threads = threads
+        # Measured at every thread count, next to the rows it is compared with.
+        args.copy_bandwidth = copy_bandwidth((128 if args.quick else 256) << 20,
+                                             repeats=args.repeats, device=args.device)
+        bandwidths[threads] = args.copy_bandwidth / 1e9
+        _measure_sections(args, sizes, rows, section_seconds)
+    machine["load_average_after"] = load_averages()
     doc = {
         "command": "mwm-bench speed " + " ".join(shlex.quote(a) for a in (argv or [])),
-        "machine": machine_info(args.device),
+        "machine": machine,
         "settings": {"quick": bool(args.quick), "repeats": args.repeats, "warmup": args.warmup,
-                     "no_compile": bool(args.no_compile),
+                     "no_compile": bool(args.no_compile), "threads": list(args.thread_counts),
                      "seed": args.seed, "device": str(args.device), "sections": list(args.sections),
                      "sizes": [{"name": s.name, "batch": s.batch, "grid": list(s.grid),
                                 "heatmap": list(s.image), "what": s.what} for s in sizes]},
-        "copy_bandwidth_gbps": args.copy_bandwidth / 1e9,
+        "copy_bandwidth_gbps": max(bandwidths.values()),
+        "copy_bandwidth_gbps_by_threads": bandwidths,
         "rows": rows,
         "targets": evaluate_targets(rows),
         "section_seconds": section_seconds,
@@ -544,9 +747,53 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
     markdown = args.out.with_suffix(".md")
     markdown.write_text(markdown_table(rows) + "\n\n" + "\n".join(
         f"- {line}" for line in targets_text(doc["targets"])) + "\n")
+    if args.doc is not None:
+        write_doc_section(args.doc, doc)
     spent = ", ".join(f"{k} {v:.0f} s" for k, v in section_seconds.items())
-    print(f"wrote {args.out} and {markdown} ({doc['elapsed_seconds']:.0f} s: {spent})")
+    print(f"wrote {args.out} and {markdown}" + (f" and {args.doc}" if args.doc else "") +
+          f" ({doc['elapsed_seconds']:.0f} s: {spent})")
     return 0
+
+
+DOC_BEGIN = "<!-- mwm-bench speed: begin -->"
+DOC_END = "<!-- mwm-bench speed: end -->"
+
+
+def doc_section(doc: dict) -> str:
+    """The generated part of docs/speed.md: the command, the machine, one table per thread
+    count, the cost model and the targets."""
+    machine = doc["machine"]
+    bw = ", ".join(f"{t} thread{'s' if t != 1 else ''}: {v:.1f} GB/s"
+                   for t, v in doc["copy_bandwidth_gbps_by_threads"].items())
+    lines = [DOC_BEGIN, "",
+             f"Generated by `{doc['command'].strip()}` ({doc['elapsed_seconds']:.0f} s).", "",
+             f"- machine: {describe_machine(machine)}",
+             f"- load average (1, 5, 15 min) after the run: "
+             f"{', '.join(f'{v:.2f}' for v in machine.get('load_average_after', ()))}",
+             f"- copy bandwidth (dst.copy_(src), 2 x bytes / time), measured before each "
+             f"thread count's rows: {bw}",
+             f"- medians of {doc['settings']['repeats']} runs after {doc['settings']['warmup']} "
+             f"warm-up; mwm/ref < 1 means mwm is faster", ""]
+    for threads in doc["settings"]["threads"]:
+        rows = [r for r in doc["rows"] if r.get("threads") == threads]
+        lines += [f"#### {threads} thread{'s' if threads != 1 else ''}", "",
+                  markdown_table(rows), ""]
+    lines += ["#### Targets", ""] + [f"- {line}" for line in targets_text(doc["targets"])]
+    lines += ["", DOC_END]
+    return "\n".join(lines)
+
+
+def write_doc_section(path: Path, doc: dict) -> None:
+    text = path.read_text() if path.exists() else ""
+    section = doc_section(doc)
+    if DOC_BEGIN in text and DOC_END in text:
+        head, rest = text.split(DOC_BEGIN, 1)
+        tail = rest.split(DOC_END, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

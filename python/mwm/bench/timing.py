@@ -191,13 +191,22 @@ def machine_info(device: Optional[torch.device] = None) -> dict:
     # workers of one region can hold the cores the next region waits for.
     info["environment"] = {name: os.environ[name] for name in THREAD_ENVIRONMENT
                            if name in os.environ}
-    try:
-        info["load_average_1min"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
+    averages = load_averages()
+    if averages:
+        info["load_average_1min"] = averages[0]
+        info["load_average"] = averages
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def load_averages() -> List[float]:
+    """uptime's load averages over 1, 5 and 15 minutes (empty where unavailable): on a shared
+    machine they say how far a timing can be trusted."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def describe_machine(info: dict) -> str:
@@ -208,7 +217,9 @@ def describe_machine(info: dict) -> str:
         text += f", GPU {info['gpu']}"
     for name, value in info.get("environment", {}).items():
         text += f", {name}={value}"
-    if load is not None:
+    if info.get("load_average"):
+        text += f", load average {' / '.join(map(str, info['load_average']))} (1 / 5 / 15 min)"
+    elif load is not None:
         text += f", load average {load}"
     return text
 
