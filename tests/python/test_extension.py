@@ -67,8 +67,9 @@ def test_backward_ops_are_private():
     names = {name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
              if name.startswith("mwm::")}
     backward = {name for name in names if name.endswith("_backward")}
-    assert backward == {"_masked_recon_loss_backward", "_gather_tokens_backward",
-                        "_restore_tokens_backward", "_coral_loss_backward"}
+    assert all(name.startswith("_") for name in backward), sorted(backward)
+    assert {"_masked_recon_loss_backward", "_gather_tokens_backward", "_restore_tokens_backward",
+            "_coral_loss_backward"} <= backward
 
 
 def test_generate_masks_keeps_its_public_keyword_arguments():
