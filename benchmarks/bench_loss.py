@@ -16,8 +16,13 @@ import argparse
 import json
 import os
 
-from mwm.bench.speed_loss import (add_loss_arguments, format_rows, format_targets, loss_targets,
-                                  run_loss_benchmarks)
+from mwm.bench.speed_loss import (
+    add_loss_arguments,
+    format_rows,
+    format_targets,
+    loss_targets,
+    run_loss_benchmarks,
+)
 
 
 def load_average() -> str:

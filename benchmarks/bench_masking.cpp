@@ -94,13 +94,15 @@ inputs make_inputs(const workload& w) {
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
   for (auto& s : in.scores) s = unit(rng);
   for (std::int64_t b = 0; b < w.batch; ++b) {
-    const std::int64_t h0 = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(w.grid.height / 2 + 1));
-    const std::int64_t w0 = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(w.grid.width / 2 + 1));
+    const std::int64_t h0 =
+        static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(w.grid.height / 2 + 1));
+    const std::int64_t w0 =
+        static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(w.grid.width / 2 + 1));
     for (std::int64_t d = 0; d < w.grid.depth; ++d)
       for (std::int64_t h = 0; h < w.grid.height; ++h)
         for (std::int64_t x = 0; x < w.grid.width; ++x) {
-          const bool roi = h >= h0 && h < h0 + w.grid.height / 2 && x >= w0 &&
-                           x < w0 + (w.grid.width + 1) / 2;
+          const bool roi =
+              h >= h0 && h < h0 + w.grid.height / 2 && x >= w0 && x < w0 + (w.grid.width + 1) / 2;
           in.regions[static_cast<std::size_t>(b * n + w.grid.index(d, h, x))] = roi ? 1 : 0;
         }
   }
@@ -261,7 +263,8 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 int main(int argc, char** argv) {
   const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   benchmark::AddCustomContext("mwm_hardware_threads", std::to_string(hardware));
-  benchmark::AddCustomContext("mwm_thread_counts", hardware > 1 ? "1, " + std::to_string(hardware) : "1");
+  benchmark::AddCustomContext("mwm_thread_counts",
+                              hardware > 1 ? "1, " + std::to_string(hardware) : "1");
   for (const auto& w : workloads) {
     for (const auto& p : policies(w)) {
       std::vector<int> thread_counts = {1};
@@ -274,12 +277,12 @@ int main(int argc, char** argv) {
             ->UseRealTime();
       }
     }
-    benchmark::RegisterBenchmark(("reference/mae_argsort/" + w.name).c_str(),
-                                 reference_mae_argsort, w)
+    benchmark::RegisterBenchmark(("reference/mae_argsort/" + w.name).c_str(), reference_mae_argsort,
+                                 w)
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("reference/mwm_shuffle/" + w.name).c_str(),
-                                 reference_mwm_shuffle, w)
+    benchmark::RegisterBenchmark(("reference/mwm_shuffle/" + w.name).c_str(), reference_mwm_shuffle,
+                                 w)
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
   }

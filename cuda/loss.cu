@@ -138,8 +138,9 @@ __global__ void __launch_bounds__(loss_chunk)
   if (threadIdx.x != 0) return;
   out[0] = value;
   if (suspicious && !bad_patch) {
-    printf("mwm: the reduced loss overflows (every patch's loss is finite, their sum is not); "
-           "nonfinite = \"propagate\" returns the non-finite loss instead\n");
+    printf(
+        "mwm: the reduced loss overflows (every patch's loss is finite, their sum is not); "
+        "nonfinite = \"propagate\" returns the non-finite loss instead\n");
     __trap();
   }
 }
@@ -147,9 +148,8 @@ __global__ void __launch_bounds__(loss_chunk)
 // Backward: a warp per patch writes the patch's gradient (every element of grad_pred).
 template <typename Acc, typename P, typename T>
 __global__ void __launch_bounds__(loss_block_threads)
-    patch_gradients_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count,
-                           const Acc* grad_out, const Acc* denominator, P* grad,
-                           const patch_strides gs) {
+    patch_gradients_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, const Acc* grad_out,
+                           const Acc* denominator, P* grad, const patch_strides gs) {
   device_warp warp{static_cast<int>(threadIdx.x % loss_lanes)};
   const int w = static_cast<int>(threadIdx.x / loss_lanes);
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_warps_per_block;
@@ -169,15 +169,20 @@ struct loss_types {
 template <typename Body>
 bool with_loss_types(float_type pred, float_type target, Body&& body) {
   using f = float_type;
-  if (pred == f::float32 && target == f::float32) body(loss_types<float, float, float>{});
-  else if (pred == f::float64 && target == f::float64) body(loss_types<double, double, double>{});
-  else if (pred == f::float16 && target == f::float16) body(loss_types<float, __half, __half>{});
+  if (pred == f::float32 && target == f::float32)
+    body(loss_types<float, float, float>{});
+  else if (pred == f::float64 && target == f::float64)
+    body(loss_types<double, double, double>{});
+  else if (pred == f::float16 && target == f::float16)
+    body(loss_types<float, __half, __half>{});
   else if (pred == f::bfloat16 && target == f::bfloat16)
     body(loss_types<float, __nv_bfloat16, __nv_bfloat16>{});
-  else if (pred == f::float16 && target == f::float32) body(loss_types<float, __half, float>{});
+  else if (pred == f::float16 && target == f::float32)
+    body(loss_types<float, __half, float>{});
   else if (pred == f::bfloat16 && target == f::float32)
     body(loss_types<float, __nv_bfloat16, float>{});
-  else return false;
+  else
+    return false;
   return true;
 }
 
@@ -247,7 +252,9 @@ bool loss_types_supported(float_type pred, float_type target) {
   return with_loss_types(pred, target, [](auto) {});
 }
 
-std::size_t loss_workspace_bytes(const loss_call_view& call) { return lay_out(call, nullptr).total; }
+std::size_t loss_workspace_bytes(const loss_call_view& call) {
+  return lay_out(call, nullptr).total;
+}
 
 void masked_recon_loss_async(const loss_call_view& call, void* out, void* workspace,
                              std::size_t workspace_bytes, cudaStream_t stream) {
@@ -304,9 +311,9 @@ void masked_recon_loss_backward_async(const loss_call_view& call, const void* gr
         nullptr, call.mask, static_cast<const Acc*>(call.weight), count, nullptr,
         chunk_coefficients);
     check_launch("chunk_totals_kernel");
-    finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(nullptr, chunk_coefficients, chunks,
-                                                     nullptr, count, call.options.reduction,
-                                                     false, denominator);
+    finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(nullptr, chunk_coefficients, chunks, nullptr,
+                                                     count, call.options.reduction, false,
+                                                     denominator);
     check_launch("finish_kernel");
     patch_gradients_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
         inputs_of<Types>(call), count, static_cast<const Acc*>(grad_out), denominator,

@@ -38,7 +38,7 @@ struct patch_view {
 
 template <typename Acc, typename P, typename T>
 MWM_HOST_DEVICE MWM_INLINE patch_view<Acc, P, T> view_patch(const loss_inputs<Acc, P, T>& in,
-                                                           std::int64_t i) {
+                                                            std::int64_t i) {
   const grid_shape& grid = in.geometry.grid;
   const std::int64_t n = grid.num_patches();
   return patch_view<Acc, P, T>{in.pred + patch_start(in.pred_strides, grid, i / n, i % n),
@@ -47,8 +47,9 @@ MWM_HOST_DEVICE MWM_INLINE patch_view<Acc, P, T> view_patch(const loss_inputs<Ac
 
 // The target statistics of a patch, through the warp's collective sum.
 template <typename Acc, typename P, typename T, typename Warp>
-MWM_HOST_DEVICE target_normalization<Acc> warp_patch_normalization(
-    const loss_inputs<Acc, P, T>& in, patch_view<Acc, P, T> v, Warp& warp) {
+MWM_HOST_DEVICE target_normalization<Acc> warp_patch_normalization(const loss_inputs<Acc, P, T>& in,
+                                                                   patch_view<Acc, P, T> v,
+                                                                   Warp& warp) {
   const patch_geometry& g = in.geometry;
   const std::int64_t count = g.patch_vector_size();
   const Acc mean = warp.total([&](int lane) {
@@ -64,8 +65,8 @@ MWM_HOST_DEVICE target_normalization<Acc> warp_patch_normalization(
 template <typename Acc>
 struct warp_patch_result {
   Acc coefficient;
-  Acc loss;             // c * err
-  bool target_finite;   // false: the target patch holds a NaN or an infinity
+  Acc loss;            // c * err
+  bool target_finite;  // false: the target patch holds a NaN or an infinity
 };
 
 // c and c * err of patch i (not read when c == 0); every lane gets the same values.
@@ -83,8 +84,8 @@ MWM_HOST_DEVICE warp_patch_result<Acc> warp_patch_loss(const loss_inputs<Acc, P,
                           in.options.error, norm);
   }) / static_cast<Acc>(g.patch_vector_size());
   // The slow path only behind a non-finite error: is it the target?
-  const bool finite = detail::finite_value(err) || patch_target_finite(v.target,
-                                                                       in.target_strides, g);
+  const bool finite =
+      detail::finite_value(err) || patch_target_finite(v.target, in.target_strides, g);
   return warp_patch_result<Acc>{c, c * err, finite};
 }
 
@@ -105,12 +106,16 @@ MWM_HOST_DEVICE MWM_INLINE loss_data_error patch_data_error(const loss_inputs<Ac
   e.index = i;
   e.width = n;
   switch (fault) {
-    case loss_fault::target: e.code = data_error_code::loss_target; break;
+    case loss_fault::target:
+      e.code = data_error_code::loss_target;
+      break;
     case loss_fault::weight:
       e.code = data_error_code::loss_weight;
       e.real = static_cast<double>(in.weight[i]);
       break;
-    case loss_fault::pred: e.code = data_error_code::loss_pred; break;
+    case loss_fault::pred:
+      e.code = data_error_code::loss_pred;
+      break;
     default:
       e.code = data_error_code::loss_overflow;
       e.bound = static_cast<std::int64_t>(sizeof(Acc) * 8);
@@ -149,8 +154,8 @@ MWM_HOST_DEVICE void warp_patch_gradient(const loss_inputs<Acc, P, T>& in, const
   if (in.options.norm_target) norm = warp_patch_normalization(in, v, warp);
   const Acc scale = factor / static_cast<Acc>(g.patch_vector_size());
   warp.each_lane([&](int lane) {
-    lane_gradient(v.pred, in.pred_strides, v.target, in.target_strides, g, lane,
-                  in.options.error, norm, scale, out, gs);
+    lane_gradient(v.pred, in.pred_strides, v.target, in.target_strides, g, lane, in.options.error,
+                  norm, scale, out, gs);
   });
 }
 

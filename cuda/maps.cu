@@ -34,8 +34,8 @@ __global__ void pool_kernel(const float* heatmaps, heatmap_shape shape, grid_sha
 }
 
 __global__ void combine_kernel(const float* per_prompt, std::int64_t prompts, std::int64_t n,
-                               prompt_combine mode, prompt_weight_values given,
-                               std::int64_t count, float* scores) {
+                               prompt_combine mode, prompt_weight_values given, std::int64_t count,
+                               float* scores) {
   const float* weights = given.device != nullptr ? given.device : given.by_value.values;
   MWM_FOR_ELEMENTS(e, count) {
     scores[e] = combine_sample_patch(per_prompt, prompts, n, mode, weights, e);
@@ -158,8 +158,8 @@ std::size_t patch_scores_workspace_bytes(const pooling_request& request) {
 }
 
 void patch_scores_async(const pooling_request& request, const float* heatmaps,
-                        const prompt_weight_values& prompt_weights, float* scores,
-                        void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+                        const prompt_weight_values& prompt_weights, float* scores, void* workspace,
+                        std::size_t workspace_bytes, cudaStream_t stream) {
   detail::require(request.batch > 0, "batch", request.batch, "must be positive");
   detail::require(request.prompts > 0, "prompts", request.prompts, "must be positive");
   validate_heatmap_shape(request.shape);
@@ -202,9 +202,8 @@ void regions_from_thresholds_async(const float* scores, std::int64_t batch, std:
                                    const host_values<float>& thresholds, nan_policy non_finite,
                                    std::int32_t* regions, cudaStream_t stream) {
   detail::require(batch > 0, "batch", batch, "must be positive");
-  detail::require(thresholds.count > 0 && thresholds.count <= max_host_values,
-                  "thresholds size", thresholds.count,
-                  "must lie in [1, " + detail::to_text(max_host_values) + "]");
+  detail::require(thresholds.count > 0 && thresholds.count <= max_host_values, "thresholds size",
+                  thresholds.count, "must lie in [1, " + detail::to_text(max_host_values) + "]");
   const std::int64_t elements = batch * n;
   if (elements == 0) return;
   const error_sink errors = begin_checked_launch(stream);
@@ -233,15 +232,15 @@ void regions_from_quantiles_async(const float* scores, std::int64_t batch, std::
   const auto blocks = static_cast<unsigned int>(batch);
   const error_sink errors = begin_checked_launch(stream);
   if (tier == block_tier::small_128x4) {
-    quantiles_in_block_kernel<128, 4><<<blocks, 128, 0, stream>>>(scores, n, top_counts,
-                                                                  non_finite, regions, errors);
+    quantiles_in_block_kernel<128, 4>
+        <<<blocks, 128, 0, stream>>>(scores, n, top_counts, non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
     end_checked_launch(stream);
     return;
   }
   if (tier == block_tier::large_256x8) {
-    quantiles_in_block_kernel<256, 8><<<blocks, 256, 0, stream>>>(scores, n, top_counts,
-                                                                  non_finite, regions, errors);
+    quantiles_in_block_kernel<256, 8>
+        <<<blocks, 256, 0, stream>>>(scores, n, top_counts, non_finite, regions, errors);
     check_launch("quantiles_in_block_kernel");
     end_checked_launch(stream);
     return;

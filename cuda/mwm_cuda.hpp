@@ -78,8 +78,8 @@ std::size_t patch_scores_workspace_bytes(const pooling_request& request);
 // `prompt_weights` (`prompts` floats) is read for weighted_sum only; the host vector
 // request.prompt_weights is ignored.
 void patch_scores_async(const pooling_request& request, const float* heatmaps,
-                        const prompt_weight_values& prompt_weights, float* scores,
-                        void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+                        const prompt_weight_values& prompt_weights, float* scores, void* workspace,
+                        std::size_t workspace_bytes, cudaStream_t stream);
 
 // scores (batch, n) -> regions by strictly ascending thresholds (validated on the host with
 // validate_thresholds).

@@ -16,7 +16,7 @@ namespace {
 
 constexpr int pack_threads = 256;
 
-#define MWM_FOR_ELEMENTS(e, count)                                                      \
+#define MWM_FOR_ELEMENTS(e, count)                                                        \
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
        e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
@@ -32,18 +32,26 @@ struct accumulate_of<double> {
 template <typename Body>
 void with_pack_type(float_type type, Body&& body) {
   switch (type) {
-    case float_type::float32: body(float{}); return;
-    case float_type::float64: body(double{}); return;
-    case float_type::float16: body(__half{}); return;
-    case float_type::bfloat16: body(__nv_bfloat16{}); return;
+    case float_type::float32:
+      body(float{});
+      return;
+    case float_type::float64:
+      body(double{});
+      return;
+    case float_type::float16:
+      body(__half{});
+      return;
+    case float_type::bfloat16:
+      body(__nv_bfloat16{});
+      return;
   }
   throw error("mwm: pack token type: unknown float_type");
 }
 
 // One thread per sample: the visible prefix of its ids_keep row, checked as visible_prefix does.
-__global__ void pack_counts_kernel(const std::int64_t* ids, std::int64_t batch,
-                                   std::int64_t slots, std::int64_t num_tokens,
-                                   std::int32_t* cu_seqlens, const error_sink errors) {
+__global__ void pack_counts_kernel(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
+                                   std::int64_t num_tokens, std::int32_t* cu_seqlens,
+                                   const error_sink errors) {
   MWM_FOR_ELEMENTS(b, batch) {
     const std::int64_t* row = ids + b * slots;
     std::int64_t count = 0;
@@ -55,9 +63,9 @@ __global__ void pack_counts_kernel(const std::int64_t* ids, std::int64_t batch,
         record_data_error(errors, data_error_key(0, at), bad);
         count = k;  // a bad id ends the sample: nothing past it is read
       } else if (k >= count && row[k] != padding_id) {
-        record_data_error(errors, data_error_key(0, at),
-                          integer_data_error(data_error_code::keep_padding, at, slots, row[k],
-                                             num_tokens));
+        record_data_error(
+            errors, data_error_key(0, at),
+            integer_data_error(data_error_code::keep_padding, at, slots, row[k], num_tokens));
       }
     }
     cu_seqlens[b + 1] = static_cast<std::int32_t>(count);
@@ -73,9 +81,9 @@ __global__ void pack_scan_kernel(std::int64_t batch, std::int32_t* cu_seqlens,
   for (std::int64_t b = 0; b < batch; ++b) {
     const std::int64_t next = total + cu_seqlens[b + 1];
     if (next > 0x7FFFFFFF) {
-      record_data_error(errors, data_error_key(1, b + 1),
-                        integer_data_error(data_error_code::packed_total, b + 1, 0, next,
-                                           0x7FFFFFFF));
+      record_data_error(
+          errors, data_error_key(1, b + 1),
+          integer_data_error(data_error_code::packed_total, b + 1, 0, next, 0x7FFFFFFF));
     } else {
       total = next;  // past the limit the remaining samples pack nothing
     }
@@ -85,9 +93,9 @@ __global__ void pack_scan_kernel(std::int64_t batch, std::int32_t* cu_seqlens,
 
 template <typename T>
 __global__ void pack_kernel(const T* x, const token_strides xs, const std::int64_t* ids,
-                            const std::int32_t* cu_seqlens, std::int64_t batch,
-                            std::int64_t slots, std::int64_t channels, std::int64_t count,
-                            T* packed, const token_strides ps) {
+                            const std::int32_t* cu_seqlens, std::int64_t batch, std::int64_t slots,
+                            std::int64_t channels, std::int64_t count, T* packed,
+                            const token_strides ps) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t row = e / channels, c = e % channels;
     const std::int64_t b = packed_sample(cu_seqlens, batch, row);
@@ -98,11 +106,10 @@ __global__ void pack_kernel(const T* x, const token_strides xs, const std::int64
 }
 
 template <typename Acc, typename T>
-__global__ void pack_backward_kernel(const T* grad, const token_strides gs,
-                                     const std::int64_t* ids, const std::int32_t* cu_seqlens,
-                                     std::int64_t slots, std::int64_t num_tokens,
-                                     std::int64_t channels, std::int64_t count, T* grad_x,
-                                     const token_strides xs) {
+__global__ void pack_backward_kernel(const T* grad, const token_strides gs, const std::int64_t* ids,
+                                     const std::int32_t* cu_seqlens, std::int64_t slots,
+                                     std::int64_t num_tokens, std::int64_t channels,
+                                     std::int64_t count, T* grad_x, const token_strides xs) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t c = e % channels, n = (e / channels) % num_tokens;
     const std::int64_t b = e / (channels * num_tokens);
@@ -117,20 +124,20 @@ __global__ void pack_backward_kernel(const T* grad, const token_strides gs,
 
 // Offsets and ids_restore of an unpack, checked once per sample / token; false when the element
 // must not be read (it then gets zeros, or the mask token).
-__device__ inline bool check_unpack(const std::int32_t* cu_seqlens,
-                                    const std::int64_t* ids_restore, std::int64_t batch,
-                                    std::int64_t num_tokens, std::int64_t total, std::int64_t b,
-                                    std::int64_t n, bool record, const error_sink& errors) {
+__device__ inline bool check_unpack(const std::int32_t* cu_seqlens, const std::int64_t* ids_restore,
+                                    std::int64_t batch, std::int64_t num_tokens, std::int64_t total,
+                                    std::int64_t b, std::int64_t n, bool record,
+                                    const error_sink& errors) {
   bool ok = true;
   const std::int64_t count = packed_count(cu_seqlens, b);
   if (cu_seqlens[0] != 0 || cu_seqlens[batch] != total) {
     ok = false;
     if (record && b == 0 && n == 0) {
       const bool first = cu_seqlens[0] != 0;
-      record_data_error(errors, data_error_key(0, first ? 0 : batch),
-                        integer_data_error(data_error_code::packed_total, first ? 0 : batch, 0,
-                                           first ? cu_seqlens[0] : cu_seqlens[batch],
-                                           first ? 0 : total));
+      record_data_error(
+          errors, data_error_key(0, first ? 0 : batch),
+          integer_data_error(data_error_code::packed_total, first ? 0 : batch, 0,
+                             first ? cu_seqlens[0] : cu_seqlens[batch], first ? 0 : total));
     }
   }
   if (count < 0 || count > num_tokens || cu_seqlens[b] < 0 || cu_seqlens[b + 1] > total) {
@@ -152,10 +159,10 @@ __device__ inline bool check_unpack(const std::int32_t* cu_seqlens,
 template <typename T>
 __global__ void unpack_kernel(const T* packed, const token_strides ps,
                               const std::int32_t* cu_seqlens, const std::int64_t* ids_restore,
-                              std::int64_t batch, std::int64_t num_tokens,
-                              std::int64_t channels, std::int64_t total, const T* mask_token,
-                              std::int64_t mask_stride, std::int64_t count, T* out,
-                              const token_strides os, const error_sink errors) {
+                              std::int64_t batch, std::int64_t num_tokens, std::int64_t channels,
+                              std::int64_t total, const T* mask_token, std::int64_t mask_stride,
+                              std::int64_t count, T* out, const token_strides os,
+                              const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t c = e % channels, n = (e / channels) % num_tokens;
     const std::int64_t b = e / (channels * num_tokens);
@@ -165,7 +172,8 @@ __global__ void unpack_kernel(const T* packed, const token_strides ps,
         ok ? restored_slot(ids_restore[b * num_tokens + n], packed_count(cu_seqlens, b))
            : padding_id;
     T* dst = out + token_offset(os, b, n) + c * os.channel;
-    if (slot == padding_id) copy_token(mask_token + c * mask_stride, mask_stride, dst, os.channel, 1);
+    if (slot == padding_id)
+      copy_token(mask_token + c * mask_stride, mask_stride, dst, os.channel, 1);
     else
       copy_token(packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)) + c * ps.channel,
                  ps.channel, dst, os.channel, 1);
@@ -188,8 +196,8 @@ __global__ void unpack_backward_kernel(const T* grad, const token_strides gs,
     for (std::int64_t n = 0; n < num_tokens; ++n)
       if (check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, false, errors) &&
           restored_slot(ids_restore[b * num_tokens + n], visible) == k)
-        add_token<Acc>(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, dst,
-                       ps.channel, 1);
+        add_token<Acc>(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, dst, ps.channel,
+                       1);
   }
 }
 
@@ -282,8 +290,8 @@ void pack_tokens_backward_async(float_type type, const void* grad, const token_s
     using T = decltype(tag);
     using Acc = typename accumulate_of<T>::type;
     pack_backward_kernel<Acc><<<blocks_for(count, pack_threads), pack_threads, 0, stream>>>(
-        static_cast<const T*>(grad), gs, ids_keep, cu_seqlens, slots, num_tokens, channels,
-        count, static_cast<T*>(grad_x), xs);
+        static_cast<const T*>(grad), gs, ids_keep, cu_seqlens, slots, num_tokens, channels, count,
+        static_cast<T*>(grad_x), xs);
     check_launch("pack_backward_kernel");
   });
 }
@@ -313,13 +321,11 @@ std::size_t unpack_tokens_backward_workspace_bytes(std::int64_t batch, std::int6
 }
 
 void unpack_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
-                                  const std::int32_t* cu_seqlens,
-                                  const std::int64_t* ids_restore, std::int64_t batch,
-                                  std::int64_t num_tokens, std::int64_t channels,
-                                  std::int64_t total, void* grad_packed,
-                                  const token_strides& ps, void* grad_mask_token,
-                                  void* workspace, std::size_t workspace_bytes,
-                                  cudaStream_t stream) {
+                                  const std::int32_t* cu_seqlens, const std::int64_t* ids_restore,
+                                  std::int64_t batch, std::int64_t num_tokens,
+                                  std::int64_t channels, std::int64_t total, void* grad_packed,
+                                  const token_strides& ps, void* grad_mask_token, void* workspace,
+                                  std::size_t workspace_bytes, cudaStream_t stream) {
   require_pack_shape(batch, 0, num_tokens, channels, total);
   detail::require(workspace_bytes >= unpack_tokens_backward_workspace_bytes(batch, channels),
                   "workspace_bytes", static_cast<std::int64_t>(workspace_bytes),
@@ -340,13 +346,13 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
     if (batch > 0) {
       unpack_mask_partials_kernel<Acc>
           <<<blocks_for(batch * channels, pack_threads), pack_threads, 0, stream>>>(
-              static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens,
-              channels, total, partials, errors);
+              static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
+              total, partials, errors);
       check_launch("unpack_mask_partials_kernel");
     }
-    unpack_mask_gradient_kernel<Acc><<<blocks_for(channels, pack_threads), pack_threads, 0,
-                                       stream>>>(partials, batch, channels,
-                                                 static_cast<T*>(grad_mask_token));
+    unpack_mask_gradient_kernel<Acc>
+        <<<blocks_for(channels, pack_threads), pack_threads, 0, stream>>>(
+            partials, batch, channels, static_cast<T*>(grad_mask_token));
     check_launch("unpack_mask_gradient_kernel");
   });
   end_checked_launch(stream);

@@ -46,13 +46,11 @@ std::size_t unpack_tokens_backward_workspace_bytes(std::int64_t batch, std::int6
 // grad_packed (total, C) and grad_mask_token (C, dense) of unpack_tokens; the mask-token
 // gradient sums per-sample partials in sample order, as the CPU does.
 void unpack_tokens_backward_async(float_type type, const void* grad, const token_strides& gs,
-                                  const std::int32_t* cu_seqlens,
-                                  const std::int64_t* ids_restore, std::int64_t batch,
-                                  std::int64_t num_tokens, std::int64_t channels,
-                                  std::int64_t total, void* grad_packed,
-                                  const token_strides& ps, void* grad_mask_token,
-                                  void* workspace, std::size_t workspace_bytes,
-                                  cudaStream_t stream);
+                                  const std::int32_t* cu_seqlens, const std::int64_t* ids_restore,
+                                  std::int64_t batch, std::int64_t num_tokens,
+                                  std::int64_t channels, std::int64_t total, void* grad_packed,
+                                  const token_strides& ps, void* grad_mask_token, void* workspace,
+                                  std::size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace mwm

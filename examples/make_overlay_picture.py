@@ -14,7 +14,12 @@ import numpy as np
 import torch
 
 import mwm
-from mwm.grounding import bank_region_map, load_prompt_bank, masker_kwargs_from_prompt_bank, mwm_region_map
+from mwm.grounding import (
+    bank_region_map,
+    load_prompt_bank,
+    masker_kwargs_from_prompt_bank,
+    mwm_region_map,
+)
 from mwm.viz import overlay_figure
 
 SIZE = 224

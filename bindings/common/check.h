@@ -23,8 +23,8 @@ inline void check_dtype(const at::Tensor& t, const char* name, at::ScalarType dt
 }
 
 inline void check_dim(const at::Tensor& t, const char* name, int64_t dim) {
-  TORCH_CHECK_VALUE(t.dim() == dim, "mwm: ", name, " must have ", dim,
-                    " dimensions, got shape ", shape_text(t));
+  TORCH_CHECK_VALUE(t.dim() == dim, "mwm: ", name, " must have ", dim, " dimensions, got shape ",
+                    shape_text(t));
 }
 
 inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref,

@@ -13,8 +13,7 @@ at::Tensor run(const token_call& call) {
   mwm::validate_keep_ids(call.ids.const_data_ptr<int64_t>(), call.batch, call.slots,
                          call.num_tokens);
   auto out = at::empty({call.batch, call.slots, call.channels}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gather_tokens",
-                                  [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gather_tokens", [&] {
     const auto* src = x.const_data_ptr<scalar_t>();
     auto* dst = out.mutable_data_ptr<scalar_t>();
     const auto xs = token_strides_of(x);

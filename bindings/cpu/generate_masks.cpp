@@ -10,11 +10,11 @@ namespace {
 
 mask_outputs run(const mask_call& call) {
   const mwm::mask_request& request = call.request;
-  const auto out = mwm::tensors::generate_masks(call.sample_index, request.grid, request.policy,
-                                                request.seed, call.regions, call.scores,
-                                                request.non_finite);
-  return std::make_tuple(out.mask, out.num_masked, out.ids_shuffle, out.ids_restore,
-                         out.ids_keep, out.ids_masked, out.noise);
+  const auto out =
+      mwm::tensors::generate_masks(call.sample_index, request.grid, request.policy, request.seed,
+                                   call.regions, call.scores, request.non_finite);
+  return std::make_tuple(out.mask, out.num_masked, out.ids_shuffle, out.ids_restore, out.ids_keep,
+                         out.ids_masked, out.noise);
 }
 
 }  // namespace

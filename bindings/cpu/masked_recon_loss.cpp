@@ -42,9 +42,8 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
   const int64_t bad = first_bad.load();
   // Throws (ValueError) for a non-finite target patch, and under nonfinite "error" for a result
   // that would hold a NaN or an infinity.
-  const Acc loss = mwm::finish_loss(in, per_patch, bad == std::numeric_limits<int64_t>::max()
-                                                       ? int64_t(-1)
-                                                       : bad);
+  const Acc loss = mwm::finish_loss(in, per_patch,
+                                    bad == std::numeric_limits<int64_t>::max() ? int64_t(-1) : bad);
   const bool per_patch_result = call.options.reduction == mwm::loss_reduction::none;
   // A float16 (or bfloat16) result, when both inputs have that type, can overflow in the final
   // rounding alone; finish_loss has checked the float32 values (all finite for none; mean's 0/0
@@ -64,8 +63,7 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
                         per_patch_result ? "of sample " + std::to_string(i / n) + ", patch " +
                                                std::to_string(i % n) + " "
                                          : std::string(),
-                        "= ", static_cast<double>(v),
-                        " overflows ", half ? "float16" : "bfloat16",
+                        "= ", static_cast<double>(v), " overflows ", half ? "float16" : "bfloat16",
                         " (the dtype of both inputs); pass a float32 target, or nonfinite = "
                         "\"propagate\" to get the infinity");
     }
@@ -77,17 +75,17 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
 at::Tensor run(const loss_call& call, const at::Tensor& pred, const at::Tensor& target) {
   const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
   at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
-                                  "masked_recon_loss", [&] {
-    using P = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(),
-                                    "masked_recon_loss", [&] {
-      using T = scalar_t;
-      using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
-                                     double, float>;
-      out = loss_forward<Acc, P, T>(call, pred, target, out_dtype);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, pred.scalar_type(), "masked_recon_loss", [&] {
+        using P = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(
+            at::kHalf, at::kBFloat16, target.scalar_type(), "masked_recon_loss", [&] {
+              using T = scalar_t;
+              using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
+                                             double, float>;
+              out = loss_forward<Acc, P, T>(call, pred, target, out_dtype);
+            });
+      });
   return out;
 }
 

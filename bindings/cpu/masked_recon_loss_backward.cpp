@@ -19,8 +19,8 @@ void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tens
   const int64_t count = call.batch * call.num_patches();
   const auto upstream = grad.to(call.accumulate).contiguous();
   const Acc* grad_out = upstream.template const_data_ptr<Acc>();
-  const Acc denominator = mwm::loss_denominator(
-      call.options.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+  const Acc denominator = mwm::loss_denominator(call.options.reduction,
+                                                mwm::coefficient_total(in.mask, in.weight, count));
   const auto gs = layout_strides(call.geometry, call.patch_layout, grad_pred.strides());
   P* out = grad_pred.template mutable_data_ptr<P>();
   at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),
@@ -35,17 +35,17 @@ at::Tensor run(const loss_call& call, const at::Tensor& grad, const at::Tensor& 
                const at::Tensor& target) {
   auto grad_pred =
       at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
-                                  "masked_recon_loss_backward", [&] {
-    using P = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(),
-                                    "masked_recon_loss_backward", [&] {
-      using T = scalar_t;
-      using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
-                                     double, float>;
-      loss_backward<Acc, P, T>(call, grad, pred, target, grad_pred);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, pred.scalar_type(), "masked_recon_loss_backward", [&] {
+        using P = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(
+            at::kHalf, at::kBFloat16, target.scalar_type(), "masked_recon_loss_backward", [&] {
+              using T = scalar_t;
+              using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
+                                             double, float>;
+              loss_backward<Acc, P, T>(call, grad, pred, target, grad_pred);
+            });
+      });
   return grad_pred;
 }
 

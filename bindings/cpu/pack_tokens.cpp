@@ -15,8 +15,8 @@ namespace {
 // The offsets ids_keep gives, checked against the cu_seqlens a backward receives.
 void require_offsets_of(const pack_call& call) {
   std::vector<std::int32_t> expected(static_cast<std::size_t>(call.batch + 1));
-  mwm::packed_offsets(call.ids.const_data_ptr<int64_t>(), call.batch, call.slots,
-                      call.num_tokens, expected.data());
+  mwm::packed_offsets(call.ids.const_data_ptr<int64_t>(), call.batch, call.slots, call.num_tokens,
+                      expected.data());
   const auto* given = call.cu_seqlens.const_data_ptr<std::int32_t>();
   for (int64_t b = 0; b <= call.batch; ++b)
     TORCH_CHECK_VALUE(given[b] == expected[b], "mwm: cu_seqlens[", b, "] = ", given[b],
@@ -49,26 +49,26 @@ at::Tensor pack_backward(const pack_call& call) {
   const at::Tensor& grad = call.rows;
   require_offsets_of(call);
   auto grad_x = at::empty({call.batch, call.num_tokens, call.channels}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                  "pack_tokens_backward", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    const auto* src = grad.const_data_ptr<scalar_t>();
-    auto* dst = grad_x.mutable_data_ptr<scalar_t>();
-    const auto gs = packed_strides_of(grad);
-    const auto xs = rows_strides_of(grad_x);
-    const auto* ids = call.ids.const_data_ptr<int64_t>();
-    const auto* offsets = call.cu_seqlens.const_data_ptr<std::int32_t>();
-    at::parallel_for(0, call.batch, 1, [&](int64_t begin, int64_t end) {
-      mwm::pack_tokens_backward<Acc>(src, gs, ids, call.slots, offsets, call.num_tokens,
-                                     call.channels, dst, xs, begin, end);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad.scalar_type(), "pack_tokens_backward", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        const auto* src = grad.const_data_ptr<scalar_t>();
+        auto* dst = grad_x.mutable_data_ptr<scalar_t>();
+        const auto gs = packed_strides_of(grad);
+        const auto xs = rows_strides_of(grad_x);
+        const auto* ids = call.ids.const_data_ptr<int64_t>();
+        const auto* offsets = call.cu_seqlens.const_data_ptr<std::int32_t>();
+        at::parallel_for(0, call.batch, 1, [&](int64_t begin, int64_t end) {
+          mwm::pack_tokens_backward<Acc>(src, gs, ids, call.slots, offsets, call.num_tokens,
+                                         call.channels, dst, xs, begin, end);
+        });
+      });
   return grad_x;
 }
 
 void validate_unpack(const pack_call& call) {
-  mwm::validate_offsets(call.cu_seqlens.const_data_ptr<std::int32_t>(), call.batch,
-                        call.num_rows, call.num_tokens);
+  mwm::validate_offsets(call.cu_seqlens.const_data_ptr<std::int32_t>(), call.batch, call.num_rows,
+                        call.num_tokens);
   mwm::validate_restore_ids(call.ids.const_data_ptr<int64_t>(), nullptr, call.batch,
                             call.num_tokens, 0);
 }
@@ -78,20 +78,20 @@ at::Tensor unpack(const pack_call& call) {
   validate_unpack(call);
   const at::Tensor& mask_token = *call.mask_token;
   auto out = at::empty({call.batch, call.num_tokens, call.channels}, packed.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, packed.scalar_type(),
-                                  "unpack_tokens", [&] {
-    const auto* src = packed.const_data_ptr<scalar_t>();
-    const auto* token = mask_token.const_data_ptr<scalar_t>();
-    auto* dst = out.mutable_data_ptr<scalar_t>();
-    const auto ps = packed_strides_of(packed);
-    const auto os = rows_strides_of(out);
-    const auto* ids = call.ids.const_data_ptr<int64_t>();
-    const auto* offsets = call.cu_seqlens.const_data_ptr<std::int32_t>();
-    at::parallel_for(0, call.batch, 1, [&](int64_t begin, int64_t end) {
-      mwm::unpack_tokens(src, ps, offsets, ids, call.num_tokens, call.channels, token,
-                         mask_token.stride(0), dst, os, begin, end);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, packed.scalar_type(), "unpack_tokens", [&] {
+        const auto* src = packed.const_data_ptr<scalar_t>();
+        const auto* token = mask_token.const_data_ptr<scalar_t>();
+        auto* dst = out.mutable_data_ptr<scalar_t>();
+        const auto ps = packed_strides_of(packed);
+        const auto os = rows_strides_of(out);
+        const auto* ids = call.ids.const_data_ptr<int64_t>();
+        const auto* offsets = call.cu_seqlens.const_data_ptr<std::int32_t>();
+        at::parallel_for(0, call.batch, 1, [&](int64_t begin, int64_t end) {
+          mwm::unpack_tokens(src, ps, offsets, ids, call.num_tokens, call.channels, token,
+                             mask_token.stride(0), dst, os, begin, end);
+        });
+      });
   return out;
 }
 
@@ -100,25 +100,25 @@ std::tuple<at::Tensor, at::Tensor> unpack_backward(const pack_call& call) {
   validate_unpack(call);
   auto grad_packed = at::empty({call.num_rows, call.channels}, grad.options());
   auto grad_token = at::empty({call.channels}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                  "unpack_tokens_backward", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    std::vector<Acc> partials(static_cast<std::size_t>(call.batch * call.channels));
-    const auto* src = grad.const_data_ptr<scalar_t>();
-    auto* dst = grad_packed.mutable_data_ptr<scalar_t>();
-    const auto gs = rows_strides_of(grad);
-    const auto ps = packed_strides_of(grad_packed);
-    const auto* ids = call.ids.const_data_ptr<int64_t>();
-    const auto* offsets = call.cu_seqlens.const_data_ptr<std::int32_t>();
-    at::parallel_for(0, call.batch, 1, [&](int64_t begin, int64_t end) {
-      mwm::unpack_tokens_backward<Acc>(src, gs, offsets, ids, call.num_tokens, call.channels,
-                                       dst, ps, partials.data(), begin, end);
-    });
-    std::vector<Acc> total(static_cast<std::size_t>(call.channels));
-    mwm::sum_mask_partials(partials.data(), call.batch, call.channels, total.data());
-    auto* token = grad_token.mutable_data_ptr<scalar_t>();
-    for (int64_t c = 0; c < call.channels; ++c) token[c] = static_cast<scalar_t>(total[c]);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad.scalar_type(), "unpack_tokens_backward", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        std::vector<Acc> partials(static_cast<std::size_t>(call.batch * call.channels));
+        const auto* src = grad.const_data_ptr<scalar_t>();
+        auto* dst = grad_packed.mutable_data_ptr<scalar_t>();
+        const auto gs = rows_strides_of(grad);
+        const auto ps = packed_strides_of(grad_packed);
+        const auto* ids = call.ids.const_data_ptr<int64_t>();
+        const auto* offsets = call.cu_seqlens.const_data_ptr<std::int32_t>();
+        at::parallel_for(0, call.batch, 1, [&](int64_t begin, int64_t end) {
+          mwm::unpack_tokens_backward<Acc>(src, gs, offsets, ids, call.num_tokens, call.channels,
+                                           dst, ps, partials.data(), begin, end);
+        });
+        std::vector<Acc> total(static_cast<std::size_t>(call.channels));
+        mwm::sum_mask_partials(partials.data(), call.batch, call.channels, total.data());
+        auto* token = grad_token.mutable_data_ptr<scalar_t>();
+        for (int64_t c = 0; c < call.channels; ++c) token[c] = static_cast<scalar_t>(total[c]);
+      });
   return std::make_tuple(grad_packed, grad_token);
 }
 

@@ -37,8 +37,7 @@ mask_outputs run(const mask_call& call) {
   auto workspace = workspace_like(call.sample_index, bytes);
   mwm::gpu::generate_masks_async(request, out, workspace.mutable_data_ptr(), bytes,
                                  current_stream());
-  return std::make_tuple(mask, num_masked, ids_shuffle, ids_restore, ids_keep, ids_masked,
-                         noise);
+  return std::make_tuple(mask, num_masked, ids_shuffle, ids_restore, ids_keep, ids_masked, noise);
 }
 
 }  // namespace

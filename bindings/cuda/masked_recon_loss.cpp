@@ -42,9 +42,9 @@ at::Tensor forward(const loss_call& call, const at::Tensor& pred, const at::Tens
   const auto [p, t] = launchable_pair(pred, target);
   const auto view = view_of(call, p, t);
   const bool per_patch = call.options.reduction == mwm::loss_reduction::none;
-  auto out = per_patch ? at::empty({call.batch, call.num_patches()},
-                                   pred.options().dtype(call.accumulate))
-                       : at::empty({}, pred.options().dtype(call.accumulate));
+  auto out =
+      per_patch ? at::empty({call.batch, call.num_patches()}, pred.options().dtype(call.accumulate))
+                : at::empty({}, pred.options().dtype(call.accumulate));
   const std::size_t bytes = mwm::gpu::loss_workspace_bytes(view);
   auto workspace = workspace_like(pred, bytes);
   mwm::gpu::masked_recon_loss_async(view, out.mutable_data_ptr(), workspace.mutable_data_ptr(),
@@ -65,8 +65,7 @@ at::Tensor backward(const loss_call& call, const at::Tensor& grad, const at::Ten
   auto workspace = workspace_like(pred, bytes);
   mwm::gpu::masked_recon_loss_backward_async(view, upstream.const_data_ptr(),
                                              grad_pred.mutable_data_ptr(), gs,
-                                             workspace.mutable_data_ptr(), bytes,
-                                             current_stream());
+                                             workspace.mutable_data_ptr(), bytes, current_stream());
   return grad_pred.to(pred.scalar_type());
 }
 

@@ -24,11 +24,10 @@ std::tuple<at::Tensor, at::Tensor> pack(const pack_call& call) {
                                current_stream());
   const int64_t total = cu[call.batch].item<int64_t>();  // synchronizes: the size is data
   auto packed = at::empty({total, call.channels}, x.options());
-  mwm::gpu::pack_tokens_async(float_type_of(x.scalar_type()), x.const_data_ptr(),
-                              rows_strides_of(x), call.ids.const_data_ptr<int64_t>(),
-                              cu.const_data_ptr<std::int32_t>(), call.batch, call.slots,
-                              call.channels, total, packed.mutable_data_ptr(),
-                              packed_strides_of(packed), current_stream());
+  mwm::gpu::pack_tokens_async(
+      float_type_of(x.scalar_type()), x.const_data_ptr(), rows_strides_of(x),
+      call.ids.const_data_ptr<int64_t>(), cu.const_data_ptr<std::int32_t>(), call.batch, call.slots,
+      call.channels, total, packed.mutable_data_ptr(), packed_strides_of(packed), current_stream());
   return std::make_tuple(packed, cu);
 }
 
@@ -69,8 +68,8 @@ std::tuple<at::Tensor, at::Tensor> unpack_backward(const pack_call& call) {
       float_type_of(grad.scalar_type()), grad.const_data_ptr(), rows_strides_of(grad),
       call.cu_seqlens.const_data_ptr<std::int32_t>(), call.ids.const_data_ptr<int64_t>(),
       call.batch, call.num_tokens, call.channels, call.num_rows, grad_packed.mutable_data_ptr(),
-      packed_strides_of(grad_packed), grad_token.mutable_data_ptr(),
-      workspace.mutable_data_ptr(), bytes, current_stream());
+      packed_strides_of(grad_packed), grad_token.mutable_data_ptr(), workspace.mutable_data_ptr(),
+      bytes, current_stream());
   return std::make_tuple(grad_packed, grad_token);
 }
 

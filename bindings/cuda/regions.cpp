@@ -16,8 +16,8 @@ namespace {
 // device per call, so the ops can be captured in a CUDA graph.
 template <typename T, typename Source>
 mwm::gpu::host_values<T> launch_values(const std::vector<Source>& values, const char* name) {
-  TORCH_CHECK_VALUE(static_cast<int64_t>(values.size()) <= mwm::gpu::max_host_values, "mwm: ",
-                    name, " size = ", values.size(), ": the CUDA op takes at most ",
+  TORCH_CHECK_VALUE(static_cast<int64_t>(values.size()) <= mwm::gpu::max_host_values, "mwm: ", name,
+                    " size = ", values.size(), ": the CUDA op takes at most ",
                     mwm::gpu::max_host_values, " (they travel in the kernel's parameters)");
   mwm::gpu::host_values<T> out;
   out.count = static_cast<std::int32_t>(values.size());
@@ -32,10 +32,10 @@ at::Tensor from_thresholds(const regions_call& call) {
   mwm::validate_thresholds(cut);
   auto regions = at::empty(input.sizes(), input.options().dtype(at::kInt));
   if (input.numel() == 0) return regions;
-  mwm::gpu::regions_from_thresholds_async(
-      input.const_data_ptr<float>(), input.size(0), input.size(1),
-      launch_values<float>(cut, "thresholds"), call.non_finite,
-      regions.mutable_data_ptr<int32_t>(), current_stream());
+  mwm::gpu::regions_from_thresholds_async(input.const_data_ptr<float>(), input.size(0),
+                                          input.size(1), launch_values<float>(cut, "thresholds"),
+                                          call.non_finite, regions.mutable_data_ptr<int32_t>(),
+                                          current_stream());
   return regions;
 }
 
@@ -51,10 +51,9 @@ at::Tensor from_quantiles(const regions_call& call) {
   const auto counts = launch_values<std::int64_t>(top_counts, "quantiles");
   const std::size_t bytes = mwm::gpu::quantile_workspace_bytes(batch, n);
   auto workspace = workspace_like(input, bytes);
-  mwm::gpu::regions_from_quantiles_async(
-      input.const_data_ptr<float>(), batch, n, counts, call.non_finite,
-      regions.mutable_data_ptr<int32_t>(), workspace.mutable_data_ptr(), bytes,
-      current_stream());
+  mwm::gpu::regions_from_quantiles_async(input.const_data_ptr<float>(), batch, n, counts,
+                                         call.non_finite, regions.mutable_data_ptr<int32_t>(),
+                                         workspace.mutable_data_ptr(), bytes, current_stream());
   return regions;
 }
 

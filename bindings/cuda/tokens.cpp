@@ -14,9 +14,9 @@ at::Tensor gather(const token_call& call) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto out = at::empty({call.batch, call.slots, call.channels}, x.options());
   mwm::gpu::gather_tokens_async(float_type_of(x.scalar_type()), x.const_data_ptr(),
-                                token_strides_of(x), call.ids.const_data_ptr<int64_t>(),
-                                call.batch, call.slots, call.num_tokens, call.channels,
-                                out.mutable_data_ptr(), token_strides_of(out), current_stream());
+                                token_strides_of(x), call.ids.const_data_ptr<int64_t>(), call.batch,
+                                call.slots, call.num_tokens, call.channels, out.mutable_data_ptr(),
+                                token_strides_of(out), current_stream());
   return out;
 }
 
@@ -27,11 +27,11 @@ at::Tensor gather_backward(const token_call& call) {
   const std::size_t bytes =
       mwm::gpu::gather_tokens_backward_workspace_bytes(call.batch, call.slots, call.num_tokens);
   auto workspace = workspace_like(grad, bytes);
-  mwm::gpu::gather_tokens_backward_async(
-      float_type_of(grad.scalar_type()), grad.const_data_ptr(), token_strides_of(grad),
-      call.ids.const_data_ptr<int64_t>(), call.batch, call.slots, call.num_tokens, call.channels,
-      grad_x.mutable_data_ptr(), token_strides_of(grad_x), workspace.mutable_data_ptr(), bytes,
-      current_stream());
+  mwm::gpu::gather_tokens_backward_async(float_type_of(grad.scalar_type()), grad.const_data_ptr(),
+                                         token_strides_of(grad), call.ids.const_data_ptr<int64_t>(),
+                                         call.batch, call.slots, call.num_tokens, call.channels,
+                                         grad_x.mutable_data_ptr(), token_strides_of(grad_x),
+                                         workspace.mutable_data_ptr(), bytes, current_stream());
   return grad_x;
 }
 

@@ -15,8 +15,7 @@ at::Tensor run(const upsample_call& call) {
   mwm::gpu::upsample_patch_map_async(
       reinterpret_cast<const std::uint8_t*>(call.values.const_data_ptr<bool>()),
       call.values.size(0), call.grid, call.depth_factor, call.height_factor, call.width_factor,
-      call.invert, reinterpret_cast<std::uint8_t*>(out.mutable_data_ptr<bool>()),
-      current_stream());
+      call.invert, reinterpret_cast<std::uint8_t*>(out.mutable_data_ptr<bool>()), current_stream());
   return out;
 }
 

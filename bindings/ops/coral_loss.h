@@ -51,8 +51,9 @@ inline void check_coral_backward_args(const at::Tensor& grad_loss,
                     ": must hold one value (the gradient of the scalar loss)");
   check_dtype(grad_loss, "grad_loss", x.scalar_type());
   // A CPU value is fine (read as a scalar without a device transfer); any other device is not.
-  TORCH_CHECK(grad_loss.device() == x.device() || grad_loss.device().is_cpu(), "mwm: grad_loss is on ",
-              grad_loss.device(), " but x is on ", x.device(), ": it must be on x's device or the CPU");
+  TORCH_CHECK(grad_loss.device() == x.device() || grad_loss.device().is_cpu(),
+              "mwm: grad_loss is on ", grad_loss.device(), " but x is on ", x.device(),
+              ": it must be on x's device or the CPU");
   check_dim(cov_diff, "cov_diff", 2);
   check_dtype(cov_diff, "cov_diff", x.scalar_type());
   check_size(cov_diff, "cov_diff", 0, d, "d");

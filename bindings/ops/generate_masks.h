@@ -27,22 +27,22 @@
 #include "common/parse.h"
 
 // X(argument name, field of mwm::mask_request)
-#define MWM_MASK_OPTIONS(X)                        \
-  X(policy, policy.kind)                           \
-  X(ratio, policy.ratio)                           \
-  X(region_ratios, policy.region_ratios)           \
-  X(rounding, policy.rounding)                     \
-  X(order, policy.order)                           \
-  X(coarse_factor, policy.coarse_factor)           \
-  X(hard_share, policy.hard_share)                 \
-  X(attention_mode, policy.attention)              \
-  X(hint_pool_share, policy.hint_pool_share)       \
-  X(hint_share, policy.hint_share)                 \
-  X(weight_floor, policy.weight_floor)             \
-  X(block_min_patches, policy.block.min_patches)   \
-  X(block_max_patches, policy.block.max_patches)   \
-  X(block_min_aspect, policy.block.min_aspect)     \
-  X(block_max_aspect, policy.block.max_aspect)     \
+#define MWM_MASK_OPTIONS(X)                      \
+  X(policy, policy.kind)                         \
+  X(ratio, policy.ratio)                         \
+  X(region_ratios, policy.region_ratios)         \
+  X(rounding, policy.rounding)                   \
+  X(order, policy.order)                         \
+  X(coarse_factor, policy.coarse_factor)         \
+  X(hard_share, policy.hard_share)               \
+  X(attention_mode, policy.attention)            \
+  X(hint_pool_share, policy.hint_pool_share)     \
+  X(hint_share, policy.hint_share)               \
+  X(weight_floor, policy.weight_floor)           \
+  X(block_min_patches, policy.block.min_patches) \
+  X(block_max_patches, policy.block.max_patches) \
+  X(block_min_aspect, policy.block.min_aspect)   \
+  X(block_max_aspect, policy.block.max_aspect)   \
   X(nan_policy, non_finite)
 
 namespace mwm_bindings {
@@ -85,9 +85,7 @@ inline const choices<mwm::attention_mode>& choices_for(mwm::attention_mode) {
   return table;
 }
 
-inline const choices<mwm::nan_policy>& choices_for(mwm::nan_policy) {
-  return nan_policy_choices();
-}
+inline const choices<mwm::nan_policy>& choices_for(mwm::nan_policy) { return nan_policy_choices(); }
 
 // ------------------------------------------- how an option of each field type crosses the op
 
@@ -163,7 +161,7 @@ inline std::string generate_masks_schema() {
   std::string schema =
       "generate_masks(Tensor sample_index, int[] grid, Tensor? regions=None, "
       "Tensor? scores=None, int seed=0";
-#define MWM_SCHEMA_ARGUMENT(name, field)                                                 \
+#define MWM_SCHEMA_ARGUMENT(name, field)                                              \
   schema += std::string(", ") + MWM_MASK_OPTION(field)::schema_type + " " #name "=" + \
             MWM_MASK_OPTION(field)::text(defaults.field);
   MWM_MASK_OPTIONS(MWM_SCHEMA_ARGUMENT)

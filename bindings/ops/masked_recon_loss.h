@@ -34,9 +34,8 @@ inline constexpr char masked_recon_loss_backward_schema[] =
     "str reduction) -> Tensor";
 
 inline mwm::recon_error parse_recon_error(c10::string_view v) {
-  return parse_choice<mwm::recon_error>("error", v,
-                                        {{"mse", mwm::recon_error::mse},
-                                         {"l1", mwm::recon_error::l1}});
+  return parse_choice<mwm::recon_error>(
+      "error", v, {{"mse", mwm::recon_error::mse}, {"l1", mwm::recon_error::l1}});
 }
 
 inline mwm::loss_reduction parse_loss_reduction(c10::string_view v) {
@@ -48,9 +47,9 @@ inline mwm::loss_reduction parse_loss_reduction(c10::string_view v) {
 }
 
 inline mwm::nonfinite_policy parse_nonfinite(c10::string_view v) {
-  return parse_choice<mwm::nonfinite_policy>("nonfinite", v,
-                                             {{"error", mwm::nonfinite_policy::error},
-                                              {"propagate", mwm::nonfinite_policy::propagate}});
+  return parse_choice<mwm::nonfinite_policy>(
+      "nonfinite", v,
+      {{"error", mwm::nonfinite_policy::error}, {"propagate", mwm::nonfinite_policy::propagate}});
 }
 
 // True for the patch layout (B, N, P), false for the image layout.
@@ -121,12 +120,11 @@ inline loss_call prepare_loss_call(const at::Tensor& pred, const at::Tensor& tar
                     "mwm: target has shape ", shape_text(target), ": expected (B, C, ",
                     volumetric ? "D, H, W" : "H, W", ") for patch_size ", patch_size);
   call.batch = target.size(0);
-  call.geometry =
-      volumetric ? mwm::make_geometry_3d(target.size(1), target.size(2), target.size(3),
-                                         target.size(4), patch_size[0], patch_size[1],
-                                         patch_size[2])
-                 : mwm::make_geometry_2d(target.size(1), target.size(2), target.size(3),
-                                         patch_size[0], patch_size[1]);
+  call.geometry = volumetric ? mwm::make_geometry_3d(target.size(1), target.size(2), target.size(3),
+                                                     target.size(4), patch_size[0], patch_size[1],
+                                                     patch_size[2])
+                             : mwm::make_geometry_2d(target.size(1), target.size(2), target.size(3),
+                                                     patch_size[0], patch_size[1]);
   mwm::validate_loss_geometry(call.geometry, call.options);
   const int64_t n = call.num_patches();
   if (call.patch_layout) {
@@ -187,8 +185,7 @@ inline int64_t band_grain(const loss_call& call) {
 }
 
 // The forward for one backend: `Run` computes the loss of a checked call.
-using loss_run = at::Tensor (*)(const loss_call&, const at::Tensor& pred,
-                                const at::Tensor& target);
+using loss_run = at::Tensor (*)(const loss_call&, const at::Tensor& pred, const at::Tensor& target);
 
 template <loss_run Run>
 at::Tensor masked_recon_loss_op(const at::Tensor& pred, const at::Tensor& target,
@@ -197,8 +194,8 @@ at::Tensor masked_recon_loss_op(const at::Tensor& pred, const at::Tensor& target
                                 bool norm_target, c10::string_view error,
                                 c10::string_view reduction, c10::string_view nonfinite) {
   return translate_errors([&] {
-    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction, nonfinite);
+    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout, norm_target,
+                                        error, reduction, nonfinite);
     return Run(call, pred, target);
   });
 }
@@ -215,16 +212,16 @@ at::Tensor masked_recon_loss_backward_op(const at::Tensor& grad, const at::Tenso
                                          bool norm_target, c10::string_view error,
                                          c10::string_view reduction) {
   return translate_errors([&] {
-    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout,
-                                        norm_target, error, reduction);
+    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout, norm_target,
+                                        error, reduction);
     TORCH_CHECK_TYPE(grad.is_floating_point(), "mwm: grad must be floating point, got ",
                      c10::toString(grad.scalar_type()));
     check_same_device(grad, "grad", pred, "pred");
     if (call.options.reduction == mwm::loss_reduction::none) {
-      TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == call.batch &&
-                            grad.size(1) == call.num_patches(),
-                        "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (",
-                        call.batch, ", ", call.num_patches(), ")");
+      TORCH_CHECK_VALUE(
+          grad.dim() == 2 && grad.size(0) == call.batch && grad.size(1) == call.num_patches(),
+          "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (", call.batch,
+          ", ", call.num_patches(), ")");
     } else {
       TORCH_CHECK_VALUE(grad.numel() == 1, "mwm: grad has shape ", shape_text(grad),
                         ": a reduced loss expects a single value");

@@ -49,8 +49,7 @@ inline void check_pack_float(const at::Tensor& t, const char* name) {
                    c10::toString(s));
 }
 
-inline void check_pack_rows(const at::Tensor& t, const char* name, int64_t dim,
-                            const char* shape) {
+inline void check_pack_rows(const at::Tensor& t, const char* name, int64_t dim, const char* shape) {
   check_pack_float(t, name);
   TORCH_CHECK_VALUE(t.dim() == dim, "mwm: ", name, " has shape ", shape_text(t), ": expected ",
                     shape);
@@ -65,12 +64,11 @@ inline void check_pack_ids(const at::Tensor& ids, const char* name, const at::Te
 }
 
 // cu_seqlens (B + 1,) int32 on the device of `ref`; returns B.
-inline int64_t check_cu_seqlens(const at::Tensor& cu, const at::Tensor& ref,
-                                const char* ref_name) {
+inline int64_t check_cu_seqlens(const at::Tensor& cu, const at::Tensor& ref, const char* ref_name) {
   check_dtype(cu, "cu_seqlens", at::kInt);
   check_same_device(cu, "cu_seqlens", ref, ref_name);
-  TORCH_CHECK_VALUE(cu.dim() == 1 && cu.size(0) >= 1, "mwm: cu_seqlens has shape ",
-                    shape_text(cu), ": expected (B + 1,)");
+  TORCH_CHECK_VALUE(cu.dim() == 1 && cu.size(0) >= 1, "mwm: cu_seqlens has shape ", shape_text(cu),
+                    ": expected (B + 1,)");
   return cu.size(0) - 1;
 }
 

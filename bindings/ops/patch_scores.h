@@ -52,15 +52,14 @@ inline at::Tensor patch_scores_on_cpu(const patch_scores_call& call) {
     const auto w = call.prompt_weights->to(at::kFloat).contiguous().cpu();
     weights.assign(w.const_data_ptr<float>(), w.const_data_ptr<float>() + w.numel());
   }
-  return mwm::tensors::patch_scores(call.heatmaps, make_grid(call.grid), call.options,
-                                    call.combine, weights);
+  return mwm::tensors::patch_scores(call.heatmaps, make_grid(call.grid), call.options, call.combine,
+                                    weights);
 }
 
 // The op for one backend: `Run` computes the scores of a checked call.
 template <at::Tensor (*Run)(const patch_scores_call&)>
 at::Tensor patch_scores_op(const at::Tensor& heatmaps, at::IntArrayRef grid,
-                           c10::string_view reduction, double threshold,
-                           c10::string_view combine,
+                           c10::string_view reduction, double threshold, c10::string_view combine,
                            const std::optional<at::Tensor>& prompt_weights,
                            c10::string_view nan_policy) {
   patch_scores_call call(heatmaps);

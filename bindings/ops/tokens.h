@@ -134,8 +134,7 @@ at::Tensor restore_tokens_op(const at::Tensor& x_vis, const at::Tensor& ids_rest
                     "mwm: mask_token has shape ", shape_text(mask_token), ": expected (C,) = (",
                     x_vis.size(2), ",)");
   TORCH_CHECK_VALUE(x_vis.size(1) <= ids_restore.size(1), "mwm: x_vis has ", x_vis.size(1),
-                    " tokens but ids_restore has ", ids_restore.size(1),
-                    ": K must not exceed N");
+                    " tokens but ids_restore has ", ids_restore.size(1), ": K must not exceed N");
   auto visible = checked_visible(num_visible, x_vis, "x_vis");
   return translate_errors([&] {
     token_call call(x_vis);

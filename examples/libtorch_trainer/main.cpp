@@ -29,12 +29,12 @@ torch::Tensor patchify(const torch::Tensor& images) {
 struct TinyMae : torch::nn::Module {
   TinyMae() {
     embed = register_module("embed", torch::nn::Linear(patch_dim, 64));
-    encoder = register_module("encoder", torch::nn::Sequential(torch::nn::Linear(64, 64),
-                                                                 torch::nn::GELU(),
-                                                                 torch::nn::Linear(64, 64)));
-    decoder = register_module("decoder", torch::nn::Sequential(torch::nn::Linear(64, 64),
-                                                                 torch::nn::GELU(),
-                                                                 torch::nn::Linear(64, patch_dim)));
+    encoder = register_module("encoder",
+                              torch::nn::Sequential(torch::nn::Linear(64, 64), torch::nn::GELU(),
+                                                    torch::nn::Linear(64, 64)));
+    decoder = register_module("decoder",
+                              torch::nn::Sequential(torch::nn::Linear(64, 64), torch::nn::GELU(),
+                                                    torch::nn::Linear(64, patch_dim)));
     position = register_parameter("position", torch::randn({1, patches, 64}) * 0.02);
     mask_token = register_parameter("mask_token", torch::zeros({1, 1, 64}));
   }
@@ -76,10 +76,10 @@ int main() {
     for (int64_t b = 0; b < batch; ++b) {
       const auto y = (b * 7 + step) % (image_size - 12);
       const auto x = (b * 5 + step * 3) % (image_size - 12);
-      images.index_put_({b, 0, torch::indexing::Slice(y, y + 12), torch::indexing::Slice(x, x + 12)},
-                        1.0);
-      heatmaps.index_put_({b, 0, torch::indexing::Slice(y, y + 12),
-                           torch::indexing::Slice(x, x + 12)}, 1.0);
+      images.index_put_(
+          {b, 0, torch::indexing::Slice(y, y + 12), torch::indexing::Slice(x, x + 12)}, 1.0);
+      heatmaps.index_put_(
+          {b, 0, torch::indexing::Slice(y, y + 12), torch::indexing::Slice(x, x + 12)}, 1.0);
     }
     const auto scores = mwm::tensors::patch_scores(heatmaps, grid);
     const auto regions = mwm::tensors::regions_from_thresholds(scores, {0.5f});
@@ -102,10 +102,11 @@ int main() {
       const auto roi = (regions == 1);
       const auto roi_ratio = (masks.mask & roi).sum().item<double>() / roi.sum().item<double>();
       const auto bg_ratio = (masks.mask & ~roi).sum().item<double>() / (~roi).sum().item<double>();
-      std::printf("step %2d  loss %.4f  masked %lld/%lld per sample  ROI masked %.2f  "
-                  "background masked %.2f\n",
-                  step, value, static_cast<long long>(masks.num_masked[0].item<int64_t>()),
-                  static_cast<long long>(patches), roi_ratio, bg_ratio);
+      std::printf(
+          "step %2d  loss %.4f  masked %lld/%lld per sample  ROI masked %.2f  "
+          "background masked %.2f\n",
+          step, value, static_cast<long long>(masks.num_masked[0].item<int64_t>()),
+          static_cast<long long>(patches), roi_ratio, bg_ratio);
     }
   }
   std::printf("loss went from %.4f to %.4f over %d steps\n", first_loss, last_loss, steps);

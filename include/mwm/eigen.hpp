@@ -22,13 +22,13 @@ using row_major_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen:
 
 // The outputs of generate_masks as Eigen matrices; noise has 0 columns when N exceeds 2^24.
 struct eigen_mask_batch {
-  row_major_matrix<bool> mask;                                  // (B, N), true = masked
-  Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> num_masked;    // (B)
-  row_major_matrix<std::int64_t> ids_shuffle;                   // (B, N)
-  row_major_matrix<std::int64_t> ids_restore;                   // (B, N)
-  row_major_matrix<std::int64_t> ids_keep;                      // (B, widths.keep), -1 padded
-  row_major_matrix<std::int64_t> ids_masked;                    // (B, widths.masked), -1 padded
-  row_major_matrix<float> noise;                                // (B, N)
+  row_major_matrix<bool> mask;                                // (B, N), true = masked
+  Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> num_masked;  // (B)
+  row_major_matrix<std::int64_t> ids_shuffle;                 // (B, N)
+  row_major_matrix<std::int64_t> ids_restore;                 // (B, N)
+  row_major_matrix<std::int64_t> ids_keep;                    // (B, widths.keep), -1 padded
+  row_major_matrix<std::int64_t> ids_masked;                  // (B, widths.masked), -1 padded
+  row_major_matrix<float> noise;                              // (B, N)
 };
 
 namespace detail {
@@ -62,7 +62,7 @@ inline void require_patch_columns(const char* argument, Eigen::Index columns,
 
 template <typename T>
 row_major_matrix<T> eigen_matrix_from(const std::vector<T>& values, std::int64_t rows,
-                                std::int64_t cols) {
+                                      std::int64_t cols) {
   row_major_matrix<T> out(rows, cols);
   std::copy(values.begin(), values.end(), out.data());
   return out;
@@ -78,10 +78,10 @@ row_major_matrix<float> heatmaps_to_scores(pooling_request request,
   detail::require(request.prompts > 0, "prompts", request.prompts, "must be positive");
   detail::require(heatmaps.rows() % request.prompts == 0, "heatmaps rows", heatmaps.rows(),
                   "must be batch * prompts with prompts = " + detail::to_text(request.prompts));
-  detail::require(static_cast<std::int64_t>(heatmaps.cols()) == request.shape.num_pixels(),
-                  "heatmaps columns", heatmaps.cols(),
-                  "must equal the heatmap's pixel count " +
-                      detail::to_text(request.shape.num_pixels()));
+  detail::require(
+      static_cast<std::int64_t>(heatmaps.cols()) == request.shape.num_pixels(), "heatmaps columns",
+      heatmaps.cols(),
+      "must equal the heatmap's pixel count " + detail::to_text(request.shape.num_pixels()));
   const auto values = detail::row_major_cast<float>(heatmaps);
   request.batch = static_cast<std::int64_t>(heatmaps.rows()) / request.prompts;
   row_major_matrix<float> scores(request.batch, request.grid.num_patches());

@@ -21,12 +21,12 @@ struct mask_request {
   std::int64_t batch = 0;
   mask_policy policy;
   std::uint64_t seed = 0;
-  std::uint64_t offset = 0;                // global sample index of sample 0
+  std::uint64_t offset = 0;                    // global sample index of sample 0
   const std::int64_t* sample_index = nullptr;  // (batch) global index per sample, else offset+b
-  const std::int32_t* regions = nullptr;   // (batch, N): per_region, fixed_total
-  const float* scores = nullptr;           // (batch, N): weighted, loss/attention guided
+  const std::int32_t* regions = nullptr;       // (batch, N): per_region, fixed_total
+  const float* scores = nullptr;               // (batch, N): weighted, loss/attention guided
   nan_policy non_finite = nan_policy::error;
-  int threads = 0;                         // 0: hardware concurrency
+  int threads = 0;  // 0: hardware concurrency
 };
 
 // Widths of ids_keep and ids_masked: exact for fixed-total policies, N (padded with -1)
@@ -83,8 +83,7 @@ inline void validate_request(const mask_request& request) {
 // Global sample index of sample b, the one Philox keys its draws with: sample_index[b] when
 // given, else offset + b. The CUDA kernels call this too.
 MWM_HOST_DEVICE MWM_INLINE std::uint64_t global_sample_index(const std::int64_t* sample_index,
-                                                             std::uint64_t offset,
-                                                             std::int64_t b) {
+                                                             std::uint64_t offset, std::int64_t b) {
   return sample_index ? static_cast<std::uint64_t>(sample_index[b])
                       : offset + static_cast<std::uint64_t>(b);
 }
@@ -120,9 +119,8 @@ inline void generate_sample_range(const mask_request& request, const policy_para
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int32_t* regions = request.regions ? request.regions + b * n : nullptr;
     const float* scores = request.scores ? request.scores + b * n : nullptr;
-    const std::int64_t visible =
-        select_sample(params, grid, regions, scores, request.seed,
-                      global_sample_index(request, b), ws, order.data());
+    const std::int64_t visible = select_sample(params, grid, regions, scores, request.seed,
+                                               global_sample_index(request, b), ws, order.data());
     write_sample_outputs(sample_rows(out, widths, n, b), order.data(), n, visible);
     if (out.num_masked) out.num_masked[b] = n - visible;
   }

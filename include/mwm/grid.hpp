@@ -52,9 +52,9 @@ inline grid_shape make_grid_3d(std::int64_t depth, std::int64_t height, std::int
   detail::require(depth > 0, "grid depth", depth, "must be positive");
   detail::require(height > 0, "grid height", height, "must be positive");
   detail::require(width > 0, "grid width", width, "must be positive");
-  detail::require(depth * height < max_patches_per_sample &&
-                      depth * height * width < max_patches_per_sample,
-                  "grid depth*height*width", depth * height * width, "must be below 2^31");
+  detail::require(
+      depth * height < max_patches_per_sample && depth * height * width < max_patches_per_sample,
+      "grid depth*height*width", depth * height * width, "must be below 2^31");
   return grid_shape{3, depth, height, width};
 }
 
@@ -106,8 +106,7 @@ inline patch_geometry make_geometry_3d(std::int64_t channels, std::int64_t depth
   const auto gd = detail::patches_along("image depth", depth, "patch depth", patch_depth);
   const auto gh = detail::patches_along("image height", height, "patch height", patch_height);
   const auto gw = detail::patches_along("image width", width, "patch width", patch_width);
-  return patch_geometry{make_grid_3d(gd, gh, gw), channels, patch_depth, patch_height,
-                        patch_width};
+  return patch_geometry{make_grid_3d(gd, gh, gw), channels, patch_depth, patch_height, patch_width};
 }
 
 }  // namespace mwm

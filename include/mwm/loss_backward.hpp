@@ -12,9 +12,8 @@ namespace mwm {
 // Writes the gradient of the patches of bands [begin, end) into grad (strides gs, every element
 // written). `upstream`: one value (mean, mean_eps, sum) or one per patch (none).
 template <typename Acc, typename P, typename T>
-void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc denominator,
-                    P* grad, const patch_strides& gs, std::int64_t begin, std::int64_t end,
-                    Acc* scratch) {
+void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc denominator, P* grad,
+                    const patch_strides& gs, std::int64_t begin, std::int64_t end, Acc* scratch) {
   const patch_geometry& g = in.geometry;
   const std::int64_t width = g.grid.width;
   const std::int64_t n = g.grid.num_patches();
@@ -65,6 +64,5 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
     if (!direct_grad) scatter_band(grads, factors, grad, gs, g, band);
   }
 }
-
 
 }  // namespace mwm

@@ -29,8 +29,7 @@ struct prefetch_range {
   std::int64_t bytes = 0;
 };
 
-inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid,
-                               std::int64_t band) {
+inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid, std::int64_t band) {
   const std::int64_t rows = grid.depth * grid.height;
   const std::int64_t b = band / rows;
   const std::int64_t d = (band % rows) / grid.height;
@@ -39,8 +38,8 @@ inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid,
 }
 
 template <bool Unit, typename Acc, typename T>
-void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g,
-                 const Acc* active, Acc* out, prefetch_range ahead) {
+void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g, const Acc* active,
+                 Acc* out, prefetch_range ahead) {
   constexpr std::int64_t line = 64;
   const std::int64_t p = g.patch_vector_size();
   const std::int64_t step = Unit ? 1 : s.width;
@@ -87,15 +86,14 @@ void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometr
         const T* src = row + x * s.grid_width;
         Acc* dst = out + x * p + first;
         for (std::int64_t pw = 0; pw < pw_count; ++pw)
-          for (int c = 0; c < C; ++c)
-            dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
+          for (int c = 0; c < C; ++c) dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
       }
     }
 }
 
 template <bool Unit, typename Acc, typename P>
-void scatter_rows(const Acc* in, const Acc* active, const patch_strides& s,
-                  const patch_geometry& g, P* base) {
+void scatter_rows(const Acc* in, const Acc* active, const patch_strides& s, const patch_geometry& g,
+                  P* base) {
   const std::int64_t p = g.patch_vector_size();
   const std::int64_t step = Unit ? 1 : s.width;
   for (std::int64_t c = 0; c < g.channels; ++c)
@@ -123,15 +121,17 @@ void scatter_rows(const Acc* in, const Acc* active, const patch_strides& s,
 // patch-vector order, converted to Acc; inactive patches are neither read nor written. The
 // `ahead` bytes are prefetched along the way.
 template <typename Acc, typename T>
-void gather_band(const T* data, const patch_strides& s, const patch_geometry& g,
-                 std::int64_t band, const Acc* active, Acc* out,
-                 detail::prefetch_range ahead = {}) {
+void gather_band(const T* data, const patch_strides& s, const patch_geometry& g, std::int64_t band,
+                 const Acc* active, Acc* out, detail::prefetch_range ahead = {}) {
   const T* base = data + detail::band_start(s, g.grid, band);
-  if (s.width == 1 && g.channels == 1) detail::gather_unit_rows<1>(base, s, g, active, out, ahead);
+  if (s.width == 1 && g.channels == 1)
+    detail::gather_unit_rows<1>(base, s, g, active, out, ahead);
   else if (s.width == 1 && g.channels == 3)
     detail::gather_unit_rows<3>(base, s, g, active, out, ahead);
-  else if (s.width == 1) detail::gather_rows<true>(base, s, g, active, out, ahead);
-  else detail::gather_rows<false>(base, s, g, active, out, ahead);
+  else if (s.width == 1)
+    detail::gather_rows<true>(base, s, g, active, out, ahead);
+  else
+    detail::gather_rows<false>(base, s, g, active, out, ahead);
 }
 
 namespace detail {
@@ -142,8 +142,8 @@ prefetch_range band_predictions(const P* pred, const patch_strides& ps, const pa
                                 std::int64_t band, bool dense) {
   if (!dense) return prefetch_range{};
   const std::int64_t first = band * g.grid.width;
-  const P* start = pred + patch_start(ps, g.grid, first / g.grid.num_patches(),
-                                     first % g.grid.num_patches());
+  const P* start =
+      pred + patch_start(ps, g.grid, first / g.grid.num_patches(), first % g.grid.num_patches());
   const std::int64_t bytes = g.grid.width * g.patch_vector_size() * std::int64_t(sizeof(P));
   return prefetch_range{reinterpret_cast<const char*>(start), bytes};
 }
@@ -155,8 +155,10 @@ template <typename Acc, typename P>
 void scatter_band(const Acc* in, const Acc* active, P* data, const patch_strides& s,
                   const patch_geometry& g, std::int64_t band) {
   P* base = data + detail::band_start(s, g.grid, band);
-  if (s.width == 1) detail::scatter_rows<true>(in, active, s, g, base);
-  else detail::scatter_rows<false>(in, active, s, g, base);
+  if (s.width == 1)
+    detail::scatter_rows<true>(in, active, s, g, base);
+  else
+    detail::scatter_rows<false>(in, active, s, g, base);
 }
 
 // Scratch (in Acc elements) that band_losses and band_gradients need per call.

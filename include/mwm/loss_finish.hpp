@@ -44,7 +44,8 @@ template <typename Acc, typename P, typename T>
     default:
       throw mwm::error("mwm: the loss of " + place + " overflows " + accumulation_name<Acc>() +
                        " (pred, target and weight are finite there: |pred - target| is too "
-                       "large)" + propagate_hint);
+                       "large)" +
+                       propagate_hint);
   }
 }
 
@@ -84,10 +85,9 @@ Acc finish_loss(const loss_inputs<Acc, P, T>& in, const Acc* losses,
     detail::require_finite_patch_losses(in, losses, count);
     const bool nothing_masked = in.options.reduction == loss_reduction::mean && total == Acc(0);
     if (!nothing_masked)
-      throw mwm::error(std::string("mwm: the reduced loss overflows ") +
-                       detail::accumulation_name<Acc>() +
-                       " (every patch's loss is finite, their sum is not)" +
-                       detail::propagate_hint);
+      throw mwm::error(
+          std::string("mwm: the reduced loss overflows ") + detail::accumulation_name<Acc>() +
+          " (every patch's loss is finite, their sum is not)" + detail::propagate_hint);
   }
   return loss;
 }

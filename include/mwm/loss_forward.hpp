@@ -47,8 +47,8 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
       target_normalization<Acc> norm{Acc(0), Acc(1)};
       if (in.options.norm_target) norm = vector_normalization(t, p);
       const Acc err =
-          direct ? vector_error(in.pred + patch_start(in.pred_strides, g.grid, i / n, i % n), t,
-                                p, in.options.error, norm)
+          direct ? vector_error(in.pred + patch_start(in.pred_strides, g.grid, i / n, i % n), t, p,
+                                in.options.error, norm)
                  : vector_error(preds + x * p, t, p, in.options.error, norm);
       losses[i] = coefficients[x] * err;
       if (!detail::finite_value(err) && first_bad < 0) {
@@ -62,7 +62,6 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
   }
   return first_bad;
 }
-
 
 // sum(c) over the patches, in the order of loss_order.hpp (so that results depend neither on
 // the thread count nor on the device).

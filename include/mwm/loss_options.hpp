@@ -13,7 +13,7 @@ namespace mwm {
 enum class recon_error { mse, l1 };
 enum class loss_reduction { mean, mean_eps, sum, none };
 
-constexpr double target_norm_eps = 1e-6;     // MAE norm_pix_loss and SparK
+constexpr double target_norm_eps = 1e-6;       // MAE norm_pix_loss and SparK
 constexpr double mean_denominator_eps = 1e-8;  // SparK's (non_active.sum() + 1e-8)
 
 // What the forward does when the loss comes out NaN or infinite although every target patch it
@@ -63,8 +63,7 @@ inline patch_strides image_patch_strides(const patch_geometry& g, std::int64_t b
 
 // Strides of patch vectors (B, N, P), P ordered (pd, ph, pw, c), given its element strides.
 inline patch_strides vector_patch_strides(const patch_geometry& g, std::int64_t batch_stride,
-                                          std::int64_t patch_stride,
-                                          std::int64_t element_stride) {
+                                          std::int64_t patch_stride, std::int64_t element_stride) {
   patch_strides s;
   s.batch = batch_stride;
   s.grid_width = patch_stride;
@@ -85,7 +84,6 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t patch_start(const patch_strides& s, cons
   const std::int64_t d = n / (grid.width * grid.height);
   return b * s.batch + d * s.grid_depth + h * s.grid_height + w * s.grid_width;
 }
-
 
 // Raw views of the inputs; mask (B, N) bytes and weight (B, N) are dense row-major.
 template <typename Acc, typename P, typename T>

@@ -63,7 +63,7 @@ MWM_HOST_DEVICE MWM_INLINE Acc element_gradient(Acc r, Acc scale) {
 // Two-pass variance: sum (t - mean)^2 / (n - 1), the mean from the first pass.
 template <typename Acc>
 MWM_HOST_DEVICE MWM_INLINE target_normalization<Acc> finish_normalization(Acc mean, Acc squares,
-                                                                         Acc count) {
+                                                                          Acc count) {
   const Acc var = squares / (count - Acc(1));
   return target_normalization<Acc>{mean, Acc(1) / sqrt(var + static_cast<Acc>(target_norm_eps))};
 }
@@ -135,9 +135,8 @@ MWM_HOST_DEVICE MWM_INLINE Acc lane_sum(const patch_geometry& g, int lane, F&& f
 template <typename Acc, typename T>
 MWM_HOST_DEVICE Acc lane_target_sum(const T* target, const patch_strides& ts,
                                     const patch_geometry& g, int lane) {
-  return lane_sum<Acc>(g, lane, [&](const patch_cursor& at) {
-    return static_cast<Acc>(target[at.offset(ts)]);
-  });
+  return lane_sum<Acc>(
+      g, lane, [&](const patch_cursor& at) { return static_cast<Acc>(target[at.offset(ts)]); });
 }
 
 template <typename Acc, typename T>
@@ -197,8 +196,8 @@ MWM_HOST_DEVICE void lane_zero(P* grad, const patch_strides& gs, const patch_geo
 // and a small spread, as in CT). Needs P >= 2.
 template <typename Acc, typename T>
 MWM_HOST_DEVICE target_normalization<Acc> patch_target_normalization(const T* target,
-                                                                      const patch_strides& ts,
-                                                                      const patch_geometry& g) {
+                                                                     const patch_strides& ts,
+                                                                     const patch_geometry& g) {
   const std::int64_t count = g.patch_vector_size();
   Acc lanes[loss_lanes];
   for (int l = 0; l < loss_lanes; ++l) lanes[l] = lane_target_sum<Acc>(target, ts, g, l);
@@ -210,8 +209,8 @@ MWM_HOST_DEVICE target_normalization<Acc> patch_target_normalization(const T* ta
 // The error of a patch averaged over its P elements.
 template <typename Acc, typename P, typename T>
 MWM_HOST_DEVICE Acc patch_error(const P* pred, const patch_strides& ps, const T* target,
-                                const patch_strides& ts, const patch_geometry& g,
-                                recon_error error, target_normalization<Acc> norm) {
+                                const patch_strides& ts, const patch_geometry& g, recon_error error,
+                                target_normalization<Acc> norm) {
   Acc lanes[loss_lanes];
   for (int l = 0; l < loss_lanes; ++l)
     lanes[l] = lane_error_sum(pred, ps, target, ts, g, l, error, norm);
@@ -286,8 +285,8 @@ template <recon_error E, typename Acc, typename P, typename G>
 MWM_HOST_DEVICE void vector_gradient_of(const P* p, const Acc* t, std::int64_t count,
                                         target_normalization<Acc> norm, Acc scale, G* grad) {
   for (std::int64_t i = 0; i < count; ++i)
-    grad[i] = static_cast<G>(
-        element_gradient<E>(residual(static_cast<Acc>(p[i]), t[i], norm), scale));
+    grad[i] =
+        static_cast<G>(element_gradient<E>(residual(static_cast<Acc>(p[i]), t[i], norm), scale));
 }
 
 }  // namespace detail
@@ -295,9 +294,8 @@ MWM_HOST_DEVICE void vector_gradient_of(const P* p, const Acc* t, std::int64_t c
 // patch_target_normalization of a contiguous patch vector.
 template <typename Acc>
 MWM_HOST_DEVICE target_normalization<Acc> vector_normalization(const Acc* t, std::int64_t count) {
-  const Acc mean =
-      detail::vector_sum<Acc>(count, [t](std::int64_t e) { return t[e]; }) /
-      static_cast<Acc>(count);
+  const Acc mean = detail::vector_sum<Acc>(count, [t](std::int64_t e) { return t[e]; }) /
+                   static_cast<Acc>(count);
   const Acc squares = detail::vector_sum<Acc>(count, [t, mean](std::int64_t e) {
     const Acc d = t[e] - mean;
     return d * d;

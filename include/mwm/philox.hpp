@@ -66,8 +66,7 @@ MWM_HOST_DEVICE MWM_INLINE philox_key key_from_seed(std::uint64_t seed) {
 // past 2^32 continue in the fourth word, so they never alias an earlier sample.
 MWM_HOST_DEVICE MWM_INLINE std::uint32_t random_u32(std::uint64_t seed,
                                                     std::uint64_t global_sample_index,
-                                                    std::uint32_t patch_index,
-                                                    std::uint32_t draw) {
+                                                    std::uint32_t patch_index, std::uint32_t draw) {
   philox_counter counter;
   counter.v[0] = static_cast<std::uint32_t>(global_sample_index);
   counter.v[1] = patch_index;

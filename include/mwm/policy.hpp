@@ -23,10 +23,10 @@ enum class policy_kind {
 
 // How the visible count follows from a ratio r over n patches.
 enum class keep_rounding {
-  floor,      // int(n * (1 - r)): MAE, HF ViTMAE, the MWM reference
-  round,      // round(n * (1 - r)), half to even: SparK
-  ceil_mask,  // n - ceil(n * r): SimMIM
-  floor_mask, // n - int(n * r): AttMask, BEiT
+  floor,       // int(n * (1 - r)): MAE, HF ViTMAE, the MWM reference
+  round,       // round(n * (1 - r)), half to even: SparK
+  ceil_mask,   // n - ceil(n * r): SimMIM
+  floor_mask,  // n - int(n * r): AttMask, BEiT
 };
 
 // Order of patches inside ids_keep / ids_masked.
@@ -50,25 +50,33 @@ struct mask_policy {
   std::vector<double> region_ratios;  // per_region, fixed_total: ratio of region r
   keep_rounding rounding = keep_rounding::floor;
   visible_order order = visible_order::random;
-  std::int64_t coarse_factor = 2;     // coarse: patch cells per coarse cell, per axis
-  double hard_share = 0.5;            // loss_guided: share of the masked budget by loss
+  std::int64_t coarse_factor = 2;  // coarse: patch cells per coarse cell, per axis
+  double hard_share = 0.5;         // loss_guided: share of the masked budget by loss
   attention_mode attention = attention_mode::high;
-  double hint_pool_share = 0.2;       // attention hint: top share the hints come from
-  double hint_share = 0.1;            // attention hint: share of all patches revealed
-  double weight_floor = 0.5;          // weighted: w(s) = floor + (1 - floor) * clamp(s, 0, 1)
+  double hint_pool_share = 0.2;  // attention hint: top share the hints come from
+  double hint_share = 0.1;       // attention hint: share of all patches revealed
+  double weight_floor = 0.5;     // weighted: w(s) = floor + (1 - floor) * clamp(s, 0, 1)
   block_options block;
 };
 
 inline const char* policy_name(policy_kind kind) {
   switch (kind) {
-    case policy_kind::random: return "random";
-    case policy_kind::per_region: return "per_region";
-    case policy_kind::fixed_total: return "fixed_total";
-    case policy_kind::weighted: return "weighted";
-    case policy_kind::block: return "block";
-    case policy_kind::coarse: return "coarse";
-    case policy_kind::loss_guided: return "loss_guided";
-    case policy_kind::attention_guided: return "attention_guided";
+    case policy_kind::random:
+      return "random";
+    case policy_kind::per_region:
+      return "per_region";
+    case policy_kind::fixed_total:
+      return "fixed_total";
+    case policy_kind::weighted:
+      return "weighted";
+    case policy_kind::block:
+      return "block";
+    case policy_kind::coarse:
+      return "coarse";
+    case policy_kind::loss_guided:
+      return "loss_guided";
+    case policy_kind::attention_guided:
+      return "attention_guided";
   }
   return "unknown";
 }
@@ -96,10 +104,10 @@ inline void require_ratio(const char* argument, double value) {
 inline void validate_policy(const mask_policy& p, const grid_shape& grid) {
   if (p.kind != policy_kind::per_region) detail::require_ratio("ratio", p.ratio);
   if (uses_regions(p.kind)) {
-    detail::require(!p.region_ratios.empty() &&
-                        static_cast<int>(p.region_ratios.size()) <= max_regions,
-                    "region_ratios size", p.region_ratios.size(),
-                    "must hold 1 to " + detail::to_text(max_regions) + " ratios");
+    detail::require(
+        !p.region_ratios.empty() && static_cast<int>(p.region_ratios.size()) <= max_regions,
+        "region_ratios size", p.region_ratios.size(),
+        "must hold 1 to " + detail::to_text(max_regions) + " ratios");
     for (double r : p.region_ratios) detail::require_ratio("region_ratios", r);
   }
   if (p.kind == policy_kind::fixed_total) {

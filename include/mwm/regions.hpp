@@ -27,12 +27,11 @@ inline void validate_thresholds(const std::vector<float>& thresholds) {
   detail::require(!thresholds.empty(), "thresholds size", thresholds.size(),
                   "must hold at least one threshold");
   for (std::size_t t = 0; t < thresholds.size(); ++t) {
-    detail::require(thresholds[t] == thresholds[t], "thresholds", thresholds[t],
-                    "must not be NaN");
+    detail::require(thresholds[t] == thresholds[t], "thresholds", thresholds[t], "must not be NaN");
     if (t > 0) {
-      detail::require(thresholds[t] > thresholds[t - 1], "thresholds", thresholds[t],
-                      "must be strictly ascending (previous is " +
-                          detail::to_text(thresholds[t - 1]) + ")");
+      detail::require(
+          thresholds[t] > thresholds[t - 1], "thresholds", thresholds[t],
+          "must be strictly ascending (previous is " + detail::to_text(thresholds[t - 1]) + ")");
     }
   }
 }
@@ -40,15 +39,14 @@ inline void validate_thresholds(const std::vector<float>& thresholds) {
 // Shares must be strictly descending in (0, 1]: share[0] of the patches form region >= 1,
 // share[1] region >= 2, and so on.
 inline void validate_quantile_shares(const std::vector<double>& shares) {
-  detail::require(!shares.empty(), "quantiles size", shares.size(),
-                  "must hold at least one share");
+  detail::require(!shares.empty(), "quantiles size", shares.size(), "must hold at least one share");
   for (std::size_t q = 0; q < shares.size(); ++q) {
     detail::require(shares[q] >= 0.0 && shares[q] <= 1.0, "quantiles", shares[q],
                     "must lie in [0, 1]");
     if (q > 0) {
-      detail::require(shares[q] < shares[q - 1], "quantiles", shares[q],
-                      "must be strictly descending (previous is " +
-                          detail::to_text(shares[q - 1]) + ")");
+      detail::require(
+          shares[q] < shares[q - 1], "quantiles", shares[q],
+          "must be strictly descending (previous is " + detail::to_text(shares[q - 1]) + ")");
     }
   }
 }

@@ -109,9 +109,8 @@ constexpr int max_groups = max_regions;
 // CUDA kernels both call this.
 MWM_HOST_DEVICE MWM_INLINE bool cell_group_from_inputs(const policy_params& p,
                                                        const std::int32_t* regions,
-                                                       const std::uint8_t* blocked,
-                                                       std::int64_t i, std::int32_t* group,
-                                                       data_error* bad) {
+                                                       const std::uint8_t* blocked, std::int64_t i,
+                                                       std::int32_t* group, data_error* bad) {
   *group = 0;
   if (p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total) {
     if (!region_in_range(regions[i], i, p.num_regions, bad)) return false;
@@ -346,8 +345,7 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
       return;
     case policy_kind::block:
       ws.flags.resize(static_cast<std::size_t>(n));
-      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed,
-                   global_sample_index);
+      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed, global_sample_index);
       for (std::int64_t i = 0; i < n; ++i) {
         data_error unused;
         cell_group_from_inputs(p, nullptr, ws.flags.data(), i, &ws.groups[i], &unused);

@@ -41,8 +41,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t token_offset(const token_strides& s, std
 
 // The x_vis slot that feeds restored token n at shuffled position `position`, or -1 for the mask
 // token.
-MWM_HOST_DEVICE MWM_INLINE std::int64_t restored_slot(std::int64_t position,
-                                                      std::int64_t visible) {
+MWM_HOST_DEVICE MWM_INLINE std::int64_t restored_slot(std::int64_t position, std::int64_t visible) {
   return position < visible ? position : padding_id;
 }
 
@@ -53,8 +52,7 @@ MWM_HOST_DEVICE MWM_INLINE void copy_token(const T* src, std::int64_t src_stride
 }
 
 template <typename T>
-MWM_HOST_DEVICE MWM_INLINE void zero_token(T* dst, std::int64_t dst_stride,
-                                           std::int64_t channels) {
+MWM_HOST_DEVICE MWM_INLINE void zero_token(T* dst, std::int64_t dst_stride, std::int64_t channels) {
   for (std::int64_t c = 0; c < channels; ++c) dst[c * dst_stride] = static_cast<T>(0.0f);
 }
 
@@ -123,8 +121,7 @@ inline void validate_keep_ids(const std::int64_t* ids, std::int64_t batch, std::
 
 // Every ids_restore entry lies in [0, N); every visible count in [0, K].
 inline void validate_restore_ids(const std::int64_t* ids_restore, const std::int64_t* visible,
-                                 std::int64_t batch, std::int64_t num_tokens,
-                                 std::int64_t slots) {
+                                 std::int64_t batch, std::int64_t num_tokens, std::int64_t slots) {
   data_error_slot first;
   data_error bad;
   for (std::int64_t i = 0; i < batch * num_tokens; ++i) {
@@ -145,15 +142,17 @@ inline void validate_restore_ids(const std::int64_t* ids_restore, const std::int
 
 // out (B, K, C) = x gathered at ids (B, K).
 template <typename T>
-void gather_tokens(const T* x, const token_strides& xs, const std::int64_t* ids,
-                   std::int64_t slots, std::int64_t channels, T* out, const token_strides& os,
-                   std::int64_t begin, std::int64_t end) {
+void gather_tokens(const T* x, const token_strides& xs, const std::int64_t* ids, std::int64_t slots,
+                   std::int64_t channels, T* out, const token_strides& os, std::int64_t begin,
+                   std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b)
     for (std::int64_t k = 0; k < slots; ++k) {
       const std::int64_t id = ids[b * slots + k];
       T* dst = out + token_offset(os, b, k);
-      if (id == padding_id) zero_token(dst, os.channel, channels);
-      else copy_token(x + token_offset(xs, b, id), xs.channel, dst, os.channel, channels);
+      if (id == padding_id)
+        zero_token(dst, os.channel, channels);
+      else
+        copy_token(x + token_offset(xs, b, id), xs.channel, dst, os.channel, channels);
     }
 }
 
@@ -187,8 +186,10 @@ void restore_tokens(const T* x_vis, const token_strides& vs, const std::int64_t*
     for (std::int64_t n = 0; n < num_tokens; ++n) {
       const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
       T* dst = out + token_offset(os, b, n);
-      if (slot == padding_id) copy_token(mask_token, mask_stride, dst, os.channel, channels);
-      else copy_token(x_vis + token_offset(vs, b, slot), vs.channel, dst, os.channel, channels);
+      if (slot == padding_id)
+        copy_token(mask_token, mask_stride, dst, os.channel, channels);
+      else
+        copy_token(x_vis + token_offset(vs, b, slot), vs.channel, dst, os.channel, channels);
     }
   }
 }
@@ -211,9 +212,11 @@ void restore_tokens_backward(const T* grad, const token_strides& gs,
     for (std::int64_t n = 0; n < num_tokens; ++n) {
       const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
       const T* src = grad + token_offset(gs, b, n);
-      if (slot == padding_id) accumulate_token(src, gs.channel, partial, channels);
-      else add_token<Acc>(src, gs.channel, grad_x_vis + token_offset(vs, b, slot), vs.channel,
-                          channels);
+      if (slot == padding_id)
+        accumulate_token(src, gs.channel, partial, channels);
+      else
+        add_token<Acc>(src, gs.channel, grad_x_vis + token_offset(vs, b, slot), vs.channel,
+                       channels);
     }
   }
 }
@@ -248,8 +251,10 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_sample(const std::int32_t* cu_seq
   std::int64_t lo = 0, hi = batch;  // the answer lies in [lo, hi)
   while (hi - lo > 1) {
     const std::int64_t mid = lo + (hi - lo) / 2;
-    if (cu_seqlens[mid] <= row) lo = mid;
-    else hi = mid;
+    if (cu_seqlens[mid] <= row)
+      lo = mid;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -270,17 +275,15 @@ inline std::int64_t visible_prefix(const std::int64_t* row, std::int64_t slots,
     if (row[k] != padding_id)
       detail::require(false, "ids_keep", row[k],
                       "follows padding at slot " + detail::to_text(count) + " of sample " +
-                          detail::to_text(sample) +
-                          " (slot " + detail::to_text(k) +
+                          detail::to_text(sample) + " (slot " + detail::to_text(k) +
                           "): packing needs the -1 padding at the end of each row");
   return count;
 }
 
 // cu_seqlens (B + 1) of ids_keep (B, K); returns the packed total. Totals of 2^31 and more do
 // not fit the int32 offsets that varlen attention takes, and throw.
-inline std::int64_t packed_offsets(const std::int64_t* ids, std::int64_t batch,
-                                   std::int64_t slots, std::int64_t num_tokens,
-                                   std::int32_t* cu_seqlens) {
+inline std::int64_t packed_offsets(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
+                                   std::int64_t num_tokens, std::int32_t* cu_seqlens) {
   std::int64_t total = 0;
   cu_seqlens[0] = 0;
   for (std::int64_t b = 0; b < batch; ++b) {
@@ -294,16 +297,16 @@ inline std::int64_t packed_offsets(const std::int64_t* ids, std::int64_t batch,
 
 // cu_seqlens given by the caller (unpack): starts at 0, never decreases, ends at `rows` (the
 // packed tensor's row count), and no sample holds more than `num_tokens` rows.
-inline void validate_offsets(const std::int32_t* cu_seqlens, std::int64_t batch,
-                             std::int64_t rows, std::int64_t num_tokens) {
+inline void validate_offsets(const std::int32_t* cu_seqlens, std::int64_t batch, std::int64_t rows,
+                             std::int64_t num_tokens) {
   detail::require(cu_seqlens[0] == 0, "cu_seqlens[0]", cu_seqlens[0], "must be 0");
   for (std::int64_t b = 0; b < batch; ++b) {
     const std::int64_t count = packed_count(cu_seqlens, b);
     if (count < 0 || count > num_tokens)
-      detail::require(false, "cu_seqlens", cu_seqlens[b + 1],
-                      "gives sample " + detail::to_text(b) + " " + detail::to_text(count) +
-                          " rows; each sample holds between 0 and N = " +
-                          detail::to_text(num_tokens));
+      detail::require(
+          false, "cu_seqlens", cu_seqlens[b + 1],
+          "gives sample " + detail::to_text(b) + " " + detail::to_text(count) +
+              " rows; each sample holds between 0 and N = " + detail::to_text(num_tokens));
   }
   detail::require(cu_seqlens[batch] == rows, "cu_seqlens[-1]", cu_seqlens[batch],
                   "must equal packed.shape[0] = " + detail::to_text(rows));
@@ -318,8 +321,7 @@ void pack_tokens(const T* x, const token_strides& xs, const std::int64_t* ids, s
   for (std::int64_t b = begin; b < end; ++b)
     for (std::int64_t k = 0; k < packed_count(cu_seqlens, b); ++k)
       copy_token(x + token_offset(xs, b, ids[b * slots + k]), xs.channel,
-                 packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel,
-                 channels);
+                 packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel, channels);
 }
 
 // grad_x (B, N, C): zeros with the packed gradient rows added at their ids.
@@ -340,18 +342,19 @@ void pack_tokens_backward(const T* grad, const token_strides& gs, const std::int
 // out (B, N, C): the decoder input from packed rows, ids_restore (B, N) and mask_token (C).
 template <typename T>
 void unpack_tokens(const T* packed, const token_strides& ps, const std::int32_t* cu_seqlens,
-                   const std::int64_t* ids_restore, std::int64_t num_tokens,
-                   std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
-                   const token_strides& os, std::int64_t begin, std::int64_t end) {
+                   const std::int64_t* ids_restore, std::int64_t num_tokens, std::int64_t channels,
+                   const T* mask_token, std::int64_t mask_stride, T* out, const token_strides& os,
+                   std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int64_t count = packed_count(cu_seqlens, b);
     for (std::int64_t n = 0; n < num_tokens; ++n) {
       const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
       T* dst = out + token_offset(os, b, n);
-      if (slot == padding_id) copy_token(mask_token, mask_stride, dst, os.channel, channels);
+      if (slot == padding_id)
+        copy_token(mask_token, mask_stride, dst, os.channel, channels);
       else
-        copy_token(packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)), ps.channel,
-                   dst, os.channel, channels);
+        copy_token(packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)), ps.channel, dst,
+                   os.channel, channels);
     }
   }
 }
@@ -359,11 +362,10 @@ void unpack_tokens(const T* packed, const token_strides& ps, const std::int32_t*
 // grad_packed rows of samples [begin, end) (zeros where no token reads a row) and the per-sample
 // mask-token partials (B, C), summed by sum_mask_partials in sample order.
 template <typename Acc, typename T>
-void unpack_tokens_backward(const T* grad, const token_strides& gs,
-                            const std::int32_t* cu_seqlens, const std::int64_t* ids_restore,
-                            std::int64_t num_tokens, std::int64_t channels, T* grad_packed,
-                            const token_strides& ps, Acc* mask_partials, std::int64_t begin,
-                            std::int64_t end) {
+void unpack_tokens_backward(const T* grad, const token_strides& gs, const std::int32_t* cu_seqlens,
+                            const std::int64_t* ids_restore, std::int64_t num_tokens,
+                            std::int64_t channels, T* grad_packed, const token_strides& ps,
+                            Acc* mask_partials, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int64_t count = packed_count(cu_seqlens, b);
     for (std::int64_t k = 0; k < count; ++k)
@@ -374,7 +376,8 @@ void unpack_tokens_backward(const T* grad, const token_strides& gs,
     for (std::int64_t n = 0; n < num_tokens; ++n) {
       const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
       const T* src = grad + token_offset(gs, b, n);
-      if (slot == padding_id) accumulate_token(src, gs.channel, partial, channels);
+      if (slot == padding_id)
+        accumulate_token(src, gs.channel, partial, channels);
       else
         add_token<Acc>(src, gs.channel,
                        grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)),

@@ -63,7 +63,8 @@ std::vector<std::int32_t> region_index_copy(const xt::xexpression<E>& expression
   std::vector<std::int32_t> out(wide.size());
   for (std::size_t i = 0; i < wide.size(); ++i) {
     if (!(wide[i] >= 0 && wide[i] <= std::numeric_limits<std::int32_t>::max())) {
-      require(false, "regions", static_cast<double>(wide[i]), "must be a region index in [0, 2^31)");
+      require(false, "regions", static_cast<double>(wide[i]),
+              "must be a region index in [0, 2^31)");
     }
     out[i] = static_cast<std::int32_t>(wide[i]);
   }
@@ -104,7 +105,7 @@ inline std::int64_t per_patch_batch(const char* argument, const std::vector<std:
 
 template <typename T>
 xt::xtensor<T, 2> xtensor_matrix_from(const std::vector<T>& values, std::int64_t rows,
-                              std::int64_t cols) {
+                                      std::int64_t cols) {
   auto out = xt::xtensor<T, 2>::from_shape(
       {static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)});
   std::copy(values.begin(), values.end(), out.data());
@@ -124,8 +125,8 @@ xt::xtensor<float, 2> heatmaps_to_scores(pooling_request request,
   const std::size_t spatial = request.grid.ndim == 3 ? 3 : 2;
   detail::require(shape.size() == spatial + 1 || shape.size() == spatial + 2, "heatmaps shape",
                   detail::shape_text(shape),
-                  "must be (batch, [prompts,] " +
-                      std::string(spatial == 3 ? "depth, " : "") + "height, width)");
+                  "must be (batch, [prompts,] " + std::string(spatial == 3 ? "depth, " : "") +
+                      "height, width)");
   const bool with_prompts = shape.size() == spatial + 2;
   request.batch = static_cast<std::int64_t>(shape[0]);
   request.prompts = with_prompts ? static_cast<std::int64_t>(shape[1]) : 1;
@@ -175,8 +176,8 @@ inline xtensor_mask_batch to_xtensor(const mask_batch& masks) {
   const std::int64_t b = masks.batch;
   const std::int64_t n = masks.num_patches();
   xtensor_mask_batch out;
-  out.mask = xt::xtensor<bool, 2>::from_shape({static_cast<std::size_t>(b),
-                                                static_cast<std::size_t>(n)});
+  out.mask =
+      xt::xtensor<bool, 2>::from_shape({static_cast<std::size_t>(b), static_cast<std::size_t>(n)});
   for (std::size_t i = 0; i < masks.mask.size(); ++i) out.mask.data()[i] = masks.mask[i] != 0;
   out.num_masked = xt::xtensor<std::int64_t, 1>::from_shape({static_cast<std::size_t>(b)});
   std::copy(masks.num_masked.begin(), masks.num_masked.end(), out.num_masked.data());
@@ -221,8 +222,8 @@ xtensor_mask_batch generate_masks(mask_request request, const xt::xexpression<E>
     regions = detail::region_index_copy(per_patch, shape);
     request.regions = regions.data();
   }
-  request.batch = detail::per_patch_batch(
-      request.scores ? "scores shape" : "regions shape", shape, request.grid);
+  request.batch = detail::per_patch_batch(request.scores ? "scores shape" : "regions shape", shape,
+                                          request.grid);
   return to_xtensor(generate_masks(request));
 }
 

@@ -7,15 +7,20 @@ harness.
 
 from ._version import __version__
 from .budget import keep_count
-from .coral import (ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency,
-                    coral_loss)
+from .coral import ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency, coral_loss
 from .device_errors import check_device_errors, set_sync_errors
 from .feature_pool import DynamicFeaturePool, confidence_filter
 from .loss import mae_loss, masked_recon_loss, simmim_loss, spark_loss
 from .masker import MWM_PRESETS, TextGuidedMasker
-from .masking import (MaskResult, generate_masks, heatmap_to_patch_scores,
-                      regions_from_quantiles, regions_from_thresholds, sample_indices,
-                      upsample_patch_map)
+from .masking import (
+                    MaskResult,
+                    generate_masks,
+                    heatmap_to_patch_scores,
+                    regions_from_quantiles,
+                    regions_from_thresholds,
+                    sample_indices,
+                    upsample_patch_map,
+)
 from .tokens import gather_tokens, pack_visible_tokens, restore_tokens, unpack_visible_tokens
 
 __all__ = [

@@ -34,7 +34,7 @@ def _import_extension() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sys.modules["mwm._C"] = module
-    setattr(sys.modules[__package__], "_C", module)  # as importing a submodule does
+    sys.modules[__package__]._C = module  # as importing a submodule does
     return module
 
 

@@ -110,8 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run_mask(args: argparse.Namespace) -> int:
-    import mwm
     from tqdm import tqdm
+
+    import mwm
 
     from .grounding.image_io import ImageReadError, list_images, read_image
 

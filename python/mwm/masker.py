@@ -7,8 +7,15 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .masking import (Grid, MaskResult, generate_masks, heatmap_to_patch_scores,
-                      regions_from_quantiles, regions_from_thresholds, _as_grid)
+from .masking import (
+    Grid,
+    MaskResult,
+    _as_grid,
+    generate_masks,
+    heatmap_to_patch_scores,
+    regions_from_quantiles,
+    regions_from_thresholds,
+)
 
 # (r_high, r_low) of the Mask What Matters paper; "default" is the paper's main setting.
 MWM_PRESETS = {"default": (0.8, 0.4), "medium": (0.7, 0.3), "light": (0.6, 0.2)}
@@ -59,7 +66,7 @@ class TextGuidedMasker:
 
     @classmethod
     def from_preset(cls, grid: Union[int, Grid], preset: str = "default",
-                    **kwargs: Any) -> "TextGuidedMasker":
+                    **kwargs: Any) -> TextGuidedMasker:
         """The MWM paper's presets: ``default`` (0.8, 0.4), ``medium`` (0.7, 0.3), ``light``
         (0.6, 0.2) as (ROI ratio, background ratio)."""
         if preset not in MWM_PRESETS:
@@ -69,7 +76,7 @@ class TextGuidedMasker:
 
     @classmethod
     def from_config(cls, path: str, modality: str, grid: Union[int, Grid],
-                    **kwargs: Any) -> "TextGuidedMasker":
+                    **kwargs: Any) -> TextGuidedMasker:
         """A masker from a prompt bank file (JSON or YAML) for one modality."""
         from .grounding.prompt_bank import load_prompt_bank, masker_kwargs_from_prompt_bank
 

@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <cstdint>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,11 +35,11 @@ inline bool contains(const std::string& text, const std::string& needle) {
 }
 
 // Expects `expression` to throw mwm::error whose message contains `needle`.
-#define MWM_REQUIRE_ERROR(expression, needle)                                     \
-  do {                                                                            \
+#define MWM_REQUIRE_ERROR(expression, needle)                                                    \
+  do {                                                                                           \
     const std::string mwm_message_ = ::mwm_test::mwm_error_message([&] { (void)(expression); }); \
-    INFO("message: " << mwm_message_ << "\nexpected to contain: " << (needle));    \
-    REQUIRE(::mwm_test::contains(mwm_message_, (needle)));                        \
+    INFO("message: " << mwm_message_ << "\nexpected to contain: " << (needle));                  \
+    REQUIRE(::mwm_test::contains(mwm_message_, (needle)));                                       \
   } while (false)
 
 using test_rng = std::mt19937_64;
@@ -112,22 +112,24 @@ inline std::vector<float> random_scores(test_rng& rng, std::int64_t count, bool 
   return out;
 }
 
-
 // Python's expressions for the visible count (see test_budget.cpp for the CPython table).
 inline std::int64_t python_keep(std::int64_t n, double ratio, mwm::keep_rounding rounding) {
   const double nd = static_cast<double>(n);
   switch (rounding) {
-    case mwm::keep_rounding::round: return static_cast<std::int64_t>(std::nearbyint(nd * (1.0 - ratio)));
-    case mwm::keep_rounding::ceil_mask: return n - static_cast<std::int64_t>(std::ceil(nd * ratio));
-    case mwm::keep_rounding::floor_mask: return n - static_cast<std::int64_t>(nd * ratio);
-    default: return static_cast<std::int64_t>(nd * (1.0 - ratio));
+    case mwm::keep_rounding::round:
+      return static_cast<std::int64_t>(std::nearbyint(nd * (1.0 - ratio)));
+    case mwm::keep_rounding::ceil_mask:
+      return n - static_cast<std::int64_t>(std::ceil(nd * ratio));
+    case mwm::keep_rounding::floor_mask:
+      return n - static_cast<std::int64_t>(nd * ratio);
+    default:
+      return static_cast<std::int64_t>(nd * (1.0 - ratio));
   }
 }
 
 inline mwm::keep_rounding random_rounding(test_rng& rng) {
   const mwm::keep_rounding all[] = {mwm::keep_rounding::floor, mwm::keep_rounding::round,
-                                    mwm::keep_rounding::ceil_mask,
-                                    mwm::keep_rounding::floor_mask};
+                                    mwm::keep_rounding::ceil_mask, mwm::keep_rounding::floor_mask};
   return all[uniform_int(rng, 0, 3)];
 }
 
@@ -276,8 +278,8 @@ inline void require_consistent_outputs(const mwm::mask_batch& masks) {
 // (the one with the largest weight per patch), then largest remainder by an explicit sort.
 // Products of counts and Q16 weights fit in 64 bits for counts below 2^20.
 inline std::vector<std::int64_t> reference_share(const std::vector<std::int64_t>& counts,
-                                          const std::vector<std::int64_t>& ratio_q16,
-                                          std::int64_t masked) {
+                                                 const std::vector<std::int64_t>& ratio_q16,
+                                                 std::int64_t masked) {
   const std::size_t regions = counts.size();
   const std::int64_t total = std::accumulate(counts.begin(), counts.end(), std::int64_t(0));
   masked = std::min(masked, total);
@@ -291,8 +293,10 @@ inline std::vector<std::int64_t> reference_share(const std::vector<std::int64_t>
     weight_sum = 0;
     bool any_positive = false;
     for (std::size_t r = 0; r < regions; ++r) {
-      if (capped[r]) left -= counts[r];
-      else any_positive = any_positive || ratio_q16[r] > 0;
+      if (capped[r])
+        left -= counts[r];
+      else
+        any_positive = any_positive || ratio_q16[r] > 0;
     }
     for (std::size_t r = 0; r < regions; ++r) {
       weight[r] = capped[r] ? 0 : (any_positive ? ratio_q16[r] * counts[r] : counts[r]);
@@ -302,9 +306,8 @@ inline std::vector<std::int64_t> reference_share(const std::vector<std::int64_t>
     std::size_t fullest = regions;
     for (std::size_t r = 0; r < regions; ++r) {
       if (capped[r]) continue;
-      if (fullest == regions ||
-          static_cast<std::int64_t>(weight[r]) * counts[fullest] >
-              static_cast<std::int64_t>(weight[fullest]) * counts[r]) {
+      if (fullest == regions || static_cast<std::int64_t>(weight[r]) * counts[fullest] >
+                                    static_cast<std::int64_t>(weight[fullest]) * counts[r]) {
         fullest = r;
       }
     }
@@ -342,22 +345,39 @@ inline std::vector<std::int64_t> reference_share(const std::vector<std::int64_t>
 // scipy.stats.chi2.isf(1e-4, df): the loose critical values of the uniformity tests.
 inline double chi_square_critical_1e4(int df) {
   switch (df) {
-    case 1: return 15.136705226623397;
-    case 2: return 18.420680743952364;
-    case 3: return 21.10751346616021;
-    case 5: return 25.744831959055876;
-    case 7: return 29.877503909224902;
-    case 9: return 33.719948438964636;
-    case 11: return 37.366986437997;
-    case 13: return 40.87065501383601;
-    case 15: return 44.26322494417498;
-    case 19: return 50.795489665621886;
-    case 23: return 57.07464313855529;
-    case 31: return 69.10569228986719;
-    case 35: return 74.92622189370485;
-    case 47: return 91.84118288890704;
-    case 63: return 113.50499285105357;
-    default: FAIL("no chi-square critical value tabulated for df = " << df); return 0.0;
+    case 1:
+      return 15.136705226623397;
+    case 2:
+      return 18.420680743952364;
+    case 3:
+      return 21.10751346616021;
+    case 5:
+      return 25.744831959055876;
+    case 7:
+      return 29.877503909224902;
+    case 9:
+      return 33.719948438964636;
+    case 11:
+      return 37.366986437997;
+    case 13:
+      return 40.87065501383601;
+    case 15:
+      return 44.26322494417498;
+    case 19:
+      return 50.795489665621886;
+    case 23:
+      return 57.07464313855529;
+    case 31:
+      return 69.10569228986719;
+    case 35:
+      return 74.92622189370485;
+    case 47:
+      return 91.84118288890704;
+    case 63:
+      return 113.50499285105357;
+    default:
+      FAIL("no chi-square critical value tabulated for df = " << df);
+      return 0.0;
   }
 }
 

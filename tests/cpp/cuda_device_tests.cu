@@ -178,8 +178,8 @@ void test_maps(std::mt19937_64& rng) {
     device_vector<char> workspace(bytes);
     mwm::gpu::prompt_weight_values weights;
     weights.device = d_weights.data;
-    mwm::gpu::patch_scores_async(request, d_heat.data, weights, scores.data, workspace.data,
-                                 bytes, nullptr);
+    mwm::gpu::patch_scores_async(request, d_heat.data, weights, scores.data, workspace.data, bytes,
+                                 nullptr);
     cuda_ok(cudaDeviceSynchronize(), "patch_scores_async");
     check(scores.host() == expected, "patch_scores");
   }
@@ -218,8 +218,8 @@ void test_maps(std::mt19937_64& rng) {
     cuts.count = 3;
     std::copy(thresholds.begin(), thresholds.end(), cuts.values);
     device_vector<std::int32_t> regions(expected.size());
-    mwm::gpu::regions_from_thresholds_async(d_scores.data, batch, n, cuts,
-                                            mwm::nan_policy::error, regions.data, nullptr);
+    mwm::gpu::regions_from_thresholds_async(d_scores.data, batch, n, cuts, mwm::nan_policy::error,
+                                            regions.data, nullptr);
     cuda_ok(cudaDeviceSynchronize(), "regions_from_thresholds_async");
     check(regions.host() == expected, "regions_from_thresholds");
   }

@@ -16,8 +16,10 @@ int main(int argc, char**) {
   const mwm::target_normalization<float> norm{0.0f, x};
   const float r = mwm::detail::residual<float>(p, t, norm);
   if (r != 0.0f) {
-    std::printf("fused multiply-add in the core's residual: %.9g instead of 0 "
-                "(compiled without -ffp-contract=off)\n", static_cast<double>(r));
+    std::printf(
+        "fused multiply-add in the core's residual: %.9g instead of 0 "
+        "(compiled without -ffp-contract=off)\n",
+        static_cast<double>(r));
     return 1;
   }
   std::printf("no fused multiply-add: residual %.9g\n", static_cast<double>(r));

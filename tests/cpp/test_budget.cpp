@@ -23,17 +23,16 @@ struct python_keep_counts {
 
 // Computed with CPython 3 from the expressions in the comments above.
 const python_keep_counts python_table[] = {
-    {10, 0.8, 1, 2, 2, 2},        {10, 0.75, 2, 2, 2, 3},     {10, 0.9, 0, 1, 1, 1},
-    {10, 0.65, 3, 4, 3, 4},       {196, 0.8, 39, 39, 39, 40}, {196, 0.7, 58, 59, 58, 59},
-    {196, 0.6, 78, 78, 78, 79},   {196, 0.4, 117, 118, 117, 118},
-    {196, 0.9, 19, 20, 19, 20},   {196, 0.65, 68, 69, 68, 69}, {49, 0.8, 9, 10, 9, 10},
-    {49, 0.7, 14, 15, 14, 15},    {49, 0.75, 12, 12, 12, 13}, {49, 0.6, 19, 20, 19, 20},
-    {49, 0.5, 24, 24, 24, 25},    {36, 0.7, 10, 11, 10, 11},  {36, 0.6, 14, 14, 14, 15},
-    {36, 0.4, 21, 22, 21, 22},    {512, 0.7, 153, 154, 153, 154},
-    {512, 0.9, 51, 51, 51, 52},   {512, 0.1, 460, 461, 460, 461},
-    {14, 0.8, 2, 3, 2, 3},        {14, 0.75, 3, 4, 3, 4},     {14, 0.9, 1, 1, 1, 2},
-    {7, 0.75, 1, 2, 1, 2},        {7, 0.5, 3, 4, 3, 4},       {7, 0.9, 0, 1, 0, 1},
-    {3, 0.5, 1, 2, 1, 2},         {3, 0.9, 0, 0, 0, 1},       {1, 0.5, 0, 0, 0, 1},
+    {10, 0.8, 1, 2, 2, 2},          {10, 0.75, 2, 2, 2, 3},         {10, 0.9, 0, 1, 1, 1},
+    {10, 0.65, 3, 4, 3, 4},         {196, 0.8, 39, 39, 39, 40},     {196, 0.7, 58, 59, 58, 59},
+    {196, 0.6, 78, 78, 78, 79},     {196, 0.4, 117, 118, 117, 118}, {196, 0.9, 19, 20, 19, 20},
+    {196, 0.65, 68, 69, 68, 69},    {49, 0.8, 9, 10, 9, 10},        {49, 0.7, 14, 15, 14, 15},
+    {49, 0.75, 12, 12, 12, 13},     {49, 0.6, 19, 20, 19, 20},      {49, 0.5, 24, 24, 24, 25},
+    {36, 0.7, 10, 11, 10, 11},      {36, 0.6, 14, 14, 14, 15},      {36, 0.4, 21, 22, 21, 22},
+    {512, 0.7, 153, 154, 153, 154}, {512, 0.9, 51, 51, 51, 52},     {512, 0.1, 460, 461, 460, 461},
+    {14, 0.8, 2, 3, 2, 3},          {14, 0.75, 3, 4, 3, 4},         {14, 0.9, 1, 1, 1, 2},
+    {7, 0.75, 1, 2, 1, 2},          {7, 0.5, 3, 4, 3, 4},           {7, 0.9, 0, 1, 0, 1},
+    {3, 0.5, 1, 2, 1, 2},           {3, 0.9, 0, 0, 0, 1},           {1, 0.5, 0, 0, 0, 1},
     {1, 0.4, 0, 1, 0, 1},
 };
 
@@ -44,10 +43,8 @@ TEST_CASE("keep_count matches CPython's int/round/ceil expressions", "[budget]")
     INFO("n = " << row.n << ", ratio = " << row.ratio);
     CHECK(mwm::keep_count(row.n, row.ratio, mwm::keep_rounding::floor) == row.floor_keep);
     CHECK(mwm::keep_count(row.n, row.ratio, mwm::keep_rounding::round) == row.round_keep);
-    CHECK(mwm::keep_count(row.n, row.ratio, mwm::keep_rounding::ceil_mask) ==
-          row.ceil_mask_keep);
-    CHECK(mwm::keep_count(row.n, row.ratio, mwm::keep_rounding::floor_mask) ==
-          row.floor_mask_keep);
+    CHECK(mwm::keep_count(row.n, row.ratio, mwm::keep_rounding::ceil_mask) == row.ceil_mask_keep);
+    CHECK(mwm::keep_count(row.n, row.ratio, mwm::keep_rounding::floor_mask) == row.floor_mask_keep);
   }
 }
 
@@ -70,11 +67,10 @@ TEST_CASE("the double-rounding cases of the MWM and MAE references", "[budget]")
 namespace {
 
 std::vector<std::int64_t> share(const std::vector<std::int64_t>& counts,
-                                const std::vector<std::int64_t>& ratio_q16,
-                                std::int64_t masked) {
+                                const std::vector<std::int64_t>& ratio_q16, std::int64_t masked) {
   std::vector<std::int64_t> out(counts.size(), -7);
-  mwm::share_masked_budget(counts.data(), ratio_q16.data(), static_cast<int>(counts.size()),
-                           masked, out.data());
+  mwm::share_masked_budget(counts.data(), ratio_q16.data(), static_cast<int>(counts.size()), masked,
+                           out.data());
   return out;
 }
 
@@ -106,8 +102,7 @@ TEST_CASE("share_masked_budget: worked examples", "[budget]") {
   }
 }
 
-TEST_CASE("share_masked_budget equals the reference, sums exactly and respects caps",
-          "[budget]") {
+TEST_CASE("share_masked_budget equals the reference, sums exactly and respects caps", "[budget]") {
   mwm_test::test_rng rng(20240611);
   for (int trial = 0; trial < 3000; ++trial) {
     const auto regions = static_cast<std::size_t>(mwm_test::uniform_int(rng, 1, mwm::max_regions));

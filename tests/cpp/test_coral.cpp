@@ -154,7 +154,8 @@ TEST_CASE("coral gradients include an incoming gradient on cov_diff", "[coral]")
       matrix plus = x, minus = x;
       plus(i, j) += h;
       minus(i, j) -= h;
-      CHECK(grads.grad_x(i, j) == Approx((f(plus, y) - f(minus, y)) / (2 * h)).epsilon(1e-6).margin(1e-9));
+      CHECK(grads.grad_x(i, j) ==
+            Approx((f(plus, y) - f(minus, y)) / (2 * h)).epsilon(1e-6).margin(1e-9));
     }
   }
   for (std::int64_t i = 0; i < y.rows(); ++i) {
@@ -162,7 +163,8 @@ TEST_CASE("coral gradients include an incoming gradient on cov_diff", "[coral]")
       matrix plus = y, minus = y;
       plus(i, j) += h;
       minus(i, j) -= h;
-      CHECK(grads.grad_y(i, j) == Approx((f(x, plus) - f(x, minus)) / (2 * h)).epsilon(1e-6).margin(1e-9));
+      CHECK(grads.grad_y(i, j) ==
+            Approx((f(x, plus) - f(x, minus)) / (2 * h)).epsilon(1e-6).margin(1e-9));
     }
   }
 }
@@ -201,8 +203,9 @@ TEST_CASE("coral rejects bad inputs with messages naming the argument", "[coral]
         "mwm: x.cols = 0: needs at least 1 feature (column)");
   const auto forward = mwm::coral_forward(x, x);
   mwm::covariance_matrix<double> wrong = mwm::covariance_matrix<double>::Zero(2, 2);
-  CHECK(error_text([&] { mwm::coral_backward(x, x, forward.cov_diff, 1.0, &wrong); })
-            .find("mwm: grad_cov_diff.rows = 2") == 0);
+  CHECK(error_text([&] {
+          mwm::coral_backward(x, x, forward.cov_diff, 1.0, &wrong);
+        }).find("mwm: grad_cov_diff.rows = 2") == 0);
   CHECK(error_text([&] { mwm::coral_backward(x, x, wrong, 1.0); }).find("mwm: cov_diff.rows = 2") ==
         0);
 }

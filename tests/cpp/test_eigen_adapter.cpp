@@ -11,8 +11,7 @@
 namespace {
 
 template <typename T>
-Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> random_matrix(Eigen::Index rows,
-                                                               Eigen::Index cols,
+Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> random_matrix(Eigen::Index rows, Eigen::Index cols,
                                                                std::uint64_t seed, double scale) {
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> out(rows, cols);  // column-major on purpose
   mwm_test::test_rng rng(seed);
@@ -60,8 +59,7 @@ TEMPLATE_TEST_CASE("Eigen heatmaps_to_scores equals the pointer API", "[eigen]",
   CHECK(row_major_values(got) == expected);
 }
 
-TEMPLATE_TEST_CASE("Eigen pool_heatmap pools one height x width matrix", "[eigen]", float,
-                   double) {
+TEMPLATE_TEST_CASE("Eigen pool_heatmap pools one height x width matrix", "[eigen]", float, double) {
   const auto heat = random_matrix<TestType>(17, 23, 2, 1.0);
   mwm::pool_options options;
   options.reduction = mwm::pool_reduction::max;

@@ -21,11 +21,11 @@ TEST_CASE("the Eigen and xtensor adapters give the same masks", "[eigen][xtensor
   }
   const auto from_eigen = mwm::generate_masks(request, eigen_scores);
   const auto from_xtensor = mwm::generate_masks(request, xtensor_scores);
-  REQUIRE(from_eigen.ids_shuffle.size() == static_cast<Eigen::Index>(from_xtensor.ids_shuffle.size()));
+  REQUIRE(from_eigen.ids_shuffle.size() ==
+          static_cast<Eigen::Index>(from_xtensor.ids_shuffle.size()));
   for (Eigen::Index i = 0; i < from_eigen.ids_shuffle.size(); ++i)
     CHECK(from_eigen.ids_shuffle.data()[i] == from_xtensor.ids_shuffle.data()[i]);
   const auto eigen_regions = mwm::regions_by_thresholds(eigen_scores, {0.5f});
   const auto xtensor_regions = mwm::regions_by_thresholds(xtensor_scores, {0.5f});
-  for (Eigen::Index i = 0; i < 24; ++i)
-    CHECK(eigen_regions.data()[i] == xtensor_regions.data()[i]);
+  for (Eigen::Index i = 0; i < 24; ++i) CHECK(eigen_regions.data()[i] == xtensor_regions.data()[i]);
 }

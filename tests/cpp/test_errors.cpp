@@ -46,9 +46,9 @@ TEST_CASE("zero and non-divisible sizes", "[errors]") {
 
   std::vector<float> heat(16, 0.0f);
   std::vector<float> scores(16);
-  MWM_REQUIRE_ERROR(mwm::pool_heatmap(heat.data(), {1, 0, 16}, mwm::make_grid_2d(4, 4), {},
-                                      scores.data()),
-                    "heatmap height = 0");
+  MWM_REQUIRE_ERROR(
+      mwm::pool_heatmap(heat.data(), {1, 0, 16}, mwm::make_grid_2d(4, 4), {}, scores.data()),
+      "heatmap height = 0");
   std::vector<std::int32_t> regions(16);
   MWM_REQUIRE_ERROR(mwm::regions_by_thresholds(scores.data(), 1, 0, {0.5f}, regions.data()),
                     "patches = 0");
@@ -89,10 +89,12 @@ TEST_CASE("ratios and shares outside [0, 1]", "[errors]") {
   request.policy.attention = mwm::attention_mode::hint;
   request.policy.ratio = 0.5;
   request.policy.hint_pool_share = 0.6;
-  MWM_REQUIRE_ERROR(mwm::generate_masks(request), "hint_pool_share = 0.59999999999999998: must not exceed ratio");
+  MWM_REQUIRE_ERROR(mwm::generate_masks(request),
+                    "hint_pool_share = 0.59999999999999998: must not exceed ratio");
   request.policy.hint_pool_share = 0.2;
   request.policy.hint_share = 0.3;
-  MWM_REQUIRE_ERROR(mwm::generate_masks(request), "hint_share = 0.29999999999999999: must not exceed hint_pool_share");
+  MWM_REQUIRE_ERROR(mwm::generate_masks(request),
+                    "hint_share = 0.29999999999999999: must not exceed hint_pool_share");
 
   std::vector<float> region_scores(16, 0.5f);
   std::vector<std::int32_t> out(16);
@@ -226,13 +228,15 @@ TEST_CASE("policies that need regions or scores say so", "[errors]") {
   request.policy.region_ratios = {0.5};
   for (auto kind : {mwm::policy_kind::per_region, mwm::policy_kind::fixed_total}) {
     request.policy.kind = kind;
-    MWM_REQUIRE_ERROR(mwm::generate_masks(request),
-                      std::string("regions = null: are required by policy ") + mwm::policy_name(kind));
+    MWM_REQUIRE_ERROR(
+        mwm::generate_masks(request),
+        std::string("regions = null: are required by policy ") + mwm::policy_name(kind));
   }
   for (auto kind : {mwm::policy_kind::weighted, mwm::policy_kind::loss_guided,
                     mwm::policy_kind::attention_guided}) {
     request.policy.kind = kind;
-    MWM_REQUIRE_ERROR(mwm::generate_masks(request),
-                      std::string("scores = null: are required by policy ") + mwm::policy_name(kind));
+    MWM_REQUIRE_ERROR(
+        mwm::generate_masks(request),
+        std::string("scores = null: are required by policy ") + mwm::policy_name(kind));
   }
 }

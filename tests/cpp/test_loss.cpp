@@ -25,8 +25,7 @@ struct loss_case {
 // Image element (b, c, d, h, w) of a dense (B, C, D, H, W) buffer.
 std::int64_t dense_index(const mwm::patch_geometry& g, std::int64_t b, std::int64_t c,
                          std::int64_t d, std::int64_t h, std::int64_t w) {
-  return (((b * g.channels + c) * g.image_depth() + d) * g.image_height() + h) *
-             g.image_width() +
+  return (((b * g.channels + c) * g.image_depth() + d) * g.image_height() + h) * g.image_width() +
          w;
 }
 
@@ -47,9 +46,9 @@ std::vector<double> patchify(const mwm::patch_geometry& g, std::int64_t batch,
               for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
                 for (std::int64_t c = 0; c < g.channels; ++c, ++e)
                   out[static_cast<std::size_t>((b * n + patch) * p + e)] =
-                      image[static_cast<std::size_t>(dense_index(
-                          g, b, c, gd * g.patch_depth + pd, gh * g.patch_height + ph,
-                          gw * g.patch_width + pw))];
+                      image[static_cast<std::size_t>(dense_index(g, b, c, gd * g.patch_depth + pd,
+                                                                 gh * g.patch_height + ph,
+                                                                 gw * g.patch_width + pw))];
         }
   return out;
 }
@@ -165,8 +164,7 @@ struct fixture {
     return mwm::vector_patch_strides(g, g.grid.num_patches() * p, p, 1);
   }
 
-  mwm::loss_inputs<double, double, double> inputs(const mwm::loss_options& o,
-                                                  bool weighted) const {
+  mwm::loss_inputs<double, double, double> inputs(const mwm::loss_options& o, bool weighted) const {
     mwm::loss_inputs<double, double, double> in;
     in.geometry = g;
     in.batch = batch;
@@ -228,10 +226,10 @@ TEST_CASE("patch strides address MAE's patch vector order in both layouts", "[lo
         for (std::int64_t ph = 0; ph < g.patch_height; ++ph)
           for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
             for (std::int64_t c = 0; c < g.channels; ++c, ++e) {
-              const double a = image_patch[pd * ts.depth + ph * ts.height + pw * ts.width +
-                                           c * ts.channel];
-              const double v = vector_patch[pd * vs.depth + ph * vs.height + pw * vs.width +
-                                            c * vs.channel];
+              const double a =
+                  image_patch[pd * ts.depth + ph * ts.height + pw * ts.width + c * ts.channel];
+              const double v =
+                  vector_patch[pd * vs.depth + ph * vs.height + pw * vs.width + c * vs.channel];
               const auto flat = (b * g.grid.num_patches() + n) * p + e;
               REQUIRE(v == vectors[static_cast<std::size_t>(flat)]);
               REQUIRE(a == v);
@@ -289,16 +287,15 @@ TEST_CASE("the per-patch strided path (the CUDA kernels') equals the band driver
         const double* pred = in.pred + mwm::patch_start(in.pred_strides, g.grid, b, patch);
         const double* target = in.target + mwm::patch_start(in.target_strides, g.grid, b, patch);
         double loss = -1;
-        REQUIRE(mwm::weighted_patch_loss(c, pred, in.pred_strides, target, in.target_strides, g,
-                                         o, &loss));
+        REQUIRE(mwm::weighted_patch_loss(c, pred, in.pred_strides, target, in.target_strides, g, o,
+                                         &loss));
         REQUIRE(loss == Approx(banded[static_cast<std::size_t>(i)]).epsilon(1e-14).margin(1e-300));
         const bool per_patch = o.reduction == loss_reduction::none;
-        const double factor = mwm::gradient_factor(
-            upstream[per_patch ? static_cast<std::size_t>(i) : 0], c, 1.0);
-        mwm::weighted_patch_gradient(factor, pred, in.pred_strides, target, in.target_strides, g, o,
-                                     grad.data() + mwm::patch_start(in.pred_strides, g.grid, b,
-                                                                    patch),
-                                     in.pred_strides);
+        const double factor =
+            mwm::gradient_factor(upstream[per_patch ? static_cast<std::size_t>(i) : 0], c, 1.0);
+        mwm::weighted_patch_gradient(
+            factor, pred, in.pred_strides, target, in.target_strides, g, o,
+            grad.data() + mwm::patch_start(in.pred_strides, g.grid, b, patch), in.pred_strides);
       }
       for (std::size_t e = 0; e < grad.size(); ++e)
         REQUIRE(grad[e] == Approx(banded_grad[e]).epsilon(1e-14).margin(1e-300));
@@ -377,8 +374,8 @@ TEST_CASE("the gradient matches central differences of the loss", "[loss]") {
         upstream[static_cast<std::size_t>(i)] = 0.5 + 0.1 * static_cast<double>(i % 7);
       const bool none = o.reduction == loss_reduction::none;
       const double one = 1.0;
-      const double denominator = mwm::loss_denominator(
-          o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+      const double denominator =
+          mwm::loss_denominator(o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
       std::vector<double> grad(f.pred_vectors.size(), 123.0);
       run_gradients(in, none ? upstream.data() : &one, denominator, grad.data(),
                     f.vector_strides());
@@ -427,8 +424,8 @@ TEST_CASE("unmasked patches get a zero gradient and are never read", "[loss]") {
 TEST_CASE("a non-finite target in a patch of the loss is reported by its index", "[loss]") {
   const auto g = mwm::make_geometry_2d(1, 4, 4, 2, 2);
   for (bool norm : {false, true})
-    for (double bad : {std::numeric_limits<double>::quiet_NaN(),
-                       std::numeric_limits<double>::infinity()}) {
+    for (double bad :
+         {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
       fixture f(g, 2, 4);
       f.mask.assign(8, 1);
       f.target[static_cast<std::size_t>(dense_index(g, 1, 0, 0, 3, 1))] = bad;  // b 1, patch 2
@@ -452,11 +449,9 @@ TEST_CASE("reductions: no masked patch gives NaN for mean and 0 for mean_eps", "
   const auto g = mwm::make_geometry_2d(1, 4, 4, 2, 2);
   fixture f(g, 1, 6);
   f.mask.assign(4, 0);
-  CHECK(std::isnan(run_forward(f.inputs(mwm::loss_options{recon_error::mse, false,
-                                                           loss_reduction::mean},
-                                        false))));
-  CHECK(run_forward(f.inputs(mwm::loss_options{recon_error::mse, false,
-                                               loss_reduction::mean_eps},
+  CHECK(std::isnan(run_forward(
+      f.inputs(mwm::loss_options{recon_error::mse, false, loss_reduction::mean}, false))));
+  CHECK(run_forward(f.inputs(mwm::loss_options{recon_error::mse, false, loss_reduction::mean_eps},
                              false)) == 0.0);
 }
 
@@ -483,8 +478,7 @@ std::string finish_message(const mwm::loss_inputs<Acc, P, T>& in, double* value 
   });
 }
 
-TEST_CASE("finish_loss names a non-finite prediction, weight or overflow and its patch",
-          "[loss]") {
+TEST_CASE("finish_loss names a non-finite prediction, weight or overflow and its patch", "[loss]") {
   const auto g = mwm::make_geometry_2d(3, 8, 12, 4, 4);  // 6 patches of 48 values
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();

@@ -6,13 +6,13 @@
 // nvcc as host code (cuda/CMakeLists.txt), so both compilers' code is checked.
 #include <mwm/loss.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <string>
-#include <algorithm>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../../cuda/loss_steps.cuh"
@@ -69,9 +69,10 @@ TEST_CASE("the shuffle tree of a warp is the core's lane_total, bit for bit", "[
   }
 }
 
-TEST_CASE("ordered_total: float64 reference within tolerance, the kernels' chunks and levels "
-          "bit for bit",
-          "[loss][order]") {
+TEST_CASE(
+    "ordered_total: float64 reference within tolerance, the kernels' chunks and levels "
+    "bit for bit",
+    "[loss][order]") {
   order_rng rng(12);
   for (std::int64_t count : {0, 1, 2, 31, 255, 256, 257, 1000, 12544, 65536, 65537, 70001}) {
     INFO("count " << count);
@@ -146,9 +147,8 @@ order_inputs make_inputs(order_rng& rng, const order_case& oc, std::int64_t batc
   } else {
     const std::int64_t dense_c = g.image_depth() * g.image_height() * g.image_width();
     x.pred_size = batch * g.channels * dense_c;
-    x.pred_strides = mwm::image_patch_strides(g, g.channels * dense_c, dense_c,
-                                              g.image_height() * g.image_width(),
-                                              g.image_width(), 1);
+    x.pred_strides = mwm::image_patch_strides(
+        g, g.channels * dense_c, dense_c, g.image_height() * g.image_width(), g.image_width(), 1);
   }
   x.pred = spread_values<float>(rng, x.pred_size);
   x.grad_strides = x.pred_strides;
@@ -209,18 +209,19 @@ device_forward device_emulation(const mwm::loss_inputs<float, float, float>& in,
 
 std::vector<order_case> order_cases() {
   return {
-      {mwm::make_geometry_2d(3, 32, 48, 16, 16), true, false},   // MAE 2D, P = 768
-      {mwm::make_geometry_2d(3, 32, 48, 16, 16), false, true},   // image layout, padded rows
+      {mwm::make_geometry_2d(3, 32, 48, 16, 16), true, false},      // MAE 2D, P = 768
+      {mwm::make_geometry_2d(3, 32, 48, 16, 16), false, true},      // image layout, padded rows
       {mwm::make_geometry_3d(1, 16, 16, 32, 8, 8, 8), true, true},  // 3D, P = 512
-      {mwm::make_geometry_2d(1, 15, 21, 3, 3), true, false},     // P = 9 < 32 lanes
-      {mwm::make_geometry_3d(3, 4, 6, 6, 2, 3, 3), true, true},  // P = 54: a partial lane row
-      {mwm::make_geometry_2d(5, 14, 14, 7, 7), false, false},    // P = 245, C = 5 > 1
+      {mwm::make_geometry_2d(1, 15, 21, 3, 3), true, false},        // P = 9 < 32 lanes
+      {mwm::make_geometry_3d(3, 4, 6, 6, 2, 3, 3), true, true},     // P = 54: a partial lane row
+      {mwm::make_geometry_2d(5, 14, 14, 7, 7), false, false},       // P = 245, C = 5 > 1
   };
 }
 
-TEST_CASE("loss: the kernels' host stand-in gives the CPU op's bits; thread splits do not "
-          "change them",
-          "[loss][order][cuda]") {
+TEST_CASE(
+    "loss: the kernels' host stand-in gives the CPU op's bits; thread splits do not "
+    "change them",
+    "[loss][order][cuda]") {
   order_rng rng(13);
   for (const auto& oc : order_cases()) {
     const auto x = make_inputs(rng, oc, 3);
@@ -235,9 +236,9 @@ TEST_CASE("loss: the kernels' host stand-in gives the CPU op's bits; thread spli
           o.error = error;
           o.reduction = mwm::loss_reduction::mean;
           const auto in = x.view(o, weighted);
-          INFO("P " << x.g.patch_vector_size() << ", patch layout " << oc.patch_layout
-                    << ", norm " << norm << ", l1 " << (error == mwm::recon_error::l1)
-                    << ", weighted " << weighted);
+          INFO("P " << x.g.patch_vector_size() << ", patch layout " << oc.patch_layout << ", norm "
+                    << norm << ", l1 " << (error == mwm::recon_error::l1) << ", weighted "
+                    << weighted);
           const auto cpu = cpu_patch_losses(in, {});
           const float cpu_loss = mwm::finish_loss(in, cpu.data(), -1);
           // Threads: any split of the bands, same bits.
@@ -253,14 +254,14 @@ TEST_CASE("loss: the kernels' host stand-in gives the CPU op's bits; thread spli
             REQUIRE(same_bits(dev.losses_total / dev.coefficients_total, cpu_loss));
           }
           // The gradient: the warp bodies against band_gradients.
-          const float denominator = mwm::loss_denominator(
-              o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+          const float denominator =
+              mwm::loss_denominator(o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
           const float upstream = 0.75f;
           std::vector<float> grad_cpu(static_cast<std::size_t>(x.pred_size), 5.0f);
           std::vector<float> grad_dev(static_cast<std::size_t>(x.pred_size), 6.0f);
           std::vector<float> scratch(static_cast<std::size_t>(mwm::band_scratch_size(x.g)));
-          mwm::band_gradients(in, &upstream, denominator, grad_cpu.data(), x.grad_strides, 0,
-                              bands, scratch.data());
+          mwm::band_gradients(in, &upstream, denominator, grad_cpu.data(), x.grad_strides, 0, bands,
+                              scratch.data());
           mwm::gpu::host_warp warp;
           for (std::int64_t i = 0; i < count; ++i)
             mwm::gpu::warp_patch_gradient(in, &upstream, denominator, grad_dev.data(),
@@ -308,8 +309,8 @@ TEST_CASE("loss: the CPU op against a plain float64 reference, over many patches
       const double d = pv[e] - (tv[e] - mean) / std::sqrt(var + 1e-6);
       err += d * d;
     }
-    const double c = x.mask[static_cast<std::size_t>(i)] ? x.weight[static_cast<std::size_t>(i)]
-                                                         : 0.0;
+    const double c =
+        x.mask[static_cast<std::size_t>(i)] ? x.weight[static_cast<std::size_t>(i)] : 0.0;
     total += c * err / static_cast<double>(p);
     coefficients += c;
   }
@@ -361,10 +362,10 @@ TEST_CASE("loss: the device's error records raise finish_loss's messages", "[los
     const std::int64_t p = x.g.patch_vector_size();
     mwm::loss_options o;
     o.norm_target = false;
-    if (kind == 0) x.pred[static_cast<std::size_t>(7 * p + 3)] = nan;         // pred, patch 7
-    if (kind == 1) x.weight[5] = inf;                                         // weight, patch 5
-    if (kind == 2) x.target[100] = nan;                                       // target, patch 0
-    if (kind == 3) x.pred[static_cast<std::size_t>(9 * p)] = 1e30f;           // overflow
+    if (kind == 0) x.pred[static_cast<std::size_t>(7 * p + 3)] = nan;  // pred, patch 7
+    if (kind == 1) x.weight[5] = inf;                                  // weight, patch 5
+    if (kind == 2) x.target[100] = nan;                                // target, patch 0
+    if (kind == 3) x.pred[static_cast<std::size_t>(9 * p)] = 1e30f;    // overflow
     if (kind == 4) {  // a target fault after a pred fault: the target is reported
       x.pred[static_cast<std::size_t>(1 * p)] = nan;
       x.target[static_cast<std::size_t>(x.target.size() - 1)] = inf;

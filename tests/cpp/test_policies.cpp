@@ -20,8 +20,8 @@ struct grids_3d {
 
 constexpr int trials = 200;
 
-std::int64_t region_size(const std::vector<std::int32_t>& regions, std::int64_t n,
-                         std::int64_t b, int region) {
+std::int64_t region_size(const std::vector<std::int32_t>& regions, std::int64_t n, std::int64_t b,
+                         int region) {
   return std::count(regions.begin() + b * n, regions.begin() + (b + 1) * n, region);
 }
 
@@ -111,7 +111,8 @@ TEST_CASE("per_region reproduces the reference's double rounding", "[policy]") {
     in.batch = 3;
     in.regions = nullptr;
     std::vector<std::int32_t> batch_regions;
-    for (int b = 0; b < 3; ++b) batch_regions.insert(batch_regions.end(), regions.begin(), regions.end());
+    for (int b = 0; b < 3; ++b)
+      batch_regions.insert(batch_regions.end(), regions.begin(), regions.end());
     in.regions = &batch_regions;
     const auto masks = mwm_test::generate(policy, in);
     for (std::int64_t b = 0; b < 3; ++b) {
@@ -291,8 +292,8 @@ TEMPLATE_TEST_CASE("blocks are boxes, and they carry a large budget", "[policy]"
   CHECK(covered_total >= target * samples * 3 / 4);
 }
 
-TEMPLATE_TEST_CASE("coarse masks whole coarse cells and counts keep on the coarse grid",
-                   "[policy]", grids_2d, grids_3d) {
+TEMPLATE_TEST_CASE("coarse masks whole coarse cells and counts keep on the coarse grid", "[policy]",
+                   grids_2d, grids_3d) {
   mwm_test::test_rng rng(TestType::three_d ? 81 : 80);
   for (int trial = 0; trial < trials; ++trial) {
     mwm::mask_policy policy;
@@ -321,8 +322,8 @@ TEMPLATE_TEST_CASE("coarse masks whole coarse cells and counts keep on the coars
       for (std::int64_t d = 0; d < grid.depth; ++d)
         for (std::int64_t h = 0; h < grid.height; ++h)
           for (std::int64_t w = 0; w < grid.width; ++w) {
-            const std::int64_t corner = grid.index(TestType::three_d ? d / f * f : 0, h / f * f,
-                                                   w / f * f);
+            const std::int64_t corner =
+                grid.index(TestType::three_d ? d / f * f : 0, h / f * f, w / f * f);
             REQUIRE(masks.is_masked(b, grid.index(d, h, w)) == masks.is_masked(b, corner));
           }
     }
@@ -384,14 +385,16 @@ TEMPLATE_TEST_CASE("attention_guided high / low / hint follow AttMask", "[policy
     const auto masks = mwm_test::generate(policy, in);
     const auto top = static_cast<std::int64_t>(static_cast<double>(n) * policy.ratio);
     const bool hint = policy.attention == mwm::attention_mode::hint;
-    const auto pool = hint ? static_cast<std::int64_t>(static_cast<double>(n) * policy.hint_pool_share) : 0;
-    const auto reveal = hint ? static_cast<std::int64_t>(static_cast<double>(n) * policy.hint_share) : 0;
+    const auto pool =
+        hint ? static_cast<std::int64_t>(static_cast<double>(n) * policy.hint_pool_share) : 0;
+    const auto reveal =
+        hint ? static_cast<std::int64_t>(static_cast<double>(n) * policy.hint_share) : 0;
     INFO("trial " << trial << ": n = " << n << ", top = " << top << ", pool = " << pool
                   << ", reveal = " << reveal);
     for (std::int64_t b = 0; b < in.batch; ++b) {
       REQUIRE(masks.num_masked[static_cast<std::size_t>(b)] == top - reveal);
-      const auto ranked = mwm_test::ranked_by_score(
-          scores.data() + b * n, n, policy.attention == mwm::attention_mode::low);
+      const auto ranked = mwm_test::ranked_by_score(scores.data() + b * n, n,
+                                                    policy.attention == mwm::attention_mode::low);
       std::int64_t revealed_in_pool = 0;
       for (std::int64_t rank = 0; rank < n; ++rank) {
         const bool is_masked = masks.is_masked(b, ranked[static_cast<std::size_t>(rank)]);

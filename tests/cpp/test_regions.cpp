@@ -39,8 +39,7 @@ TEST_CASE("threshold regions equal a brute-force count over random scores", "[re
   }
 }
 
-TEST_CASE("quantile regions take the top int(N * q) per sample, ties by lower index",
-          "[regions]") {
+TEST_CASE("quantile regions take the top int(N * q) per sample, ties by lower index", "[regions]") {
   mwm_test::test_rng rng(22);
   for (int trial = 0; trial < 200; ++trial) {
     const std::int64_t batch = mwm_test::uniform_int(rng, 1, 4);
@@ -88,7 +87,8 @@ non_finite_scores make_non_finite_scores(std::int64_t count) {
   for (auto& v : s.raw) v -= 0.5f;  // zero sits in the middle of the ranking
   s.zeroed = s.raw;
   for (std::int64_t i = 3; i < count; i += 7) {
-    s.raw[static_cast<std::size_t>(i)] = i % 3 == 0 ? nan_value : (i % 3 == 1 ? inf_value : -inf_value);
+    s.raw[static_cast<std::size_t>(i)] =
+        i % 3 == 0 ? nan_value : (i % 3 == 1 ? inf_value : -inf_value);
     s.zeroed[static_cast<std::size_t>(i)] = 0.0f;
   }
   return s;

@@ -63,8 +63,8 @@ const pinned pinned_digests[] = {
 }  // namespace
 
 TEST_CASE("mask digests are stable across versions", "[stability]") {
-  const std::pair<std::string, mwm::grid_shape> grids[] = {
-      {"14x14", mwm::make_grid_2d(14, 14)}, {"4x4x6", mwm::make_grid_3d(4, 4, 6)}};
+  const std::pair<std::string, mwm::grid_shape> grids[] = {{"14x14", mwm::make_grid_2d(14, 14)},
+                                                           {"4x4x6", mwm::make_grid_3d(4, 4, 6)}};
   for (const auto& g : grids) {
     const std::int64_t batch = 5;
     mwm_test::test_rng rng(2718);

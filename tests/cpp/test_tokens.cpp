@@ -72,8 +72,8 @@ TEST_CASE("gather_tokens_backward scatters gradients, accumulating repeats", "[t
   const std::vector<std::int64_t> ids{2, 0, 2, -1, 3, 1};
   const auto grad = labelled(B, K, C);
   std::vector<double> grad_x(static_cast<std::size_t>(B * N * C), 99.0);
-  mwm::gather_tokens_backward<double>(grad.data(), dense(K, C), ids.data(), K, N, C,
-                                      grad_x.data(), dense(N, C), 0, B);
+  mwm::gather_tokens_backward<double>(grad.data(), dense(K, C), ids.data(), K, N, C, grad_x.data(),
+                                      dense(N, C), 0, B);
   std::vector<double> expected(grad_x.size(), 0.0);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t k = 0; k < K; ++k) {
@@ -126,8 +126,8 @@ TEST_CASE("restore_tokens is MAE's cat + gather, with per-sample visible counts"
       std::vector<double> grad_vis(static_cast<std::size_t>(B * K * C), 5.0);
       std::vector<double> partials(static_cast<std::size_t>(B * C), 5.0), grad_token(C);
       mwm::restore_tokens_backward(grad.data(), dense(N, C), restore.data(),
-                                   per_sample ? visible.data() : nullptr, K, N, C,
-                                   grad_vis.data(), dense(K, C), partials.data(), 0, B);
+                                   per_sample ? visible.data() : nullptr, K, N, C, grad_vis.data(),
+                                   dense(K, C), partials.data(), 0, B);
       mwm::sum_mask_partials(partials.data(), B, C, grad_token.data());
       std::vector<double> expected_vis(grad_vis.size(), 0.0), expected_token(C, 0.0);
       for (std::int64_t b = 0; b < B; ++b) {
@@ -136,8 +136,10 @@ TEST_CASE("restore_tokens is MAE's cat + gather, with per-sample visible counts"
           const auto p = restore[static_cast<std::size_t>(b * N + n)];
           for (std::int64_t c = 0; c < C; ++c) {
             const double g = grad[static_cast<std::size_t>((b * N + n) * C + c)];
-            if (p < count) expected_vis[static_cast<std::size_t>((b * K + p) * C + c)] += g;
-            else expected_token[static_cast<std::size_t>(c)] += g;
+            if (p < count)
+              expected_vis[static_cast<std::size_t>((b * K + p) * C + c)] += g;
+            else
+              expected_token[static_cast<std::size_t>(c)] += g;
           }
         }
       }
@@ -162,8 +164,9 @@ TEST_CASE("token ids are validated with the sample and slot named", "[tokens]") 
                                          "token 1)"));
   const std::vector<std::int64_t> good{1, 0, 2, 2, 1, 0};
   const std::vector<std::int64_t> visible{2, 3};
-  CHECK(error_message([&] { mwm::validate_restore_ids(good.data(), visible.data(), 2, 3, 3); })
-            .empty());
+  CHECK(error_message([&] {
+          mwm::validate_restore_ids(good.data(), visible.data(), 2, 3, 3);
+        }).empty());
   const auto too_many = [&] { mwm::validate_restore_ids(good.data(), visible.data(), 2, 3, 2); };
   CHECK_THAT(error_message(too_many),
              Catch::Matchers::StartsWith("mwm: num_visible = 3: must lie in [0, 2] (sample 1"));

@@ -45,7 +45,8 @@ TEST_CASE("random masks every patch equally often, and orders visible patches un
   require_uniform(masked_counts(masks));
   std::vector<double> first_visible(16, 0.0);
   for (std::int64_t b = 0; b < in.batch; ++b)
-    first_visible[static_cast<std::size_t>(masks.ids_keep[static_cast<std::size_t>(b * 12)])] += 1.0;
+    first_visible[static_cast<std::size_t>(masks.ids_keep[static_cast<std::size_t>(b * 12)])] +=
+        1.0;
   require_uniform(first_visible);
 }
 
@@ -60,7 +61,8 @@ TEST_CASE("per_region masks every patch of a region equally often", "[uniformity
   for (std::size_t i = 0; i < 36; i += 5) std::swap(layout[i], layout[35 - i]);
   const std::int64_t batch = 12000;
   std::vector<std::int32_t> regions;
-  for (std::int64_t b = 0; b < batch; ++b) regions.insert(regions.end(), layout.begin(), layout.end());
+  for (std::int64_t b = 0; b < batch; ++b)
+    regions.insert(regions.end(), layout.begin(), layout.end());
   mwm_test::generate_inputs in;
   in.grid = grid;
   in.batch = batch;
@@ -101,7 +103,8 @@ TEST_CASE("weighted: one masked patch is drawn with probability w / sum(w)", "[u
     weight_sum += weights[i];
   }
   std::vector<double> expected(8);
-  for (std::size_t i = 0; i < 8; ++i) expected[i] = static_cast<double>(batch) * weights[i] / weight_sum;
+  for (std::size_t i = 0; i < 8; ++i)
+    expected[i] = static_cast<double>(batch) * weights[i] / weight_sum;
   const double statistic = mwm_test::chi_square(observed, expected);
   INFO("chi-square " << statistic);
   REQUIRE(statistic < mwm_test::chi_square_critical_1e4(7));
@@ -187,6 +190,7 @@ TEST_CASE("coarse masks every coarse cell equally often", "[uniformity]") {
   const auto counts = masked_counts(mwm_test::generate(policy, in));
   std::vector<double> cells;
   for (std::int64_t h = 0; h < 8; h += 2)
-    for (std::int64_t w = 0; w < 8; w += 2) cells.push_back(counts[static_cast<std::size_t>(h * 8 + w)]);
+    for (std::int64_t w = 0; w < 8; w += 2)
+      cells.push_back(counts[static_cast<std::size_t>(h * 8 + w)]);
   require_uniform(cells);
 }

@@ -18,7 +18,8 @@
 namespace {
 
 template <typename T>
-xt::xarray<T> random_array(const std::vector<std::size_t>& shape, std::uint64_t seed, double scale) {
+xt::xarray<T> random_array(const std::vector<std::size_t>& shape, std::uint64_t seed,
+                           double scale) {
   xt::xarray<T> out = xt::xarray<T>::from_shape(shape);
   mwm_test::test_rng rng(seed);
   for (auto& v : out) v = static_cast<T>(mwm_test::uniform_real(rng, 0.0, scale));
@@ -34,8 +35,8 @@ std::vector<float> as_floats(const xt::xarray<T>& a) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("xtensor heatmaps_to_scores equals the pointer API", "[xtensor]", float,
-                   double, std::uint8_t) {
+TEMPLATE_TEST_CASE("xtensor heatmaps_to_scores equals the pointer API", "[xtensor]", float, double,
+                   std::uint8_t) {
   const double scale = std::is_integral<TestType>::value ? 255.0 : 1.0;
   mwm::pooling_request request;
   SECTION("2D without a prompt axis") {
@@ -101,8 +102,7 @@ TEST_CASE("xtensor inputs may be views and expressions of any layout", "[xtensor
   CHECK((strided == mwm::heatmaps_to_scores(request, picked)));
 }
 
-TEMPLATE_TEST_CASE("xtensor regions from scores of any floating type", "[xtensor]", float,
-                   double) {
+TEMPLATE_TEST_CASE("xtensor regions from scores of any floating type", "[xtensor]", float, double) {
   const auto scores = random_array<TestType>({3, 5, 4}, 7, 1.0);
   const auto by_threshold = mwm::regions_by_thresholds(scores, {0.3f, 0.7f});
   const auto by_quantile = mwm::regions_by_quantiles(scores, {0.5, 0.1});
@@ -124,7 +124,8 @@ TEMPLATE_TEST_CASE("xtensor generate_masks takes regions of any integer type", "
   request.policy.region_ratios = {0.3, 0.9};
   request.seed = 8;
   xt::xarray<TestType> regions = xt::xarray<TestType>::from_shape({3, 4, 5});
-  for (std::size_t i = 0; i < regions.size(); ++i) regions.data()[i] = static_cast<TestType>(i % 3 == 0);
+  for (std::size_t i = 0; i < regions.size(); ++i)
+    regions.data()[i] = static_cast<TestType>(i % 3 == 0);
   const auto got = mwm::generate_masks(request, regions);
 
   std::vector<std::int32_t> flat(regions.begin(), regions.end());
@@ -135,20 +136,24 @@ TEMPLATE_TEST_CASE("xtensor generate_masks takes regions of any integer type", "
   REQUIRE(got.mask.shape()[1] == 20);
   for (std::size_t i = 0; i < expected.mask.size(); ++i)
     REQUIRE(got.mask.data()[i] == (expected.mask[i] != 0));
-  CHECK(std::vector<std::int64_t>(got.num_masked.begin(), got.num_masked.end()) == expected.num_masked);
-  CHECK(std::vector<std::int64_t>(got.ids_shuffle.begin(), got.ids_shuffle.end()) == expected.ids_shuffle);
-  CHECK(std::vector<std::int64_t>(got.ids_restore.begin(), got.ids_restore.end()) == expected.ids_restore);
+  CHECK(std::vector<std::int64_t>(got.num_masked.begin(), got.num_masked.end()) ==
+        expected.num_masked);
+  CHECK(std::vector<std::int64_t>(got.ids_shuffle.begin(), got.ids_shuffle.end()) ==
+        expected.ids_shuffle);
+  CHECK(std::vector<std::int64_t>(got.ids_restore.begin(), got.ids_restore.end()) ==
+        expected.ids_restore);
   CHECK(std::vector<std::int64_t>(got.ids_keep.begin(), got.ids_keep.end()) == expected.ids_keep);
   CHECK(got.ids_keep.shape()[1] == 20);
-  CHECK(std::vector<std::int64_t>(got.ids_masked.begin(), got.ids_masked.end()) == expected.ids_masked);
+  CHECK(std::vector<std::int64_t>(got.ids_masked.begin(), got.ids_masked.end()) ==
+        expected.ids_masked);
   CHECK(std::vector<float>(got.noise.begin(), got.noise.end()) == expected.noise);
   // (B, N) and grid-shaped inputs are the same thing.
   const xt::xarray<TestType> flat_regions = xt::reshape_view(regions, {3, 20});
   CHECK((mwm::generate_masks(request, flat_regions).ids_shuffle == got.ids_shuffle));
 }
 
-TEMPLATE_TEST_CASE("xtensor generate_masks takes scores of any floating type", "[xtensor]",
-                   float, double) {
+TEMPLATE_TEST_CASE("xtensor generate_masks takes scores of any floating type", "[xtensor]", float,
+                   double) {
   mwm::mask_request request;
   request.grid = mwm::make_grid_3d(2, 3, 3);
   request.policy.kind = mwm::policy_kind::loss_guided;
@@ -159,7 +164,8 @@ TEMPLATE_TEST_CASE("xtensor generate_masks takes scores of any floating type", "
   request.batch = 4;
   request.scores = flat.data();
   const auto expected = mwm::generate_masks(request);
-  CHECK(std::vector<std::int64_t>(got.ids_shuffle.begin(), got.ids_shuffle.end()) == expected.ids_shuffle);
+  CHECK(std::vector<std::int64_t>(got.ids_shuffle.begin(), got.ids_shuffle.end()) ==
+        expected.ids_shuffle);
   CHECK(got.ids_keep.shape()[1] == static_cast<std::size_t>(expected.widths.keep));
 
   // Both inputs at once (policies that read one ignore the other).

@@ -75,12 +75,18 @@ double fuzzed_value(FuzzedDataProvider& data, bool clean) {
   const std::uint8_t byte = data.ConsumeIntegral<std::uint8_t>();
   if (!clean) {
     switch (byte) {
-      case 250: return std::numeric_limits<double>::quiet_NaN();
-      case 251: return std::numeric_limits<double>::infinity();
-      case 252: return -std::numeric_limits<double>::infinity();
-      case 253: return huge_value<Acc>();
-      case 254: return -huge_value<Acc>();
-      default: break;
+      case 250:
+        return std::numeric_limits<double>::quiet_NaN();
+      case 251:
+        return std::numeric_limits<double>::infinity();
+      case 252:
+        return -std::numeric_limits<double>::infinity();
+      case 253:
+        return huge_value<Acc>();
+      case 254:
+        return -huge_value<Acc>();
+      default:
+        break;
     }
   }
   return static_cast<double>(static_cast<int>(byte % 61) - 30) * 0.25;
@@ -245,9 +251,9 @@ struct loss_case {
       var /= static_cast<double>(p - 1);
     }
     for (std::int64_t e = 0; e < p; ++e)
-      t_hat[static_cast<std::size_t>(e)] =
-          r.options.norm_target ? (target_at(i, e) - mean) / std::sqrt(var + 1e-6)
-                                : target_at(i, e);
+      t_hat[static_cast<std::size_t>(e)] = r.options.norm_target
+                                               ? (target_at(i, e) - mean) / std::sqrt(var + 1e-6)
+                                               : target_at(i, e);
   }
 
   // c * err of patch i and the scale its rounding error is measured against.
@@ -368,12 +374,12 @@ void check_losses(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
   MWM_FUZZ_CHECK(same_value(total, chunk_tree_sum(coefficients)));
   const Acc plain_sum = chunk_tree_sum(losses);
   const Acc sum = mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::sum, total);
-  const Acc none = mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::none,
-                                            total);
-  const Acc mean = mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::mean,
-                                            total);
-  const Acc mean_eps = mwm::reduce_patch_losses(losses.data(), k.count,
-                                                mwm::loss_reduction::mean_eps, total);
+  const Acc none =
+      mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::none, total);
+  const Acc mean =
+      mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::mean, total);
+  const Acc mean_eps =
+      mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::mean_eps, total);
   MWM_FUZZ_CHECK(same_value(sum, plain_sum) && same_value(none, plain_sum));
   MWM_FUZZ_CHECK(same_value(mean, plain_sum / total));
   MWM_FUZZ_CHECK(same_value(mean_eps, plain_sum / (total + static_cast<Acc>(1e-8))));
@@ -406,10 +412,12 @@ void check_losses(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
                                                      : !std::isfinite(double(reduced)))) {
     if (first_non_finite >= 0) {
       const std::int64_t i = first_non_finite;
-      if (!std::isfinite(k.coefficient(i))) expected_message = "weight of " + place + " = ";
+      if (!std::isfinite(k.coefficient(i)))
+        expected_message = "weight of " + place + " = ";
       else if (!k.finite_patch(i, false))
         expected_message = "pred has a non-finite value (NaN or Inf) in " + place;
-      else expected_message = "the loss of " + place + " overflows";
+      else
+        expected_message = "the loss of " + place + " overflows";
     } else if (!(reduction == mwm::loss_reduction::mean && total == Acc(0))) {
       expected_message = "the reduced loss overflows";
     }
@@ -450,17 +458,15 @@ void check_gradients(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
   const mwm::patch_strides& gs = in.pred_strides;
   const std::int64_t bands = mwm::band_count(k.g, k.r.batch);
   std::vector<Acc> scratch(static_cast<std::size_t>(mwm::band_scratch_size(k.g)));
-  mwm::band_gradients(in, upstream.data(), denominator, grad.data(), gs, 0, bands,
-                      scratch.data());
+  mwm::band_gradients(in, upstream.data(), denominator, grad.data(), gs, 0, bands, scratch.data());
   const std::int64_t cut = data.ConsumeIntegralInRange<std::int64_t>(0, bands);
   mwm::band_gradients(in, upstream.data(), denominator, split.data(), gs, 0, cut, scratch.data());
   mwm::band_gradients(in, upstream.data(), denominator, split.data(), gs, cut, bands,
                       scratch.data());
   for (std::int64_t i = 0; i < k.count; ++i) {
-    const Acc factor = mwm::gradient_factor(per_patch ? upstream[static_cast<std::size_t>(i)]
-                                                      : upstream[0],
-                                            mwm::patch_coefficient(in.mask, in.weight, i),
-                                            denominator);
+    const Acc factor =
+        mwm::gradient_factor(per_patch ? upstream[static_cast<std::size_t>(i)] : upstream[0],
+                             mwm::patch_coefficient(in.mask, in.weight, i), denominator);
     mwm::weighted_patch_gradient(
         factor, in.pred + mwm::patch_start(in.pred_strides, k.g.grid, i / k.n, i % k.n),
         in.pred_strides,
@@ -499,7 +505,8 @@ void check_gradients(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
         continue;
       }
       const double r = k.pred_at(i, e) - t_hat[static_cast<std::size_t>(e)];
-      const double magnitude = std::fabs(k.pred_at(i, e)) + std::fabs(t_hat[static_cast<std::size_t>(e)]);
+      const double magnitude =
+          std::fabs(k.pred_at(i, e)) + std::fabs(t_hat[static_cast<std::size_t>(e)]);
       const double scale = std::fabs(factor) / static_cast<double>(k.p);
       double expected;
       if (in.options.error == mwm::recon_error::mse) {
@@ -580,10 +587,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
 
   mwm::patch_geometry g;
   try {
-    g = r.volume ? mwm::make_geometry_3d(r.channels, r.image[0], r.image[1], r.image[2],
-                                         r.patch[0], r.patch[1], r.patch[2])
-                 : mwm::make_geometry_2d(r.channels, r.image[1], r.image[2], r.patch[1],
-                                         r.patch[2]);
+    g = r.volume
+            ? mwm::make_geometry_3d(r.channels, r.image[0], r.image[1], r.image[2], r.patch[0],
+                                    r.patch[1], r.patch[2])
+            : mwm::make_geometry_2d(r.channels, r.image[1], r.image[2], r.patch[1], r.patch[2]);
     mwm::validate_loss_geometry(g, r.options);
   } catch (const mwm::error& e) {
     MWM_FUZZ_CHECK(!valid);  // rejected with a named argument: the contract for invalid input
@@ -593,8 +600,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   MWM_FUZZ_CHECK(valid);
   MWM_FUZZ_CHECK(g.patch_vector_size() == vector_size);
 
-  if (r.types == 0) run<float, float, float>(r, g, data);
-  else if (r.types == 1) run<double, double, double>(r, g, data);
-  else run<double, float, double>(r, g, data);
+  if (r.types == 0)
+    run<float, float, float>(r, g, data);
+  else if (r.types == 1)
+    run<double, double, double>(r, g, data);
+  else
+    run<double, float, double>(r, g, data);
   return 0;
 }

@@ -14,23 +14,28 @@
 namespace {
 
 constexpr mwm::policy_kind kinds[] = {
-    mwm::policy_kind::random,      mwm::policy_kind::per_region, mwm::policy_kind::fixed_total,
-    mwm::policy_kind::weighted,    mwm::policy_kind::block,      mwm::policy_kind::coarse,
+    mwm::policy_kind::random,      mwm::policy_kind::per_region,      mwm::policy_kind::fixed_total,
+    mwm::policy_kind::weighted,    mwm::policy_kind::block,           mwm::policy_kind::coarse,
     mwm::policy_kind::loss_guided, mwm::policy_kind::attention_guided};
-constexpr mwm::keep_rounding roundings[] = {
-    mwm::keep_rounding::floor, mwm::keep_rounding::round, mwm::keep_rounding::ceil_mask,
-    mwm::keep_rounding::floor_mask};
+constexpr mwm::keep_rounding roundings[] = {mwm::keep_rounding::floor, mwm::keep_rounding::round,
+                                            mwm::keep_rounding::ceil_mask,
+                                            mwm::keep_rounding::floor_mask};
 constexpr mwm::attention_mode attention_modes[] = {
     mwm::attention_mode::high, mwm::attention_mode::low, mwm::attention_mode::hint};
 
 // Mostly in [0, 1], sometimes just outside or non-finite, so that validation is exercised too.
 double fuzzed_share(FuzzedDataProvider& data) {
   switch (data.ConsumeIntegralInRange<int>(0, 15)) {
-    case 0: return -0.25;
-    case 1: return 1.0;
-    case 2: return 1.5;
-    case 3: return std::numeric_limits<double>::quiet_NaN();
-    default: return data.ConsumeProbability<double>();
+    case 0:
+      return -0.25;
+    case 1:
+      return 1.0;
+    case 2:
+      return 1.5;
+    case 3:
+      return std::numeric_limits<double>::quiet_NaN();
+    default:
+      return data.ConsumeProbability<double>();
   }
 }
 

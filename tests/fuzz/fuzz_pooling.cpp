@@ -21,11 +21,16 @@ constexpr mwm::pool_reduction reductions[] = {mwm::pool_reduction::mean, mwm::po
 
 float fuzzed_value(FuzzedDataProvider& data) {
   switch (data.ConsumeIntegralInRange<int>(0, 31)) {
-    case 0: return std::numeric_limits<float>::quiet_NaN();
-    case 1: return std::numeric_limits<float>::infinity();
-    case 2: return -std::numeric_limits<float>::infinity();
-    case 3: return data.ConsumeFloatingPoint<float>();
-    default: return static_cast<float>(data.ConsumeProbability<double>());
+    case 0:
+      return std::numeric_limits<float>::quiet_NaN();
+    case 1:
+      return std::numeric_limits<float>::infinity();
+    case 2:
+      return -std::numeric_limits<float>::infinity();
+    case 3:
+      return data.ConsumeFloatingPoint<float>();
+    default:
+      return static_cast<float>(data.ConsumeProbability<double>());
   }
 }
 

@@ -8,7 +8,6 @@ import torch
 import mwm
 from mwm.feature_pool import DynamicFeaturePool, confidence_filter
 
-
 # --- confidence filtering --------------------------------------------------------------------
 
 def test_confidence_filter_keeps_both_ends_per_class():

@@ -12,7 +12,6 @@ from mwm.grounding import (
 )
 from mwm.grounding.adapters import gaussian_smooth
 
-
 # ------------------------------------------------------------------------------------ boxes
 
 

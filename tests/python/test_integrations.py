@@ -6,8 +6,14 @@ from torch.utils.data import DataLoader, Dataset
 
 import mwm
 from mwm.bench import references as ref
-from mwm.integrations import (MaskingCollate, MaskingTransform, lightly_token_indices,
-                              random_masking, spark_active_masks, vitmae_noise)
+from mwm.integrations import (
+    MaskingCollate,
+    MaskingTransform,
+    lightly_token_indices,
+    random_masking,
+    spark_active_masks,
+    vitmae_noise,
+)
 from mwm.integrations.mae import apply_mae_masks
 
 

@@ -1,6 +1,5 @@
 """The masking ops against independent references of docs/design.md's semantics."""
 
-import itertools
 import math
 
 import pytest

@@ -5,7 +5,15 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mwm.viz import MASK_GRAY, MASK_OPACITY, ROI_COLOR, figure_to_array, overlay_figure, overlay_rgb, save_png
+from mwm.viz import (
+    MASK_GRAY,
+    MASK_OPACITY,
+    ROI_COLOR,
+    figure_to_array,
+    overlay_figure,
+    overlay_rgb,
+    save_png,
+)
 
 
 def ramp(height=32, width=32):

@@ -78,7 +78,7 @@ class ClipHeatmapGenerator:
         *,
         normalize: str = "minmax",
         temperature: float = 0.07,
-    ) -> "ClipHeatmapGenerator":
+    ) -> ClipHeatmapGenerator:
         """A generator over any model: `patch_encoder(images) -> (B, N, E)` projected patch
         tokens in row-major grid order, `text_encoder(prompts) -> (K, E)` text embeddings."""
         if not callable(patch_encoder) or not callable(text_encoder):

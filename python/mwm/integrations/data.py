@@ -3,7 +3,7 @@ not depend on worker count, batch composition or DDP rank."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import default_collate
