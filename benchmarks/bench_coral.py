@@ -24,10 +24,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, help="timed runs per side (default 15, quick 5)")
     parser.add_argument("--warmup", type=int, help="untimed runs first (default 3, quick 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's)")
     parser.add_argument("--sizes", default="6400x6400x32,6400x6400x256",
                         help="comma-separated n x m x d")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile reference")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile reference")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
@@ -43,7 +45,8 @@ def main() -> None:
               f"{row['reference_ms']:>9.2f} {1 / row['ratio']:>8.2f}x "
               f"{row['ours_peak_mb'] or 0:>8.1f} {row['reference_peak_mb'] or 0:>8.1f}")
     worst = max(row["loss_relative_difference"] for row in rows)
-    print(f"speed-up = reference time / mwm time (> 1: mwm is faster); medians of {rows[0]['repeats']} "
+    print(f"speed-up = reference time / mwm time (> 1: mwm is faster); "
+          f"medians of {rows[0]['repeats']} "
           f"runs; largest relative difference of the loss against a reference: {worst:.1e}")
     if args.json:
         with open(args.json, "w") as out:

@@ -99,7 +99,8 @@ class TwoBranchNet(nn.Module):
     def __init__(self, width: int = 8, classes: int = 2):
         super().__init__()
         self.enc1 = conv_block(1, width)
-        self.enc2 = nn.Sequential(nn.Conv3d(width, 2 * width, 2, stride=2), conv_block(2 * width, 2 * width))
+        self.enc2 = nn.Sequential(nn.Conv3d(width, 2 * width, 2, stride=2),
+                                  conv_block(2 * width, 2 * width))
         self.enc3 = nn.Sequential(nn.Conv3d(2 * width, 4 * width, 2, stride=2),
                                   conv_block(4 * width, 4 * width))
         self.branch_a = Decoder(width, classes, transposed=True)
@@ -230,7 +231,8 @@ def train(config: Config, data=None) -> Dict[str, object]:
             "last_losses": last}
 
 
-def run(base: Config, label_shares: Sequence[float], seeds: Sequence[int]) -> List[Dict[str, object]]:
+def run(base: Config, label_shares: Sequence[float],
+        seeds: Sequence[int]) -> List[Dict[str, object]]:
     data = load_data(base)
     rows = []
     for share in label_shares:
@@ -246,7 +248,8 @@ def run(base: Config, label_shares: Sequence[float], seeds: Sequence[int]) -> Li
         for share in label_shares:
             means = []
             for coral in (False, True):
-                scores = [r["dice"] for r in rows if r["label_share"] == share and r["coral"] == coral]
+                scores = [r["dice"] for r in rows
+                          if r["label_share"] == share and r["coral"] == coral]
                 means.append(sum(scores) / len(scores))
             print(f"labels {share:>4.0%}: mean Dice over {len(seeds)} seeds  without CORAL "
                   f"{means[0]:.4f}  with CORAL {means[1]:.4f}")

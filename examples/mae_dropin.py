@@ -26,7 +26,8 @@ def main() -> None:
     roi = mwm.heatmap_to_patch_scores(heatmaps, grid) > 0.5
     print(f"visible tokens per sample: {x_masked.shape[1]} of {tokens.shape[1]}")
     print(f"masked share inside the ROI: {mask[roi].mean():.2f}, outside: {mask[~roi].mean():.2f}")
-    restored = torch.gather(torch.cat([x_masked, torch.zeros(batch, 196 - x_masked.shape[1], dim)], 1),
+    restored = torch.gather(torch.cat([x_masked,
+                                       torch.zeros(batch, 196 - x_masked.shape[1], dim)], 1),
                             1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
     assert torch.equal(restored[mask == 0], tokens[mask == 0])
     print("ids_restore puts every visible token back in place")

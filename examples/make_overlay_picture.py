@@ -74,7 +74,8 @@ def main() -> None:
     # Row 2: tumor + brain tissue + background from the example YAML bank, 14x14 grid.
     bank = load_prompt_bank(ROOT / "examples" / "prompt_banks" / "brain_mri_levels.yaml")
     levels = bank_region_map(heat[None], bank.modality("brain_mri"), grid=(14, 14))
-    masker14 = mwm.TextGuidedMasker(grid=(14, 14), seed=0, **masker_kwargs_from_prompt_bank(bank, "brain_mri"))
+    masker14 = mwm.TextGuidedMasker(grid=(14, 14), seed=0,
+                                    **masker_kwargs_from_prompt_bank(bank, "brain_mri"))
     mask14 = masker14(levels).mask[0]
 
     overlay_figure(
@@ -87,7 +88,8 @@ def main() -> None:
             f"7x7, ROI 0.8 / bg 0.4: {int(mask7.sum())}/49 masked",
             f"14x14, 0.8 / 0.5 / 0.2: {int(mask14.sum())}/196",
         ],
-        column_titles=["phantom", "heatmap: 'a brain tumor'", "MWM region map", "mask (gray = masked)"],
+        column_titles=["phantom", "heatmap: 'a brain tumor'", "MWM region map",
+                       "mask (gray = masked)"],
         path=args.out,
     )
     print(f"wrote {args.out}")

@@ -5,7 +5,7 @@ functional API over them, the masker object, integrations, grounding, viz and th
 harness.
 """
 
-from ._version import __version__
+from ._version import __version__ as __version__
 from .budget import keep_count
 from .coral import ClassWiseCoral, class_alignment, class_wise_coral, coral_consistency, coral_loss
 from .device_errors import check_device_errors, set_sync_errors

@@ -32,7 +32,8 @@ import torch
 __all__ = ["main", "build_parser"]
 
 # Result fields written to each .npz (when the masker's result has them).
-_RESULT_FIELDS = ("mask", "num_masked", "ids_keep", "ids_masked", "ids_restore", "ids_shuffle", "noise")
+_RESULT_FIELDS = ("mask", "num_masked", "ids_keep", "ids_masked", "ids_restore", "ids_shuffle",
+                  "noise")
 
 
 class InputError(ValueError):
@@ -53,38 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mask.add_argument("--images", required=True, type=Path,
-                      help="folder of .png/.jpg/.jpeg/.dcm/.nii/.nii.gz images (3D NIfTI: one item per slice)")
+                      help="folder of .png/.jpg/.jpeg/.dcm/.nii/.nii.gz images "
+                           "(3D NIfTI: one item per slice)")
     source = mask.add_mutually_exclusive_group(required=True)
     source.add_argument("--heatmaps", type=Path,
-                        help="folder with <id>.npy/.npz per image (a NIfTI volume may have one <stem>.npy "
+                        help="folder with <id>.npy/.npz per image "
+                             "(a NIfTI volume may have one <stem>.npy "
                              "whose last axis is the slice), or one .npz keyed by image id")
     source.add_argument("--boxes", type=Path,
-                        help='JSON: {"normalized": false, "boxes": {"<id>": [{"box": [x0, y0, x1, y1], "score": 0.9}]}}')
+                        help='JSON: {"normalized": false, '
+                             '"boxes": {"<id>": [{"box": [x0, y0, x1, y1], "score": 0.9}]}}')
     mask.add_argument("--out", required=True, type=Path, help="output folder (created)")
     size = mask.add_mutually_exclusive_group()
-    size.add_argument("--grid", nargs=2, type=int, metavar=("GH", "GW"), help="patch grid (default 7 7)")
+    size.add_argument("--grid", nargs=2, type=int, metavar=("GH", "GW"),
+                      help="patch grid (default 7 7)")
     size.add_argument("--patch-size", nargs="+", type=int, metavar="P",
                       help="patch size in pixels (P or PH PW): grid = image size / patch size")
     mask.add_argument("--preset", default="default", choices=["default", "medium", "light"],
-                      help="MWM (ROI, background) ratios: default 0.8/0.4, medium 0.7/0.3, light 0.6/0.2")
+                      help="MWM (ROI, background) ratios: "
+                           "default 0.8/0.4, medium 0.7/0.3, light 0.6/0.2")
     mask.add_argument("--region-ratios", nargs="+", type=float, metavar="R",
                       help="masking ratio per region, background first (overrides --preset)")
-    mask.add_argument("--prompt-bank", type=Path, help="prompt bank (.json/.yaml); heatmaps are (K, H, W) per its prompts")
+    mask.add_argument("--prompt-bank", type=Path,
+                      help="prompt bank (.json/.yaml); heatmaps are (K, H, W) per its prompts")
     mask.add_argument("--modality", help="modality of the prompt bank")
     mask.add_argument("--regions", default="mwm", choices=["mwm", "threshold", "roi"],
                       help="mwm: the reference pipeline (threshold, k largest components, boxes); "
-                           "threshold: patch-mean heatmap > --threshold; roi: use the ROI maps that "
-                           "`mwm regions` wrote (the 'roi' array of --heatmaps DIR/<id>.npz) as they are")
-    mask.add_argument("--threshold", type=float, default=0.3, help="heatmap threshold (default 0.3)")
-    mask.add_argument("--components", type=int, default=2, help="largest components kept (default 2)")
-    mask.add_argument("--expand-ratio", type=float, default=1.0, help="component box scale (default 1.0)")
+                           "threshold: patch-mean heatmap > --threshold; "
+                           "roi: use the ROI maps that "
+                           "`mwm regions` wrote (the 'roi' array of --heatmaps DIR/<id>.npz) "
+                           "as they are")
+    mask.add_argument("--threshold", type=float, default=0.3,
+                      help="heatmap threshold (default 0.3)")
+    mask.add_argument("--components", type=int, default=2,
+                      help="largest components kept (default 2)")
+    mask.add_argument("--expand-ratio", type=float, default=1.0,
+                      help="component box scale (default 1.0)")
     mask.add_argument("--normalize-heatmaps", action="store_true",
-                      help="min-max scale each heatmap to [0, 1] (otherwise values outside [0, 1] are an error)")
+                      help="min-max scale each heatmap to [0, 1] "
+                           "(otherwise values outside [0, 1] are an error)")
     mask.add_argument("--policy", default="per_region", help="masking policy (default per_region)")
-    mask.add_argument("--ratio", type=float, default=None, help="overall ratio for fixed-total policies")
-    mask.add_argument("--seed", type=int, default=0, help="mask seed; image i of the listing is sample i")
+    mask.add_argument("--ratio", type=float, default=None,
+                      help="overall ratio for fixed-total policies")
+    mask.add_argument("--seed", type=int, default=0,
+                      help="mask seed; image i of the listing is sample i")
     mask.add_argument("--on-error", default="continue", choices=["continue", "stop"],
-                      help="after a bad file: go on (exit status 1 at the end) or stop (default continue)")
+                      help="after a bad file: go on (exit status 1 at the end) "
+                           "or stop (default continue)")
     mask.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     mask.add_argument("--quiet", action="store_true", help="no progress bar")
     mask.set_defaults(run=run_mask)
@@ -118,12 +134,14 @@ def run_mask(args: argparse.Namespace) -> int:
 
     items = list_images(args.images)
     if not items:
-        raise FileNotFoundError(f"no images (.png, .jpg, .jpeg, .dcm, .nii, .nii.gz) in {str(args.images)!r}")
+        raise FileNotFoundError(
+            f"no images (.png, .jpg, .jpeg, .dcm, .nii, .nii.gz) in {str(args.images)!r}")
     plan = _MaskPlan(args)
     if args.regions == "roi" and args.heatmaps is None:
         raise ValueError("--regions roi reads the ROI maps of `mwm regions`: give --heatmaps DIR")
     source = (_BoxSource(args.boxes) if args.boxes is not None
-              else _HeatmapSource(args.heatmaps, items, "roi" if args.regions == "roi" else "heatmap"))
+              else _HeatmapSource(args.heatmaps, items,
+                                  "roi" if args.regions == "roi" else "heatmap"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     failures: List[str] = []
@@ -138,7 +156,8 @@ def run_mask(args: argparse.Namespace) -> int:
             region_map, scores_input = plan.regions(heat, grid)
             masker = plan.masker(grid, mwm)
             result = masker(scores_input[None], offset=index)
-            _write_outputs(args.out, item.id, result, region_map, grid, image, heat, not args.no_overlays)
+            _write_outputs(args.out, item.id, result, region_map, grid, image, heat,
+                           not args.no_overlays)
             written += 1
         except (InputError, ImageReadError, ValueError, RuntimeError, OSError) as exc:
             message = str(exc) if str(item.path) in str(exc) else f"{item.path}: {exc}"
@@ -146,7 +165,8 @@ def run_mask(args: argparse.Namespace) -> int:
             progress.write(f"mwm mask: error: {message}", file=sys.stderr)
             if args.on_error == "stop":
                 progress.close()
-                print(f"mwm mask: stopped after {written} written; outputs so far are in {args.out}",
+                print(f"mwm mask: stopped after {written} written; "
+                      f"outputs so far are in {args.out}",
                       file=sys.stderr)
                 return 1
     progress.close()
@@ -170,13 +190,15 @@ class _MaskPlan:
             raise ValueError("--prompt-bank and --modality go together")
         if args.prompt_bank is not None:
             bank = load_prompt_bank(args.prompt_bank)
-            self.prompts = bank.modality(args.modality, args.preset if args.preset in bank.presets else None)
+            self.prompts = bank.modality(args.modality,
+                                         args.preset if args.preset in bank.presets else None)
             kwargs = masker_kwargs_from_prompt_bank(bank, args.modality, preset=self.prompts.preset,
                                                     policy=args.policy)
             self.thresholds = kwargs["thresholds"]
             self.region_ratios = kwargs["region_ratios"]
             if args.region_ratios is not None:
-                raise ValueError("--region-ratios cannot be combined with --prompt-bank (the bank sets them)")
+                raise ValueError("--region-ratios cannot be combined with --prompt-bank "
+                                 "(the bank sets them)")
             if args.regions == "threshold":
                 raise ValueError("--prompt-bank needs --regions mwm or roi")
         else:
@@ -188,13 +210,15 @@ class _MaskPlan:
             if args.regions in ("mwm", "roi"):
                 if regions != 2:
                     raise ValueError(
-                        f"--region-ratios {self.region_ratios}: the MWM pipeline gives background and ROI, "
+                        f"--region-ratios {self.region_ratios}: "
+                        "the MWM pipeline gives background and ROI, "
                         "so give 2 ratios (or use a prompt bank for more regions)"
                     )
                 self.thresholds = [0.5]
             else:
                 if regions != 2:
-                    raise ValueError(f"--region-ratios {self.region_ratios}: --regions threshold takes 2 ratios")
+                    raise ValueError(f"--region-ratios {self.region_ratios}: "
+                                     "--regions threshold takes 2 ratios")
                 self.thresholds = [args.threshold]
         if args.patch_size is not None and len(args.patch_size) not in (1, 2):
             raise ValueError(f"--patch-size {args.patch_size}: give P or PH PW")
@@ -212,11 +236,13 @@ class _MaskPlan:
             return grid
         if self.args.patch_size is None:
             return (7, 7)
-        ph, pw = (self.args.patch_size * 2)[:2] if len(self.args.patch_size) == 1 else self.args.patch_size
+        ph, pw = ((self.args.patch_size * 2)[:2] if len(self.args.patch_size) == 1
+                  else self.args.patch_size)
         height, width = shape
         if ph < 1 or pw < 1 or height % ph or width % pw:
             raise InputError(
-                f"{item.path}: image size {height}x{width} is not divisible by --patch-size {ph} {pw}"
+                f"{item.path}: image size {height}x{width} is not divisible "
+                f"by --patch-size {ph} {pw}"
             )
         return (height // ph, width // pw)
 
@@ -266,7 +292,8 @@ class _MaskPlan:
         return self._maskers[grid]
 
 
-def _check_heatmap(heat: np.ndarray, item, num_prompts: Optional[int], normalize: bool) -> torch.Tensor:
+def _check_heatmap(heat: np.ndarray, item, num_prompts: Optional[int],
+                   normalize: bool) -> torch.Tensor:
     array = np.asarray(heat)
     if array.dtype == bool:
         array = array.astype(np.float32)
@@ -275,10 +302,12 @@ def _check_heatmap(heat: np.ndarray, item, num_prompts: Optional[int], normalize
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
-        raise InputError(f"{item.path}: heatmap must be (H, W) or (K, H, W), got shape {array.shape}")
+        raise InputError(
+            f"{item.path}: heatmap must be (H, W) or (K, H, W), got shape {array.shape}")
     if num_prompts is not None and array.shape[0] != num_prompts:
         raise InputError(
-            f"{item.path}: heatmap has {array.shape[0]} prompt map(s) but the prompt bank modality has "
+            f"{item.path}: heatmap has {array.shape[0]} prompt map(s) "
+            "but the prompt bank modality has "
             f"{num_prompts} prompts"
         )
     if not np.isfinite(array).all():
@@ -290,7 +319,8 @@ def _check_heatmap(heat: np.ndarray, item, num_prompts: Optional[int], normalize
         tensor = normalize_maps(tensor, 2)
     elif float(tensor.min()) < 0.0 or float(tensor.max()) > 1.0:
         raise InputError(
-            f"{item.path}: heatmap values span [{float(tensor.min()):.4g}, {float(tensor.max()):.4g}], "
+            f"{item.path}: heatmap values span "
+            f"[{float(tensor.min()):.4g}, {float(tensor.max()):.4g}], "
             "outside [0, 1] (pass --normalize-heatmaps to min-max scale them)"
         )
     return tensor
@@ -340,7 +370,8 @@ class _HeatmapSource:
                     volume = _load_array(path, self.key)
                     if volume.ndim not in (3, 4) or item.slice_index >= volume.shape[-1]:
                         raise InputError(
-                            f"{path}: a volume heatmap must be (H, W, Z) or (K, H, W, Z) with slice "
+                            f"{path}: a volume heatmap must be (H, W, Z) or (K, H, W, Z) "
+                            "with slice "
                             f"{item.slice_index}, got shape {volume.shape}"
                         )
                     return volume[..., item.slice_index]
@@ -353,7 +384,8 @@ def _load_array(path: Path, key: str = "heatmap") -> np.ndarray:
     try:
         if path.suffix == ".npy":
             if key != "heatmap":
-                raise InputError(f"{path}: a .npy holds no {key!r} array; --regions roi reads the .npz "
+                raise InputError(f"{path}: a .npy holds no {key!r} array; "
+                                 "--regions roi reads the .npz "
                                  "files of `mwm regions`")
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
@@ -362,7 +394,8 @@ def _load_array(path: Path, key: str = "heatmap") -> np.ndarray:
                 return archive[key]
             if key == "heatmap" and len(keys) == 1:
                 return archive[keys[0]]
-            raise InputError(f"{path}: holds {keys}; name the {'heatmap' if key == 'heatmap' else key} "
+            raise InputError(f"{path}: holds {keys}; "
+                             f"name the {'heatmap' if key == 'heatmap' else key} "
                              f"array {key!r}")
     except InputError:
         raise
@@ -379,7 +412,8 @@ class _BoxSource:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from exc
         if not isinstance(data, dict) or not isinstance(data.get("boxes"), dict):
-            raise InputError(f'{path}: expected {{"boxes": {{"<image id>": [...]}}}} at the top level')
+            raise InputError(
+                f'{path}: expected {{"boxes": {{"<image id>": [...]}}}} at the top level')
         normalized = data.get("normalized", False)
         if not isinstance(normalized, bool):
             raise InputError(f"{path}: 'normalized' must be true or false, got {normalized!r}")
@@ -394,17 +428,22 @@ class _BoxSource:
             raise InputError(f"{self.path}: no entry for image {item.id!r} ({item.path})")
         entries = self.boxes[item.id]
         if not isinstance(entries, list):
-            raise InputError(f"{self.path}: boxes[{item.id!r}] must be a list of {{'box', 'score'}} objects")
+            raise InputError(
+                f"{self.path}: boxes[{item.id!r}] must be a list of {{'box', 'score'}} objects")
         corners, scores = [], []
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or "box" not in entry:
-                raise InputError(f"{self.path}: boxes[{item.id!r}][{i}] must be an object with a 'box'")
+                raise InputError(
+                    f"{self.path}: boxes[{item.id!r}][{i}] must be an object with a 'box'")
             box, score = entry["box"], entry.get("score", 1.0)
             if (not isinstance(box, list) or len(box) != 4
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-                raise InputError(f"{self.path}: boxes[{item.id!r}][{i}].box = {box!r} must be 4 numbers")
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               for v in box)):
+                raise InputError(
+                    f"{self.path}: boxes[{item.id!r}][{i}].box = {box!r} must be 4 numbers")
             if isinstance(score, bool) or not isinstance(score, (int, float)):
-                raise InputError(f"{self.path}: boxes[{item.id!r}][{i}].score = {score!r} must be a number")
+                raise InputError(
+                    f"{self.path}: boxes[{item.id!r}][{i}].score = {score!r} must be a number")
             corners.append(box)
             scores.append(score)
         try:
@@ -422,7 +461,8 @@ class _BoxSource:
 
 
 def _atomic_write(target: Path, payload: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                         dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
@@ -440,7 +480,8 @@ def _write_outputs(out: Path, name: str, result, region_map: torch.Tensor, grid:
         value = getattr(result, field, None)
         if value is None:
             continue
-        array = value[0].detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        array = (value[0].detach().cpu().numpy() if isinstance(value, torch.Tensor)
+                 else np.asarray(value))
         if field in ("ids_keep", "ids_masked"):
             array = array[array >= 0]  # a single image needs no -1 padding
         arrays[field] = array

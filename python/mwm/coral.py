@@ -103,8 +103,8 @@ def class_wise_coral(unlabeled: Sequence[Optional[torch.Tensor]],
     rows = []
     for i, u in enumerate(unlabeled):
         rows.append(torch.stack([
-            coral_loss(u, l) if usable_u[i] and usable_l[c] else zero
-            for c, l in enumerate(labeled)]))
+            coral_loss(u, group) if usable_u[i] and usable_l[c] else zero
+            for c, group in enumerate(labeled)]))
     valid = torch.tensor([[a and b for b in usable_l] for a in usable_u], dtype=torch.bool,
                          device=reference.device)
     return ClassWiseCoral(torch.stack(rows), valid)
@@ -142,7 +142,8 @@ def coral_consistency(first: ClassWiseCoral, second: ClassWiseCoral, *, mode: st
         return (first.distances - second.distances)[valid].pow(2).mean()
     rows = valid.any(dim=1)
     blocked = torch.finfo(first.distances.dtype).min
-    log_p_first = torch.log_softmax((-first.distances / temperature).masked_fill(~valid, blocked), 1)
+    log_p_first = torch.log_softmax(
+        (-first.distances / temperature).masked_fill(~valid, blocked), 1)
     p_second = torch.softmax((-second.distances / temperature).masked_fill(~valid, blocked), 1)
     cross = -(p_second * log_p_first).masked_fill(~valid, 0.0).sum(dim=1)
     return cross[rows].mean()

@@ -26,7 +26,8 @@ def _as_grid(grid: Union[int, Grid]) -> list[int]:
         return [grid, grid]
     grid = [int(g) for g in grid]
     if len(grid) not in (2, 3) or any(g <= 0 for g in grid):
-        raise ValueError(f"mwm: grid = {grid}: must be 2 or 3 positive sizes (gh, gw) / (gd, gh, gw)")
+        raise ValueError(
+            f"mwm: grid = {grid}: must be 2 or 3 positive sizes (gh, gw) / (gd, gh, gw)")
     return grid
 
 
@@ -177,7 +178,7 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
     if policy not in POLICIES:
         raise ValueError(f"mwm: policy = {policy!r}: must be one of {', '.join(POLICIES)}")
     if sample_index is None:
-        for name, tensor in (("regions", regions), ("scores", scores)):
+        for _, tensor in (("regions", regions), ("scores", scores)):
             if tensor is not None:
                 if batch_size is None:
                     batch_size = tensor.shape[0]

@@ -69,7 +69,8 @@ def _grid_cells(grid, count: int, argument: str):
     if grid is None:
         side = int(round(count**0.5))
         if side * side != count:
-            raise ValueError(f"{argument} has {count} patches, not a square grid: pass grid=(gh, gw)")
+            raise ValueError(
+                f"{argument} has {count} patches, not a square grid: pass grid=(gh, gw)")
         return side, side
     gh, gw = (int(grid), int(grid)) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
     if gh * gw != count:
@@ -157,7 +158,8 @@ def save_png(array: np.ndarray, path: Union[str, os.PathLike]) -> Path:
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                         dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             Image.fromarray(np.ascontiguousarray(array)).save(stream, format="PNG")
@@ -173,7 +175,8 @@ def figure_to_array(figure) -> np.ndarray:
     """The rendered (H, W, 4) uint8 RGBA pixels of a matplotlib figure on an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas = (figure.canvas if isinstance(figure.canvas, FigureCanvasAgg)
+              else FigureCanvasAgg(figure))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
 
@@ -213,7 +216,8 @@ def overlay_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    samples = list(images) if isinstance(images, (list, tuple)) else list(_to_numpy(images, "images"))
+    samples = (list(images) if isinstance(images, (list, tuple))
+               else list(_to_numpy(images, "images")))
     if not samples:
         raise ValueError("images must hold at least one image")
     count = len(samples)
@@ -233,9 +237,11 @@ def overlay_figure(
         "regions": "region map",
         "mask": "mask (gray = masked)",
     }
-    titles = list(column_titles) if column_titles is not None else [default_titles[p] for p in panels]
+    titles = (list(column_titles) if column_titles is not None
+              else [default_titles[p] for p in panels])
     if len(titles) != len(panels):
-        raise ValueError(f"column_titles has {len(titles)} entries for {len(panels)} panels {panels}")
+        raise ValueError(
+            f"column_titles has {len(titles)} entries for {len(panels)} panels {panels}")
     if row_titles is not None and len(row_titles) != count:
         raise ValueError(f"row_titles has {len(row_titles)} entries for {count} samples")
 
@@ -253,7 +259,8 @@ def overlay_figure(
             elif panel == "regions":
                 picture = _region_panel(image, regions[row])
             else:
-                picture = overlay_rgb(image, mask=cells[row], grid=sample_grid, region_map=regions[row])
+                picture = overlay_rgb(image, mask=cells[row], grid=sample_grid,
+                                      region_map=regions[row])
             ax = axes[row][column]
             ax.imshow(picture, interpolation="nearest")
             ax.set_xticks([])

@@ -19,7 +19,8 @@ SIZE = 64
 
 def blob(center, radius, size=SIZE, peak=1.0):
     y, x = np.mgrid[0:size, 0:size] + 0.5
-    return (peak * np.exp(-(((y - center[0]) ** 2 + (x - center[1]) ** 2) / radius**2))).astype(np.float32)
+    return (peak * np.exp(-(((y - center[0]) ** 2 + (x - center[1]) ** 2)
+                            / radius**2))).astype(np.float32)
 
 
 def write_dicom(path, pixels, slope=2.0, intercept=-100.0):
@@ -88,7 +89,8 @@ def test_mask_writes_one_npz_and_overlay_per_image(dataset):
         assert mask.shape == (16,) and mask.dtype == bool
         assert tuple(data["grid"]) == (4, 4) and tuple(data["image_shape"]) == (SIZE, SIZE)
         assert data["num_masked"] == mask.sum()
-        assert sorted(np.concatenate([data["ids_keep"], data["ids_masked"]]).tolist()) == list(range(16))
+        assert (sorted(np.concatenate([data["ids_keep"], data["ids_masked"]]).tolist())
+                == list(range(16)))
         assert not mask[data["ids_keep"]].any() and mask[data["ids_masked"]].all()
         for r, ratio in enumerate([0.4, 0.8]):  # the default preset, per region
             n = int((region == r).sum())
@@ -106,8 +108,10 @@ def test_mask_writes_one_npz_and_overlay_per_image(dataset):
 def test_masks_are_reproducible_and_follow_the_seed(dataset):
     root, images, heatmaps = dataset
     for name, seed in (("one", 0), ("two", 0), ("three", 5)):
-        assert run("--images", images, "--heatmaps", heatmaps, "--out", root / name, "--seed", seed) == 0
-    masks = {n: [load(root / n / f"{i}.npz")["mask"] for i in ("a", "b", "c")] for n in ("one", "two", "three")}
+        assert run("--images", images, "--heatmaps", heatmaps, "--out", root / name,
+                   "--seed", seed) == 0
+    masks = {n: [load(root / n / f"{i}.npz")["mask"] for i in ("a", "b", "c")]
+             for n in ("one", "two", "three")}
     assert all(np.array_equal(x, y) for x, y in zip(masks["one"], masks["two"]))
     assert any(not np.array_equal(x, y) for x, y in zip(masks["one"], masks["three"]))
     assert load(root / "one" / "a.npz")["mask"].shape == (49,)  # default grid 7x7
@@ -117,7 +121,8 @@ def test_readers_return_the_stored_values(dataset):
     _, images, _ = dataset
     items = {item.id: item for item in list_images(images)}
     assert list(items) == ["a", "b", "c", "d_z000", "d_z001", "d_z002"]
-    assert np.array_equal(read_image(items["a"]), np.asarray(Image.open(images / "a.png"), dtype=np.float32))
+    assert np.array_equal(read_image(items["a"]),
+                          np.asarray(Image.open(images / "a.png"), dtype=np.float32))
     assert read_image(items["b"]).shape == (SIZE, SIZE, 3)
     import pydicom
 
@@ -140,14 +145,17 @@ def test_a_bad_file_is_named_and_the_run_continues(dataset, capsys):
 
 def test_stop_on_error_keeps_what_was_written(dataset, capsys):
     root, images, heatmaps = dataset
-    np.save(heatmaps / "b.npy", np.full((SIZE, SIZE), 3.0, dtype=np.float32))  # b.npy wins over b.npz
+    # b.npy wins over b.npz
+    np.save(heatmaps / "b.npy", np.full((SIZE, SIZE), 3.0, dtype=np.float32))
     out = root / "out"
     assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--on-error", "stop") == 1
     err = capsys.readouterr().err
-    assert "b.jpg: heatmap values span [3, 3], outside [0, 1]" in err and "--normalize-heatmaps" in err
+    assert ("b.jpg: heatmap values span [3, 3], outside [0, 1]" in err
+            and "--normalize-heatmaps" in err)
     assert sorted(p.name for p in out.glob("*.npz")) == ["a.npz"]
     # With normalization the same heatmap is accepted (a constant map normalizes to zeros).
-    assert run("--images", images, "--heatmaps", heatmaps, "--out", out, "--normalize-heatmaps") == 0
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", out,
+               "--normalize-heatmaps") == 0
 
 
 def test_missing_heatmap_names_the_image(dataset, capsys):
@@ -181,7 +189,8 @@ def test_boxes_json_and_patch_size(dataset, capsys):
     assert load(out / "d_z001.npz")["region_map"][1:3, 1:3].all()
     # A patch size that does not divide the image is an error naming the file.
     assert run("--images", images, "--boxes", path, "--out", root / "bad", "--patch-size", 24) == 1
-    assert "a.png: image size 64x64 is not divisible by --patch-size 24 24" in capsys.readouterr().err
+    assert ("a.png: image size 64x64 is not divisible by --patch-size 24 24"
+            in capsys.readouterr().err)
     boxes["boxes"]["a"] = [{"box": [0, 0, 32], "score": 0.9}]
     path.write_text(json.dumps(boxes))
     assert run("--images", images, "--boxes", path, "--out", root / "bad2") == 1
@@ -212,8 +221,10 @@ def test_usage_errors_return_status_2(dataset, capsys):
     root, images, heatmaps = dataset
     assert run("--images", root / "nowhere", "--heatmaps", heatmaps, "--out", root / "o") == 2
     assert "nowhere" in capsys.readouterr().err
-    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "o", "--region-ratios", 0.1, 0.2, 0.3) == 2
-    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "o", "--modality", "brain_mri") == 2
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "o",
+               "--region-ratios", 0.1, 0.2, 0.3) == 2
+    assert run("--images", images, "--heatmaps", heatmaps, "--out", root / "o",
+               "--modality", "brain_mri") == 2
     with pytest.raises(SystemExit):
         cli.main(["mask", "--images", str(images)])  # argparse: --out and a source are required
 
@@ -260,7 +271,8 @@ def test_heatmaps_from_one_npz_keyed_by_id_or_one_stacked_npy(dataset):
     np.save(root / "all.npy", np.stack([maps[i] for i in ids]))
     for source in ("all.npz", "all.npy"):
         out = root / source.replace(".", "_")
-        assert run("--images", images, "--heatmaps", root / source, "--out", out, "--grid", 8, 8, "--no-overlays") == 0
+        assert run("--images", images, "--heatmaps", root / source, "--out", out,
+                   "--grid", 8, 8, "--no-overlays") == 0
         for i in ("a", "d_z001"):
             expected = mwm_region_map(torch.from_numpy(maps[i])[None], grid=(8, 8))[0].numpy()
             assert np.array_equal(load(out / f"{i}.npz")["region_map"] > 0, expected)

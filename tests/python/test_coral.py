@@ -129,9 +129,11 @@ def test_compile_fullgraph_matches_eager():
      r"x has shape \(1, 3\): an unbiased covariance needs at least 2 samples"),
     (torch.randn(5, 3), torch.randn(1, 3), ValueError, r"y has shape \(1, 3\)"),
     (torch.randn(5, 0), torch.randn(4, 0), ValueError, r"needs at least 1 feature"),
-    (torch.randn(5), torch.randn(5, 1), ValueError, r"x has shape \(5,\): expected \(samples, features\)"),
+    (torch.randn(5), torch.randn(5, 1), ValueError,
+     r"x has shape \(5,\): expected \(samples, features\)"),
     (torch.randn(5, 3), torch.randn(2, 5, 3), ValueError, r"y has shape \(2, 5, 3\)"),
-    (torch.randint(0, 4, (5, 3)), torch.randn(5, 3), TypeError, r"x must be float32 or float64, got torch.int64"),
+    (torch.randint(0, 4, (5, 3)), torch.randn(5, 3), TypeError,
+     r"x must be float32 or float64, got torch.int64"),
     (torch.randn(5, 3, dtype=torch.float16), torch.randn(5, 3), TypeError, r"torch.float16"),
     (torch.randn(5, 3), torch.randn(5, 3, dtype=torch.float64), TypeError,
      r"y must be Float, got Double"),
@@ -189,9 +191,9 @@ def test_class_wise_matrix_entries_are_coral_distances():
                                    [True, True, False]])
     assert torch.equal(result.valid, expected_valid)
     for i, u in enumerate(unlabeled):
-        for c, l in enumerate(labeled):
+        for c, group in enumerate(labeled):
             if expected_valid[i, c]:
-                torch.testing.assert_close(result.distances[i, c], deep_coral(u, l),
+                torch.testing.assert_close(result.distances[i, c], deep_coral(u, group),
                                            rtol=1e-10, atol=0)
             else:
                 assert result.distances[i, c] == 0
@@ -210,7 +212,8 @@ def test_class_wise_matrix_is_differentiable_in_every_present_group():
 
 
 def test_class_wise_rejects_inconsistent_groups():
-    with pytest.raises(ValueError, match=r"labeled\[1\] is \(10, 5\) torch.float64; every group needs d = 4"):
+    with pytest.raises(ValueError,
+                       match=r"labeled\[1\] is \(10, 5\) torch.float64; every group needs d = 4"):
         mwm.class_wise_coral([features(10, 4, 1)], [features(10, 4, 2), features(10, 5, 3)])
     with pytest.raises(ValueError, match="every feature group is None"):
         mwm.class_wise_coral([None], [None])

@@ -141,7 +141,8 @@ def test_non_finite_features_propagate_instead_of_raising():
     (torch.randn(5, 3), torch.randn(1, 3), ValueError, r"y has shape \(1, 3\): an unbiased"),
     (torch.randn(5, 0), torch.randn(4, 0), ValueError, r"needs at least 1 feature"),
     (torch.randn(5), torch.randn(5, 1), ValueError, r"x must have 2 dimensions"),
-    (torch.randn(5, 3).half(), torch.randn(5, 3).half(), TypeError, r"x must be float32 or float64"),
+    (torch.randn(5, 3).half(), torch.randn(5, 3).half(), TypeError,
+     r"x must be float32 or float64"),
     (torch.randn(5, 3), torch.randn(5, 3).double(), TypeError, r"y must be Float, got Double"),
 ])
 def test_composition_applies_the_cpu_kernels_argument_checks(x, y, error, pattern):

@@ -69,7 +69,8 @@ def _volume_batch(batch, d, size, seed):
     g = torch.Generator().manual_seed(seed)
     voxels = size ** 3
     features = torch.randn(batch, d, size, size, size, generator=g)
-    features[:, 0] = (torch.arange(batch * voxels, dtype=torch.float32).view(batch, size, size, size))
+    features[:, 0] = (torch.arange(batch * voxels, dtype=torch.float32)
+                      .view(batch, size, size, size))
     labels = torch.randint(0, 2, (batch, size, size, size), generator=g)
     return features, labels
 
@@ -102,8 +103,10 @@ def test_ema_blends_when_counts_match_and_replaces_otherwise():
     labels = torch.tensor([0, 0, 1, 0, 1])
     pool.update_slot(0, first, labels)
     pool.update_slot(0, second, labels)
-    torch.testing.assert_close(pool.features[0, 0, :3], 0.9 * first[labels == 0] + 0.1 * second[labels == 0])
-    torch.testing.assert_close(pool.features[0, 1, :2], 0.9 * first[labels == 1] + 0.1 * second[labels == 1])
+    torch.testing.assert_close(pool.features[0, 0, :3],
+                               0.9 * first[labels == 0] + 0.1 * second[labels == 0])
+    torch.testing.assert_close(pool.features[0, 1, :2],
+                               0.9 * first[labels == 1] + 0.1 * second[labels == 1])
     # A different number of class-0 features: replaced, and the stale tail cleared.
     third = torch.randn(3, 4)
     pool.update_slot(0, third, torch.tensor([0, 0, 1]))

@@ -25,7 +25,8 @@ def test_pixel_box_covers_exactly_its_pixels():
 
 def test_normalized_boxes_match_pixel_boxes():
     pixel = boxes_to_heatmap([torch.tensor([[4.0, 2.0, 12.0, 6.0]])], (8, 16))
-    normalized = boxes_to_heatmap([torch.tensor([[0.25, 0.25, 0.75, 0.75]])], (8, 16), normalized=True)
+    normalized = boxes_to_heatmap([torch.tensor([[0.25, 0.25, 0.75, 0.75]])], (8, 16),
+                                  normalized=True)
     assert torch.equal(pixel, normalized)
     assert pixel.sum() == 8 * 4
 
@@ -77,7 +78,8 @@ def test_volume_boxes_fill_depth_rows_and_columns():
     [
         (dict(boxes=[torch.tensor([[5.0, 0.0, 2.0, 3.0]])]), r"boxes\[0\]\[0\]"),
         (dict(boxes=[torch.tensor([[0.0, 0.0, 2.0]])]), r"boxes\[0\] must be \(M, 4\)"),
-        (dict(boxes=[torch.tensor([[0.0, 0.0, 2.0, 2.0]])], scores=[torch.tensor([1.5])]), r"scores\[0\] holds 1.5"),
+        (dict(boxes=[torch.tensor([[0.0, 0.0, 2.0, 2.0]])], scores=[torch.tensor([1.5])]),
+         r"scores\[0\] holds 1.5"),
         (dict(boxes=[torch.tensor([[0.0, 0.0, float("nan"), 2.0]])]), r"boxes\[0\]"),
         (dict(boxes=[torch.tensor([[0.0, 0.0, 2.0, 2.0]])], expand_ratio=0.0), "expand_ratio"),
         (dict(boxes=[torch.tensor([[0.0, 0.0, 2.0, 2.0]])], image_size=(0, 4)), "image_size"),
@@ -151,9 +153,11 @@ def test_minmax_similarity_keeps_the_best_patch_and_spans_zero_to_one():
     heat = similarity_to_heatmap(sims, (4, 4))  # image size = grid: no resampling
     assert heat.shape == (3, 4, 4)
     flat = heat.reshape(3, -1)
-    assert torch.allclose(flat.amin(1), torch.zeros(3)) and torch.allclose(flat.amax(1), torch.ones(3))
+    assert (torch.allclose(flat.amin(1), torch.zeros(3))
+            and torch.allclose(flat.amax(1), torch.ones(3)))
     assert torch.equal(flat.argmax(1), sims.argmax(1))
-    expected = (sims - sims.amin(1, keepdim=True)) / (sims.amax(1, keepdim=True) - sims.amin(1, keepdim=True))
+    expected = ((sims - sims.amin(1, keepdim=True))
+                / (sims.amax(1, keepdim=True) - sims.amin(1, keepdim=True)))
     assert torch.allclose(flat, expected, atol=1e-6)
 
 
@@ -170,7 +174,8 @@ def test_similarity_is_upsampled_bilinearly_to_the_image():
     sims = torch.zeros(1, 2, 2)
     sims[0, 1, 0] = 1.0
     heat = similarity_to_heatmap(sims, (8, 8))
-    reference = F.interpolate(sims[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    reference = F.interpolate(sims[:, None], size=(8, 8), mode="bilinear",
+                              align_corners=False)[:, 0]
     assert torch.allclose(heat, reference)
     assert heat[0, 4:, :4].mean() > heat[0, :4, 4:].mean()
 
@@ -204,7 +209,8 @@ def test_constant_similarity_gives_a_zero_map_not_nan():
 
 
 def test_saliency_is_min_max_normalized_per_map():
-    sal = torch.stack([torch.linspace(-3, 5, 16).reshape(4, 4), torch.linspace(10, 20, 16).reshape(4, 4)])
+    sal = torch.stack([torch.linspace(-3, 5, 16).reshape(4, 4),
+                       torch.linspace(10, 20, 16).reshape(4, 4)])
     heat = saliency_to_heatmap(sal)
     assert torch.allclose(heat[0], (sal[0] + 3) / 8) and torch.allclose(heat[1], (sal[1] - 10) / 10)
 
@@ -220,7 +226,8 @@ def test_gaussian_smoothing_preserves_mass_and_symmetry_away_from_edges():
     delta[0, 10, 10] = 1.0
     blurred = gaussian_smooth(delta, 1.5, 2)
     assert blurred.sum() == pytest.approx(1.0, abs=1e-5)
-    assert torch.allclose(blurred, blurred.flip(-1)) and torch.allclose(blurred, blurred.transpose(-1, -2))
+    assert (torch.allclose(blurred, blurred.flip(-1))
+            and torch.allclose(blurred, blurred.transpose(-1, -2)))
     sigma_estimate = math.sqrt(float((blurred[0].sum(0) * (torch.arange(21) - 10.0) ** 2).sum()))
     assert sigma_estimate == pytest.approx(1.5, rel=0.05)
     heat = saliency_to_heatmap(delta, sigma=1.5, image_size=(42, 42))

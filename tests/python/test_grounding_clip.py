@@ -1,4 +1,5 @@
-"""ClipHeatmapGenerator over small randomly initialized CLIP models built here; nothing downloads."""
+("ClipHeatmapGenerator over small randomly initialized CLIP models built here; "
+ "nothing downloads.")
 
 import json
 import os
@@ -108,8 +109,10 @@ def open_clip_tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("open_clip_configs")
     config = {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
+                       "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                     "layers": 2},
     }
     (folder / "mwm-test-tiny-vit.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder)
@@ -136,7 +139,8 @@ def test_open_clip_heatmaps_match_the_projected_patch_tokens(open_clip_tiny):
         x = visual.transformer(visual._embeds(images))
         expected_patches = visual.ln_post(x)[:, 1:] @ visual.proj
         text = model.encode_text(tokenizer(["a brain tumor"]))
-        assert torch.allclose(visual.ln_post(x)[:, 0] @ visual.proj, model.encode_image(images), atol=1e-5)
+        assert torch.allclose(visual.ln_post(x)[:, 0] @ visual.proj, model.encode_image(images),
+                              atol=1e-5)
     expected = F.cosine_similarity(expected_patches, text[:, None], dim=-1).reshape(2, 1, 4, 4)
     assert torch.allclose(generator.similarity(images, ["a brain tumor"]), expected, atol=1e-5)
     assert torch.equal(heat, generator(images, ["a brain tumor", "the skull"]))
@@ -156,7 +160,8 @@ def test_timm_tower_like_biomedclip():
             self.trunk = VisionTransformer(
                 img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0
             )
-            self.head = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(32, 16, bias=False))
+            self.head = torch.nn.Sequential(torch.nn.Dropout(0.0),
+                                            torch.nn.Linear(32, 16, bias=False))
 
         def forward(self, images):
             return self.head(self.trunk(images))
@@ -171,7 +176,8 @@ def test_timm_tower_like_biomedclip():
             return self.text(ids).mean(1)
 
     model = TinyBiomedClip()
-    generator = ClipHeatmapGenerator(model, lambda prompts: torch.tensor([[len(p), 1] for p in prompts]))
+    generator = ClipHeatmapGenerator(model,
+                                     lambda prompts: torch.tensor([[len(p), 1] for p in prompts]))
     assert generator.backend == "open_clip"
     images = torch.randn(2, 3, 32, 32)
     patches = generator.patch_embeddings(images)
@@ -196,7 +202,8 @@ def test_from_encoders_accepts_any_model():
         return cells @ projection
 
     vocabulary = {"tumor": torch.randn(8), "tissue": torch.randn(8)}
-    generator = ClipHeatmapGenerator.from_encoders(patch_encoder, lambda ps: torch.stack([vocabulary[p] for p in ps]))
+    generator = ClipHeatmapGenerator.from_encoders(
+        patch_encoder, lambda ps: torch.stack([vocabulary[p] for p in ps]))
     heat = generator(torch.randn(2, 3, 8, 12), ["tumor", "tissue"])
     assert heat.shape == (2, 2, 8, 12)
     assert generator.patch_embeddings(torch.randn(1, 3, 8, 12)).shape == (1, 2, 3, 8)

@@ -79,7 +79,8 @@ def test_level_map_through_the_real_masker_masks_each_region_at_its_ratio():
     levels = bank_region_map(heat, prompts, grid=(7, 7))
     assert levels.shape == (2, 7, 7)
     assert set(levels.unique().tolist()) <= {0.0, 0.5, 1.0}
-    masker = mwm.TextGuidedMasker(grid=(7, 7), seed=3, **masker_kwargs_from_prompt_bank(bank, "brain_mri"))
+    masker = mwm.TextGuidedMasker(grid=(7, 7), seed=3,
+                                  **masker_kwargs_from_prompt_bank(bank, "brain_mri"))
     result = masker(levels)
     ratios = [0.2, 0.5, 0.8]
     for b in range(2):
@@ -116,21 +117,32 @@ def _broken(mutate):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d["modalities"]["brain_mri"].pop("background"), r"brain_mri\.background is missing"),
-        (lambda d: d["modalities"]["brain_mri"]["prompts"][1].update(ratio=1.5), r"prompts\[1\]\.ratio = 1\.5 is out of range"),
-        (lambda d: d["modalities"]["brain_mri"].update(background=-0.1), r"background = -0\.1 is out of range"),
-        (lambda d: d["modalities"]["brain_mri"]["prompts"][0].update(ratio="medium"), r"'medium' is not a role of preset"),
-        (lambda d: d["modalities"]["brain_mri"].update(prompts="tumor"), r"prompts must be a list, got str"),
-        (lambda d: d["modalities"]["brain_mri"]["prompts"][0].update(text=3), r"prompts\[0\]\.text = 3"),
-        (lambda d: d["modalities"]["brain_mri"]["prompts"][1].update(ratio=True), r"must be a number, got bool"),
-        (lambda d: d["modalities"]["brain_mri"].update(threshold="0.3"), r"threshold = '0\.3' must be a number"),
-        (lambda d: d["modalities"]["brain_mri"].update(num_components=0), r"num_components = 0"),
-        (lambda d: d["modalities"]["brain_mri"].update(colour="red"), r"unknown key\(s\) \['colour'\]"),
+        (lambda d: d["modalities"]["brain_mri"].pop("background"),
+         r"brain_mri\.background is missing"),
+        (lambda d: d["modalities"]["brain_mri"]["prompts"][1].update(ratio=1.5),
+         r"prompts\[1\]\.ratio = 1\.5 is out of range"),
+        (lambda d: d["modalities"]["brain_mri"].update(background=-0.1),
+         r"background = -0\.1 is out of range"),
+        (lambda d: d["modalities"]["brain_mri"]["prompts"][0].update(ratio="medium"),
+         r"'medium' is not a role of preset"),
+        (lambda d: d["modalities"]["brain_mri"].update(prompts="tumor"),
+         r"prompts must be a list, got str"),
+        (lambda d: d["modalities"]["brain_mri"]["prompts"][0].update(text=3),
+         r"prompts\[0\]\.text = 3"),
+        (lambda d: d["modalities"]["brain_mri"]["prompts"][1].update(ratio=True),
+         r"must be a number, got bool"),
+        (lambda d: d["modalities"]["brain_mri"].update(threshold="0.3"),
+         r"threshold = '0\.3' must be a number"),
+        (lambda d: d["modalities"]["brain_mri"].update(num_components=0),
+         r"num_components = 0"),
+        (lambda d: d["modalities"]["brain_mri"].update(colour="red"),
+         r"unknown key\(s\) \['colour'\]"),
         (lambda d: d.update(modalities=[]), r"modalities must be a mapping, got list"),
         (lambda d: d.pop("modalities"), r"'modalities' is missing"),
         (lambda d: d.pop("presets"), r"names a preset role but the bank defines no presets"),
         (lambda d: d.update(default_preset="heavy"), r"default_preset = 'heavy'"),
-        (lambda d: d["presets"]["light"].update(high=2), r"presets\.light\.high = 2 is out of range"),
+        (lambda d: d["presets"]["light"].update(high=2),
+         r"presets\.light\.high = 2 is out of range"),
         (lambda d: d.update(version=2), r"version = 2"),
     ],
 )
@@ -141,7 +153,8 @@ def test_invalid_banks_raise_clear_errors(mutate, message):
 
 def test_unknown_modality_and_preset_list_the_known_ones():
     bank = prompt_bank_from_dict(VALID, source="bank.json")
-    with pytest.raises(PromptBankError, match=r"modality = 'knee_mri' .*known modalities: brain_mri"):
+    with pytest.raises(PromptBankError,
+                       match=r"modality = 'knee_mri' .*known modalities: brain_mri"):
         masker_kwargs_from_prompt_bank(bank, "knee_mri")
     with pytest.raises(PromptBankError, match=r"preset = 'heavy' .*known presets: default, light"):
         bank.modality("brain_mri", preset="heavy")

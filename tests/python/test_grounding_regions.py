@@ -97,7 +97,8 @@ def test_volumes_use_26_connectivity_boxes():
     roi = mwm_region_map(heat, num_components=1, spatial_dims=3)[0]
     assert roi[1:3, 1:3, 1:3].all() and roi.sum() == 8
     expected = reference_region_map(heat[0].numpy(), 0.3, 1, 1.5)
-    assert np.array_equal(mwm_region_map(heat, num_components=1, expand_ratio=1.5, spatial_dims=3)[0].numpy(), expected)
+    assert np.array_equal(mwm_region_map(heat, num_components=1, expand_ratio=1.5,
+                                         spatial_dims=3)[0].numpy(), expected)
 
 
 def test_empty_heatmap_has_no_roi_and_boxes_are_reported_largest_first():

@@ -97,7 +97,8 @@ def _inputs(case, batch, n, generator_seed=0):
     return kwargs
 
 
-@pytest.mark.parametrize("case", POLICY_CASES, ids=lambda c: c["policy"] + c.get("attention_mode", ""))
+@pytest.mark.parametrize("case", POLICY_CASES,
+                         ids=lambda c: c["policy"] + c.get("attention_mode", ""))
 @pytest.mark.parametrize("grid", [(8, 8), (4, 4, 4)])
 def test_outputs_are_consistent(case, grid):
     n = math.prod(grid)
@@ -115,7 +116,8 @@ def test_outputs_are_consistent(case, grid):
         assert bool(result.mask[b, masked].all())
 
 
-@pytest.mark.parametrize("case", POLICY_CASES, ids=lambda c: c["policy"] + c.get("attention_mode", ""))
+@pytest.mark.parametrize("case", POLICY_CASES,
+                         ids=lambda c: c["policy"] + c.get("attention_mode", ""))
 def test_batch_split_and_offset_invariance(case):
     n = 64
     kwargs = _inputs(case, 6, n)
@@ -137,7 +139,8 @@ def test_thread_count_does_not_change_masks():
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             results.append(mwm.generate_masks((14, 14), policy="per_region",
-                                              region_ratios=(0.4, 0.8), regions=regions).ids_shuffle)
+                                              region_ratios=(0.4, 0.8),
+                                              regions=regions).ids_shuffle)
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(results[0], r) for r in results[1:])

@@ -32,7 +32,8 @@ def test_image_alone_is_scaled_to_the_full_gray_range():
 def test_heatmap_is_blended_with_the_colormap_after_bilinear_upsampling():
     heat = np.array([[0.0, 1.0], [0.25, 0.5]])
     picture = overlay_rgb(np.zeros((32, 32)), heatmap=heat, alpha=1.0, cmap="viridis")
-    up = torch.nn.functional.interpolate(torch.tensor(heat, dtype=torch.float32)[None, None], size=(32, 32),
+    up = torch.nn.functional.interpolate(torch.tensor(heat, dtype=torch.float32)[None, None],
+                                         size=(32, 32),
                                          mode="bilinear", align_corners=False)[0, 0].numpy()
     expected = (matplotlib.colormaps["viridis"](up)[..., :3] * 255 + 0.5).astype(np.uint8)
     assert np.abs(picture.astype(int) - expected.astype(int)).max() <= 1
@@ -48,9 +49,12 @@ def test_masked_patches_are_grayed_and_visible_ones_untouched():
     picture = overlay_rgb(image, mask=mask).astype(float) / 255
     expected = (1 - MASK_OPACITY) * plain[:8, :8] + MASK_OPACITY * MASK_GRAY
     assert np.abs(picture[:8, :8] - expected).max() <= 1 / 255 + 1e-9
-    assert np.abs(picture[8:16, 8:16] - ((1 - MASK_OPACITY) * plain[8:16, 8:16] + MASK_OPACITY * MASK_GRAY)).max() <= 1 / 255 + 1e-9
+    assert np.abs(picture[8:16, 8:16]
+                  - ((1 - MASK_OPACITY) * plain[8:16, 8:16] + MASK_OPACITY * MASK_GRAY)
+                  ).max() <= 1 / 255 + 1e-9
     assert np.array_equal(picture[:8, 8:], plain[:8, 8:])
-    assert np.array_equal(overlay_rgb(image, mask=mask.reshape(4, 4)), overlay_rgb(image, mask=mask))
+    assert np.array_equal(overlay_rgb(image, mask=mask.reshape(4, 4)),
+                          overlay_rgb(image, mask=mask))
 
 
 def test_region_outline_follows_every_region_edge():
@@ -90,9 +94,11 @@ def test_figure_grid_returns_a_figure_renders_and_saves(tmp_path):
                             row_titles=["first", "second"], panel_size=2.0, dpi=50, path=path)
     assert isinstance(figure, Figure)
     assert len(figure.axes) == 2 * 4
-    assert [ax.get_title() for ax in figure.axes[:4]] == ["image", "heatmap", "region map", "mask (gray = masked)"]
+    assert [ax.get_title() for ax in figure.axes[:4]] == ["image", "heatmap", "region map",
+                                                          "mask (gray = masked)"]
     pixels = figure_to_array(figure)
-    assert pixels.shape == (int(round((2.0 * 2 + 0.4) * 50)), 4 * 2 * 50, 4) and pixels.dtype == np.uint8
+    assert (pixels.shape == (int(round((2.0 * 2 + 0.4) * 50)), 4 * 2 * 50, 4)
+            and pixels.dtype == np.uint8)
     with Image.open(path) as saved:
         assert saved.size == (pixels.shape[1], pixels.shape[0])
         assert np.array_equal(np.asarray(saved.convert("RGBA")), pixels)

@@ -670,7 +670,8 @@ def _validate(args) -> None:
     try:
         args.device = torch.device(args.device)
     except RuntimeError:
-        raise SystemExit(f"mwm-bench speed: --device={args.device!r} is not a torch device") from None
+        raise SystemExit(
+            f"mwm-bench speed: --device={args.device!r} is not a torch device") from None
 
 
 def _measure_sections(args, sizes, rows: List[dict], section_seconds: dict) -> None:

@@ -99,7 +99,8 @@ def _status_kib(field_name: str) -> Optional[int]:
 
 
 def _reset_peak_rss() -> bool:
-    # Writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS (Linux >= 4.0).
+    # Writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS
+    # (Linux >= 4.0).
     try:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")

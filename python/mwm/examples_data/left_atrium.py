@@ -37,7 +37,8 @@ def _near_segment(points: np.ndarray, start: np.ndarray, end: np.ndarray,
 
 
 def _smooth_field(rng: np.random.Generator, size: int, coarse: int = 4) -> torch.Tensor:
-    """A low-frequency random field (size^3) in about [-1, 1]: coarse noise, trilinearly upsampled."""
+    ("A low-frequency random field (size^3) in about [-1, 1]: coarse noise, trilinearly "
+     "upsampled.")
     noise = torch.from_numpy(rng.normal(size=(1, 1, coarse, coarse, coarse))).float()
     return F.interpolate(noise, size=(size,) * 3, mode="trilinear", align_corners=True)[0, 0]
 
@@ -53,12 +54,14 @@ def _blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
         shape[2 + axis] = kernel.numel()
         padding = [0, 0, 0]
         padding[axis] = radius
-        out = F.conv3d(F.pad(out, [p for p in reversed(padding) for _ in range(2)], mode="replicate"),
+        out = F.conv3d(F.pad(out, [p for p in reversed(padding) for _ in range(2)],
+                             mode="replicate"),
                        kernel.view(shape))
     return out[0, 0]
 
 
-def left_atrium_phantom(index: int, *, seed: int = 0, size: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+def left_atrium_phantom(index: int, *, seed: int = 0,
+                        size: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
     """One phantom: image ``(1, size, size, size)`` float32 and label ``(size, size, size)``
     int64 (1 = atrium or vein)."""
     if size < 16:

@@ -103,7 +103,8 @@ class ClipHeatmapGenerator:
         key = _prompt_tuple(prompts)
         if key not in self._text_cache:
             embeddings = self._encode_text(list(key))
-            if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[0] != len(key):
+            if (not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2
+                    or embeddings.shape[0] != len(key)):
                 raise RuntimeError(
                     f"the text encoder returned {_describe(embeddings)} for {len(key)} prompts; "
                     "expected a (K, E) tensor"
@@ -116,7 +117,8 @@ class ClipHeatmapGenerator:
         """Unit-norm projected patch embeddings (B, gh, gw, E) of images (B, C, H, W)."""
         pixels = self._check_images(images)
         tokens = self._encode_patches(pixels)
-        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[0] != pixels.shape[0]:
+        if (not isinstance(tokens, torch.Tensor) or tokens.dim() != 3
+                or tokens.shape[0] != pixels.shape[0]):
             raise RuntimeError(
                 f"the image encoder returned {_describe(tokens)}; expected (B, N, E) patch tokens"
             )
@@ -145,7 +147,8 @@ class ClipHeatmapGenerator:
         prompts to ground precomputed or averaged (prompt-ensemble) text embeddings.
         """
         pixels = self._check_images(images)
-        size = tuple(pixels.shape[-2:]) if image_size is None else spatial_size(image_size, "image_size", (2,))
+        size = (tuple(pixels.shape[-2:]) if image_size is None
+                else spatial_size(image_size, "image_size", (2,)))
         sims = self.similarity(pixels, prompts, text_embeddings=text_embeddings)
         heat = similarity_to_heatmap(
             sims.cpu(), size, normalize=self.normalize, temperature=self.temperature
@@ -186,7 +189,8 @@ class ClipHeatmapGenerator:
 
     def _tokenize(self, prompts: Sequence[str]):
         if self.tokenizer is None:
-            raise ValueError("this generator has no tokenizer: pass tokenizer=... to ground text prompts")
+            raise ValueError(
+                "this generator has no tokenizer: pass tokenizer=... to ground text prompts")
         if hasattr(self.tokenizer, "model_input_names"):  # a transformers tokenizer
             return self.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt")
         return self.tokenizer(list(prompts))
@@ -200,7 +204,8 @@ class ClipHeatmapGenerator:
         vision = self.model.vision_model
         expected = self.model.config.vision_config.image_size
         hidden = vision(
-            pixel_values=pixels, interpolate_pos_encoding=tuple(pixels.shape[-2:]) != (expected, expected)
+            pixel_values=pixels,
+            interpolate_pos_encoding=tuple(pixels.shape[-2:]) != (expected, expected),
         ).last_hidden_state
         return self.model.visual_projection(vision.post_layernorm(hidden[:, 1:]))
 
@@ -208,7 +213,8 @@ class ClipHeatmapGenerator:
         tokens = self._tokenize(prompts)
         if isinstance(tokens, torch.Tensor):
             tokens = {"input_ids": tokens}
-        inputs = {k: v.to(self._device()) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        inputs = {k: v.to(self._device()) for k, v in tokens.items()
+                  if k in ("input_ids", "attention_mask")}
         pooled = self.model.text_model(**inputs).pooler_output
         return self.model.text_projection(pooled)
 
@@ -241,7 +247,8 @@ class ClipHeatmapGenerator:
 
 
 def _is_hf_clip(model) -> bool:
-    return all(hasattr(model, a) for a in ("vision_model", "text_model", "visual_projection", "text_projection"))
+    return all(hasattr(model, a)
+               for a in ("vision_model", "text_model", "visual_projection", "text_projection"))
 
 
 def _is_open_clip(model) -> bool:
@@ -257,7 +264,8 @@ def _prompt_tuple(prompts) -> Tuple[str, ...]:
     if isinstance(prompts, str):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError(f"prompts must be a string or a non-empty list of strings, got {prompts!r}")
+        raise ValueError(
+            f"prompts must be a string or a non-empty list of strings, got {prompts!r}")
     for p in prompts:
         if not isinstance(p, str) or not p.strip():
             raise ValueError(f"prompts holds {p!r}: every prompt must be a non-empty string")
@@ -269,7 +277,8 @@ def _grid_of(num_patches: int, image_hw) -> Tuple[int, int]:
     height, width = int(image_hw[0]), int(image_hw[1])
     rows = int(round(math.sqrt(num_patches * height / width)))
     for gh in (rows, rows - 1, rows + 1):
-        if gh > 0 and num_patches % gh == 0 and abs(num_patches // gh * height - gh * width) * 4 <= gh * width:
+        if (gh > 0 and num_patches % gh == 0
+                and abs(num_patches // gh * height - gh * width) * 4 <= gh * width):
             return gh, num_patches // gh
     raise RuntimeError(
         f"{num_patches} patch tokens do not form a grid over a {height}x{width} image "

@@ -14,7 +14,8 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["ImageItem", "ImageReadError", "IMAGE_SUFFIXES", "list_images", "read_image", "item_stem"]
+__all__ = ["ImageItem", "ImageReadError", "IMAGE_SUFFIXES", "list_images", "read_image",
+           "item_stem"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".nii", ".nii.gz")
 
@@ -86,13 +87,15 @@ def read_image(item: ImageItem) -> np.ndarray:
         elif _is_nifti(path):
             pixels = _read_nifti(path, item.slice_index)
         else:
-            raise ImageReadError(f"unsupported file type (expected one of {', '.join(IMAGE_SUFFIXES)})")
+            raise ImageReadError(
+                f"unsupported file type (expected one of {', '.join(IMAGE_SUFFIXES)})")
     except ImageReadError as exc:
         raise ImageReadError(f"{path}: {exc}") from None
     except Exception as exc:  # any reader's own error: say which file and why
         raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
     if pixels.ndim not in (2, 3) or min(pixels.shape[:2]) < 1:
-        raise ImageReadError(f"{path}: expected a 2D image, got pixel array of shape {pixels.shape}")
+        raise ImageReadError(
+            f"{path}: expected a 2D image, got pixel array of shape {pixels.shape}")
     if not np.isfinite(pixels).all():
         raise ImageReadError(f"{path}: the image holds NaN or infinity")
     return pixels

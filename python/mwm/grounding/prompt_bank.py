@@ -197,7 +197,8 @@ def load_prompt_bank(path: Union[str, os.PathLike]) -> PromptBank:
     except (json.JSONDecodeError, ValueError) as exc:
         if isinstance(exc, PromptBankError):
             raise
-        raise PromptBankError(f"prompt bank file {str(file)!r} is not valid {suffix[1:]}: {exc}") from exc
+        raise PromptBankError(
+            f"prompt bank file {str(file)!r} is not valid {suffix[1:]}: {exc}") from exc
     except Exception as exc:  # yaml.YAMLError does not derive from ValueError
         raise PromptBankError(f"prompt bank file {str(file)!r} is not valid YAML: {exc}") from exc
     return prompt_bank_from_dict(data, source=str(file))
@@ -272,7 +273,8 @@ def prompt_bank_from_dict(data: Any, source: str = "<dict>") -> PromptBank:
         if not isinstance(default_preset, str):
             raise fail(f"default_preset = {default_preset!r} must be a string")
         if default_preset not in presets:
-            raise fail(f"default_preset = {default_preset!r} is not one of the presets {sorted(presets)}")
+            raise fail(f"default_preset = {default_preset!r} is not one of the presets "
+                       f"{sorted(presets)}")
 
     if "modalities" not in top:
         raise fail("the key 'modalities' is missing")
@@ -331,7 +333,8 @@ def prompt_bank_from_dict(data: Any, source: str = "<dict>") -> PromptBank:
         if components is not None and (
             isinstance(components, bool) or not isinstance(components, int) or components < 1
         ):
-            raise fail(f"{where}.num_components = {components!r} must be a positive integer or null")
+            raise fail(
+                f"{where}.num_components = {components!r} must be a positive integer or null")
         expand = number(body.get("expand_ratio", 1.0), f"{where}.expand_ratio")
         if expand <= 0:
             raise fail(f"{where}.expand_ratio = {expand!r} must be positive")
@@ -403,7 +406,8 @@ def bank_region_map(
     """
     if not isinstance(prompts, ModalityPrompts):
         raise TypeError(
-            f"prompts must be a ModalityPrompts (PromptBank.modality(...)), got {type(prompts).__name__}"
+            f"prompts must be a ModalityPrompts (PromptBank.modality(...)), "
+            f"got {type(prompts).__name__}"
         )
     maps = torch.as_tensor(heatmaps)
     if maps.dim() == spatial_dims + 1 and len(prompts.prompts) == 1:
@@ -411,7 +415,8 @@ def bank_region_map(
     if maps.dim() != spatial_dims + 2 or maps.shape[1] != len(prompts.prompts):
         raise ValueError(
             f"heatmaps must be (B, K, *S) with K = {len(prompts.prompts)} prompts of modality "
-            f"{prompts.name!r} ({', '.join(map(repr, prompts.texts))}), got shape {tuple(maps.shape)}"
+            f"{prompts.name!r} ({', '.join(map(repr, prompts.texts))}), "
+            f"got shape {tuple(maps.shape)}"
         )
     rois = [
         mwm_region_map(
@@ -424,4 +429,5 @@ def bank_region_map(
         )
         for k in range(maps.shape[1])
     ]
-    return region_level_map(torch.stack(rois, dim=1), prompts.prompt_levels, len(prompts.level_ratios))
+    return region_level_map(torch.stack(rois, dim=1), prompts.prompt_levels,
+                            len(prompts.level_ratios))

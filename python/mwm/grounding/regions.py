@@ -93,10 +93,12 @@ def mwm_region_map(
             f"{tuple(values.shape)}"
         )
     require_finite(values, "heatmaps")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
+    if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+            or threshold != threshold):
         raise ValueError(f"threshold = {threshold!r}: must be a number")
     if num_components is not None and (
-        isinstance(num_components, bool) or not isinstance(num_components, int) or num_components < 1
+        isinstance(num_components, bool) or not isinstance(num_components, int)
+        or num_components < 1
     ):
         raise ValueError(f"num_components = {num_components!r}: must be a positive int or None")
     expand = positive_float(expand_ratio, "expand_ratio")
@@ -133,8 +135,11 @@ def region_level_map(roi_maps, levels: Sequence[int], num_levels: int) -> torch.
             f"levels has {len(levels)} entries but roi_maps has {maps.shape[1]} prompts (axis 1)"
         )
     for level in levels:
-        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= num_levels:
-            raise ValueError(f"levels holds {level!r}: each level must be an int in [1, {num_levels}]")
-    scale = torch.tensor([lv / num_levels for lv in levels], dtype=torch.float32, device=maps.device)
+        if (isinstance(level, bool) or not isinstance(level, int)
+                or not 1 <= level <= num_levels):
+            raise ValueError(
+                f"levels holds {level!r}: each level must be an int in [1, {num_levels}]")
+    scale = torch.tensor([lv / num_levels for lv in levels], dtype=torch.float32,
+                         device=maps.device)
     weights = scale.reshape(1, -1, *([1] * (maps.dim() - 2)))
     return (maps.to(torch.float32) * weights).amax(dim=1)
