@@ -22,12 +22,13 @@ namespace mwm_bindings {
 // pred (B, N, P) ("patch") or like target ("image"), target (B, C, [D,] H, W) read in place,
 // mask (B, N) bool, weight (B, N); reduction mean | mean_eps | sum -> scalar, none -> (B, N).
 // nonfinite: "error" raises ValueError when the result would be NaN/Inf (naming pred, weight or
-// the overflow and the first such patch), "propagate" returns it. The backward returns
-// grad_pred only.
+// the overflow and the first such patch), "propagate" returns it, "default" is "error" on the CPU
+// and "propagate" on CUDA (so AMP's GradScaler can skip a step: docs/design.md, "The loss under
+// AMP"). The backward returns grad_pred only.
 inline constexpr char masked_recon_loss_schema[] =
     "masked_recon_loss(Tensor pred, Tensor target, Tensor mask, Tensor? weight, "
     "int[] patch_size, str layout, bool norm_target, str error, str reduction, "
-    "str nonfinite=\"error\") -> Tensor";
+    "str nonfinite=\"default\") -> Tensor";
 inline constexpr char masked_recon_loss_backward_schema[] =
     "_masked_recon_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor mask, "
     "Tensor? weight, int[] patch_size, str layout, bool norm_target, str error, "
@@ -46,10 +47,12 @@ inline mwm::loss_reduction parse_loss_reduction(c10::string_view v) {
                                             {"none", mwm::loss_reduction::none}});
 }
 
-inline mwm::nonfinite_policy parse_nonfinite(c10::string_view v) {
-  return parse_choice<mwm::nonfinite_policy>(
-      "nonfinite", v,
-      {{"error", mwm::nonfinite_policy::error}, {"propagate", mwm::nonfinite_policy::propagate}});
+inline mwm::nonfinite_policy parse_nonfinite(c10::string_view v, bool on_cuda) {
+  const auto policy = parse_choice<mwm::nonfinite_policy>("nonfinite", v,
+                                                          {{"default", mwm::nonfinite_policy::error},
+                                                           {"error", mwm::nonfinite_policy::error},
+                                                           {"propagate", mwm::nonfinite_policy::propagate}});
+  return v == "default" && on_cuda ? mwm::nonfinite_policy::propagate : policy;
 }
 
 // True for the patch layout (B, N, P), false for the image layout.
@@ -101,11 +104,11 @@ inline loss_call prepare_loss_call(const at::Tensor& pred, const at::Tensor& tar
                                    at::IntArrayRef patch_size, c10::string_view layout,
                                    bool norm_target, c10::string_view error,
                                    c10::string_view reduction,
-                                   c10::string_view nonfinite = "error") {
+                                   c10::string_view nonfinite = "default") {
   loss_call call;
   call.options.error = parse_recon_error(error);
   call.options.reduction = parse_loss_reduction(reduction);
-  call.options.nonfinite = parse_nonfinite(nonfinite);
+  call.options.nonfinite = parse_nonfinite(nonfinite, pred.is_cuda());
   call.options.norm_target = norm_target;
   call.patch_layout = parse_patch_layout(layout);
   check_loss_float(pred, "pred");

@@ -20,7 +20,7 @@ PatchSize = Union[int, Sequence[int]]
 LAYOUTS = ("patch", "image")
 ERRORS = ("mse", "l1")
 REDUCTIONS = ("mean", "mean_eps", "sum", "none")
-NONFINITE = ("error", "propagate")
+NONFINITE = ("default", "error", "propagate")
 
 
 def _require_tensor(value, name: str) -> None:
@@ -46,7 +46,7 @@ def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
                       patch_size: PatchSize, *, weight: Optional[torch.Tensor] = None,
                       layout: Optional[str] = None, norm_target: bool = False,
                       error: str = "mse", reduction: str = "mean",
-                      nonfinite: str = "error") -> torch.Tensor:
+                      nonfinite: str = "default") -> torch.Tensor:
     """Masked reconstruction loss over patches.
 
     ``pred``: patch vectors ``(B, N, P)`` ordered ``(pd, ph, pw, c)`` (MAE/HF ``patchify``) or an
@@ -60,7 +60,9 @@ def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     a target patch the loss reads raises ValueError. Gradient: to ``pred`` only.
 
     ``nonfinite``: what happens when the result would hold a NaN or an infinity although the
-    targets it reads are finite. ``"error"`` (default) raises ValueError naming the cause --
+    targets it reads are finite. ``"default"`` is ``"error"`` on the CPU and ``"propagate"`` on
+    CUDA, where fp16 training needs the NaN/Inf to reach AMP's GradScaler (docs/design.md, "The
+    loss under AMP"). ``"error"`` raises ValueError naming the cause --
     ``pred`` (a NaN/Inf prediction in a masked patch), ``weight``, or an overflow -- and the first
     such (sample, patch); the check costs one test of the reduced value (a pass over the ``(B, N)``
     per-patch losses for ``reduction="none"``), and patches are only re-read once a value is
@@ -101,7 +103,7 @@ def _mask_and_weight(mask: torch.Tensor):
 
 def mae_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor,
              patch_size: PatchSize = 16, *, norm_pix_loss: bool = False,
-             nonfinite: str = "error") -> torch.Tensor:
+             nonfinite: str = "default") -> torch.Tensor:
     """MAE's (and HF ViTMAE's) ``forward_loss(imgs, pred, mask)``: ``pred (B, N, P)``,
     ``imgs (B, C, H, W)`` (or 3D), ``mask (B, N)`` bool or MAE's 0/1 float mask.
     ``nonfinite`` as in ``masked_recon_loss``."""
@@ -112,7 +114,7 @@ def mae_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor,
 
 
 def spark_loss(rec: torch.Tensor, inp: torch.Tensor, active: torch.Tensor,
-               patch_size: PatchSize = 32, *, nonfinite: str = "error") -> torch.Tensor:
+               patch_size: PatchSize = 32, *, nonfinite: str = "default") -> torch.Tensor:
     """SparK's reconstruction loss: ``rec`` and ``inp`` images ``(B, C, H, W)`` (or 3D), ``active``
     SparK's map ``(B, 1, h, w)`` (True = visible); per-patch normalized target, mse, averaged over
     the non-active patches with ``+1e-8`` in the denominator. ``nonfinite`` as in
@@ -126,7 +128,7 @@ def spark_loss(rec: torch.Tensor, inp: torch.Tensor, active: torch.Tensor,
 
 
 def simmim_loss(x_rec: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                patch_size: PatchSize, *, nonfinite: str = "error") -> torch.Tensor:
+                patch_size: PatchSize, *, nonfinite: str = "default") -> torch.Tensor:
     """SimMIM's loss: ``sum(|x - x_rec| * m) / (sum(m) + 1e-5) / C`` with ``m`` the mask repeated
     to pixels. ``mask``: ``(B, h, w)`` (or ``(B, N)``) on the model patch grid, bool or 0/1.
 

@@ -473,3 +473,25 @@ def test_loss_target_error_raises_the_cpu_message(device):
     cpu_message = device_error("cpu", run_on("cpu"))
     assert "target has a non-finite value" in cpu_message and "sample 1, patch 0" in cpu_message
     assert device_error(device, run_on(device)) == cpu_message
+
+
+def test_loss_default_nonfinite_raises_on_cpu_and_propagates_on_cuda(device):
+    """A NaN prediction under the default: the CPU raises at once; CUDA returns the NaN loss and
+    gradient (AMP's GradScaler must see them to skip the step) and records no error, while an
+    explicit nonfinite="error" records it (docs/design.md, "The loss under AMP")."""
+    target = torch.randn((2, 3, 8, 8))
+    pred = torch.randn((2, 4, 48))
+    pred[1, 2, 5] = float("nan")
+    mask = torch.ones((2, 4), dtype=torch.bool)
+    if device == "cpu":
+        with pytest.raises(ValueError, match=r"pred has a non-finite value.*sample 1, patch 2"):
+            mwm.masked_recon_loss(pred, target, mask, 4)
+        return
+    pred = pred.to(device).requires_grad_()
+    loss = mwm.masked_recon_loss(pred, target.to(device), mask.to(device), 4)
+    loss.backward()
+    mwm.check_device_errors()  # nothing was recorded
+    assert torch.isnan(loss.detach().cpu()) and torch.isnan(pred.grad.cpu()).any()
+    message = device_error(device, lambda: mwm.masked_recon_loss(
+        pred.detach(), target.to(device), mask.to(device), 4, nonfinite="error"))
+    assert "pred has a non-finite value" in message and "sample 1, patch 2" in message

@@ -529,12 +529,14 @@ def test_nonfinite_reaches_the_published_losses_and_is_validated():
     with pytest.raises(ValueError, match=r"sample 1, patch 3"):
         mwm.simmim_loss(image, target, mask, p)
     assert torch.isnan(mwm.simmim_loss(image, target, mask, p, nonfinite="propagate"))
-    with pytest.raises(ValueError, match=r"nonfinite = 'ignore': must be one of error, "
-                                         r"propagate"):
+    with pytest.raises(ValueError, match=r"nonfinite = 'ignore': must be one of default, "
+                                         r"error, propagate"):
         mwm.masked_recon_loss(pred, target, mask, p, nonfinite="ignore")
     with pytest.raises(TypeError, match=r"nonfinite must be a str"):
         mwm.masked_recon_loss(pred, target, mask, p, nonfinite=False)
-    # The op's schema default is "error" too.
+    # "default" is "error" on the CPU, and so is the op's schema default.
+    with pytest.raises(ValueError, match=r"pred has a non-finite value"):
+        mwm.masked_recon_loss(pred, target, mask, p, nonfinite="default")
     with pytest.raises(ValueError, match=r"pred has a non-finite value"):
         torch.ops.mwm.masked_recon_loss(pred, target, mask, None, list(p), "patch", False, "mse",
                                         "mean")
