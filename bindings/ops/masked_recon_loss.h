@@ -48,10 +48,11 @@ inline mwm::loss_reduction parse_loss_reduction(c10::string_view v) {
 }
 
 inline mwm::nonfinite_policy parse_nonfinite(c10::string_view v, bool on_cuda) {
-  const auto policy = parse_choice<mwm::nonfinite_policy>("nonfinite", v,
-                                                          {{"default", mwm::nonfinite_policy::error},
-                                                           {"error", mwm::nonfinite_policy::error},
-                                                           {"propagate", mwm::nonfinite_policy::propagate}});
+  const auto policy =
+      parse_choice<mwm::nonfinite_policy>("nonfinite", v,
+                                          {{"default", mwm::nonfinite_policy::error},
+                                           {"error", mwm::nonfinite_policy::error},
+                                           {"propagate", mwm::nonfinite_policy::propagate}});
   return v == "default" && on_cuda ? mwm::nonfinite_policy::propagate : policy;
 }
 
