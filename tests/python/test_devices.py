@@ -304,7 +304,7 @@ def _bad_num_visible(device):
 def _bad_gather_backward(device):
     grad = torch.randn((2, 3, 4), device=device)
     ids = torch.tensor([[0, 7, 2], [5, 1, 1]], device=device)
-    return lambda: ops.gather_tokens_backward(grad, ids, 6)
+    return lambda: ops._gather_tokens_backward(grad, ids, 6)
 
 
 def _nan_heatmaps(device):
