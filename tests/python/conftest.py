@@ -1,5 +1,4 @@
 import os
-import sys
 
 import torch
 
@@ -7,28 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _make_torchvision_importable():
-    """transformers, timm and open_clip import torchvision. The torchvision wheel next to the CPU
-    build of torch is a CUDA build whose ops library cannot load, and it then fails to import on
-    its fake-kernel registration for nms. Declaring the two op schemas it registers lets it
-    import; nothing here calls them. Does nothing where torchvision imports as it should."""
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        return
-    except RuntimeError as exc:
-        if "torchvision::nms does not exist" not in str(exc):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        library = torch.library.Library("torchvision", "FRAGMENT")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _make_torchvision_importable.library = library  # keep the definitions alive
-        import torchvision  # noqa: F401
+# transformers, timm and open_clip import torchvision, which fails to import beside a CPU torch
+# when its wheel is a CUDA build; mwm.grounding makes it importable the same way for users.
+from mwm.grounding.torchvision_compat import ensure_torchvision_importable  # noqa: E402
 
-
-_make_torchvision_importable()
+ensure_torchvision_importable()
 
 
 # --- devices --------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel
@@ -374,6 +377,26 @@ def test_regions_then_mask_end_to_end(dataset, local_models):
     again = root / "masks_mwm"  # the heatmaps alone through the reference region step
     assert run("--images", images, "--heatmaps", out, "--out", again, "--grid", 8, 8) == 0
     assert len(list(again.glob("*.npz"))) == 6
+
+
+@pytest.mark.slow
+def test_regions_runs_from_a_fresh_interpreter(dataset, local_models, tmp_path):
+    """As a shell runs `mwm regions`: a new process imports transformers' CLIP itself (in this
+    venv torchvision needs mwm.grounding.torchvision_compat to import at all)."""
+    root, images, _ = dataset
+    clip, _ = local_models
+    out = tmp_path / "regions"
+    package_root = str(Path(cli.__file__).resolve().parents[1])
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, (package_root,
+                                                      os.environ.get("PYTHONPATH"))))}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from mwm import cli; sys.exit(cli.main(sys.argv[1:]))",
+         "regions", "--images", str(images), "--clip", str(clip), "--prompt", "tumor",
+         "--out", str(out), *map(str, REGION_OPTIONS)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list(out.glob("*.npz"))) == len(list_images(images)) == 6
 
 
 def test_regions_resume_and_batching(dataset, local_models, capsys):

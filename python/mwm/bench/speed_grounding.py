@@ -18,11 +18,11 @@ override them).
 
 from __future__ import annotations
 
-import sys
 from typing import Dict, List
 
 import torch
 
+from ..grounding.torchvision_compat import ensure_torchvision_importable
 from .timing import median_time
 
 BATCH = 16
@@ -38,22 +38,8 @@ MODELS = {
 
 
 def _clip_classes():
-    """transformers' CLIPModel, importable next to a torchvision built for another torch.
-
-    A CUDA torchvision wheel beside a CPU torch fails to import (its fake-kernel registration
-    for nms finds no op); transformers then cannot import CLIPModel. Declaring the two op
-    schemas torchvision registers lets it import; the CLIP models here never call them."""
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as exc:
-        if "torchvision::nms does not exist" not in str(exc):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        library = torch.library.Library("torchvision", "FRAGMENT")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _clip_classes.library = library  # keep the definitions alive
+    """transformers' CLIPModel, importable next to a torchvision built for another torch."""
+    ensure_torchvision_importable()
     from transformers import CLIPConfig, CLIPModel
 
     return CLIPConfig, CLIPModel

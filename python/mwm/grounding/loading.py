@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from .torchvision_compat import ensure_torchvision_importable
+
 __all__ = ["LoadedClip", "load_clip"]
 
 
@@ -34,6 +36,7 @@ def load_clip(path, device="cpu") -> LoadedClip:
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"--clip {str(folder)!r} is not a folder")
+    ensure_torchvision_importable()
     if (folder / "open_clip_config.json").is_file():
         import open_clip
 

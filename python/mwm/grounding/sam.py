@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ._checks import pixel_range, positive_float
+from .torchvision_compat import ensure_torchvision_importable
 
 __all__ = ["SamBoxRefiner", "scaled_bounding_box", "fill_boxes"]
 
@@ -71,6 +72,7 @@ class SamBoxRefiner:
     @classmethod
     def from_pretrained(cls, path, device="cpu") -> SamBoxRefiner:
         """Model and processor from one local folder (`save_pretrained` of both); no download."""
+        ensure_torchvision_importable()
         from transformers import SamModel, SamProcessor
 
         model = SamModel.from_pretrained(path, local_files_only=True).to(device)
