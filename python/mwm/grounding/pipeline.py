@@ -52,9 +52,9 @@ Box = Tuple[Tuple[int, int], ...]
 
 @dataclass
 class TextRegions:
-    """Per image i: heatmaps[i] (K, H, W) float32 in [0, 1]; roi_maps[i] (K, H, W) bool;
-    region_maps[i] (H, W) float32, the map `TextGuidedMasker` reads (see
-    `TextRegionPipeline.masker_kwargs`); boxes[i][k] the filled boxes of prompt k.
+    """Per image i: `heatmaps[i]` (K, H, W) float32 in [0, 1]; `roi_maps[i]` (K, H, W) bool;
+    `region_maps[i]` (H, W) float32, the map `TextGuidedMasker` reads (see
+    `TextRegionPipeline.masker_kwargs`); `boxes[i][k]` the filled boxes of prompt k.
     All on the CPU."""
 
     heatmaps: List[torch.Tensor]
