@@ -23,13 +23,6 @@ import torch.nn.functional as F
 from ._checks import positive_float
 from .adapters import resize_maps
 from .m2ib import (
-    DEFAULT_BETA,
-    DEFAULT_INIT_ALPHA,
-    DEFAULT_LAYER,
-    DEFAULT_LR,
-    DEFAULT_SAMPLES,
-    DEFAULT_STEPS,
-    DEFAULT_VAR,
     _device_and_dtype,
     check_m2ib_options,
     encode_prompts,
@@ -294,18 +287,8 @@ class TextRegionPipeline:
     def heatmaps(self, pixels: torch.Tensor) -> torch.Tensor:
         """Attribution maps (B, K, h, w) in [0, 1] at the model's input resolution."""
         if self.attribution == "m2ib":
-            options = dict(
-                layer=DEFAULT_LAYER,
-                beta=DEFAULT_BETA,
-                var=DEFAULT_VAR,
-                steps=DEFAULT_STEPS,
-                lr=DEFAULT_LR,
-                samples=DEFAULT_SAMPLES,
-                init_alpha=DEFAULT_INIT_ALPHA,
-            )
-            options.update(self.m2ib_options)
             return m2ib_heatmaps(
-                self.model, pixels, text_embeddings=self.text_embeddings, **options
+                self.model, pixels, text_embeddings=self.text_embeddings, **self.m2ib_options
             )
         from .clip_heatmaps import ClipHeatmapGenerator
 
