@@ -43,6 +43,7 @@ echo "NVRTC $nvrtc"
 # torch's CMake asks for the GPU's architecture when this is unset; there is no GPU to ask.
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
 echo "== configuring $build (CUDA architectures $archs)"
+mkdir -p "$(dirname "$build")"
 cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release \
   -DMWM_BUILD_PYTHON=ON -DMWM_BUILD_TESTS=OFF -DMWM_BUILD_BENCHMARKS=OFF \
