@@ -16,6 +16,8 @@ import torch
 
 from . import _extension  # noqa: F401  (loads the ops, their fake kernels and autograd)
 
+__all__ = ["mae_loss", "masked_recon_loss", "simmim_loss", "spark_loss"]
+
 PatchSize = Union[int, Sequence[int]]
 LAYOUTS = ("patch", "image")
 ERRORS = ("mse", "l1")

@@ -16,6 +16,9 @@ import torch
 from . import _extension  # loads the ops, their fake kernels and autograd
 from ._ops.masking import MASK_OPTIONS, mask_options
 
+__all__ = ["MaskResult", "generate_masks", "heatmap_to_patch_scores", "regions_from_quantiles",
+           "regions_from_thresholds", "sample_indices", "upsample_patch_map"]
+
 Grid = Sequence[int]
 POLICIES = tuple(_extension.extension.mask_option_choices()["policy"])
 _SEED_MASK = (1 << 64) - 1

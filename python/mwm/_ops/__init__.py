@@ -1,4 +1,5 @@
-"""Fake (meta) kernels and autograd formulas of the mwm ops, one module per op family; imported
-once by ``mwm._extension`` after the extension has defined the ops."""
+"""Fake (meta) kernels and autograd formulas of the mask and loss ops, imported once by
+``mwm._extension`` after the extension has defined the ops. The other ops keep theirs in the
+module that defines their public function (``mwm.tokens``, ``mwm.coral``)."""
 
-from . import coral, loss, masking, pack_tokens, tokens  # noqa: F401
+from . import loss, masking  # noqa: F401
