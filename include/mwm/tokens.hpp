@@ -194,6 +194,30 @@ void restore_tokens(const T* x_vis, const token_strides& vs, const std::int64_t*
   }
 }
 
+namespace detail {
+
+// One sample of a restore's backward (restore_tokens_backward, unpack_tokens_backward): the rows
+// slot_row(0 .. rows-1) zeroed, then each grad row added to the slot it came from (`count`
+// visible slots) or to the mask token's partial sum (C).
+template <typename Acc, typename T, typename SlotRow>
+void restore_sample_backward(const T* grad, const token_strides& gs, std::int64_t b,
+                             const std::int64_t* ids_restore, std::int64_t count, std::int64_t rows,
+                             std::int64_t num_tokens, std::int64_t channels,
+                             const SlotRow& slot_row, std::int64_t row_stride, Acc* partial) {
+  for (std::int64_t k = 0; k < rows; ++k) zero_token(slot_row(k), row_stride, channels);
+  for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
+  for (std::int64_t n = 0; n < num_tokens; ++n) {
+    const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+    const T* src = grad + token_offset(gs, b, n);
+    if (slot == padding_id)
+      accumulate_token(src, gs.channel, partial, channels);
+    else
+      add_token<Acc>(src, gs.channel, slot_row(slot), row_stride, channels);
+  }
+}
+
+}  // namespace detail
+
 // grad_x_vis (B, K, C): grad rows added at their slots (zeros in slots no token comes from);
 // mask_partials (B, C): per sample, the sum of the grad rows that came from the mask token
 // (summed over samples in a fixed order by the caller, so results do not depend on threads).
@@ -204,20 +228,10 @@ void restore_tokens_backward(const T* grad, const token_strides& gs,
                              T* grad_x_vis, const token_strides& vs, Acc* mask_partials,
                              std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const std::int64_t count = visible ? visible[b] : slots;
-    for (std::int64_t k = 0; k < slots; ++k)
-      zero_token(grad_x_vis + token_offset(vs, b, k), vs.channel, channels);
-    Acc* partial = mask_partials + b * channels;
-    for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
-    for (std::int64_t n = 0; n < num_tokens; ++n) {
-      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-      const T* src = grad + token_offset(gs, b, n);
-      if (slot == padding_id)
-        accumulate_token(src, gs.channel, partial, channels);
-      else
-        add_token<Acc>(src, gs.channel, grad_x_vis + token_offset(vs, b, slot), vs.channel,
-                       channels);
-    }
+    const auto slot_row = [&](std::int64_t k) { return grad_x_vis + token_offset(vs, b, k); };
+    detail::restore_sample_backward(grad, gs, b, ids_restore, visible ? visible[b] : slots, slots,
+                                    num_tokens, channels, slot_row, vs.channel,
+                                    mask_partials + b * channels);
   }
 }
 
@@ -368,21 +382,11 @@ void unpack_tokens_backward(const T* grad, const token_strides& gs, const std::i
                             Acc* mask_partials, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int64_t count = packed_count(cu_seqlens, b);
-    for (std::int64_t k = 0; k < count; ++k)
-      zero_token(grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel,
-                 channels);
-    Acc* partial = mask_partials + b * channels;
-    for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
-    for (std::int64_t n = 0; n < num_tokens; ++n) {
-      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-      const T* src = grad + token_offset(gs, b, n);
-      if (slot == padding_id)
-        accumulate_token(src, gs.channel, partial, channels);
-      else
-        add_token<Acc>(src, gs.channel,
-                       grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)),
-                       ps.channel, channels);
-    }
+    const auto slot_row = [&](std::int64_t k) {
+      return grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k));
+    };
+    detail::restore_sample_backward(grad, gs, b, ids_restore, count, count, num_tokens, channels,
+                                    slot_row, ps.channel, mask_partials + b * channels);
   }
 }
 
