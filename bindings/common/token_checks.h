@@ -7,6 +7,8 @@
 
 #include <mwm/tokens.hpp>
 
+#include <tuple>
+
 #include "common/check.h"
 
 namespace mwm_bindings {
@@ -51,6 +53,34 @@ inline void check_mask_token(const at::Tensor& mask_token, const at::Tensor& row
 // The core's element strides of token rows (B, tokens, C).
 inline mwm::token_strides token_strides_of(const at::Tensor& t) {
   return mwm::token_strides{t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// A checked call of any token or packed-token op. `rows` is the op's first tensor (x, x_vis,
+// packed or grad); `slots` is K, `num_tokens` is N, `num_rows` the packed row count T.
+struct token_call {
+  explicit token_call(const at::Tensor& first) : rows(first) {}
+  const at::Tensor& rows;
+  at::Tensor ids;         // ids_keep or ids_restore, contiguous
+  at::Tensor visible;     // num_visible, contiguous; undefined when not given
+  at::Tensor cu_seqlens;  // contiguous int32 (B + 1); undefined for the padded ops and pack_tokens
+  const at::Tensor* mask_token = nullptr;
+  int64_t batch = 0, slots = 0, num_tokens = 0, channels = 0, num_rows = 0;
+};
+
+using token_run = at::Tensor (*)(const token_call&);
+using token_pair_run = std::tuple<at::Tensor, at::Tensor> (*)(const token_call&);
+
+// The checked call of an op on x (B, N, C) and ids_keep (B, K): gather_tokens, pack_tokens.
+inline token_call keep_ids_call(const at::Tensor& x, const at::Tensor& ids_keep) {
+  check_token_rows(x, "x", 3, "(B, N, C)");
+  check_index_rows(ids_keep, "ids_keep", x, "x", x.size(0), "(B, K)");
+  token_call call(x);
+  call.ids = ids_keep.contiguous();
+  call.batch = x.size(0);
+  call.slots = ids_keep.size(1);
+  call.num_tokens = x.size(1);
+  call.channels = x.size(2);
+  return call;
 }
 
 }  // namespace mwm_bindings

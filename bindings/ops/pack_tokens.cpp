@@ -22,7 +22,7 @@ namespace {
 namespace on_cpu {
 
 // The offsets ids_keep gives, checked against the cu_seqlens a backward receives.
-void require_offsets_of(const pack_call& call) {
+void require_offsets_of(const token_call& call) {
   std::vector<std::int32_t> expected(static_cast<std::size_t>(call.batch + 1));
   mwm::packed_offsets(call.ids.const_data_ptr<int64_t>(), call.batch, call.slots, call.num_tokens,
                       expected.data());
@@ -34,7 +34,7 @@ void require_offsets_of(const pack_call& call) {
                     " rows but ids_keep packs ", expected[call.batch]);
 }
 
-std::tuple<at::Tensor, at::Tensor> pack(const pack_call& call) {
+std::tuple<at::Tensor, at::Tensor> pack(const token_call& call) {
   const at::Tensor& x = call.rows;
   auto cu = at::empty({call.batch + 1}, call.ids.options().dtype(at::kInt));
   auto* offsets = cu.mutable_data_ptr<std::int32_t>();
@@ -54,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor> pack(const pack_call& call) {
   return std::make_tuple(packed, cu);
 }
 
-at::Tensor pack_backward(const pack_call& call) {
+at::Tensor pack_backward(const token_call& call) {
   const at::Tensor& grad = call.rows;
   require_offsets_of(call);
   auto grad_x = at::empty({call.batch, call.num_tokens, call.channels}, grad.options());
@@ -75,14 +75,14 @@ at::Tensor pack_backward(const pack_call& call) {
   return grad_x;
 }
 
-void validate_unpack(const pack_call& call) {
+void validate_unpack(const token_call& call) {
   mwm::validate_offsets(call.cu_seqlens.const_data_ptr<std::int32_t>(), call.batch, call.num_rows,
                         call.num_tokens);
   mwm::validate_restore_ids(call.ids.const_data_ptr<int64_t>(), nullptr, call.batch,
                             call.num_tokens, 0);
 }
 
-at::Tensor unpack(const pack_call& call) {
+at::Tensor unpack(const token_call& call) {
   const at::Tensor& packed = call.rows;
   validate_unpack(call);
   const at::Tensor& mask_token = *call.mask_token;
@@ -104,7 +104,7 @@ at::Tensor unpack(const pack_call& call) {
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> unpack_backward(const pack_call& call) {
+std::tuple<at::Tensor, at::Tensor> unpack_backward(const token_call& call) {
   const at::Tensor& grad = call.rows;
   validate_unpack(call);
   auto grad_packed = at::empty({call.num_rows, call.channels}, grad.options());
@@ -136,7 +136,7 @@ std::tuple<at::Tensor, at::Tensor> unpack_backward(const pack_call& call) {
 #ifdef MWM_WITH_CUDA
 namespace on_cuda {
 
-std::tuple<at::Tensor, at::Tensor> pack(const pack_call& call) {
+std::tuple<at::Tensor, at::Tensor> pack(const token_call& call) {
   const at::Tensor& x = call.rows;
   const c10::cuda::CUDAGuard guard(x.device());
   auto cu = at::empty({call.batch + 1}, call.ids.options().dtype(at::kInt));
@@ -152,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor> pack(const pack_call& call) {
   return std::make_tuple(packed, cu);
 }
 
-at::Tensor pack_backward(const pack_call& call) {
+at::Tensor pack_backward(const token_call& call) {
   const at::Tensor& grad = call.rows;
   const c10::cuda::CUDAGuard guard(grad.device());
   auto grad_x = at::empty({call.batch, call.num_tokens, call.channels}, grad.options());
@@ -164,7 +164,7 @@ at::Tensor pack_backward(const pack_call& call) {
   return grad_x;
 }
 
-at::Tensor unpack(const pack_call& call) {
+at::Tensor unpack(const token_call& call) {
   const at::Tensor& packed = call.rows;
   const at::Tensor& mask_token = *call.mask_token;
   const c10::cuda::CUDAGuard guard(packed.device());
@@ -177,7 +177,7 @@ at::Tensor unpack(const pack_call& call) {
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> unpack_backward(const pack_call& call) {
+std::tuple<at::Tensor, at::Tensor> unpack_backward(const token_call& call) {
   const at::Tensor& grad = call.rows;
   const c10::cuda::CUDAGuard guard(grad.device());
   auto grad_packed = at::empty({call.num_rows, call.channels}, grad.options());

@@ -29,19 +29,6 @@ inline constexpr char unpack_tokens_backward_schema[] =
     "_unpack_tokens_backward(Tensor grad, Tensor cu_seqlens, Tensor ids_restore, SymInt num_rows) "
     "-> (Tensor grad_packed, Tensor grad_mask_token)";
 
-// A checked call of a packed-token op.
-struct pack_call {
-  explicit pack_call(const at::Tensor& checked_rows) : rows(checked_rows) {}
-  const at::Tensor& rows;  // x, packed or grad
-  at::Tensor ids;          // ids_keep or ids_restore, contiguous
-  at::Tensor cu_seqlens;   // contiguous int32 (B + 1); undefined for pack_tokens
-  const at::Tensor* mask_token = nullptr;
-  int64_t batch = 0, slots = 0, num_tokens = 0, channels = 0, num_rows = 0;
-};
-
-using pack_run = std::tuple<at::Tensor, at::Tensor> (*)(const pack_call&);
-using pack_single_run = at::Tensor (*)(const pack_call&);
-
 // cu_seqlens (B + 1,) int32 on the device of `ref`; returns B.
 inline int64_t check_cu_seqlens(const at::Tensor& cu, const at::Tensor& ref, const char* ref_name) {
   check_dtype(cu, "cu_seqlens", at::kInt);
@@ -56,22 +43,13 @@ inline mwm::token_strides packed_strides_of(const at::Tensor& t) {
   return mwm::token_strides{0, t.stride(0), t.stride(1)};
 }
 
-template <pack_run Run>
+template <token_pair_run Run>
 std::tuple<at::Tensor, at::Tensor> pack_tokens_op(const at::Tensor& x, const at::Tensor& ids_keep) {
-  check_token_rows(x, "x", 3, "(B, N, C)");
-  check_index_rows(ids_keep, "ids_keep", x, "x", x.size(0), "(B, K)");
-  return translate_errors([&] {
-    pack_call call(x);
-    call.ids = ids_keep.contiguous();
-    call.batch = x.size(0);
-    call.slots = ids_keep.size(1);
-    call.num_tokens = x.size(1);
-    call.channels = x.size(2);
-    return Run(call);
-  });
+  const token_call call = keep_ids_call(x, ids_keep);
+  return translate_errors([&] { return Run(call); });
 }
 
-template <pack_single_run Run>
+template <token_run Run>
 at::Tensor pack_tokens_backward_op(const at::Tensor& grad, const at::Tensor& ids_keep,
                                    const at::Tensor& cu_seqlens, int64_t num_tokens) {
   check_token_rows(grad, "grad", 2, "(T, C)");
@@ -79,7 +57,7 @@ at::Tensor pack_tokens_backward_op(const at::Tensor& grad, const at::Tensor& ids
   check_index_rows(ids_keep, "ids_keep", grad, "grad", batch, "(B, K)");
   TORCH_CHECK_VALUE(num_tokens >= 0, "mwm: num_tokens = ", num_tokens, ": must be non-negative");
   return translate_errors([&] {
-    pack_call call(grad);
+    token_call call(grad);
     call.ids = ids_keep.contiguous();
     call.cu_seqlens = cu_seqlens.contiguous();
     call.batch = batch;
@@ -91,7 +69,7 @@ at::Tensor pack_tokens_backward_op(const at::Tensor& grad, const at::Tensor& ids
   });
 }
 
-template <pack_single_run Run>
+template <token_run Run>
 at::Tensor unpack_tokens_op(const at::Tensor& packed, const at::Tensor& cu_seqlens,
                             const at::Tensor& ids_restore, const at::Tensor& mask_token) {
   check_token_rows(packed, "packed", 2, "(T, C)");
@@ -99,7 +77,7 @@ at::Tensor unpack_tokens_op(const at::Tensor& packed, const at::Tensor& cu_seqle
   check_index_rows(ids_restore, "ids_restore", packed, "packed", batch, "(B, N)");
   check_mask_token(mask_token, packed, "packed");
   return translate_errors([&] {
-    pack_call call(packed);
+    token_call call(packed);
     call.ids = ids_restore.contiguous();
     call.cu_seqlens = cu_seqlens.contiguous();
     call.mask_token = &mask_token;
@@ -111,7 +89,7 @@ at::Tensor unpack_tokens_op(const at::Tensor& packed, const at::Tensor& cu_seqle
   });
 }
 
-template <pack_run Run>
+template <token_pair_run Run>
 std::tuple<at::Tensor, at::Tensor> unpack_tokens_backward_op(const at::Tensor& grad,
                                                              const at::Tensor& cu_seqlens,
                                                              const at::Tensor& ids_restore,
@@ -127,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> unpack_tokens_backward_op(const at::Tensor& g
   const int64_t rows = num_rows.guard_int(__FILE__, __LINE__);
   TORCH_CHECK_VALUE(rows >= 0, "mwm: num_rows = ", rows, ": must be non-negative");
   return translate_errors([&] {
-    pack_call call(grad);
+    token_call call(grad);
     call.ids = ids_restore.contiguous();
     call.cu_seqlens = cu_seqlens.contiguous();
     call.batch = batch;

@@ -43,33 +43,10 @@ inline const int64_t* optional_data(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<int64_t>() : nullptr;
 }
 
-// A checked call of any token op. `rows` is the op's first tensor (x, x_vis or grad); `slots`
-// is K, `num_tokens` is N.
-struct token_call {
-  explicit token_call(const at::Tensor& first) : rows(first) {}
-  const at::Tensor& rows;
-  at::Tensor ids;      // ids_keep or ids_restore, contiguous
-  at::Tensor visible;  // num_visible, contiguous; undefined when not given
-  const at::Tensor* mask_token = nullptr;
-  int64_t batch = 0, slots = 0, num_tokens = 0, channels = 0;
-};
-
-using token_run = at::Tensor (*)(const token_call&);
-using token_pair_run = std::tuple<at::Tensor, at::Tensor> (*)(const token_call&);
-
 template <token_run Run>
 at::Tensor gather_tokens_op(const at::Tensor& x, const at::Tensor& ids_keep) {
-  check_token_rows(x, "x", 3, "(B, N, C)");
-  check_index_rows(ids_keep, "ids_keep", x, "x", x.size(0), "(B, K)");
-  return translate_errors([&] {
-    token_call call(x);
-    call.ids = ids_keep.contiguous();
-    call.batch = x.size(0);
-    call.slots = ids_keep.size(1);
-    call.num_tokens = x.size(1);
-    call.channels = x.size(2);
-    return Run(call);
-  });
+  const token_call call = keep_ids_call(x, ids_keep);
+  return translate_errors([&] { return Run(call); });
 }
 
 template <token_run Run>
