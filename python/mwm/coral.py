@@ -25,7 +25,7 @@ __all__ = ["ClassWiseCoral", "class_alignment", "class_wise_coral", "coral_consi
            "coral_loss"]
 
 # Looked up once: the CPU kernel is always built; the CUDA kernel (the same code over cuBLAS,
-# bindings/cuda/coral_loss.cpp) only when the extension was built against a CUDA build of torch.
+# bindings/ops/coral_loss.cpp) only when the extension was built against a CUDA build of torch.
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))
