@@ -298,9 +298,10 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
     using Acc = typename accumulate_of<T>::type;
     const std::int64_t rows = total * channels;
     if (rows > 0) {
-      unpack_backward_kernel<Acc><<<blocks_for(rows, element_threads), element_threads, 0, stream>>>(
-          static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
-          total, rows, static_cast<T*>(grad_packed), ps, errors);
+      unpack_backward_kernel<Acc>
+          <<<blocks_for(rows, element_threads), element_threads, 0, stream>>>(
+              static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
+              total, rows, static_cast<T*>(grad_packed), ps, errors);
       check_launch("unpack_backward_kernel");
     }
     if (channels == 0) return;

@@ -356,9 +356,10 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
     using Acc = typename accumulate_of<T>::type;
     const std::int64_t count = batch * slots * channels;
     if (count > 0) {
-      restore_backward_kernel<Acc><<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
-          static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
-          static_cast<T*>(grad_x_vis), vs);
+      restore_backward_kernel<Acc>
+          <<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
+              static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
+              static_cast<T*>(grad_x_vis), vs);
       check_launch("restore_backward_kernel");
     }
     auto* acc_partials = reinterpret_cast<Acc*>(partials);
