@@ -32,6 +32,16 @@ def _require_tensor(value, name: str) -> None:
         raise TypeError(f"mwm: {name} must be a torch.Tensor, got {type(value).__name__}")
 
 
+def _mask_token_vector(mask_token: torch.Tensor) -> torch.Tensor:
+    """MAE's mask-token parameter, ``(C,)``, ``(1, C)`` or ``(1, 1, C)``, as the ops' ``(C,)``."""
+    if mask_token.dim() > 1:
+        if any(s != 1 for s in mask_token.shape[:-1]):
+            raise ValueError(f"mwm: mask_token has shape {tuple(mask_token.shape)}: expected (C,), "
+                             "(1, C) or (1, 1, C)")
+        mask_token = mask_token.reshape(mask_token.shape[-1])
+    return mask_token
+
+
 def gather_tokens(x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
     """``x (B, N, C)`` at ``ids_keep (B, K)`` int64 -> ``(B, K, C)``; ``-1`` slots give zeros.
     Ids outside ``[-1, N)`` raise ValueError."""
@@ -49,11 +59,7 @@ def restore_tokens(x_vis: torch.Tensor, ids_restore: torch.Tensor, mask_token: t
     _require_tensor(x_vis, "x_vis")
     _require_tensor(ids_restore, "ids_restore")
     _require_tensor(mask_token, "mask_token")
-    if mask_token.dim() > 1:
-        if any(s != 1 for s in mask_token.shape[:-1]):
-            raise ValueError(f"mwm: mask_token has shape {tuple(mask_token.shape)}: expected (C,), "
-                             "(1, C) or (1, 1, C)")
-        mask_token = mask_token.reshape(mask_token.shape[-1])
+    mask_token = _mask_token_vector(mask_token)
     if num_visible is not None:
         _require_tensor(num_visible, "num_visible")
     return torch.ops.mwm.restore_tokens(x_vis, ids_restore, mask_token, num_visible)
@@ -94,11 +100,7 @@ def unpack_visible_tokens(packed: torch.Tensor, cu_seqlens: torch.Tensor,
     _require_tensor(cu_seqlens, "cu_seqlens")
     _require_tensor(mask_token, "mask_token")
     ids_restore = _ids(result, "ids_restore", "result")
-    if mask_token.dim() > 1:
-        if any(s != 1 for s in mask_token.shape[:-1]):
-            raise ValueError(f"mwm: mask_token has shape {tuple(mask_token.shape)}: expected (C,), "
-                             "(1, C) or (1, 1, C)")
-        mask_token = mask_token.reshape(mask_token.shape[-1])
+    mask_token = _mask_token_vector(mask_token)
     return torch.ops.mwm.unpack_tokens(packed, cu_seqlens, ids_restore, mask_token)
 
 
