@@ -4,18 +4,13 @@
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "device_checks.cuh"
+#include "element_kernels.cuh"
 #include "map_steps.cuh"
 #include "mwm_cuda.hpp"
 
 namespace mwm {
 namespace gpu {
 namespace {
-
-constexpr int element_threads = 256;
-
-#define MWM_FOR_ELEMENTS(e, count)                                                        \
-  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
-       e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
 // The CPU path rejects any NaN or infinity in the heatmaps, also where `nearest` pooling does
 // not read, so every value is checked (after the prompt weights, as the CPU checks them).
@@ -117,8 +112,6 @@ __global__ void check_weights_kernel(const float* weights, std::int64_t count,
     }
   }
 }
-
-#undef MWM_FOR_ELEMENTS
 
 // Quantiles: the segmented path sorts the whole batch at once when it fits CUB's int counts.
 struct quantile_layout {

@@ -4,49 +4,13 @@
 // so results are deterministic, need no atomics, and duplicated ids add up as on the CPU. Bad
 // ids and offsets are recorded into the device's error slot (device_checks.cuh) and read as
 // safe values; the host raises the CPU path's message.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "device_checks.cuh"
+#include "element_kernels.cuh"
 #include "pack_tokens.hpp"
 
 namespace mwm {
 namespace gpu {
 namespace {
-
-constexpr int pack_threads = 256;
-
-#define MWM_FOR_ELEMENTS(e, count)                                                        \
-  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
-       e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-
-template <typename T>
-struct accumulate_of {
-  using type = float;
-};
-template <>
-struct accumulate_of<double> {
-  using type = double;
-};
-
-template <typename Body>
-void with_pack_type(float_type type, Body&& body) {
-  switch (type) {
-    case float_type::float32:
-      body(float{});
-      return;
-    case float_type::float64:
-      body(double{});
-      return;
-    case float_type::float16:
-      body(__half{});
-      return;
-    case float_type::bfloat16:
-      body(__nv_bfloat16{});
-      return;
-  }
-  throw error("mwm: pack token type: unknown float_type");
-}
 
 // One thread per sample: the visible prefix of its ids_keep row, checked as visible_prefix does.
 __global__ void pack_counts_kernel(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
@@ -234,8 +198,6 @@ __global__ void unpack_mask_gradient_kernel(const Acc* partials, std::int64_t ba
   }
 }
 
-#undef MWM_FOR_ELEMENTS
-
 void require_pack_shape(std::int64_t batch, std::int64_t slots, std::int64_t num_tokens,
                         std::int64_t channels, std::int64_t total) {
   detail::require(batch >= 0, "batch", batch, "must not be negative");
@@ -252,7 +214,7 @@ void pack_offsets_async(const std::int64_t* ids_keep, std::int64_t batch, std::i
   require_pack_shape(batch, slots, num_tokens, 0, 0);
   const error_sink errors = begin_checked_launch(stream);
   if (batch > 0) {
-    pack_counts_kernel<<<blocks_for(batch, pack_threads), pack_threads, 0, stream>>>(
+    pack_counts_kernel<<<blocks_for(batch, element_threads), element_threads, 0, stream>>>(
         ids_keep, batch, slots, num_tokens, cu_seqlens, errors);
     check_launch("pack_counts_kernel");
   }
@@ -269,9 +231,9 @@ void pack_tokens_async(float_type type, const void* x, const token_strides& xs,
   require_pack_shape(batch, slots, 0, channels, total);
   const std::int64_t count = total * channels;
   if (count == 0) return;
-  with_pack_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
-    pack_kernel<<<blocks_for(count, pack_threads), pack_threads, 0, stream>>>(
+    pack_kernel<<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
         static_cast<const T*>(x), xs, ids_keep, cu_seqlens, batch, slots, channels, count,
         static_cast<T*>(packed), ps);
     check_launch("pack_kernel");
@@ -286,10 +248,10 @@ void pack_tokens_backward_async(float_type type, const void* grad, const token_s
   require_pack_shape(batch, slots, num_tokens, channels, 0);
   const std::int64_t count = batch * num_tokens * channels;
   if (count == 0) return;
-  with_pack_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename accumulate_of<T>::type;
-    pack_backward_kernel<Acc><<<blocks_for(count, pack_threads), pack_threads, 0, stream>>>(
+    pack_backward_kernel<Acc><<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
         static_cast<const T*>(grad), gs, ids_keep, cu_seqlens, slots, num_tokens, channels, count,
         static_cast<T*>(grad_x), xs);
     check_launch("pack_backward_kernel");
@@ -305,9 +267,9 @@ void unpack_tokens_async(float_type type, const void* packed, const token_stride
   const std::int64_t count = batch * num_tokens * channels;
   if (count == 0) return;
   const error_sink errors = begin_checked_launch(stream);
-  with_pack_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
-    unpack_kernel<<<blocks_for(count, pack_threads), pack_threads, 0, stream>>>(
+    unpack_kernel<<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
         static_cast<const T*>(packed), ps, cu_seqlens, ids_restore, batch, num_tokens, channels,
         total, static_cast<const T*>(mask_token), mask_stride, count, static_cast<T*>(out), os,
         errors);
@@ -331,27 +293,28 @@ void unpack_tokens_backward_async(float_type type, const void* grad, const token
                   "workspace_bytes", static_cast<std::int64_t>(workspace_bytes),
                   "is smaller than unpack_tokens_backward_workspace_bytes");
   const error_sink errors = begin_checked_launch(stream);
-  with_pack_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename accumulate_of<T>::type;
     const std::int64_t rows = total * channels;
     if (rows > 0) {
-      unpack_backward_kernel<Acc><<<blocks_for(rows, pack_threads), pack_threads, 0, stream>>>(
-          static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
-          total, rows, static_cast<T*>(grad_packed), ps, errors);
+      unpack_backward_kernel<Acc>
+          <<<blocks_for(rows, element_threads), element_threads, 0, stream>>>(
+              static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
+              total, rows, static_cast<T*>(grad_packed), ps, errors);
       check_launch("unpack_backward_kernel");
     }
     if (channels == 0) return;
     auto* partials = static_cast<Acc*>(workspace);
     if (batch > 0) {
       unpack_mask_partials_kernel<Acc>
-          <<<blocks_for(batch * channels, pack_threads), pack_threads, 0, stream>>>(
+          <<<blocks_for(batch * channels, element_threads), element_threads, 0, stream>>>(
               static_cast<const T*>(grad), gs, cu_seqlens, ids_restore, batch, num_tokens, channels,
               total, partials, errors);
       check_launch("unpack_mask_partials_kernel");
     }
     unpack_mask_gradient_kernel<Acc>
-        <<<blocks_for(channels, pack_threads), pack_threads, 0, stream>>>(
+        <<<blocks_for(channels, element_threads), element_threads, 0, stream>>>(
             partials, batch, channels, static_cast<T*>(grad_mask_token));
     check_launch("unpack_mask_gradient_kernel");
   });

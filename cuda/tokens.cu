@@ -3,56 +3,19 @@
 // The backward passes sort each sample's destinations (cub::DeviceSegmentedRadixSort, stable) so
 // that every output element adds its sources in the host drivers' order: deterministic, no
 // atomics, duplicates in ids_keep handled as the CPU handles them.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <cstdint>
 #include <initializer_list>
 
 #include "device_checks.cuh"
+#include "element_kernels.cuh"
 #include "mwm_cuda.hpp"
 #include "token_steps.cuh"
 
 namespace mwm {
 namespace gpu {
 namespace {
-
-constexpr int token_threads = 256;
-
-#define MWM_FOR_ELEMENTS(e, count)                                                        \
-  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; \
-       e < (count); e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-
-// float, double, and float for the half types, as at::opmath_type.
-template <typename T>
-struct accumulate_of {
-  using type = float;
-};
-template <>
-struct accumulate_of<double> {
-  using type = double;
-};
-
-template <typename Body>
-void with_token_type(float_type type, Body&& body) {
-  switch (type) {
-    case float_type::float32:
-      body(float{});
-      return;
-    case float_type::float64:
-      body(double{});
-      return;
-    case float_type::float16:
-      body(__half{});
-      return;
-    case float_type::bfloat16:
-      body(__nv_bfloat16{});
-      return;
-  }
-  throw error("mwm: token type: unknown float_type");
-}
 
 template <int V, typename T>
 __global__ void gather_kernel(const T* x, const token_strides xs, const std::int64_t* ids,
@@ -178,8 +141,6 @@ __global__ void mask_gradient_kernel(const Acc* partials, std::int64_t batch, st
   MWM_FOR_ELEMENTS(c, channels) { mask_gradient_element(partials, batch, out, c); }
 }
 
-#undef MWM_FOR_ELEMENTS
-
 // Bits the destination keys [0, keys] need.
 int key_bits(std::int64_t keys) {
   int bits = 1;
@@ -245,7 +206,7 @@ const std::int32_t* sort_runs(run_layout& l, std::int64_t batch, std::int64_t ro
                  l.sort_storage, l.sort_storage_bytes, k, v, static_cast<int>(batch * rows),
                  static_cast<int>(batch), l.offsets, l.offsets + 1, 0, key_bits(keys), stream),
              "DeviceSegmentedRadixSort (token destinations)");
-  run_starts_kernel<<<blocks_for(batch * rows, token_threads), token_threads, 0, stream>>>(
+  run_starts_kernel<<<blocks_for(batch * rows, element_threads), element_threads, 0, stream>>>(
       k.Current(), batch, rows, keys, l.starts);
   check_launch("run_starts_kernel");
   *starts = l.starts;
@@ -270,7 +231,7 @@ void gather_tokens_async(float_type type, const void* x, const token_strides& xs
   const std::int64_t rows = batch * slots;
   if (rows * channels == 0) return;
   const error_sink errors = begin_checked_launch(stream);
-  with_token_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
     const int v = row_vector_width<T>(channels, {x, out}, {xs, os});
     const row_launch plan = plan_row_launch(rows, channels, v);
@@ -313,15 +274,15 @@ void gather_tokens_backward_async(float_type type, const void* grad, const token
   const std::int64_t* starts = nullptr;
   if (batch * slots > 0) {
     run_layout l = lay_out_runs(batch, slots, num_tokens + 1, 0, workspace);
-    gather_keys_kernel<<<blocks_for(batch * slots, token_threads), token_threads, 0, stream>>>(
+    gather_keys_kernel<<<blocks_for(batch * slots, element_threads), element_threads, 0, stream>>>(
         ids_keep, batch, slots, num_tokens, l.keys[0], l.sources[0], l.offsets, errors);
     check_launch("gather_keys_kernel");
     sources = sort_runs(l, batch, slots, num_tokens + 1, &starts, stream);
   }
-  with_token_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename accumulate_of<T>::type;
-    gather_backward_kernel<Acc><<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
+    gather_backward_kernel<Acc><<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
         static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
         static_cast<T*>(grad_x), xs);
     check_launch("gather_backward_kernel");
@@ -338,7 +299,7 @@ void restore_tokens_async(float_type type, const void* x_vis, const token_stride
   const std::int64_t rows = batch * num_tokens;
   if (rows * channels == 0) return;
   const error_sink errors = begin_checked_launch(stream);
-  with_token_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
     const token_strides mask_rows{0, 0, mask_stride};
     const int v = row_vector_width<T>(channels, {x_vis, out, mask_token}, {vs, os, mask_rows});
@@ -383,31 +344,32 @@ void restore_tokens_backward_async(float_type type, const void* grad, const toke
   double* partials = nullptr;
   if (batch * num_tokens > 0) {
     run_layout l = lay_out_runs(batch, num_tokens, slots + 1, batch * channels, workspace);
-    restore_keys_kernel<<<blocks_for(batch * num_tokens, token_threads), token_threads, 0,
+    restore_keys_kernel<<<blocks_for(batch * num_tokens, element_threads), element_threads, 0,
                           stream>>>(ids_restore, visible, batch, slots, num_tokens, l.keys[0],
                                     l.sources[0], l.offsets, errors);
     check_launch("restore_keys_kernel");
     sources = sort_runs(l, batch, num_tokens, slots + 1, &starts, stream);
     partials = l.partials;
   }
-  with_token_type(type, [&](auto tag) {
+  with_float_type(type, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename accumulate_of<T>::type;
     const std::int64_t count = batch * slots * channels;
     if (count > 0) {
-      restore_backward_kernel<Acc><<<blocks_for(count, token_threads), token_threads, 0, stream>>>(
-          static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
-          static_cast<T*>(grad_x_vis), vs);
+      restore_backward_kernel<Acc>
+          <<<blocks_for(count, element_threads), element_threads, 0, stream>>>(
+              static_cast<const T*>(grad), gs, sources, starts, slots, num_tokens, channels, count,
+              static_cast<T*>(grad_x_vis), vs);
       check_launch("restore_backward_kernel");
     }
     auto* acc_partials = reinterpret_cast<Acc*>(partials);
     if (batch * channels > 0 && acc_partials) {
-      mask_partials_kernel<<<blocks_for(batch * channels, token_threads), token_threads, 0,
+      mask_partials_kernel<<<blocks_for(batch * channels, element_threads), element_threads, 0,
                              stream>>>(static_cast<const T*>(grad), gs, sources, starts, batch,
                                        slots, num_tokens, channels, acc_partials);
       check_launch("mask_partials_kernel");
     }
-    mask_gradient_kernel<<<blocks_for(channels, token_threads), token_threads, 0, stream>>>(
+    mask_gradient_kernel<<<blocks_for(channels, element_threads), element_threads, 0, stream>>>(
         acc_partials, acc_partials ? batch : 0, channels, static_cast<T*>(grad_mask_token));
     check_launch("mask_gradient_kernel");
   });

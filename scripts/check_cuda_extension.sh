@@ -2,7 +2,8 @@
 # Builds the CUDA-enabled torch extension (compile and link only: no GPU is needed and nothing
 # runs on one), then loads it into the CUDA build of torch and checks that every op that
 # bindings/cuda/*.cpp registers (m.impl in their TORCH_LIBRARY_IMPL(mwm, CUDA, m) blocks) has a
-# CUDA kernel; it lists the ops the extension defines without one.
+# CUDA kernel (bindings/ops/*.cpp hold their CUDA blocks under MWM_WITH_CUDA); it lists the ops
+# the extension defines without one.
 #
 #   scripts/check_cuda_extension.sh            # venv /work/venv-cuda, build/ext-cuda, sm_80 + sm_90
 #   MWM_CUDA_VENV=... MWM_CUDA_BUILD_DIR=... MWM_CUDA_ARCHITECTURES="80" scripts/check_cuda_extension.sh
@@ -60,7 +61,7 @@ cmake --build "$build" -j 2
 
 library=$build/bindings/_C.so
 echo "== loading $library into torch (no GPU needed to register kernels)"
-"$python" - "$library" "$root"/bindings/cuda/*.cpp <<'PY'
+"$python" - "$library" "$root"/bindings/cuda/*.cpp "$root"/bindings/ops/*.cpp <<'PY'
 import re
 import sys
 
@@ -68,8 +69,11 @@ import torch
 
 library, sources = sys.argv[1], sys.argv[2:]
 torch.ops.load_library(library)
-ops = sorted({op for source in sources
-              for op in re.findall(r'm\.impl\(\s*"([A-Za-z0-9_]+)"', open(source).read())})
+cuda_blocks = [block for source in sources for block in
+               re.findall(r"TORCH_LIBRARY_IMPL\(mwm, CUDA, m\) \{(.*?)\n\}", open(source).read(),
+                          re.S)]
+ops = sorted({op for block in cuda_blocks
+              for op in re.findall(r'm\.impl\(\s*"([A-Za-z0-9_]+)"', block)})
 missing = [op for op in ops
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"mwm::{op}", "CUDA")]
 if not ops or missing:

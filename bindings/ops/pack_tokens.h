@@ -3,7 +3,7 @@
 // (B + 1); unpack_tokens builds MAE's decoder input (B, N, C) from those rows, ids_restore and
 // a mask token. _pack_tokens_backward and _unpack_tokens_backward are their private gradients.
 // The schemas, the checks both backends share, and the op entries that run a backend on the
-// checked call (cpu/pack_tokens.cpp, cuda/pack_tokens.cpp). The maths is in mwm/tokens.hpp.
+// checked call (ops/pack_tokens.cpp). The maths is in mwm/tokens.hpp.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,7 +13,7 @@
 
 #include <tuple>
 
-#include "common/check.h"
+#include "common/token_checks.h"
 
 namespace mwm_bindings {
 
@@ -29,40 +29,6 @@ inline constexpr char unpack_tokens_backward_schema[] =
     "_unpack_tokens_backward(Tensor grad, Tensor cu_seqlens, Tensor ids_restore, SymInt num_rows) "
     "-> (Tensor grad_packed, Tensor grad_mask_token)";
 
-// A checked call of a packed-token op.
-struct pack_call {
-  explicit pack_call(const at::Tensor& checked_rows) : rows(checked_rows) {}
-  const at::Tensor& rows;  // x, packed or grad
-  at::Tensor ids;          // ids_keep or ids_restore, contiguous
-  at::Tensor cu_seqlens;   // contiguous int32 (B + 1); undefined for pack_tokens
-  const at::Tensor* mask_token = nullptr;
-  int64_t batch = 0, slots = 0, num_tokens = 0, channels = 0, num_rows = 0;
-};
-
-using pack_run = std::tuple<at::Tensor, at::Tensor> (*)(const pack_call&);
-using pack_single_run = at::Tensor (*)(const pack_call&);
-
-inline void check_pack_float(const at::Tensor& t, const char* name) {
-  const auto s = t.scalar_type();
-  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16,
-                   "mwm: ", name, " must be float32, float64, float16 or bfloat16, got ",
-                   c10::toString(s));
-}
-
-inline void check_pack_rows(const at::Tensor& t, const char* name, int64_t dim, const char* shape) {
-  check_pack_float(t, name);
-  TORCH_CHECK_VALUE(t.dim() == dim, "mwm: ", name, " has shape ", shape_text(t), ": expected ",
-                    shape);
-}
-
-inline void check_pack_ids(const at::Tensor& ids, const char* name, const at::Tensor& ref,
-                           const char* ref_name, int64_t batch, const char* shape) {
-  check_dtype(ids, name, at::kLong);
-  check_same_device(ids, name, ref, ref_name);
-  TORCH_CHECK_VALUE(ids.dim() == 2 && ids.size(0) == batch, "mwm: ", name, " has shape ",
-                    shape_text(ids), ": expected ", shape, " with B = ", batch);
-}
-
 // cu_seqlens (B + 1,) int32 on the device of `ref`; returns B.
 inline int64_t check_cu_seqlens(const at::Tensor& cu, const at::Tensor& ref, const char* ref_name) {
   check_dtype(cu, "cu_seqlens", at::kInt);
@@ -77,34 +43,21 @@ inline mwm::token_strides packed_strides_of(const at::Tensor& t) {
   return mwm::token_strides{0, t.stride(0), t.stride(1)};
 }
 
-inline mwm::token_strides rows_strides_of(const at::Tensor& t) {
-  return mwm::token_strides{t.stride(0), t.stride(1), t.stride(2)};
-}
-
-template <pack_run Run>
+template <token_pair_run Run>
 std::tuple<at::Tensor, at::Tensor> pack_tokens_op(const at::Tensor& x, const at::Tensor& ids_keep) {
-  check_pack_rows(x, "x", 3, "(B, N, C)");
-  check_pack_ids(ids_keep, "ids_keep", x, "x", x.size(0), "(B, K)");
-  return translate_errors([&] {
-    pack_call call(x);
-    call.ids = ids_keep.contiguous();
-    call.batch = x.size(0);
-    call.slots = ids_keep.size(1);
-    call.num_tokens = x.size(1);
-    call.channels = x.size(2);
-    return Run(call);
-  });
+  const token_call call = keep_ids_call(x, ids_keep);
+  return translate_errors([&] { return Run(call); });
 }
 
-template <pack_single_run Run>
+template <token_run Run>
 at::Tensor pack_tokens_backward_op(const at::Tensor& grad, const at::Tensor& ids_keep,
                                    const at::Tensor& cu_seqlens, int64_t num_tokens) {
-  check_pack_rows(grad, "grad", 2, "(T, C)");
+  check_token_rows(grad, "grad", 2, "(T, C)");
   const int64_t batch = check_cu_seqlens(cu_seqlens, grad, "grad");
-  check_pack_ids(ids_keep, "ids_keep", grad, "grad", batch, "(B, K)");
+  check_index_rows(ids_keep, "ids_keep", grad, "grad", batch, "(B, K)");
   TORCH_CHECK_VALUE(num_tokens >= 0, "mwm: num_tokens = ", num_tokens, ": must be non-negative");
   return translate_errors([&] {
-    pack_call call(grad);
+    token_call call(grad);
     call.ids = ids_keep.contiguous();
     call.cu_seqlens = cu_seqlens.contiguous();
     call.batch = batch;
@@ -116,21 +69,15 @@ at::Tensor pack_tokens_backward_op(const at::Tensor& grad, const at::Tensor& ids
   });
 }
 
-template <pack_single_run Run>
+template <token_run Run>
 at::Tensor unpack_tokens_op(const at::Tensor& packed, const at::Tensor& cu_seqlens,
                             const at::Tensor& ids_restore, const at::Tensor& mask_token) {
-  check_pack_rows(packed, "packed", 2, "(T, C)");
+  check_token_rows(packed, "packed", 2, "(T, C)");
   const int64_t batch = check_cu_seqlens(cu_seqlens, packed, "packed");
-  check_pack_ids(ids_restore, "ids_restore", packed, "packed", batch, "(B, N)");
-  check_same_device(mask_token, "mask_token", packed, "packed");
-  TORCH_CHECK_TYPE(mask_token.scalar_type() == packed.scalar_type(), "mwm: mask_token is ",
-                   c10::toString(mask_token.scalar_type()), " but packed is ",
-                   c10::toString(packed.scalar_type()), ": they must agree");
-  TORCH_CHECK_VALUE(mask_token.dim() == 1 && mask_token.size(0) == packed.size(1),
-                    "mwm: mask_token has shape ", shape_text(mask_token), ": expected (C,) = (",
-                    packed.size(1), ",)");
+  check_index_rows(ids_restore, "ids_restore", packed, "packed", batch, "(B, N)");
+  check_mask_token(mask_token, packed, "packed");
   return translate_errors([&] {
-    pack_call call(packed);
+    token_call call(packed);
     call.ids = ids_restore.contiguous();
     call.cu_seqlens = cu_seqlens.contiguous();
     call.mask_token = &mask_token;
@@ -142,23 +89,23 @@ at::Tensor unpack_tokens_op(const at::Tensor& packed, const at::Tensor& cu_seqle
   });
 }
 
-template <pack_run Run>
+template <token_pair_run Run>
 std::tuple<at::Tensor, at::Tensor> unpack_tokens_backward_op(const at::Tensor& grad,
                                                              const at::Tensor& cu_seqlens,
                                                              const at::Tensor& ids_restore,
                                                              c10::SymInt num_rows) {
-  check_pack_rows(grad, "grad", 3, "(B, N, C)");
+  check_token_rows(grad, "grad", 3, "(B, N, C)");
   const int64_t batch = check_cu_seqlens(cu_seqlens, grad, "grad");
   TORCH_CHECK_VALUE(grad.size(0) == batch, "mwm: grad has shape ", shape_text(grad),
                     " but cu_seqlens holds ", batch, " samples");
-  check_pack_ids(ids_restore, "ids_restore", grad, "grad", batch, "(B, N)");
+  check_index_rows(ids_restore, "ids_restore", grad, "grad", batch, "(B, N)");
   TORCH_CHECK_VALUE(ids_restore.size(1) == grad.size(1), "mwm: ids_restore has shape ",
                     shape_text(ids_restore), " but grad has shape ", shape_text(grad),
                     ": N must agree");
   const int64_t rows = num_rows.guard_int(__FILE__, __LINE__);
   TORCH_CHECK_VALUE(rows >= 0, "mwm: num_rows = ", rows, ": must be non-negative");
   return translate_errors([&] {
-    pack_call call(grad);
+    token_call call(grad);
     call.ids = ids_restore.contiguous();
     call.cu_seqlens = cu_seqlens.contiguous();
     call.batch = batch;

@@ -2,8 +2,7 @@
 // restore_tokens builds MAE's decoder input from x_vis (B, K, C), ids_restore (B, N),
 // mask_token (C) and optional visible counts (B,); _gather_tokens_backward and
 // _restore_tokens_backward are their private gradients. The schemas, the checks both backends
-// share, and the op entries that run a backend on the checked call (cpu/*tokens*.cpp,
-// cuda/tokens.cpp).
+// share, and the op entries that run a backend on the checked call (ops/tokens.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,7 +13,7 @@
 #include <optional>
 #include <tuple>
 
-#include "common/check.h"
+#include "common/token_checks.h"
 
 namespace mwm_bindings {
 
@@ -27,33 +26,6 @@ inline constexpr char restore_tokens_schema[] =
 inline constexpr char restore_tokens_backward_schema[] =
     "_restore_tokens_backward(Tensor grad, Tensor ids_restore, Tensor? num_visible, "
     "int num_slots) -> (Tensor grad_x_vis, Tensor grad_mask_token)";
-
-inline void check_token_float(const at::Tensor& t, const char* name) {
-  const auto s = t.scalar_type();
-  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16,
-                   "mwm: ", name, " must be float32, float64, float16 or bfloat16, got ",
-                   c10::toString(s));
-}
-
-inline mwm::token_strides token_strides_of(const at::Tensor& t) {
-  return mwm::token_strides{t.stride(0), t.stride(1), t.stride(2)};
-}
-
-// Token rows (B, tokens, C) of a floating dtype.
-inline void check_token_rows(const at::Tensor& t, const char* name, const char* shape) {
-  check_token_float(t, name);
-  TORCH_CHECK_VALUE(t.dim() == 3, "mwm: ", name, " has shape ", shape_text(t), ": expected ",
-                    shape);
-}
-
-// An index tensor (B, width) int64 on the device of `ref`.
-inline void check_index_rows(const at::Tensor& ids, const char* name, const at::Tensor& ref,
-                             const char* ref_name, const char* shape) {
-  check_dtype(ids, name, at::kLong);
-  check_same_device(ids, name, ref, ref_name);
-  TORCH_CHECK_VALUE(ids.dim() == 2 && ids.size(0) == ref.size(0), "mwm: ", name, " has shape ",
-                    shape_text(ids), ": expected ", shape, " with B = ", ref.size(0));
-}
 
 // The per-sample visible counts (B,) int64, when given.
 inline at::Tensor checked_visible(const std::optional<at::Tensor>& num_visible,
@@ -71,40 +43,17 @@ inline const int64_t* optional_data(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<int64_t>() : nullptr;
 }
 
-// A checked call of any token op. `rows` is the op's first tensor (x, x_vis or grad); `slots`
-// is K, `num_tokens` is N.
-struct token_call {
-  explicit token_call(const at::Tensor& first) : rows(first) {}
-  const at::Tensor& rows;
-  at::Tensor ids;      // ids_keep or ids_restore, contiguous
-  at::Tensor visible;  // num_visible, contiguous; undefined when not given
-  const at::Tensor* mask_token = nullptr;
-  int64_t batch = 0, slots = 0, num_tokens = 0, channels = 0;
-};
-
-using token_run = at::Tensor (*)(const token_call&);
-using token_pair_run = std::tuple<at::Tensor, at::Tensor> (*)(const token_call&);
-
 template <token_run Run>
 at::Tensor gather_tokens_op(const at::Tensor& x, const at::Tensor& ids_keep) {
-  check_token_rows(x, "x", "(B, N, C)");
-  check_index_rows(ids_keep, "ids_keep", x, "x", "(B, K)");
-  return translate_errors([&] {
-    token_call call(x);
-    call.ids = ids_keep.contiguous();
-    call.batch = x.size(0);
-    call.slots = ids_keep.size(1);
-    call.num_tokens = x.size(1);
-    call.channels = x.size(2);
-    return Run(call);
-  });
+  const token_call call = keep_ids_call(x, ids_keep);
+  return translate_errors([&] { return Run(call); });
 }
 
 template <token_run Run>
 at::Tensor gather_tokens_backward_op(const at::Tensor& grad, const at::Tensor& ids_keep,
                                      int64_t num_tokens) {
-  check_token_rows(grad, "grad", "(B, K, C)");
-  check_index_rows(ids_keep, "ids_keep", grad, "grad", "(B, K)");
+  check_token_rows(grad, "grad", 3, "(B, K, C)");
+  check_index_rows(ids_keep, "ids_keep", grad, "grad", grad.size(0), "(B, K)");
   TORCH_CHECK_VALUE(ids_keep.size(1) == grad.size(1), "mwm: ids_keep has shape ",
                     shape_text(ids_keep), " but grad has shape ", shape_text(grad),
                     ": K must agree");
@@ -124,15 +73,9 @@ template <token_run Run>
 at::Tensor restore_tokens_op(const at::Tensor& x_vis, const at::Tensor& ids_restore,
                              const at::Tensor& mask_token,
                              const std::optional<at::Tensor>& num_visible) {
-  check_token_rows(x_vis, "x_vis", "(B, K, C)");
-  check_index_rows(ids_restore, "ids_restore", x_vis, "x_vis", "(B, N)");
-  check_same_device(mask_token, "mask_token", x_vis, "x_vis");
-  TORCH_CHECK_TYPE(mask_token.scalar_type() == x_vis.scalar_type(), "mwm: mask_token is ",
-                   c10::toString(mask_token.scalar_type()), " but x_vis is ",
-                   c10::toString(x_vis.scalar_type()), ": they must agree");
-  TORCH_CHECK_VALUE(mask_token.dim() == 1 && mask_token.size(0) == x_vis.size(2),
-                    "mwm: mask_token has shape ", shape_text(mask_token), ": expected (C,) = (",
-                    x_vis.size(2), ",)");
+  check_token_rows(x_vis, "x_vis", 3, "(B, K, C)");
+  check_index_rows(ids_restore, "ids_restore", x_vis, "x_vis", x_vis.size(0), "(B, N)");
+  check_mask_token(mask_token, x_vis, "x_vis");
   TORCH_CHECK_VALUE(x_vis.size(1) <= ids_restore.size(1), "mwm: x_vis has ", x_vis.size(1),
                     " tokens but ids_restore has ", ids_restore.size(1), ": K must not exceed N");
   auto visible = checked_visible(num_visible, x_vis, "x_vis");
@@ -153,8 +96,8 @@ template <token_pair_run Run>
 std::tuple<at::Tensor, at::Tensor> restore_tokens_backward_op(
     const at::Tensor& grad, const at::Tensor& ids_restore,
     const std::optional<at::Tensor>& num_visible, int64_t num_slots) {
-  check_token_rows(grad, "grad", "(B, N, C)");
-  check_index_rows(ids_restore, "ids_restore", grad, "grad", "(B, N)");
+  check_token_rows(grad, "grad", 3, "(B, N, C)");
+  check_index_rows(ids_restore, "ids_restore", grad, "grad", grad.size(0), "(B, N)");
   TORCH_CHECK_VALUE(ids_restore.size(1) == grad.size(1), "mwm: ids_restore has shape ",
                     shape_text(ids_restore), " but grad has shape ", shape_text(grad),
                     ": N must agree");

@@ -174,6 +174,28 @@ void gather_tokens_backward(const T* grad, const token_strides& gs, const std::i
   }
 }
 
+namespace detail {
+
+// One sample of a restore (restore_tokens, unpack_tokens): output token n of sample b is the row
+// slot_row(slot) of the slot its shuffled position names among the `count` visible ones, else the
+// mask token.
+template <typename T, typename SlotRow>
+void restore_sample(const SlotRow& slot_row, std::int64_t row_stride, std::int64_t b,
+                    const std::int64_t* ids_restore, std::int64_t count, std::int64_t num_tokens,
+                    std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
+                    const token_strides& os) {
+  for (std::int64_t n = 0; n < num_tokens; ++n) {
+    const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+    T* dst = out + token_offset(os, b, n);
+    if (slot == padding_id)
+      copy_token(mask_token, mask_stride, dst, os.channel, channels);
+    else
+      copy_token(slot_row(slot), row_stride, dst, os.channel, channels);
+  }
+}
+
+}  // namespace detail
+
 // out (B, N, C) from x_vis (B, K, C), ids_restore (B, N), mask_token (C) and the visible counts
 // (null: K for every sample).
 template <typename T>
@@ -182,17 +204,35 @@ void restore_tokens(const T* x_vis, const token_strides& vs, const std::int64_t*
                     std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
                     const token_strides& os, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const std::int64_t count = visible ? visible[b] : slots;
-    for (std::int64_t n = 0; n < num_tokens; ++n) {
-      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-      T* dst = out + token_offset(os, b, n);
-      if (slot == padding_id)
-        copy_token(mask_token, mask_stride, dst, os.channel, channels);
-      else
-        copy_token(x_vis + token_offset(vs, b, slot), vs.channel, dst, os.channel, channels);
-    }
+    const auto slot_row = [&](std::int64_t k) { return x_vis + token_offset(vs, b, k); };
+    detail::restore_sample(slot_row, vs.channel, b, ids_restore, visible ? visible[b] : slots,
+                           num_tokens, channels, mask_token, mask_stride, out, os);
   }
 }
+
+namespace detail {
+
+// One sample of a restore's backward (restore_tokens_backward, unpack_tokens_backward): the rows
+// slot_row(0 .. rows-1) zeroed, then each grad row added to the slot it came from (`count`
+// visible slots) or to the mask token's partial sum (C).
+template <typename Acc, typename T, typename SlotRow>
+void restore_sample_backward(const T* grad, const token_strides& gs, std::int64_t b,
+                             const std::int64_t* ids_restore, std::int64_t count, std::int64_t rows,
+                             std::int64_t num_tokens, std::int64_t channels,
+                             const SlotRow& slot_row, std::int64_t row_stride, Acc* partial) {
+  for (std::int64_t k = 0; k < rows; ++k) zero_token(slot_row(k), row_stride, channels);
+  for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
+  for (std::int64_t n = 0; n < num_tokens; ++n) {
+    const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
+    const T* src = grad + token_offset(gs, b, n);
+    if (slot == padding_id)
+      accumulate_token(src, gs.channel, partial, channels);
+    else
+      add_token<Acc>(src, gs.channel, slot_row(slot), row_stride, channels);
+  }
+}
+
+}  // namespace detail
 
 // grad_x_vis (B, K, C): grad rows added at their slots (zeros in slots no token comes from);
 // mask_partials (B, C): per sample, the sum of the grad rows that came from the mask token
@@ -204,20 +244,10 @@ void restore_tokens_backward(const T* grad, const token_strides& gs,
                              T* grad_x_vis, const token_strides& vs, Acc* mask_partials,
                              std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const std::int64_t count = visible ? visible[b] : slots;
-    for (std::int64_t k = 0; k < slots; ++k)
-      zero_token(grad_x_vis + token_offset(vs, b, k), vs.channel, channels);
-    Acc* partial = mask_partials + b * channels;
-    for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
-    for (std::int64_t n = 0; n < num_tokens; ++n) {
-      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-      const T* src = grad + token_offset(gs, b, n);
-      if (slot == padding_id)
-        accumulate_token(src, gs.channel, partial, channels);
-      else
-        add_token<Acc>(src, gs.channel, grad_x_vis + token_offset(vs, b, slot), vs.channel,
-                       channels);
-    }
+    const auto slot_row = [&](std::int64_t k) { return grad_x_vis + token_offset(vs, b, k); };
+    detail::restore_sample_backward(grad, gs, b, ids_restore, visible ? visible[b] : slots, slots,
+                                    num_tokens, channels, slot_row, vs.channel,
+                                    mask_partials + b * channels);
   }
 }
 
@@ -346,16 +376,11 @@ void unpack_tokens(const T* packed, const token_strides& ps, const std::int32_t*
                    const T* mask_token, std::int64_t mask_stride, T* out, const token_strides& os,
                    std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const std::int64_t count = packed_count(cu_seqlens, b);
-    for (std::int64_t n = 0; n < num_tokens; ++n) {
-      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-      T* dst = out + token_offset(os, b, n);
-      if (slot == padding_id)
-        copy_token(mask_token, mask_stride, dst, os.channel, channels);
-      else
-        copy_token(packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)), ps.channel, dst,
-                   os.channel, channels);
-    }
+    const auto slot_row = [&](std::int64_t k) {
+      return packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k));
+    };
+    detail::restore_sample(slot_row, ps.channel, b, ids_restore, packed_count(cu_seqlens, b),
+                           num_tokens, channels, mask_token, mask_stride, out, os);
   }
 }
 
@@ -368,21 +393,11 @@ void unpack_tokens_backward(const T* grad, const token_strides& gs, const std::i
                             Acc* mask_partials, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int64_t count = packed_count(cu_seqlens, b);
-    for (std::int64_t k = 0; k < count; ++k)
-      zero_token(grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel,
-                 channels);
-    Acc* partial = mask_partials + b * channels;
-    for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
-    for (std::int64_t n = 0; n < num_tokens; ++n) {
-      const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-      const T* src = grad + token_offset(gs, b, n);
-      if (slot == padding_id)
-        accumulate_token(src, gs.channel, partial, channels);
-      else
-        add_token<Acc>(src, gs.channel,
-                       grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)),
-                       ps.channel, channels);
-    }
+    const auto slot_row = [&](std::int64_t k) {
+      return grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k));
+    };
+    detail::restore_sample_backward(grad, gs, b, ids_restore, count, count, num_tokens, channels,
+                                    slot_row, ps.channel, mask_partials + b * channels);
   }
 }
 

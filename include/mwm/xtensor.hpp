@@ -112,6 +112,24 @@ xt::xtensor<T, 2> xtensor_matrix_from(const std::vector<T>& values, std::int64_t
   return out;
 }
 
+// Scores (B, ...) as row-major floats (B, N), N the product of the trailing axes.
+struct score_rows {
+  std::vector<float> values;
+  std::int64_t batch = 0;
+  std::int64_t n = 0;
+};
+
+template <typename E>
+score_rows score_rows_of(const xt::xexpression<E>& scores) {
+  std::vector<std::size_t> shape;
+  score_rows rows;
+  rows.values = row_major_copy<float>(scores, shape);
+  require(shape.size() >= 2, "scores shape", shape_text(shape), "must be (batch, patches...)");
+  rows.batch = static_cast<std::int64_t>(shape[0]);
+  rows.n = product(shape, 1);
+  return rows;
+}
+
 }  // namespace detail
 
 // Heatmaps (B, H, W) or (B, K, H, W) for a 2D grid, (B, D, H, W) or (B, K, D, H, W) for a 3D
@@ -144,15 +162,11 @@ template <typename E>
 xt::xtensor<std::int32_t, 2> regions_by_thresholds(const xt::xexpression<E>& scores,
                                                    const std::vector<float>& thresholds,
                                                    nan_policy non_finite = nan_policy::error) {
-  std::vector<std::size_t> shape;
-  const auto values = detail::row_major_copy<float>(scores, shape);
-  detail::require(shape.size() >= 2, "scores shape", detail::shape_text(shape),
-                  "must be (batch, patches...)");
-  const auto batch = static_cast<std::int64_t>(shape[0]);
-  const std::int64_t n = detail::product(shape, 1);
-  std::vector<std::int32_t> regions(values.size());
-  regions_by_thresholds(values.data(), batch, n, thresholds, regions.data(), non_finite);
-  return detail::xtensor_matrix_from(regions, batch, n);
+  const auto rows = detail::score_rows_of(scores);
+  std::vector<std::int32_t> regions(rows.values.size());
+  regions_by_thresholds(rows.values.data(), rows.batch, rows.n, thresholds, regions.data(),
+                        non_finite);
+  return detail::xtensor_matrix_from(regions, rows.batch, rows.n);
 }
 
 // Scores (B, ...) to regions (B, N) by per-sample quantile shares.
@@ -161,15 +175,11 @@ xt::xtensor<std::int32_t, 2> regions_by_quantiles(const xt::xexpression<E>& scor
                                                   const std::vector<double>& shares,
                                                   nan_policy non_finite = nan_policy::error,
                                                   int threads = 0) {
-  std::vector<std::size_t> shape;
-  const auto values = detail::row_major_copy<float>(scores, shape);
-  detail::require(shape.size() >= 2, "scores shape", detail::shape_text(shape),
-                  "must be (batch, patches...)");
-  const auto batch = static_cast<std::int64_t>(shape[0]);
-  const std::int64_t n = detail::product(shape, 1);
-  std::vector<std::int32_t> regions(values.size());
-  regions_by_quantiles(values.data(), batch, n, shares, regions.data(), non_finite, threads);
-  return detail::xtensor_matrix_from(regions, batch, n);
+  const auto rows = detail::score_rows_of(scores);
+  std::vector<std::int32_t> regions(rows.values.size());
+  regions_by_quantiles(rows.values.data(), rows.batch, rows.n, shares, regions.data(), non_finite,
+                       threads);
+  return detail::xtensor_matrix_from(regions, rows.batch, rows.n);
 }
 
 inline xtensor_mask_batch to_xtensor(const mask_batch& masks) {

@@ -1,5 +1,6 @@
-"""Loads the compiled extension ``mwm._C`` once, checks that it was built from this package's
-version, and registers the Python side of its ops (fake kernels, autograd).
+"""Loads the compiled extension ``mwm._C`` once and checks that it was built from this package's
+version. The Python side of each op (fake kernel, autograd) is registered by the module that
+defines its public function (``mwm.masking``, ``mwm.loss``, ``mwm.tokens``, ``mwm.coral``).
 
 ``MWM_EXTENSION`` names a built ``_C`` library to load instead of the installed one (a build
 folder while developing). Either way the module is ``mwm._C``.
@@ -50,5 +51,3 @@ def check_version(extension_version: str, package_version: str, origin: str) -> 
 
 extension = _import_extension()
 check_version(extension.version(), __version__, extension.__file__)
-
-from . import _ops  # noqa: E402,F401  (fake kernels and autograd need the schemas above)

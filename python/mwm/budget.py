@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+__all__ = ["keep_count"]
+
 ROUNDINGS = ("floor", "round", "ceil_mask", "floor_mask")
 
 

@@ -19,10 +19,13 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from . import _extension  # noqa: F401  (loads the ops, their fake kernels and autograd)
+from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
+
+__all__ = ["ClassWiseCoral", "class_alignment", "class_wise_coral", "coral_consistency",
+           "coral_loss"]
 
 # Looked up once: the CPU kernel is always built; the CUDA kernel (the same code over cuBLAS,
-# bindings/cuda/coral_loss.cpp) only when the extension was built against a CUDA build of torch.
+# bindings/ops/coral_loss.cpp) only when the extension was built against a CUDA build of torch.
 _KERNEL_DEVICES = frozenset(
     device for device in ("CPU", "CUDA")
     if torch._C._dispatch_has_kernel_for_dispatch_key("mwm::coral_loss", device))
@@ -43,6 +46,36 @@ def _check_kernel(t: torch.Tensor) -> None:
     if device == "cuda" and "CUDA" not in _KERNEL_DEVICES:
         raise RuntimeError("mwm: coral_loss has no CUDA kernel in this build; pass CPU tensors "
                            "(x.cpu(), y.cpu()) or rebuild mwm against a CUDA build of torch")
+
+
+# The op's fake kernel and autograd, so that torch.compile(fullgraph=True) traces through
+# coral_loss and gradients reach both inputs.
+@torch.library.register_fake("mwm::coral_loss")
+def _coral_loss_fake(x, y):
+    d = x.shape[1]
+    return x.new_empty(()), x.new_empty((d, d))
+
+
+@torch.library.register_fake("mwm::_coral_loss_backward")
+def _coral_loss_backward_fake(grad_loss, grad_cov_diff, x, y, cov_diff):
+    return x.new_empty(x.shape), y.new_empty(y.shape)
+
+
+def _coral_setup_context(ctx, inputs, output):
+    x, y = inputs
+    _, cov_diff = output
+    ctx.save_for_backward(x, y, cov_diff)
+
+
+def _coral_backward(ctx, grad_loss, grad_cov_diff):
+    x, y, cov_diff = ctx.saved_tensors
+    if grad_loss is None:
+        grad_loss = x.new_zeros(())
+    return torch.ops.mwm._coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
+
+
+torch.library.register_autograd("mwm::coral_loss", _coral_backward,
+                                setup_context=_coral_setup_context)
 
 
 def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

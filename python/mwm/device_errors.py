@@ -13,6 +13,8 @@ from typing import Union
 
 import torch
 
+__all__ = ["check_device_errors", "set_sync_errors"]
+
 
 def _device_op(name: str):
     """The op of the CUDA build (None on a machine without CUDA or a CPU-only build)."""

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+__all__ = ["DynamicFeaturePool", "confidence_filter"]
+
 UPDATE_RULES = ("ema", "replace")
 
 

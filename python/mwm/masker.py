@@ -17,6 +17,8 @@ from .masking import (
     regions_from_thresholds,
 )
 
+__all__ = ["MWM_PRESETS", "TextGuidedMasker"]
+
 # (r_high, r_low) of the Mask What Matters paper; "default" is the paper's main setting.
 MWM_PRESETS = {"default": (0.8, 0.4), "medium": (0.7, 0.3), "light": (0.6, 0.2)}
 

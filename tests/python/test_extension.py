@@ -15,7 +15,7 @@ import torch
 
 import mwm
 from mwm import _C, _extension
-from mwm._ops.masking import MASK_OPTIONS, mask_options
+from mwm.masking import MASK_OPTIONS, mask_options
 
 ROOT = Path(__file__).resolve().parents[2]
 

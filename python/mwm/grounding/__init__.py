@@ -1,14 +1,8 @@
 """Text grounding: model outputs to heatmaps (M2IB, CLIP similarity, adapters), heatmaps to MWM
 region maps (optionally refined by SAM), prompt banks, and the pipeline that joins them."""
 
-from .adapters import (
-    boxes_to_heatmap,
-    masks_to_heatmap,
-    normalize_maps,
-    resize_maps,
-    saliency_to_heatmap,
-    similarity_to_heatmap,
-)
+from . import adapters
+from .adapters import *  # noqa: F403  (every heatmap adapter, as adapters.__all__ lists them)
 from .clip_heatmaps import ClipHeatmapGenerator
 from .m2ib import encode_prompts, m2ib_heatmaps
 from .pipeline import TextRegionPipeline, TextRegions
@@ -26,12 +20,7 @@ from .regions import largest_component_boxes, mwm_region_map, region_level_map
 from .sam import SamBoxRefiner
 
 __all__ = [
-    "boxes_to_heatmap",
-    "masks_to_heatmap",
-    "similarity_to_heatmap",
-    "saliency_to_heatmap",
-    "normalize_maps",
-    "resize_maps",
+    *adapters.__all__,
     "mwm_region_map",
     "largest_component_boxes",
     "region_level_map",

@@ -1,16 +1,21 @@
-// The CUDA kernel of patch_scores: the pooling launcher on the current stream.
+// The kernels of patch_scores: mwm::tensors::patch_scores on the CPU (patch_scores_on_cpu in
+// ops/patch_scores.h, with the schema and the checks both backends share) and, in a CUDA build,
+// cuda/maps.cu's pooling launcher on the current stream.
 #include <torch/library.h>
 
+#include "ops/patch_scores.h"
+
+#ifdef MWM_WITH_CUDA
 #include <mwm_cuda.hpp>
 
 #include <algorithm>
 #include <vector>
 
 #include "cuda/device.h"
-#include "ops/patch_scores.h"
 
 namespace mwm_bindings {
 namespace {
+namespace on_cuda {
 
 // Weights given on the host travel by value in the kernel's parameters (no copy to the device
 // per call, so the op can be captured in a CUDA graph); weights on a CUDA device are read there.
@@ -74,9 +79,21 @@ at::Tensor run(const patch_scores_call& call) {
   return scores;
 }
 
+}  // namespace on_cuda
 }  // namespace
 }  // namespace mwm_bindings
+#endif
 
-TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
-  m.impl("patch_scores", &mwm_bindings::patch_scores_op<mwm_bindings::run>);
+TORCH_LIBRARY_FRAGMENT(mwm, m) { m.def(mwm_bindings::patch_scores_schema); }
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  using namespace mwm_bindings;
+  m.impl("patch_scores", &patch_scores_op<patch_scores_on_cpu>);
 }
+
+#ifdef MWM_WITH_CUDA
+TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
+  using namespace mwm_bindings;
+  m.impl("patch_scores", &patch_scores_op<on_cuda::run>);
+}
+#endif

@@ -1,16 +1,35 @@
-// The CUDA kernels of regions_from_thresholds and regions_from_quantiles.
+// The kernels of regions_from_thresholds and regions_from_quantiles: mwm::tensors' drivers on
+// the CPU and, in a CUDA build, cuda/maps.cu's launchers. Schemas and checks: ops/regions.h.
 #include <torch/library.h>
 
-#include <mwm_cuda.hpp>
+#include <mwm/torch.hpp>
 
-#include <algorithm>
-#include <vector>
-
-#include "cuda/device.h"
 #include "ops/regions.h"
+
+#ifdef MWM_WITH_CUDA
+#include <algorithm>
+#include <mwm_cuda.hpp>
+#include <vector>
+#include "cuda/device.h"
+#endif
 
 namespace mwm_bindings {
 namespace {
+namespace on_cpu {
+
+at::Tensor from_thresholds(const regions_call& call) {
+  return mwm::tensors::regions_from_thresholds(
+      call.scores, std::vector<float>(call.cuts.begin(), call.cuts.end()), call.non_finite);
+}
+
+at::Tensor from_quantiles(const regions_call& call) {
+  return mwm::tensors::regions_from_quantiles(call.scores, call.cuts, call.non_finite);
+}
+
+}  // namespace on_cpu
+
+#ifdef MWM_WITH_CUDA
+namespace on_cuda {
 
 // Thresholds and quantile counts travel by value in the kernel's parameters: no copy to the
 // device per call, so the ops can be captured in a CUDA graph.
@@ -57,11 +76,26 @@ at::Tensor from_quantiles(const regions_call& call) {
   return regions;
 }
 
+}  // namespace on_cuda
+#endif
 }  // namespace
 }  // namespace mwm_bindings
 
+TORCH_LIBRARY_FRAGMENT(mwm, m) {
+  m.def(mwm_bindings::regions_from_thresholds_schema);
+  m.def(mwm_bindings::regions_from_quantiles_schema);
+}
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  using namespace mwm_bindings;
+  m.impl("regions_from_thresholds", &regions_op<on_cpu::from_thresholds>);
+  m.impl("regions_from_quantiles", &regions_op<on_cpu::from_quantiles>);
+}
+
+#ifdef MWM_WITH_CUDA
 TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
   using namespace mwm_bindings;
-  m.impl("regions_from_thresholds", &regions_op<from_thresholds>);
-  m.impl("regions_from_quantiles", &regions_op<from_quantiles>);
+  m.impl("regions_from_thresholds", &regions_op<on_cuda::from_thresholds>);
+  m.impl("regions_from_quantiles", &regions_op<on_cuda::from_quantiles>);
 }
+#endif
