@@ -26,6 +26,7 @@ import sys
 import torch
 
 from mwm.bench import distributed as bdist
+from mwm.bench import finetune as FT
 from mwm.bench import models as M
 from mwm.bench import probes as P
 from mwm.bench import ratios as R
@@ -48,6 +49,8 @@ def main(argv):
     configs = over.pop("configs", ["none", "random-0.6"])
     norm_pix = over.pop("norm_pix", True)
     decoder_depth = over.pop("decoder_depth", 1)
+    decoder_dim = over.pop("decoder_dim", None)
+    finetunes = over.pop("finetune", [])
     seed = over.pop("seed", 0)
     lr = over.pop("lr", 1e-3)
     s = R.preset("quick", models=("mae",), seeds=(seed,), **over)
@@ -58,8 +61,9 @@ def main(argv):
         config = R.parse_config(name)
         torch.manual_seed(seed)
         model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
-                          heads=max(1, s.mae_dim // 32), decoder_dim=s.mae_dim,
-                          decoder_depth=decoder_depth, decoder_heads=max(1, s.mae_dim // 32))
+                          heads=max(1, s.mae_dim // 32), decoder_dim=decoder_dim or s.mae_dim,
+                          decoder_depth=decoder_depth,
+                          decoder_heads=max(1, (decoder_dim or s.mae_dim) // 32))
         model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
         loss = None
         if config.policy != "none":
@@ -80,6 +84,11 @@ def main(argv):
         result["meanpool"] = P.linear_probe(train[-1].mean((2, 3)), data.train.labels,
                                             test[-1].mean((2, 3)), data.test.labels, 4,
                                             max_iter=s.probe_steps)
+        for recipe in finetunes:
+            key = "finetune " + json.dumps(recipe, sort_keys=True)
+            result[key] = FT.finetune_accuracy(
+                model, data.train.images, data.train.labels, data.test.images, data.test.labels,
+                len(data.class_names), seed, FT.FinetuneRecipe(**recipe))
         print(name, {k: round(v, 3) for k, v in result.items()}, "loss", loss, flush=True)
 
 
