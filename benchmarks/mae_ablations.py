@@ -10,12 +10,28 @@ learn here"): pretrain with one configuration, then probe the frozen encoder thr
     python benchmarks/mae_ablations.py '{"norm_pix": false, "epochs": 8, "lr": 1.5e-3,
                                          "configs": ["random-0.75"]}'
     python benchmarks/mae_ablations.py '{"patch_size": 4}'
+    # second round: the decoder, and fine-tuning instead of the frozen probe
+    python benchmarks/mae_ablations.py '{"decoder_depth": 4, "configs": ["random-0.6"]}'
+    python benchmarks/mae_ablations.py '{"decoder_depth": 4, "epochs": 8, "lr": 1.5e-3}'
+    python benchmarks/mae_ablations.py '{"decoder_depth": 4, "epochs": 8, "lr": 1.5e-3, "seed": 1}'
+    python benchmarks/mae_ablations.py '{"decoder_depth": 4, "epochs": 8, "lr": 1.5e-3, "seed": 2}'
+    python benchmarks/mae_ablations.py '{"decoder_depth": 4, "decoder_dim": 128, "epochs": 8,
+                                         "lr": 1.5e-3, "configs": ["random-0.6"]}'
+    python benchmarks/mae_ablations.py '{"decoder_depth": 4, "epochs": 16, "lr": 2e-3,
+                                         "configs": ["random-0.6"]}'
+    python benchmarks/mae_ablations.py '{"finetune": [{"epochs": 8}, {"epochs": 8, "lr": 3e-3},
+                                                      {"epochs": 20}]}'
+    python benchmarks/mae_ablations.py '{"epochs": 16, "lr": 2e-3, "configs": ["random-0.6"],
+                                         "finetune": [{"epochs": 20}]}'
 
 The JSON holds `Settings` overrides of the quick preset (brain, seed 0 unless "seed" is given)
-plus "configs", "norm_pix" (default true) and "decoder_depth" (default 1). Prints, per
+plus "configs", "norm_pix" (default true), "decoder_depth" (default 1), "decoder_dim" (default
+the encoder's) and "finetune" (a list of `mwm.bench.finetune.FinetuneRecipe` fields; each adds
+the test accuracy after fine-tuning the whole encoder with that recipe). Prints, per
 configuration, the harness's position-wise probe on the last layer ("last"), on the patch
 embedding and every block's output concatenated ("all"), a linear probe on mean-pooled last-layer
-features ("meanpool"), and the final pretraining loss. One torch thread: deterministic.
+features ("meanpool"), the fine-tuned accuracies, and the final pretraining loss. One torch
+thread: deterministic.
 """
 
 from __future__ import annotations
