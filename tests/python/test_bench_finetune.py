@@ -26,6 +26,7 @@ def _models():
             "cnn": SparseCNN(1, (8, 16), stem=2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mae", "cnn"])
 def test_finetune_updates_a_copy_of_the_encoder_and_leaves_the_model_alone(kind):
     model = _models()[kind]
@@ -45,6 +46,7 @@ def test_finetune_updates_a_copy_of_the_encoder_and_leaves_the_model_alone(kind)
     assert head.linear.weight.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_finetune_is_deterministic_per_seed_and_the_order_depends_on_the_seed_only():
     images, labels = _toy_data()
     recipe = FT.FinetuneRecipe(epochs=2, batch_size=8)
@@ -59,6 +61,7 @@ def test_finetune_is_deterministic_per_seed_and_the_order_depends_on_the_seed_on
     assert all(sorted(o.tolist()) == list(range(32)) for o in first)
 
 
+@pytest.mark.slow
 def test_every_configuration_of_a_seed_is_fine_tuned_from_the_same_start():
     """The head starts from zeros and the encoder from `initial_model`: two configurations of
     one seed that pretrain nothing end fine-tuning with the same weights."""
@@ -74,6 +77,7 @@ def test_every_configuration_of_a_seed_is_fine_tuned_from_the_same_start():
     assert head.linear.weight.abs().sum() == 0 and head.linear.bias.abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_finetuning_learns_a_separable_problem():
     images, labels = _toy_data(n=64)
     test_images, test_labels = _toy_data(n=64, seed=1)
