@@ -329,15 +329,15 @@ inline const selection_key* counting_sort_keys_to(selection_key* keys, std::size
   for (std::size_t i = 0; i < n; ++i)
     ++count[((static_cast<std::uint32_t>(keys[i] >> 32) - low) >> shift) + 1];
   std::uint32_t crowded = 0;
-  for (std::size_t b = 1; b <= buckets; ++b) crowded = count[b] > crowded ? count[b] : crowded;
+  std::uint32_t start = 0;
+  for (std::size_t b = 1; b <= buckets; ++b) {
+    crowded = count[b] > crowded ? count[b] : crowded;
+    start += count[b];
+    count[b] = start;
+  }
   if (crowded > counting_sort_crowded_bucket) {
     radix_sort_keys(keys, n, scratch, 0);
     return keys;
-  }
-  std::uint32_t start = 0;
-  for (std::size_t b = 1; b <= buckets; ++b) {
-    start += count[b];
-    count[b] = start;
   }
   for (std::size_t i = 0; i < n; ++i) {
     const selection_key key = keys[i];
@@ -390,12 +390,20 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
     for (std::int64_t cell = 0; cell < n; ++cell) order[ws.flags[cell] ? front++ : back++] = cell;
     return visible;
   }
+  // Without a branch per key (whether a key is visible is a coin flip): `left[g]` counts down
+  // group g's visible places.
+  std::int64_t left[max_groups] = {};
+  for (int g = 0; g < num_groups; ++g) left[g] = keep[g];
   std::int64_t front = 0;
   std::int64_t back = visible;
   for (std::int64_t i = 0; i < n; ++i) {
     const std::uint32_t cell = key_index(keys[i]);
     const std::int32_t g = groups[cell];
-    order[taken[g]++ < keep[g] ? front++ : back++] = cell;
+    const std::int64_t shown = left[g] > 0 ? 1 : 0;
+    left[g] -= shown;
+    order[shown ? front : back] = cell;
+    front += shown;
+    back += 1 - shown;
   }
   return visible;
 }

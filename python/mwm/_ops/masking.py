@@ -43,7 +43,7 @@ def _converter(schema_type: str):
     return lambda value: value  # str: the op names the choices when the value is not one
 
 
-_CONVERTERS = {argument.name: _converter(str(argument.type)) for argument in MASK_SCHEMA.arguments
+MASK_CONVERTERS = {argument.name: _converter(str(argument.type)) for argument in MASK_SCHEMA.arguments
                if argument.name in MASK_OPTIONS}
 
 
@@ -53,7 +53,7 @@ def mask_options(given: dict) -> dict:
     for name in given:
         if name not in MASK_OPTIONS:
             raise TypeError(f"generate_masks() got an unexpected keyword argument {name!r}")
-    return {name: _CONVERTERS[name](given[name]) if name in given else default
+    return {name: MASK_CONVERTERS[name](given[name]) if name in given else default
             for name, default in MASK_OPTIONS.items()}
 
 
