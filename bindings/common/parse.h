@@ -19,11 +19,11 @@ using choices = std::vector<std::pair<const char*, Enum>>;
 
 template <typename Enum>
 Enum parse_choice(const char* argument, c10::string_view value, const choices<Enum>& table) {
-  std::string names;
   for (const auto& choice : table) {
     if (value == choice.first) return choice.second;
-    names += (names.empty() ? "" : ", ") + std::string(choice.first);
   }
+  std::string names;  // built on failure only: every op call parses its choices
+  for (const auto& choice : table) names += (names.empty() ? "" : ", ") + std::string(choice.first);
   TORCH_CHECK_VALUE(false, "mwm: ", argument, " = '", std::string(value), "': must be one of ",
                     names);
 }

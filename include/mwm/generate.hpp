@@ -68,13 +68,15 @@ inline void validate_request(const mask_request& request) {
   detail::require(request.grid.num_patches() > 0, "grid patches", request.grid.num_patches(),
                   "must be positive");
   validate_policy(request.policy, request.grid);
-  if (uses_regions(request.policy.kind)) {
-    detail::require(request.regions != nullptr, "regions", "null",
+  if (uses_regions(request.policy.kind) && request.regions == nullptr) {
+    detail::require(false, "regions", "null",
                     std::string("are required by policy ") + policy_name(request.policy.kind));
   }
   if (uses_scores(request.policy.kind)) {
-    detail::require(request.scores != nullptr, "scores", "null",
-                    std::string("are required by policy ") + policy_name(request.policy.kind));
+    if (request.scores == nullptr) {
+      detail::require(false, "scores", "null",
+                      std::string("are required by policy ") + policy_name(request.policy.kind));
+    }
     validate_no_non_finite(request.scores, request.batch * request.grid.num_patches(), "scores",
                            request.non_finite);
   }
@@ -115,13 +117,18 @@ inline void generate_sample_range(const mask_request& request, const policy_para
   const grid_shape grid = request.grid;
   const std::int64_t n = grid.num_patches();
   selection_workspace ws;
-  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  // The order goes straight into the ids_shuffle rows when there are any.
+  std::vector<std::int64_t> order(out.ids_shuffle ? 0 : static_cast<std::size_t>(n));
+  std::vector<float> position_noise(out.noise ? static_cast<std::size_t>(n) : 0);
+  if (out.noise) fill_position_noise(position_noise.data(), n);
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int32_t* regions = request.regions ? request.regions + b * n : nullptr;
     const float* scores = request.scores ? request.scores + b * n : nullptr;
+    const sample_outputs rows = sample_rows(out, widths, n, b);
+    std::int64_t* sample_order = rows.ids_shuffle ? rows.ids_shuffle : order.data();
     const std::int64_t visible = select_sample(params, grid, regions, scores, request.seed,
-                                               global_sample_index(request, b), ws, order.data());
-    write_sample_outputs(sample_rows(out, widths, n, b), order.data(), n, visible);
+                                               global_sample_index(request, b), ws, sample_order);
+    write_sample_outputs(rows, sample_order, n, visible, position_noise.data());
     if (out.num_masked) out.num_masked[b] = n - visible;
   }
 }

@@ -49,20 +49,29 @@ MWM_HOST_DEVICE MWM_INLINE void write_padding_at(const sample_outputs& out, std:
   if (out.ids_masked && i >= n - visible && i < out.masked_width) out.ids_masked[i] = -1;
 }
 
-// Padding of the index rows past the sample's counts.
+// Padding of the index rows past the sample's counts: what write_padding_at writes for every i.
 MWM_HOST_DEVICE MWM_INLINE void write_padding(const sample_outputs& out, std::int64_t n,
                                               std::int64_t visible) {
-  const std::int64_t first = visible < n - visible ? visible : n - visible;
-  const std::int64_t width = out.keep_width > out.masked_width ? out.keep_width : out.masked_width;
-  for (std::int64_t i = first; i < width; ++i) write_padding_at(out, n, visible, i);
+  if (out.ids_keep)
+    for (std::int64_t i = visible; i < out.keep_width; ++i) out.ids_keep[i] = -1;
+  if (out.ids_masked)
+    for (std::int64_t i = n - visible; i < out.masked_width; ++i) out.ids_masked[i] = -1;
+}
+
+// noise[position] of write_position for positions [0, n): the table write_sample_outputs reads.
+inline void fill_position_noise(float* noise, std::int64_t n) {
+  for (std::int64_t position = 0; position < n; ++position)
+    noise[position] = static_cast<float>(position) / static_cast<float>(n);
 }
 
 // What write_position writes for every position, one output at a time: the index rows are
-// straight copies of the order and the per-patch outputs one scatter loop, without a branch
-// per output and position.
+// straight copies of the order (none when `order` is the ids_shuffle row itself) and the
+// per-patch outputs one scatter pass per side, without a branch per output and position.
+// `position_noise` (fill_position_noise) saves a division per patch; null computes it.
 inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* order,
-                                 std::int64_t n, std::int64_t visible) {
-  if (out.ids_shuffle) std::copy(order, order + n, out.ids_shuffle);
+                                 std::int64_t n, std::int64_t visible,
+                                 const float* position_noise = nullptr) {
+  if (out.ids_shuffle && out.ids_shuffle != order) std::copy(order, order + n, out.ids_shuffle);
   if (out.ids_keep) {
     const std::int64_t count = visible < out.keep_width ? visible : out.keep_width;
     std::copy(order, order + count, out.ids_keep);
@@ -72,18 +81,34 @@ inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* 
     const std::int64_t count = masked < out.masked_width ? masked : out.masked_width;
     std::copy(order + visible, order + visible + count, out.ids_masked);
   }
-  if (out.ids_restore) {
-    for (std::int64_t position = 0; position < n; ++position)
-      out.ids_restore[order[position]] = position;
-  }
-  if (out.mask) {
-    for (std::int64_t position = 0; position < n; ++position)
-      out.mask[order[position]] = position >= visible ? 1 : 0;
-  }
-  if (out.noise) {
-    const auto count = static_cast<float>(n);
-    for (std::int64_t position = 0; position < n; ++position)
-      out.noise[order[position]] = static_cast<float>(position) / count;
+  if (out.ids_restore && out.mask && out.noise && position_noise) {
+    for (std::int64_t position = 0; position < visible; ++position) {
+      const std::int64_t patch = order[position];
+      out.ids_restore[patch] = position;
+      out.mask[patch] = 0;
+      out.noise[patch] = position_noise[position];
+    }
+    for (std::int64_t position = visible; position < n; ++position) {
+      const std::int64_t patch = order[position];
+      out.ids_restore[patch] = position;
+      out.mask[patch] = 1;
+      out.noise[patch] = position_noise[position];
+    }
+  } else {
+    if (out.ids_restore) {
+      for (std::int64_t position = 0; position < n; ++position)
+        out.ids_restore[order[position]] = position;
+    }
+    if (out.mask) {
+      for (std::int64_t position = 0; position < n; ++position)
+        out.mask[order[position]] = position >= visible ? 1 : 0;
+    }
+    if (out.noise) {
+      const auto count = static_cast<float>(n);
+      for (std::int64_t position = 0; position < n; ++position)
+        out.noise[order[position]] = position_noise ? position_noise[position]
+                                                    : static_cast<float>(position) / count;
+    }
   }
   write_padding(out, n, visible);
 }

@@ -103,11 +103,12 @@ inline void require_ratio(const char* argument, double value) {
 
 inline void validate_policy(const mask_policy& p, const grid_shape& grid) {
   if (p.kind != policy_kind::per_region) detail::require_ratio("ratio", p.ratio);
+  // The messages that need formatting are built only on failure: this runs on every op call.
   if (uses_regions(p.kind)) {
-    detail::require(
-        !p.region_ratios.empty() && static_cast<int>(p.region_ratios.size()) <= max_regions,
-        "region_ratios size", p.region_ratios.size(),
-        "must hold 1 to " + detail::to_text(max_regions) + " ratios");
+    if (p.region_ratios.empty() || static_cast<int>(p.region_ratios.size()) > max_regions) {
+      detail::require(false, "region_ratios size", p.region_ratios.size(),
+                      "must hold 1 to " + detail::to_text(max_regions) + " ratios");
+    }
     for (double r : p.region_ratios) detail::require_ratio("region_ratios", r);
   }
   if (p.kind == policy_kind::fixed_total) {
@@ -116,21 +117,26 @@ inline void validate_policy(const mask_policy& p, const grid_shape& grid) {
   }
   if (p.kind == policy_kind::coarse) {
     detail::require(p.coarse_factor > 0, "coarse_factor", p.coarse_factor, "must be positive");
-    detail::require(grid.height % p.coarse_factor == 0 && grid.width % p.coarse_factor == 0 &&
-                        (grid.ndim == 2 || grid.depth % p.coarse_factor == 0),
-                    "coarse_factor", p.coarse_factor,
-                    "must divide every grid axis (grid " + detail::to_text(grid.depth) + "x" +
-                        detail::to_text(grid.height) + "x" + detail::to_text(grid.width) + ")");
+    if (grid.height % p.coarse_factor != 0 || grid.width % p.coarse_factor != 0 ||
+        (grid.ndim != 2 && grid.depth % p.coarse_factor != 0)) {
+      detail::require(false, "coarse_factor", p.coarse_factor,
+                      "must divide every grid axis (grid " + detail::to_text(grid.depth) + "x" +
+                          detail::to_text(grid.height) + "x" + detail::to_text(grid.width) + ")");
+    }
   }
   if (p.kind == policy_kind::loss_guided) detail::require_ratio("hard_share", p.hard_share);
   if (p.kind == policy_kind::attention_guided && p.attention == attention_mode::hint) {
     detail::require_ratio("hint_pool_share", p.hint_pool_share);
     detail::require_ratio("hint_share", p.hint_share);
-    detail::require(p.hint_pool_share <= p.ratio, "hint_pool_share", p.hint_pool_share,
-                    "must not exceed ratio = " + detail::to_text(p.ratio) +
-                        " (hints are revealed from inside the masked set)");
-    detail::require(p.hint_share <= p.hint_pool_share, "hint_share", p.hint_share,
-                    "must not exceed hint_pool_share = " + detail::to_text(p.hint_pool_share));
+    if (!(p.hint_pool_share <= p.ratio)) {
+      detail::require(false, "hint_pool_share", p.hint_pool_share,
+                      "must not exceed ratio = " + detail::to_text(p.ratio) +
+                          " (hints are revealed from inside the masked set)");
+    }
+    if (!(p.hint_share <= p.hint_pool_share)) {
+      detail::require(false, "hint_share", p.hint_share,
+                      "must not exceed hint_pool_share = " + detail::to_text(p.hint_pool_share));
+    }
   }
   if (p.kind == policy_kind::weighted) detail::require_ratio("weight_floor", p.weight_floor);
   if (p.kind == policy_kind::block) {

@@ -187,6 +187,48 @@ MWM_HOST_DEVICE MWM_INLINE selection_key patch_key(const policy_params& p, std::
   return random_key(seed, global_sample_index, index);
 }
 
+namespace detail {
+
+// random_key of cells [0, n): independent Philox blocks, a loop the compiler vectorizes.
+template <int Variant>
+inline void fill_random_keys_loop(selection_key* out, std::int64_t n, std::uint64_t seed,
+                                  std::uint64_t global_sample_index) {
+  for (std::int64_t i = 0; i < n; ++i)
+    out[i] = random_key(seed, global_sample_index, static_cast<std::uint32_t>(i));
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(MWM_DEVICE_COMPILE) && !defined(__AVX512F__)
+#define MWM_KEYS_DISPATCH 1
+// The same loop compiled for wider vectors (integer arithmetic: the same bits), chosen at run
+// time: Philox is most of the cost per patch, and portable builds target SSE2 only.
+__attribute__((target("avx2"))) inline void fill_random_keys_avx2(
+    selection_key* out, std::int64_t n, std::uint64_t seed, std::uint64_t global_sample_index) {
+  fill_random_keys_loop<2>(out, n, seed, global_sample_index);
+}
+__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"))) inline void fill_random_keys_avx512(
+    selection_key* out, std::int64_t n, std::uint64_t seed, std::uint64_t global_sample_index) {
+  fill_random_keys_loop<3>(out, n, seed, global_sample_index);
+}
+#endif
+
+inline void fill_random_keys(selection_key* out, std::int64_t n, std::uint64_t seed,
+                             std::uint64_t global_sample_index) {
+#if defined(MWM_KEYS_DISPATCH)
+  static const int width = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                                   __builtin_cpu_supports("avx512dq") &&
+                                   __builtin_cpu_supports("avx512bw")
+                               ? 512
+                           : __builtin_cpu_supports("avx2") ? 256
+                                                            : 128;
+  if (width == 512) return fill_random_keys_avx512(out, n, seed, global_sample_index);
+  if (width == 256) return fill_random_keys_avx2(out, n, seed, global_sample_index);
+#endif
+  fill_random_keys_loop<1>(out, n, seed, global_sample_index);
+}
+
+}  // namespace detail
+
 // Per-sample scratch memory, reused across samples by one thread.
 struct selection_workspace {
   std::vector<selection_key> keys;
@@ -249,50 +291,80 @@ inline void radix_sort_keys(selection_key* keys, std::size_t n, selection_key* s
 }
 
 // Ascending sort of distinct keys[0, n) in any input order: a counting sort into about n
-// buckets by the high word (its span over these keys, shifted down to the bucket bits), then one
-// insertion-sort pass that orders each bucket's few keys by the full key. Selection keys have
-// uniform random high words, so buckets hold one key on average: at 196 keys this costs about 55
-// instructions per key under callgrind, against about 130 for the radix sort of the four high
-// bytes (benchmarks/profile/callgrind_masks.sh); crowded buckets hand over to radix_sort_keys.
-// `scratch` holds n keys; `counts` is reused between calls.
-inline void counting_sort_keys(selection_key* keys, std::size_t n, selection_key* scratch,
-                               std::vector<std::uint32_t>& counts) {
-  if (n < counting_sort_min_keys) return insertion_sort_keys(keys, n);
-  std::uint32_t low = 0xFFFFFFFFu;
-  std::uint32_t high = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto word = static_cast<std::uint32_t>(keys[i] >> 32);
-    low = word < low ? word : low;
-    high = word > high ? word : high;
+// buckets by the high word, then one insertion-sort pass that orders each bucket's few keys by
+// the full key. Selection keys have uniform random high words, so buckets hold one key on
+// average (benchmarks/profile/callgrind_masks.sh counts the instructions); crowded buckets hand
+// over to radix_sort_keys. With `uniform_high_words` the buckets are the top bits of the high
+// word; without it they span the keys' own range of high words (the `weighted` keys crowd). Any
+// bucketing that is monotone in the key gives the same result, the full sort. `scratch` holds n
+// keys; `counts` is reused between calls. Returns where the sorted keys are: keys or scratch.
+inline const selection_key* counting_sort_keys_to(selection_key* keys, std::size_t n,
+                                                  selection_key* scratch,
+                                                  std::vector<std::uint32_t>& counts,
+                                                  bool uniform_high_words) {
+  if (n < counting_sort_min_keys) {
+    insertion_sort_keys(keys, n);
+    return keys;
   }
   int bits = 1;
   while ((std::size_t(1) << bits) < n && bits < 20) ++bits;
-  const std::uint32_t span = high - low;
-  int shift = 0;
-  while (shift < 32 && (static_cast<std::uint64_t>(span) >> shift) >= (std::uint64_t(1) << bits))
-    ++shift;
+  std::uint32_t low = 0;
+  int shift = 32 - bits;
+  if (!uniform_high_words) {
+    low = 0xFFFFFFFFu;
+    std::uint32_t high = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto word = static_cast<std::uint32_t>(keys[i] >> 32);
+      low = word < low ? word : low;
+      high = word > high ? word : high;
+    }
+    const std::uint32_t span = high - low;
+    shift = 0;
+    while (shift < 32 && (static_cast<std::uint64_t>(span) >> shift) >= (std::uint64_t(1) << bits))
+      ++shift;
+  }
   const std::size_t buckets = std::size_t(1) << bits;
   counts.assign(buckets + 1, 0);
+  std::uint32_t* count = counts.data();
   for (std::size_t i = 0; i < n; ++i)
-    ++counts[((static_cast<std::uint32_t>(keys[i] >> 32) - low) >> shift) + 1];
+    ++count[((static_cast<std::uint32_t>(keys[i] >> 32) - low) >> shift) + 1];
   std::uint32_t crowded = 0;
+  std::uint32_t start = 0;
   for (std::size_t b = 1; b <= buckets; ++b) {
-    crowded = counts[b] > crowded ? counts[b] : crowded;
-    counts[b] += counts[b - 1];
+    crowded = count[b] > crowded ? count[b] : crowded;
+    start += count[b];
+    count[b] = start;
   }
-  if (crowded > counting_sort_crowded_bucket) return radix_sort_keys(keys, n, scratch, 0);
+  if (crowded > counting_sort_crowded_bucket) {
+    radix_sort_keys(keys, n, scratch, 0);
+    return keys;
+  }
   for (std::size_t i = 0; i < n; ++i) {
     const selection_key key = keys[i];
-    scratch[counts[(static_cast<std::uint32_t>(key >> 32) - low) >> shift]++] = key;
+    scratch[count[(static_cast<std::uint32_t>(key >> 32) - low) >> shift]++] = key;
   }
   insertion_sort_keys(scratch, n);  // only inside buckets is anything out of order
-  std::copy(scratch, scratch + n, keys);
+  return scratch;
+}
+
+// counting_sort_keys_to, the result in keys.
+inline void counting_sort_keys(selection_key* keys, std::size_t n, selection_key* scratch,
+                               std::vector<std::uint32_t>& counts) {
+  const selection_key* sorted = counting_sort_keys_to(keys, n, scratch, counts, false);
+  if (sorted != keys) std::copy(sorted, sorted + n, keys);
 }
 
 // Sorts distinct keys ascending, in any input order; the result is std::sort's.
 inline void sort_keys(std::vector<selection_key>& keys, selection_workspace& ws) {
   ws.sort_scratch.resize(keys.size());
   counting_sort_keys(keys.data(), keys.size(), ws.sort_scratch.data(), ws.sort_counts);
+}
+
+// sort_keys without the copy back: the sorted keys are in ws.keys or ws.sort_scratch.
+inline const selection_key* sorted_keys(selection_workspace& ws, bool uniform_high_words) {
+  ws.sort_scratch.resize(ws.keys.size());
+  return counting_sort_keys_to(ws.keys.data(), ws.keys.size(), ws.sort_scratch.data(),
+                               ws.sort_counts, uniform_high_words);
 }
 
 // Writes the canonical order from keys sorted ascending (all of the sample's cells), the group
@@ -318,14 +390,31 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
     for (std::int64_t cell = 0; cell < n; ++cell) order[ws.flags[cell] ? front++ : back++] = cell;
     return visible;
   }
+  // Without a branch per key (whether a key is visible is a coin flip): `left[g]` counts down
+  // group g's visible places.
+  std::int64_t left[max_groups] = {};
+  for (int g = 0; g < num_groups; ++g) left[g] = keep[g];
   std::int64_t front = 0;
   std::int64_t back = visible;
   for (std::int64_t i = 0; i < n; ++i) {
     const std::uint32_t cell = key_index(keys[i]);
     const std::int32_t g = groups[cell];
-    order[taken[g]++ < keep[g] ? front++ : back++] = cell;
+    const std::int64_t shown = left[g] > 0 ? 1 : 0;
+    left[g] -= shown;
+    order[shown ? front : back] = cell;
+    front += shown;
+    back += 1 - shown;
   }
   return visible;
+}
+
+// Throws the error of cell i's region, which lies outside [0, num_regions).
+[[noreturn]] inline void raise_region_error(const policy_params& p, const std::int32_t* regions,
+                                            std::int64_t i) {
+  data_error bad;
+  std::int32_t group;
+  cell_group_from_inputs(p, regions, nullptr, i, &group, &bad);
+  raise_data_error(bad);
 }
 
 // Groups of every patch for the current policy, into ws.groups (size n).
@@ -387,6 +476,15 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   const std::int32_t* group_of = nullptr;
   if (groups == 1) {
     sizes[0] = n;
+  } else if (p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total) {
+    // The regions are the groups (cell_group_from_inputs): one pass checks and counts them.
+    const auto limit = static_cast<std::uint32_t>(p.num_regions);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto region = static_cast<std::uint32_t>(regions[i]);
+      if (region >= limit) detail::raise_region_error(p, regions, i);
+      ++sizes[region];
+    }
+    group_of = regions;
   } else {
     detail::assign_groups(p, sel, regions, scores, seed, global_sample_index, ws);
     group_of = ws.groups.data();
@@ -400,24 +498,21 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
     for (std::int64_t i = 0; i < n; ++i)
       keys[i] = patch_key(p, seed, global_sample_index, static_cast<std::uint32_t>(i), scores[i]);
   } else {
-    // patch_key of every other kind, as a loop of independent Philox blocks the compiler can
-    // vectorize.
-    selection_key* out = keys.data();
-    for (std::int64_t i = 0; i < n; ++i)
-      out[i] = random_key(seed, global_sample_index, static_cast<std::uint32_t>(i));
+    detail::fill_random_keys(keys.data(), n, seed, global_sample_index);  // patch_key of the rest
   }
-  detail::sort_keys(keys, ws);
+  // Random keys have uniform high words; the weighted ones crowd (weight zero, equal weights).
+  const selection_key* sorted = detail::sorted_keys(ws, p.kind != policy_kind::weighted);
 
   if (p.kind != policy_kind::coarse) {
     if (groups == 1 && p.order == visible_order::random) {
-      for (std::int64_t i = 0; i < n; ++i) order[i] = key_index(keys[i]);
+      for (std::int64_t i = 0; i < n; ++i) order[i] = key_index(sorted[i]);
       return keep[0];
     }
     if (group_of == nullptr) {
       ws.groups.assign(static_cast<std::size_t>(n), 0);
       group_of = ws.groups.data();
     }
-    return detail::partition_sorted_keys(p, keys.data(), n, group_of, keep, groups, ws, order);
+    return detail::partition_sorted_keys(p, sorted, n, group_of, keep, groups, ws, order);
   }
 
   // Coarse: every patch inherits its cell's side and key; the low bits become the patch index.
@@ -427,9 +522,9 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   cell_visible.assign(static_cast<std::size_t>(n), 0);
   std::vector<std::uint32_t> cell_priority(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t cell = key_index(keys[i]);
+    const std::uint32_t cell = key_index(sorted[i]);
     cell_visible[cell] = i < keep[0] ? 1 : 0;
-    cell_priority[cell] = static_cast<std::uint32_t>(keys[i] >> 32);
+    cell_priority[cell] = static_cast<std::uint32_t>(sorted[i] >> 32);
   }
   std::vector<std::int32_t>& side = ws.groups;
   side.resize(static_cast<std::size_t>(patches));
@@ -445,10 +540,9 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
         side[patch] = cell_visible[cell] ? 0 : 1;
         visible_patches += cell_visible[cell];
       }
-  detail::sort_keys(keys, ws);
   const std::int64_t side_keep[2] = {visible_patches, 0};
-  return detail::partition_sorted_keys(p, keys.data(), patches, side.data(), side_keep, 2, ws,
-                                       order);
+  return detail::partition_sorted_keys(p, detail::sorted_keys(ws, true), patches, side.data(),
+                                       side_keep, 2, ws, order);
 }
 
 }  // namespace mwm

@@ -54,10 +54,14 @@ inline void require_tensor(bool ok, const char* argument, const at::Tensor& t,
 inline void require_cpu_rows(const at::Tensor& t, const char* argument, at::ScalarType dtype,
                              int64_t batch, int64_t n) {
   require_tensor(t.device().is_cpu(), argument, t, "must be on the CPU");
-  require_tensor(t.scalar_type() == dtype, argument, t,
-                 std::string("must have dtype ") + c10::toString(dtype));
-  require_tensor(t.dim() == 2 && t.size(0) == batch && t.size(1) == n, argument, t,
-                 "must have shape (" + std::to_string(batch) + ", " + std::to_string(n) + ")");
+  // The messages are built on failure only: this runs on every mask op call.
+  if (t.scalar_type() != dtype) {
+    require_tensor(false, argument, t, std::string("must have dtype ") + c10::toString(dtype));
+  }
+  if (t.dim() != 2 || t.size(0) != batch || t.size(1) != n) {
+    require_tensor(false, argument, t,
+                   "must have shape (" + std::to_string(batch) + ", " + std::to_string(n) + ")");
+  }
 }
 
 }  // namespace detail
@@ -87,15 +91,19 @@ inline masks generate_masks(const at::Tensor& sample_index, grid_shape grid,
   request.non_finite = non_finite;
   at::Tensor region_rows, score_rows;
   if (uses_regions(policy.kind)) {
-    mwm::detail::require(regions.defined(), "regions", "undefined",
-                         std::string("are required by policy ") + policy_name(policy.kind));
+    if (!regions.defined()) {
+      mwm::detail::require(false, "regions", "undefined",
+                           std::string("are required by policy ") + policy_name(policy.kind));
+    }
     detail::require_cpu_rows(regions, "regions", at::kInt, batch, n);
     region_rows = regions.contiguous();
     request.regions = region_rows.data_ptr<int32_t>();
   }
   if (uses_scores(policy.kind)) {
-    mwm::detail::require(scores.defined(), "scores", "undefined",
-                         std::string("are required by policy ") + policy_name(policy.kind));
+    if (!scores.defined()) {
+      mwm::detail::require(false, "scores", "undefined",
+                           std::string("are required by policy ") + policy_name(policy.kind));
+    }
     detail::require_cpu_rows(scores, "scores", at::kFloat, batch, n);
     score_rows = scores.contiguous();
     request.scores = score_rows.data_ptr<float>();

@@ -55,7 +55,7 @@ def _converter(schema_type: str):
     return lambda value: value  # str: the op names the choices when the value is not one
 
 
-_CONVERTERS = {argument.name: _converter(str(argument.type)) for argument in MASK_SCHEMA.arguments
+MASK_CONVERTERS = {argument.name: _converter(str(argument.type)) for argument in MASK_SCHEMA.arguments
                if argument.name in MASK_OPTIONS}
 
 
@@ -65,7 +65,7 @@ def mask_options(given: dict) -> dict:
     for name in given:
         if name not in MASK_OPTIONS:
             raise TypeError(f"generate_masks() got an unexpected keyword argument {name!r}")
-    return {name: _CONVERTERS[name](given[name]) if name in given else default
+    return {name: MASK_CONVERTERS[name](given[name]) if name in given else default
             for name, default in MASK_OPTIONS.items()}
 
 
@@ -248,7 +248,14 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
                    seed: int = 0, offset: int = 0,
                    sample_index: Optional[torch.Tensor] = None,
                    device: Union[str, torch.device, None] = None,
-                   **policy_options) -> MaskResult:
+                   policy: str = "random", ratio: float = 0.75,
+                   region_ratios: Sequence[float] = (), rounding: str = "floor",
+                   order: str = "random", coarse_factor: int = 2, hard_share: float = 0.5,
+                   attention_mode: str = "high", hint_pool_share: float = 0.2,
+                   hint_share: float = 0.1, weight_floor: float = 0.5,
+                   block_min_patches: int = 16, block_max_patches: int = 0,
+                   block_min_aspect: float = 0.3, block_max_aspect: float = 1 / 0.3,
+                   nan_policy: str = "error") -> MaskResult:
     """Masks for a batch under one policy (see docs/design.md, "Policies").
 
     Sample ``b`` is keyed by its global index ``offset + b`` (or ``sample_index[b]``), so the same
@@ -260,19 +267,20 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
       in ``region_ratios``; ``fixed_total`` masks ``N - keep_count(N, ratio)`` in every sample.
     - ``weighted``, ``loss_guided`` (HPM), ``attention_guided`` (AttMask): ``scores (B, N)``.
 
-    The policy options (``policy``, ``ratio``, ``region_ratios``, ``rounding``, ``order``,
-    ``coarse_factor``, ``hard_share``, ``attention_mode``, ``hint_pool_share``, ``hint_share``,
-    ``weight_floor``, ``block_*``, ``nan_policy``) and their defaults are the op's
-    (``torch.ops.mwm.generate_masks``), listed once in ``bindings/ops/generate_masks.h``; the
-    signature shows them.
+    The policy options from ``policy`` on are the op's (``torch.ops.mwm.generate_masks``),
+    defined once in ``bindings/ops/generate_masks.h``: this signature mirrors the op schema's
+    names, order and defaults, and a test fails when the two drift apart (CONTRIBUTING.md).
     """
-    grid = _as_grid(grid)
-    options = mask_options(policy_options)
-    policy = options["policy"]
+    arguments = locals()
+    # Only the options given cross to the op (the schema fills in the rest): each keyword the
+    # op parses costs about a microsecond.
+    options = {name: convert(arguments[name]) for name, default, convert in _FORWARDED_OPTIONS
+               if arguments[name] is not default}
     if policy not in POLICIES:
         raise ValueError(f"mwm: policy = {policy!r}: must be one of {', '.join(POLICIES)}")
+    grid = _as_grid(grid)
     if sample_index is None:
-        for _, tensor in (("regions", regions), ("scores", scores)):
+        for tensor in (regions, scores):
             if tensor is not None:
                 if batch_size is None:
                     batch_size = tensor.shape[0]
@@ -283,20 +291,28 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
         sample_index = sample_indices(int(batch_size), int(offset), device)
     elif sample_index.dtype != torch.int64:
         raise TypeError(f"mwm: sample_index must be int64, got {sample_index.dtype}")
-    outputs = torch.ops.mwm.generate_masks(sample_index, grid, regions, scores,
-                                           _signed_seed(seed), **options)
+    outputs = _GENERATE_MASKS(sample_index, grid, regions, scores, _signed_seed(seed), **options)
     return MaskResult(*outputs, grid=tuple(grid))
 
 
-def _with_policy_options(function, options: dict):
-    # The signature help() and inspect show: the policy options as keyword arguments with the
-    # op's defaults, in the op's order, in place of **policy_options.
+_GENERATE_MASKS = torch.ops.mwm.generate_masks.default
+# (name, the signature's default object, the converter to the schema's type) per policy option,
+# in the schema's order; test_extension.py checks the signature against MASK_OPTIONS.
+_FORWARDED_OPTIONS = tuple((name, generate_masks.__kwdefaults__.get(name), MASK_CONVERTERS[name])
+                           for name in MASK_OPTIONS if name in generate_masks.__kwdefaults__)
+
+
+def _signature_drift(function=generate_masks) -> list:
+    """How the policy options of ``function``'s signature (``generate_masks``) differ from the op
+    schema's (names, order, defaults): empty when they agree."""
     signature = inspect.signature(function)
-    parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-    parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-                   for name, default in options.items()]
-    function.__signature__ = signature.replace(parameters=parameters)
-    return function
-
-
-_with_policy_options(generate_masks, MASK_OPTIONS)
+    names = list(signature.parameters)
+    ours = {name: signature.parameters[name].default for name in names[names.index("policy"):]}
+    differences = [f"{name}: missing" for name in MASK_OPTIONS if name not in ours]
+    differences += [f"{name}: not an option of the op" for name in ours if name not in MASK_OPTIONS]
+    if not differences and list(ours) != list(MASK_OPTIONS):
+        differences.append(f"order: {list(ours)} against the schema's {list(MASK_OPTIONS)}")
+    for name, default in MASK_OPTIONS.items():
+        if name in ours and MASK_CONVERTERS[name](ours[name]) != default:
+            differences.append(f"{name}: default {ours[name]!r}, the schema's {default!r}")
+    return differences

@@ -167,6 +167,85 @@ TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "
   }
 }
 
+TEST_CASE("sorted_keys gives std::sort's order with either bucketing, wherever it leaves it",
+          "[outputs]") {
+  mwm_test::test_rng rng(56);
+  mwm::selection_workspace ws;
+  for (int trial = 0; trial < 300; ++trial) {
+    const auto n = static_cast<std::size_t>(mwm_test::uniform_int(rng, 0, 700));
+    const bool crowded = trial % 3 == 0;  // the uniform bucketing must hand over to radix too
+    ws.keys.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto high = static_cast<std::uint32_t>(crowded && i % 2 ? 99u : rng());
+      ws.keys[i] = mwm::make_key(high, static_cast<std::uint32_t>(i));
+    }
+    auto expected = ws.keys;
+    std::sort(expected.begin(), expected.end());
+    const bool uniform = trial % 2 == 0;
+    const mwm::selection_key* sorted = mwm::detail::sorted_keys(ws, uniform);
+    INFO("trial " << trial << ", n = " << n << ", uniform " << uniform);
+    REQUIRE((sorted == ws.keys.data() || sorted == ws.sort_scratch.data()));
+    REQUIRE(std::vector<mwm::selection_key>(sorted, sorted + n) == expected);
+  }
+}
+
+TEST_CASE("the wide-vector key loops give the portable loop's keys", "[outputs][philox]") {
+  for (const std::int64_t n : {1, 7, 8, 15, 16, 17, 196, 512, 1000}) {
+    for (const std::uint64_t index : {std::uint64_t(0), std::uint64_t(12345),
+                                      (std::uint64_t(3) << 32) | 9u}) {
+      std::vector<mwm::selection_key> expected(static_cast<std::size_t>(n));
+      for (std::int64_t i = 0; i < n; ++i)
+        expected[i] = mwm::random_key(77, index, static_cast<std::uint32_t>(i));
+      std::vector<mwm::selection_key> keys(static_cast<std::size_t>(n));
+      mwm::detail::fill_random_keys(keys.data(), n, 77, index);  // whichever this CPU runs
+      REQUIRE(keys == expected);
+#if defined(MWM_KEYS_DISPATCH)
+      if (__builtin_cpu_supports("avx2")) {
+        std::fill(keys.begin(), keys.end(), 0);
+        mwm::detail::fill_random_keys_avx2(keys.data(), n, 77, index);
+        REQUIRE(keys == expected);
+      }
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
+        std::fill(keys.begin(), keys.end(), 0);
+        mwm::detail::fill_random_keys_avx512(keys.data(), n, 77, index);
+        REQUIRE(keys == expected);
+      }
+#endif
+    }
+  }
+}
+
+TEST_CASE("write_sample_outputs with the noise table writes what it computes without one",
+          "[outputs]") {
+  const std::int64_t n = 37;
+  std::vector<std::int64_t> order(n);
+  for (std::int64_t i = 0; i < n; ++i) order[i] = (i * 11) % n;
+  std::vector<float> table(n);
+  mwm::fill_position_noise(table.data(), n);
+  for (const std::int64_t visible : {0, 1, 9, 36, 37}) {
+    std::vector<std::uint8_t> mask_a(n), mask_b(n);
+    std::vector<std::int64_t> restore_a(n), restore_b(n), keep_a(n, 5), keep_b(n, 5);
+    std::vector<std::int64_t> masked_a(n, 5), masked_b(n, 5);
+    std::vector<float> noise_a(n), noise_b(n);
+    mwm::sample_outputs a{mask_a.data(), nullptr, restore_a.data(), keep_a.data(),
+                          masked_a.data(), noise_a.data(), n, n};
+    mwm::sample_outputs b{mask_b.data(), nullptr, restore_b.data(), keep_b.data(),
+                          masked_b.data(), noise_b.data(), n, n};
+    mwm::write_sample_outputs(a, order.data(), n, visible, table.data());
+    mwm::write_sample_outputs(b, order.data(), n, visible);
+    CHECK(mask_a == mask_b);
+    CHECK(restore_a == restore_b);
+    CHECK(keep_a == keep_b);
+    CHECK(masked_a == masked_b);
+    CHECK(noise_a == noise_b);
+    for (std::int64_t i = 0; i < n; ++i) {
+      CHECK(noise_a[order[i]] == static_cast<float>(i) / static_cast<float>(n));
+      CHECK(keep_a[i] == (i < visible ? order[i] : -1));
+    }
+  }
+}
+
 TEST_CASE("radix_sort_keys equals std::sort, on any keys and on the high words alone",
           "[outputs]") {
   mwm_test::test_rng rng(91);

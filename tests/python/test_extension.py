@@ -93,6 +93,40 @@ def test_the_policy_options_come_from_the_op_schema():
                                     "coarse", "loss_guided", "attention_guided")
 
 
+def test_generate_masks_signature_mirrors_the_op_schema():
+    # The options are defined once, in bindings/ops/generate_masks.h; the checked-in signature
+    # (which IDEs and the API page read) must name the same ones, in order, with the same defaults.
+    assert mwm.masking._signature_drift() == []
+
+    def drifted(grid, *, policy="random", ratio=0.5, extra=1, **rest):
+        pass
+
+    differences = mwm.masking._signature_drift(drifted)
+    assert "region_ratios: missing" in differences
+    assert "extra: not an option of the op" in differences
+    assert "ratio: default 0.5, the schema's 0.75" in differences
+
+
+def test_generate_masks_forwards_every_option_given_and_only_those(monkeypatch):
+    calls = []
+    real = mwm.masking._GENERATE_MASKS
+    monkeypatch.setattr(mwm.masking, "_GENERATE_MASKS",
+                        lambda *args, **kwargs: calls.append(kwargs) or real(*args))
+    mwm.generate_masks((4, 4), 2)
+    assert calls[-1] == {}
+    given = {}
+    for name, default in MASK_OPTIONS.items():
+        given[name] = ("x" if isinstance(default, str) else [0.5] if isinstance(default, list)
+                       else type(default)(3))
+    with pytest.raises(ValueError, match="policy = 'x'"):
+        mwm.generate_masks((4, 4), 2, **given)
+    given["policy"] = "weighted"
+    monkeypatch.setattr(mwm.masking, "_GENERATE_MASKS", lambda *args, **kwargs: calls.append(kwargs))
+    with pytest.raises(TypeError):  # the recorder returns no outputs
+        mwm.generate_masks((4, 4), 2, **given)
+    assert calls[-1] == given
+
+
 def test_mask_options_convert_fill_defaults_and_reject_unknown_names():
     options = mask_options(dict(ratio=1, region_ratios=(1, 0.5), coarse_factor=2.0))
     assert options["ratio"] == 1.0 and isinstance(options["ratio"], float)
