@@ -1,9 +1,9 @@
 // The fused masked reconstruction loss on the GPU, in the reduction order of mwm/loss_order.hpp
 // (docs/cuda.md, "The loss kernels"): 8 threads per patch, each holding 4 of its 32 lanes and
 // reading the patch in place (coalesced: consecutive threads read consecutive 16-byte pieces of
-// a patch vector, as float4 where aligned), the lane sums added by a shuffle tree; per-patch values added by blocks of 256 in chunks, and one block
-// adding the chunk totals level by level. No float atomics: every sum has one order, the CPU's.
-// The backward writes grad_pred only.
+// a patch vector, as float4 where aligned), the lane sums added by a shuffle tree; per-patch values
+// added by blocks of 256 in chunks, and one block adding the chunk totals level by level. No float
+// atomics: every sum has one order, the CPU's. The backward writes grad_pred only.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -56,9 +56,9 @@ __device__ inline device_group group_of_thread(quad_loads loads) {
   return device_group{lane % loss_threads_per_patch, 0xFFu << first, loads};
 }
 
-// Forward, pass 1: a group of 8 threads per patch writes c * err to per_patch[i]. A non-finite target patch
-// the loss reads, and under nonfinite "error" a non-finite patch loss, is recorded in the
-// device's error slot (device_checks.cuh), raised later with finish_loss's message; the kernel
+// Forward, pass 1: a group of 8 threads per patch writes c * err to per_patch[i]. A non-finite
+// target patch the loss reads, and under nonfinite "error" a non-finite patch loss, is recorded in
+// the device's error slot (device_checks.cuh), raised later with finish_loss's message; the kernel
 // goes on (the loss then holds the non-finite value).
 template <typename Acc, typename P, typename T>
 __global__ void __launch_bounds__(loss_block_threads)
@@ -148,8 +148,8 @@ __global__ void __launch_bounds__(loss_chunk)
   const Acc denominator = loss_denominator(reduction, coefficients);
   const Acc value = chunk_losses ? losses / denominator : denominator;
   // The same in every thread of the block: the scan below is a block-wide vote.
-  const bool suspicious = check_finite && chunk_losses &&
-                          reduced_loss_overflows(reduction, coefficients, value);
+  const bool suspicious =
+      check_finite && chunk_losses && reduced_loss_overflows(reduction, coefficients, value);
   bool bad_patch = false;
   if (suspicious)
     for (std::int64_t k = threadIdx.x; k < count; k += loss_chunk)
@@ -240,8 +240,8 @@ quad_loads quad_loads_of(const loss_call_view& call, const void* grad, const pat
                                  call.pred_strides, call.geometry);
   loads.target = quad_vector_loads(static_cast<const typename Types::T*>(call.target),
                                    call.target_strides, call.geometry);
-  loads.grad = gs && quad_vector_loads(static_cast<const typename Types::P*>(grad), *gs,
-                                       call.geometry);
+  loads.grad =
+      gs && quad_vector_loads(static_cast<const typename Types::P*>(grad), *gs, call.geometry);
   return loads;
 }
 

@@ -276,13 +276,14 @@ MWM_HOST_DEVICE target_normalization<Acc> warp_patch_normalization(const loss_in
   const std::int64_t count = g.patch_vector_size();
   const bool vector = warp.loads.target;
   const Acc mean =
-      warp.total([&](int lane) { return lane_target_sum<Acc>(v.target, in.target_strides, g, lane); },
-                 [&](int q) {
-                   return quad_target_sum<Acc>(v.target, in.target_strides, g, q, vector);
-                 }) /
+      warp.total(
+          [&](int lane) { return lane_target_sum<Acc>(v.target, in.target_strides, g, lane); },
+          [&](int q) { return quad_target_sum<Acc>(v.target, in.target_strides, g, q, vector); }) /
       static_cast<Acc>(count);
   const Acc squares = warp.total(
-      [&](int lane) { return lane_target_squares<Acc>(v.target, in.target_strides, g, lane, mean); },
+      [&](int lane) {
+        return lane_target_squares<Acc>(v.target, in.target_strides, g, lane, mean);
+      },
       [&](int q) {
         return quad_target_squares<Acc>(v.target, in.target_strides, g, q, vector, mean);
       });

@@ -28,7 +28,6 @@ inline void prefetch_line(const void* address) {
 #endif
 }
 
-
 // A byte range to prefetch while a band is gathered: the band's dense predictions, so that
 // both streams are in flight at once instead of one after the other.
 struct prefetch_range {
@@ -88,9 +87,10 @@ void interleave_three_rows(const T* r0, const T* r1, const T* r2, std::int64_t c
       const __m128 yz_hi = _mm_unpackhi_ps(y, z);  // y2 z2 y3 z3
       const __m128 zx_lo = _mm_unpacklo_ps(z, x);  // z0 x0 z1 x1
       const __m128 zx_hi = _mm_unpackhi_ps(z, x);  // z2 x2 z3 x3
-      _mm_storeu_ps(out, _mm_shuffle_ps(xy_lo, zx_lo, _MM_SHUFFLE(3, 0, 1, 0)));      // x0 y0 z0 x1
-      _mm_storeu_ps(out + 4, _mm_shuffle_ps(yz_lo, xy_hi, _MM_SHUFFLE(1, 0, 3, 2)));  // y1 z1 x2 y2
-      _mm_storeu_ps(out + 8, _mm_shuffle_ps(zx_hi, yz_hi, _MM_SHUFFLE(3, 2, 3, 0)));  // z2 x3 y3 z3
+      // out: x0 y0 z0 x1 | y1 z1 x2 y2 | z2 x3 y3 z3
+      _mm_storeu_ps(out, _mm_shuffle_ps(xy_lo, zx_lo, _MM_SHUFFLE(3, 0, 1, 0)));
+      _mm_storeu_ps(out + 4, _mm_shuffle_ps(yz_lo, xy_hi, _MM_SHUFFLE(1, 0, 3, 2)));
+      _mm_storeu_ps(out + 8, _mm_shuffle_ps(zx_hi, yz_hi, _MM_SHUFFLE(3, 2, 3, 0)));
     }
   }
 #endif
@@ -128,8 +128,7 @@ void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometr
           interleave_three_rows(src, src + s.channel, src + 2 * s.channel, pw_count, dst);
         } else {
           for (std::int64_t pw = 0; pw < pw_count; ++pw)
-            for (int c = 0; c < C; ++c)
-              dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
+            for (int c = 0; c < C; ++c) dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
         }
       }
     }

@@ -1001,8 +1001,8 @@ TEST_CASE("quad_vector_loads: float4 only where every step's four elements are o
   const auto volume = mwm::image_patch_strides(g3, 512, 512, 64, 8, 1);
   REQUIRE(mwm::gpu::quad_vector_loads(data, volume, g3));
   const auto g_odd = mwm::make_geometry_2d(1, 6, 30, 6, 6);
-  REQUIRE_FALSE(mwm::gpu::quad_vector_loads(data, mwm::image_patch_strides(g_odd, 180, 180, 0, 30, 1),
-                                            g_odd));
+  REQUIRE_FALSE(mwm::gpu::quad_vector_loads(
+      data, mwm::image_patch_strides(g_odd, 180, 180, 0, 30, 1), g_odd));
   // A row stride that is not a multiple of 4 (a padded or sliced image).
   REQUIRE_FALSE(
       mwm::gpu::quad_vector_loads(data, mwm::image_patch_strides(g3, 648, 648, 81, 9, 1), g3));
@@ -1028,8 +1028,9 @@ TEST_CASE("the reduced loss's overflow: one test and one message for finish_loss
   mwm::record_data_error(slot, mwm::data_error_key(2, 0),
                          mwm::reduced_loss_overflow_error<float>());
   REQUIRE(message_of([&] { mwm::raise_if_data_error(slot); }) == cpu);
-  REQUIRE(message_of([&] { mwm::raise_data_error(mwm::reduced_loss_overflow_error<double>()); })
-              .find("overflows float64") != std::string::npos);
+  REQUIRE(message_of([&] {
+            mwm::raise_data_error(mwm::reduced_loss_overflow_error<double>());
+          }).find("overflows float64") != std::string::npos);
   const float inf = std::numeric_limits<float>::infinity();
   REQUIRE(mwm::reduced_loss_overflows(mwm::loss_reduction::sum, 1.0f, inf));
   REQUIRE(mwm::reduced_loss_overflows(mwm::loss_reduction::mean, 2.0f, inf / inf));
