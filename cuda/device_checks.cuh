@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdio>  // printf of the loss kernels' traps (cuda/loss.cu)
 #include <stdexcept>
 #include <string>
 

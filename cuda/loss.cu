@@ -1,9 +1,9 @@
 // The fused masked reconstruction loss on the GPU, in the reduction order of mwm/loss_order.hpp
-// (docs/cuda.md, "The loss kernels"): a warp per patch whose lanes read the patch in place
-// (coalesced: consecutive lanes read consecutive elements of a patch vector), the lane sums
-// added by a shuffle tree; per-patch values added by blocks of 256 in chunks, and one block
-// adding the chunk totals level by level. No float atomics: every sum has one order, the CPU's.
-// The backward writes grad_pred only.
+// (docs/cuda.md, "The loss kernels"): 8 threads per patch, each holding 4 of its 32 lanes and
+// reading the patch in place (coalesced: consecutive threads read consecutive 16-byte pieces of
+// a patch vector, as float4 where aligned), the lane sums added by a shuffle tree; per-patch values
+// added by blocks of 256 in chunks, and one block adding the chunk totals level by level. No float
+// atomics: every sum has one order, the CPU's. The backward writes grad_pred only.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -15,42 +15,61 @@ namespace mwm {
 namespace gpu {
 namespace {
 
-constexpr unsigned int full_warp = 0xFFFFFFFFu;
+// The key phase of the reduced loss's overflow: after the patch faults (phases 0 and 1 of
+// patch_data_error), which the CPU reports first.
+constexpr int reduced_loss_error_phase = 2;
 
-// The device side of a warp: lane `lane` of the warp running the patch; the collective is the
-// halving tree as a shuffle-down sequence (host_shuffle_tree in loss_steps.cuh spells out that
-// it is lane_total), broadcast from lane 0.
-struct device_warp {
-  int lane;
+// The device side of a patch's group of 8 threads (lanes 4q .. 4q+3 in thread q): the
+// collective is the halving tree as shuffle-down steps of width 8 over the group (lane strides
+// 16, 8, 4) and two additions inside thread 0 (strides 2, 1); host_group_tree in loss_steps.cuh
+// spells out that it is lane_total. The result is broadcast from the group's thread 0. The
+// shuffles name the group's 8 threads only: the 4 groups of a warp run different patches, and
+// one may skip its patch (c == 0) while another sums.
+struct device_group {
+  int q;              // the thread's index in its group
+  unsigned int mask;  // the group's 8 lanes of the warp
+  quad_loads loads;
 
-  template <typename F>
-  __device__ auto total(F&& per_lane) -> decltype(per_lane(0)) {
-    auto v = per_lane(lane);
+  template <typename Lane, typename Quad>
+  __device__ auto total(Lane&&, Quad&& per_thread) -> decltype(per_thread(0).v[0] + 0) {
+    auto sums = per_thread(q);
 #pragma unroll
-    for (int s = loss_lanes / 2; s > 0; s /= 2) v += __shfl_down_sync(full_warp, v, s);
-    return __shfl_sync(full_warp, v, 0);
+    for (int s = loss_threads_per_patch / 2; s > 0; s /= 2)
+#pragma unroll
+      for (int j = 0; j < loss_lanes_per_thread; ++j)
+        sums.v[j] += __shfl_down_sync(mask, sums.v[j], s, loss_threads_per_patch);
+    sums.v[0] += sums.v[2];
+    sums.v[1] += sums.v[3];
+    sums.v[0] += sums.v[1];
+    return __shfl_sync(mask, sums.v[0], 0, loss_threads_per_patch);
   }
 
-  template <typename F>
-  __device__ void each_lane(F&& f) {
-    f(lane);
+  template <typename Lane, typename Quad>
+  __device__ void each(Lane&&, Quad&& f) {
+    f(q);
   }
 };
 
-// Forward, pass 1: a warp per patch writes c * err to per_patch[i]. A non-finite target patch
-// the loss reads, and under nonfinite "error" a non-finite patch loss, is recorded in the
-// device's error slot (device_checks.cuh), raised later with finish_loss's message; the kernel
+__device__ inline device_group group_of_thread(quad_loads loads) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const int first = lane - lane % loss_threads_per_patch;
+  return device_group{lane % loss_threads_per_patch, 0xFFu << first, loads};
+}
+
+// Forward, pass 1: a group of 8 threads per patch writes c * err to per_patch[i]. A non-finite
+// target patch the loss reads, and under nonfinite "error" a non-finite patch loss, is recorded in
+// the device's error slot (device_checks.cuh), raised later with finish_loss's message; the kernel
 // goes on (the loss then holds the non-finite value).
 template <typename Acc, typename P, typename T>
 __global__ void __launch_bounds__(loss_block_threads)
     patch_losses_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, Acc* per_patch,
-                        const error_sink errors) {
-  device_warp warp{static_cast<int>(threadIdx.x % loss_lanes)};
-  const int w = static_cast<int>(threadIdx.x / loss_lanes);
-  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_warps_per_block;
-  for (std::int64_t i = first_patch_of_warp(blockIdx.x, w); i < count; i += step) {
+                        const quad_loads loads, const error_sink errors) {
+  device_group warp = group_of_thread(loads);
+  const int group = static_cast<int>(threadIdx.x / loss_threads_per_patch);
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_patches_per_block;
+  for (std::int64_t i = first_patch_of_group(blockIdx.x, group); i < count; i += step) {
     const warp_patch_result<Acc> r = warp_patch_loss(in, i, warp);
-    if (warp.lane != 0) continue;
+    if (warp.q != 0) continue;
     loss_fault fault = r.target_finite ? loss_fault::none : loss_fault::target;
     if (fault == loss_fault::none && in.options.nonfinite == nonfinite_policy::error)
       fault = patch_loss_fault(in, i, r.loss);
@@ -114,22 +133,23 @@ __device__ inline Acc finish_levels(Acc* values, std::int64_t m, Acc* a) {
 
 // Pass 3, one block: the totals of the chunk totals; out = losses / denominator, or the
 // denominator alone when `chunk_losses` is null. With `check_finite` (nonfinite "error"), a
-// non-finite reduced loss of finite patch losses (their sum overflows) still traps, except
-// mean's 0/0 when sum(mask * weight) == 0: the error slot has no code for it yet. A
-// non-finite patch loss has been recorded by the patch kernel, so this is skipped then.
+// non-finite reduced loss of finite patch losses (their sum overflows; mean's 0/0 of nothing
+// masked excepted, as on the CPU: reduced_loss_overflows) is recorded in the error slot with
+// the CPU's words (reduced_loss_overflow_error); the value is still written. A non-finite
+// patch loss has been recorded by the patch kernel, under a smaller key, so this is skipped then.
 template <typename Acc>
 __global__ void __launch_bounds__(loss_chunk)
     finish_kernel(Acc* chunk_losses, Acc* chunk_coefficients, std::int64_t chunks,
                   const Acc* per_patch, std::int64_t count, loss_reduction reduction,
-                  bool check_finite, Acc* out) {
+                  bool check_finite, Acc* out, const error_sink errors) {
   __shared__ Acc a[loss_chunk];
   const Acc coefficients = finish_levels(chunk_coefficients, chunks, a);
   const Acc losses = chunk_losses ? finish_levels(chunk_losses, chunks, a) : Acc(0);
   const Acc denominator = loss_denominator(reduction, coefficients);
   const Acc value = chunk_losses ? losses / denominator : denominator;
   // The same in every thread of the block: the scan below is a block-wide vote.
-  const bool suspicious = check_finite && chunk_losses && !detail::finite_value(value) &&
-                          !(reduction == loss_reduction::mean && coefficients == Acc(0));
+  const bool suspicious =
+      check_finite && chunk_losses && reduced_loss_overflows(reduction, coefficients, value);
   bool bad_patch = false;
   if (suspicious)
     for (std::int64_t k = threadIdx.x; k < count; k += loss_chunk)
@@ -137,24 +157,22 @@ __global__ void __launch_bounds__(loss_chunk)
   bad_patch = __syncthreads_or(bad_patch) != 0;
   if (threadIdx.x != 0) return;
   out[0] = value;
-  if (suspicious && !bad_patch) {
-    printf(
-        "mwm: the reduced loss overflows (every patch's loss is finite, their sum is not); "
-        "nonfinite = \"propagate\" returns the non-finite loss instead\n");
-    __trap();
-  }
+  if (suspicious && !bad_patch)
+    record_data_error(errors, data_error_key(reduced_loss_error_phase, 0),
+                      reduced_loss_overflow_error<Acc>());
 }
 
-// Backward: a warp per patch writes the patch's gradient (every element of grad_pred).
+// Backward: a group per patch writes the patch's gradient (every element of grad_pred).
 template <typename Acc, typename P, typename T>
 __global__ void __launch_bounds__(loss_block_threads)
     patch_gradients_kernel(const loss_inputs<Acc, P, T> in, std::int64_t count, const Acc* grad_out,
-                           const Acc* denominator, P* grad, const patch_strides gs) {
-  device_warp warp{static_cast<int>(threadIdx.x % loss_lanes)};
-  const int w = static_cast<int>(threadIdx.x / loss_lanes);
-  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_warps_per_block;
+                           const Acc* denominator, P* grad, const patch_strides gs,
+                           const quad_loads loads) {
+  device_group warp = group_of_thread(loads);
+  const int group = static_cast<int>(threadIdx.x / loss_threads_per_patch);
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * loss_patches_per_block;
   const Acc d = denominator[0];
-  for (std::int64_t i = first_patch_of_warp(blockIdx.x, w); i < count; i += step)
+  for (std::int64_t i = first_patch_of_group(blockIdx.x, group); i < count; i += step)
     warp_patch_gradient(in, grad_out, d, grad, gs, i, warp);
 }
 
@@ -209,9 +227,22 @@ std::int64_t patch_count(const loss_call_view& call) {
 // Chunks of 256 per-patch values (the blocks of the chunk kernel).
 std::int64_t chunks_of(const loss_call_view& call) { return chunk_count(patch_count(call)); }
 
-// Blocks of the warp-per-patch kernels: 8 patches each, the rest by a grid-stride loop.
+// Blocks of the group-per-patch kernels: 32 patches each, the rest by a grid-stride loop.
 unsigned int patch_blocks(const loss_call_view& call) {
-  return blocks_for(patch_count(call), loss_warps_per_block);
+  return blocks_for(patch_count(call), loss_patches_per_block);
+}
+
+// Which of the call's tensors the groups read (write) as float4 (quad_vector_loads).
+template <typename Types>
+quad_loads quad_loads_of(const loss_call_view& call, const void* grad, const patch_strides* gs) {
+  quad_loads loads;
+  loads.pred = quad_vector_loads(static_cast<const typename Types::P*>(call.pred),
+                                 call.pred_strides, call.geometry);
+  loads.target = quad_vector_loads(static_cast<const typename Types::T*>(call.target),
+                                   call.target_strides, call.geometry);
+  loads.grad =
+      gs && quad_vector_loads(static_cast<const typename Types::P*>(grad), *gs, call.geometry);
+  return loads;
 }
 
 struct loss_workspace {
@@ -273,7 +304,8 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
     auto* chunk_coefficients = static_cast<Acc*>(w.chunk_coefficients);
     if (count > 0) {
       patch_losses_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
-          inputs_of<Types>(call), count, losses, errors);
+          inputs_of<Types>(call), count, losses, quad_loads_of<Types>(call, nullptr, nullptr),
+          errors);
       check_launch("patch_losses_kernel");
     }
     if (per_patch) return;
@@ -285,7 +317,7 @@ void masked_recon_loss_async(const loss_call_view& call, void* out, void* worksp
     }
     finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(
         chunk_losses, chunk_coefficients, chunks, losses, count, call.options.reduction,
-        call.options.nonfinite == nonfinite_policy::error, static_cast<Acc*>(out));
+        call.options.nonfinite == nonfinite_policy::error, static_cast<Acc*>(out), errors);
     check_launch("finish_kernel");
   });
   end_checked_launch(stream);
@@ -313,11 +345,12 @@ void masked_recon_loss_backward_async(const loss_call_view& call, const void* gr
     check_launch("chunk_totals_kernel");
     finish_kernel<Acc><<<1, loss_chunk, 0, stream>>>(nullptr, chunk_coefficients, chunks, nullptr,
                                                      count, call.options.reduction, false,
-                                                     denominator);
+                                                     denominator, error_sink{});
     check_launch("finish_kernel");
     patch_gradients_kernel<<<patch_blocks(call), loss_block_threads, 0, stream>>>(
         inputs_of<Types>(call), count, static_cast<const Acc*>(grad_out), denominator,
-        static_cast<typename Types::P*>(grad_pred), grad_strides);
+        static_cast<typename Types::P*>(grad_pred), grad_strides,
+        quad_loads_of<Types>(call, grad_pred, &grad_strides));
     check_launch("patch_gradients_kernel");
   });
 }

@@ -9,7 +9,6 @@
 #include <limits>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "ops/masked_recon_loss.h"
 
@@ -34,7 +33,7 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
   std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
   at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),
                    [&](int64_t begin, int64_t end) {
-                     std::vector<Acc> scratch(mwm::band_scratch_size(call.geometry));
+                     band_scratch<Acc> scratch(call.geometry);
                      const int64_t bad =
                          mwm::band_losses(in, begin, end, per_patch, scratch.data());
                      if (bad >= 0) store_min(first_bad, bad);

@@ -5,7 +5,6 @@
 #include <torch/library.h>
 
 #include <type_traits>
-#include <vector>
 
 #include "ops/masked_recon_loss.h"
 
@@ -25,7 +24,7 @@ void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tens
   P* out = grad_pred.template mutable_data_ptr<P>();
   at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),
                    [&](int64_t begin, int64_t end) {
-                     std::vector<Acc> scratch(mwm::band_scratch_size(call.geometry));
+                     band_scratch<Acc> scratch(call.geometry);
                      mwm::band_gradients(in, grad_out, denominator, out, gs, begin, end,
                                          scratch.data());
                    });
@@ -33,8 +32,11 @@ void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tens
 
 at::Tensor run(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
                const at::Tensor& target) {
+  // Every element is written by the drivers (zeros for patches outside the loss), so no
+  // zero fill; the fresh block gets huge pages before it is touched.
   auto grad_pred =
       at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
+  advise_huge_pages(grad_pred.data_ptr(), grad_pred.nbytes());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, pred.scalar_type(), "masked_recon_loss_backward", [&] {
         using P = scalar_t;

@@ -10,9 +10,14 @@
 #include <mwm/masking.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "common/check.h"
 #include "common/parse.h"
@@ -186,6 +191,54 @@ mwm::loss_inputs<Acc, P, T> loss_inputs_of(const loss_call& call, const at::Tens
 inline int64_t band_grain(const loss_call& call) {
   const int64_t band = call.geometry.grid.width * call.geometry.patch_vector_size();
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, band));
+}
+
+// The band scratch of the CPU drivers (mwm::band_scratch_size elements), reused by each thread
+// from call to call instead of allocated per call; a buffer above `kept` elements is the
+// call's own (so that one huge image does not pin memory in every thread).
+template <typename Acc>
+class band_scratch {
+ public:
+  explicit band_scratch(const mwm::patch_geometry& g) {
+    const auto size = static_cast<size_t>(mwm::band_scratch_size(g));
+    std::vector<Acc>& reused = thread_buffer();
+    if (size > kept) {
+      own_.resize(size);
+      data_ = own_.data();
+      return;
+    }
+    if (reused.size() < size) reused.resize(size);
+    data_ = reused.data();
+  }
+  Acc* data() { return data_; }
+
+ private:
+  static constexpr size_t kept = size_t(1) << 22;
+  static std::vector<Acc>& thread_buffer() {
+    thread_local std::vector<Acc> buffer;
+    return buffer;
+  }
+  std::vector<Acc> own_;
+  Acc* data_ = nullptr;
+};
+
+// Asks Linux for transparent huge pages behind a fresh, large output before it is first
+// written. Large blocks come straight from mmap, so every call's output is faulted in anew; at
+// 4 KiB a page that costs about as much as writing it twice (docs/speed.md, "The loss on the
+// CPU"), at 2 MiB a fraction. A hint only (under THP "madvise", the usual default; no effect
+// under "never", not needed under "always"): the values written are the same either way.
+inline void advise_huge_pages(void* data, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t(2) << 20;
+  if (data == nullptr || bytes < static_cast<int64_t>(2 * huge)) return;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t begin = (first + huge - 1) & ~(huge - 1);
+  const uintptr_t end = (first + static_cast<uintptr_t>(bytes)) & ~(huge - 1);
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
 }
 
 // The forward for one backend: `Run` computes the loss of a checked call.

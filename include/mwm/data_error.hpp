@@ -20,19 +20,20 @@ namespace mwm {
 
 enum class data_error_code : std::uint32_t {
   none = 0,
-  keep_id,        // ids_keep[sample, slot] = value outside [-1, bound)
-  restore_id,     // ids_restore[sample, token] = value outside [0, bound)
-  num_visible,    // num_visible[sample] = value outside [0, bound]
-  region,         // regions[...] = value outside [0, bound) (bound = number of region ratios)
-  non_finite,     // argument[index] = real, NaN or infinity under nan_policy::error
-  prompt_weight,  // prompt_weights[index] = real, not finite
-  loss_target,    // the loss reads a non-finite target in patch index (width = N)
-  loss_weight,    // weight of patch index = real, not finite where mask is True
-  loss_pred,      // the loss reads a non-finite prediction in patch index
-  loss_overflow,  // the loss of patch index overflows its accumulation type (bound = its bits)
-  keep_padding,   // ids_keep[sample, slot] = value follows -1 padding (packing needs it last)
-  packed_offset,  // cu_seqlens[index] = value: a sample of fewer than 0 or more than bound rows
-  packed_total    // cu_seqlens[index] = value: must be bound (0 first, packed.shape[0] last)
+  keep_id,           // ids_keep[sample, slot] = value outside [-1, bound)
+  restore_id,        // ids_restore[sample, token] = value outside [0, bound)
+  num_visible,       // num_visible[sample] = value outside [0, bound]
+  region,            // regions[...] = value outside [0, bound) (bound = number of region ratios)
+  non_finite,        // argument[index] = real, NaN or infinity under nan_policy::error
+  prompt_weight,     // prompt_weights[index] = real, not finite
+  loss_target,       // the loss reads a non-finite target in patch index (width = N)
+  loss_weight,       // weight of patch index = real, not finite where mask is True
+  loss_pred,         // the loss reads a non-finite prediction in patch index
+  loss_overflow,     // the loss of patch index overflows its accumulation type (bound = its bits)
+  keep_padding,      // ids_keep[sample, slot] = value follows -1 padding (packing needs it last)
+  packed_offset,     // cu_seqlens[index] = value: a sample of fewer than 0 or more than bound rows
+  packed_total,      // cu_seqlens[index] = value: must be bound (0 first, packed.shape[0] last)
+  loss_sum_overflow  // every patch loss is finite, their reduced sum overflows (bound = bits)
 };
 
 // The argument a non_finite error names.
@@ -201,6 +202,9 @@ inline std::string data_error_message(const data_error& e) {
     case data_error_code::packed_total:
       return "mwm: cu_seqlens[" + to_text(e.index) + "] = " + value + ": must be " +
              to_text(e.bound) + " (0 first, packed.shape[0] or the total below 2^31 last)";
+    case data_error_code::loss_sum_overflow:
+      return "mwm: the reduced loss overflows float" + to_text(e.bound) +
+             " (every patch's loss is finite, their sum is not)" + detail::loss_propagate_hint;
     default:
       return "mwm: data error code " + to_text(static_cast<std::uint32_t>(e.code));
   }

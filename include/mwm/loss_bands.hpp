@@ -6,6 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define MWM_LOSS_SSE2 1
+#endif
 
 #include "loss_options.hpp"
 
@@ -63,9 +69,42 @@ void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g,
       }
 }
 
+// out[3 k + c] = rows[c][k] for k < count: three image rows of one (pd, ph) interleaved into
+// patch-vector order (channel fastest). Compilers do not vectorize a stride-3 store, so float
+// rows take four pixels at a time through SSE2 shuffles (a pure permutation: the same bits).
+template <typename Acc, typename T>
+void interleave_three_rows(const T* r0, const T* r1, const T* r2, std::int64_t count, Acc* out) {
+  std::int64_t k = 0;
+#if defined(MWM_LOSS_SSE2)
+  if constexpr (std::is_same_v<Acc, float> && std::is_same_v<T, float>) {
+    for (; k + 4 <= count; k += 4, out += 12) {
+      const __m128 x = _mm_loadu_ps(r0 + k);  // x0 x1 x2 x3 (channel 0)
+      const __m128 y = _mm_loadu_ps(r1 + k);
+      const __m128 z = _mm_loadu_ps(r2 + k);
+      const __m128 xy_lo = _mm_unpacklo_ps(x, y);  // x0 y0 x1 y1
+      const __m128 xy_hi = _mm_unpackhi_ps(x, y);  // x2 y2 x3 y3
+      const __m128 yz_lo = _mm_unpacklo_ps(y, z);  // y0 z0 y1 z1
+      const __m128 yz_hi = _mm_unpackhi_ps(y, z);  // y2 z2 y3 z3
+      const __m128 zx_lo = _mm_unpacklo_ps(z, x);  // z0 x0 z1 x1
+      const __m128 zx_hi = _mm_unpackhi_ps(z, x);  // z2 x2 z3 x3
+      // out: x0 y0 z0 x1 | y1 z1 x2 y2 | z2 x3 y3 z3
+      _mm_storeu_ps(out, _mm_shuffle_ps(xy_lo, zx_lo, _MM_SHUFFLE(3, 0, 1, 0)));
+      _mm_storeu_ps(out + 4, _mm_shuffle_ps(yz_lo, xy_hi, _MM_SHUFFLE(1, 0, 3, 2)));
+      _mm_storeu_ps(out + 8, _mm_shuffle_ps(zx_hi, yz_hi, _MM_SHUFFLE(3, 2, 3, 0)));
+    }
+  }
+#endif
+  for (; k < count; ++k, out += 3) {
+    out[0] = static_cast<Acc>(r0[k]);
+    out[1] = static_cast<Acc>(r1[k]);
+    out[2] = static_cast<Acc>(r2[k]);
+  }
+}
+
 // The same for unit-stride rows and a channel count known at compile time (1: volumes, 3: RGB):
-// the C rows of one (pd, ph) are interleaved into contiguous stores, which compilers vectorize
-// (a plain converting copy for C = 1), where the generic loop stores with a stride of C.
+// the C rows of one (pd, ph) are interleaved into contiguous stores (a plain converting copy,
+// which compilers vectorize, for C = 1; the shuffles above for C = 3), where the generic loop
+// stores with a stride of C.
 template <int C, typename Acc, typename T>
 void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometry& g,
                       const Acc* active, Acc* out, prefetch_range ahead) {
@@ -85,8 +124,12 @@ void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometr
         if (active[x] == Acc(0)) continue;
         const T* src = row + x * s.grid_width;
         Acc* dst = out + x * p + first;
-        for (std::int64_t pw = 0; pw < pw_count; ++pw)
-          for (int c = 0; c < C; ++c) dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
+        if constexpr (C == 3) {
+          interleave_three_rows(src, src + s.channel, src + 2 * s.channel, pw_count, dst);
+        } else {
+          for (std::int64_t pw = 0; pw < pw_count; ++pw)
+            for (int c = 0; c < C; ++c) dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
+        }
       }
     }
 }

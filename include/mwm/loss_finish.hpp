@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "data_error.hpp"
 #include "error.hpp"
 #include "loss_forward.hpp"
 #include "loss_patch.hpp"
@@ -61,6 +62,26 @@ void require_finite_patch_losses(const loss_inputs<Acc, P, T>& in, const Acc* lo
 
 }  // namespace detail
 
+// Whether a reduced loss must be reported under nonfinite "error" once every patch loss is
+// known finite: it is not finite, and it is not mean's documented 0/0 of nothing masked. The
+// CPU's finish_loss and the GPU's finish kernel decide with this one test.
+template <typename Acc>
+MWM_HOST_DEVICE MWM_INLINE bool reduced_loss_overflows(loss_reduction reduction,
+                                                       Acc coefficient_sum, Acc loss) {
+  if (detail::finite_value(loss)) return false;
+  return !(reduction == loss_reduction::mean && coefficient_sum == Acc(0));
+}
+
+// The error of a reduced loss that overflows the accumulation type Acc (its bits in `bound`),
+// raised by the CPU and recorded in the device's error slot by the GPU: the same words.
+template <typename Acc>
+MWM_HOST_DEVICE MWM_INLINE data_error reduced_loss_overflow_error() {
+  data_error e;
+  e.code = data_error_code::loss_sum_overflow;
+  e.bound = static_cast<std::int64_t>(sizeof(Acc) * 8);
+  return e;
+}
+
 // The end of the forward, after band_losses ran over every band and wrote the per-patch losses
 // c * err (count = batch * N of them); `first_bad_target` is the first index band_losses
 // reported (or -1). Throws mwm::error for that non-finite target patch; under
@@ -83,11 +104,8 @@ Acc finish_loss(const loss_inputs<Acc, P, T>& in, const Acc* losses,
   const Acc loss = reduce_patch_losses(losses, count, in.options.reduction, total);
   if (check && !detail::finite_value(loss)) {
     detail::require_finite_patch_losses(in, losses, count);
-    const bool nothing_masked = in.options.reduction == loss_reduction::mean && total == Acc(0);
-    if (!nothing_masked)
-      throw mwm::error(
-          std::string("mwm: the reduced loss overflows ") + detail::accumulation_name<Acc>() +
-          " (every patch's loss is finite, their sum is not)" + detail::propagate_hint);
+    if (reduced_loss_overflows(in.options.reduction, total, loss))
+      raise_data_error(reduced_loss_overflow_error<Acc>());
   }
   return loss;
 }

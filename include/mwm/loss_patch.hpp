@@ -92,6 +92,22 @@ class patch_cursor {
     return pd_ * s.depth + ph_ * s.height + pw_ * s.width + c_ * s.channel;
   }
 
+  // The offset of the element j places after the cursor's (j small: the GPU's four lanes of one
+  // thread, loss_steps.cuh), without moving the cursor.
+  MWM_HOST_DEVICE MWM_INLINE std::int64_t offset_after(const patch_strides& s, int j) const {
+    std::int64_t c = c_, pw = pw_, ph = ph_, pd = pd_;
+    for (int k = 0; k < j; ++k) {
+      if (++c < channels_) continue;
+      c = 0;
+      if (++pw < width_) continue;
+      pw = 0;
+      if (++ph < height_) continue;
+      ph = 0;
+      ++pd;
+    }
+    return pd * s.depth + ph * s.height + pw * s.width + c * s.channel;
+  }
+
   MWM_HOST_DEVICE MWM_INLINE void advance() {
     c_ += step_c_;
     std::int64_t carry = c_ >= channels_ ? 1 : 0;

@@ -611,6 +611,15 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
           INFO("patch layout " << lc.patch_layout << ", norm " << norm << ", reduction "
                                << static_cast<int>(reduction));
           REQUIRE(actual == expected);
+          // The kernels' groups of 8 threads with 4 lanes each, vector paths where they apply.
+          mwm::gpu::host_quad_warp group;
+          group.loads.pred = mwm::gpu::quad_vector_loads(in.pred, in.pred_strides, g);
+          group.loads.target = mwm::gpu::quad_vector_loads(in.target, in.target_strides, g);
+          for (std::int64_t i = 0; i < count; ++i) {
+            const auto r = mwm::gpu::warp_patch_loss(in, i, group);
+            REQUIRE(r.target_finite);
+            REQUIRE(r.loss == expected[static_cast<std::size_t>(i)]);
+          }
           CHECK(coefficient_sum == mwm::coefficient_total(in.mask, in.weight, count));
 
           const bool per_patch = reduction == mwm::loss_reduction::none;
@@ -625,6 +634,12 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
             mwm::gpu::warp_patch_gradient(in, upstream.data(), denominator, grad_actual.data(),
                                           pred_strides, i, warp);
           REQUIRE(grad_actual == grad_expected);
+          std::vector<float> grad_group(pred.size(), 5.0f);
+          group.loads.grad = mwm::gpu::quad_vector_loads(grad_group.data(), pred_strides, g);
+          for (std::int64_t i = 0; i < count; ++i)
+            mwm::gpu::warp_patch_gradient(in, upstream.data(), denominator, grad_group.data(),
+                                          pred_strides, i, group);
+          REQUIRE(grad_group == grad_expected);
         }
       }
     }
@@ -966,4 +981,62 @@ TEST_CASE("data_error_message words the loss faults as throw_loss_fault does", "
                                                  wide ? 64 : 32)) ==
             cpu(mwm::loss_fault::overflow));
   }
+}
+
+TEST_CASE("quad_vector_loads: float4 only where every step's four elements are one aligned vector",
+          "[cuda][loss]") {
+  alignas(16) static float data[64];
+  const auto g2 = mwm::make_geometry_2d(3, 32, 48, 16, 16);  // P = 768
+  const std::int64_t n2 = g2.grid.num_patches(), p2 = g2.patch_vector_size();
+  const auto dense = mwm::vector_patch_strides(g2, n2 * p2, p2, 1);
+  REQUIRE(mwm::gpu::quad_vector_loads(data, dense, g2));
+  REQUIRE_FALSE(mwm::gpu::quad_vector_loads(data + 1, dense, g2));  // not 16-byte aligned
+  const double wide[4] = {0, 0, 0, 0};
+  REQUIRE_FALSE(mwm::gpu::quad_vector_loads(wide, dense, g2));  // float only
+  // An RGB image: four consecutive elements of a patch vector span the channel planes.
+  const auto rgb = mwm::image_patch_strides(g2, 3 * 32 * 48, 32 * 48, 0, 48, 1);
+  REQUIRE_FALSE(mwm::gpu::quad_vector_loads(data, rgb, g2));
+  // One channel, rows of 4 pixels: contiguous fours; rows of 6 (W = 30): not.
+  const auto g3 = mwm::make_geometry_3d(1, 8, 8, 8, 4, 4, 4);
+  const auto volume = mwm::image_patch_strides(g3, 512, 512, 64, 8, 1);
+  REQUIRE(mwm::gpu::quad_vector_loads(data, volume, g3));
+  const auto g_odd = mwm::make_geometry_2d(1, 6, 30, 6, 6);
+  REQUIRE_FALSE(mwm::gpu::quad_vector_loads(
+      data, mwm::image_patch_strides(g_odd, 180, 180, 0, 30, 1), g_odd));
+  // A row stride that is not a multiple of 4 (a padded or sliced image).
+  REQUIRE_FALSE(
+      mwm::gpu::quad_vector_loads(data, mwm::image_patch_strides(g3, 648, 648, 81, 9, 1), g3));
+}
+
+TEST_CASE("the reduced loss's overflow: one test and one message for finish_loss and the slot",
+          "[cuda][errors][loss]") {
+  // The finish kernel records reduced_loss_overflow_error where reduced_loss_overflows says so;
+  // finish_loss raises the same error. Every patch loss finite, their sum not.
+  const auto g = mwm::make_geometry_2d(1, 8, 8, 4, 4);
+  const std::int64_t batch = 1, n = g.grid.num_patches();
+  const std::vector<std::uint8_t> mask(static_cast<std::size_t>(n), 1);
+  const std::vector<float> losses(static_cast<std::size_t>(n), 3e38f);
+  mwm::loss_inputs<float, float, float> in;
+  in.geometry = g;
+  in.batch = batch;
+  in.mask = mask.data();
+  in.options.reduction = mwm::loss_reduction::sum;
+  const std::string cpu = message_of([&] { (void)mwm::finish_loss(in, losses.data(), -1); });
+  REQUIRE(cpu.rfind("mwm: the reduced loss overflows float32 (every patch's loss is finite", 0) ==
+          0);
+  mwm::data_error_slot slot;
+  mwm::record_data_error(slot, mwm::data_error_key(2, 0),
+                         mwm::reduced_loss_overflow_error<float>());
+  REQUIRE(message_of([&] { mwm::raise_if_data_error(slot); }) == cpu);
+  REQUIRE(message_of([&] {
+            mwm::raise_data_error(mwm::reduced_loss_overflow_error<double>());
+          }).find("overflows float64") != std::string::npos);
+  const float inf = std::numeric_limits<float>::infinity();
+  REQUIRE(mwm::reduced_loss_overflows(mwm::loss_reduction::sum, 1.0f, inf));
+  REQUIRE(mwm::reduced_loss_overflows(mwm::loss_reduction::mean, 2.0f, inf / inf));
+  REQUIRE_FALSE(mwm::reduced_loss_overflows(mwm::loss_reduction::mean, 0.0f, inf / inf));
+  REQUIRE_FALSE(mwm::reduced_loss_overflows(mwm::loss_reduction::mean_eps, 1.0f, 2.0f));
+  // Under propagate the value comes back.
+  in.options.nonfinite = mwm::nonfinite_policy::propagate;
+  REQUIRE(mwm::finish_loss(in, losses.data(), -1) == inf);
 }

@@ -566,3 +566,26 @@ TEST_CASE("finish_loss: an overflowing sum of finite patch losses, and mean's do
   CHECK(finish_message(f.inputs(eps, true), &value).empty());
   CHECK(value == 0.0);
 }
+
+TEST_CASE("three image rows interleave into patch-vector order, vector body and tail", "[loss]") {
+  // The float rows take SSE2 shuffles four pixels at a time, the tail and other types a loop:
+  // every count from 0 to 13 covers both, and both must be the plain permutation.
+  for (std::int64_t count = 0; count <= 13; ++count) {
+    std::vector<float> rows(static_cast<std::size_t>(3 * count));
+    for (std::size_t k = 0; k < rows.size(); ++k) rows[k] = 0.5f + static_cast<float>(k) * 1.25f;
+    const float* r0 = rows.data();
+    const float* r1 = r0 + count;
+    const float* r2 = r1 + count;
+    std::vector<float> out(static_cast<std::size_t>(3 * count) + 1, -7.0f);
+    mwm::detail::interleave_three_rows(r0, r1, r2, count, out.data());
+    std::vector<double> wide(out.size(), -7.0);
+    mwm::detail::interleave_three_rows(r0, r1, r2, count, wide.data());
+    for (std::int64_t k = 0; k < count; ++k)
+      for (int c = 0; c < 3; ++c) {
+        const float expected = (c == 0 ? r0 : c == 1 ? r1 : r2)[k];
+        REQUIRE(out[static_cast<std::size_t>(3 * k + c)] == expected);
+        REQUIRE(wide[static_cast<std::size_t>(3 * k + c)] == static_cast<double>(expected));
+      }
+    REQUIRE(out.back() == -7.0f);  // nothing written past the end
+  }
+}

@@ -69,6 +69,20 @@ TEST_CASE("the shuffle tree of a warp is the core's lane_total, bit for bit", "[
   }
 }
 
+TEST_CASE("the tree of a group of 8 threads with 4 lanes each is lane_total, bit for bit",
+          "[loss][order]") {
+  order_rng rng(12);
+  for (int round = 0; round < 200; ++round) {
+    auto f = spread_values<float>(rng, mwm::loss_lanes);
+    auto d = spread_values<double>(rng, mwm::loss_lanes);
+    // lane_total adds in place: the group's tree reads the values first.
+    const float grouped_f = mwm::gpu::host_group_tree(f.data());
+    const double grouped_d = mwm::gpu::host_group_tree(d.data());
+    REQUIRE(same_bits(grouped_f, mwm::lane_total(f.data())));
+    REQUIRE(same_bits(grouped_d, mwm::lane_total(d.data())));
+  }
+}
+
 TEST_CASE(
     "ordered_total: float64 reference within tolerance, the kernels' chunks and levels "
     "bit for bit",
@@ -191,11 +205,13 @@ device_forward device_emulation(const mwm::loss_inputs<float, float, float>& in,
   device_forward out;
   out.per_patch.assign(static_cast<std::size_t>(count), -1.0f);
   std::vector<float> coefficients(static_cast<std::size_t>(count), -1.0f);
-  mwm::gpu::host_warp warp;
-  const std::int64_t step = blocks * mwm::gpu::loss_warps_per_block;
+  mwm::gpu::host_quad_warp warp;
+  warp.loads.pred = mwm::gpu::quad_vector_loads(in.pred, in.pred_strides, in.geometry);
+  warp.loads.target = mwm::gpu::quad_vector_loads(in.target, in.target_strides, in.geometry);
+  const std::int64_t step = blocks * mwm::gpu::loss_patches_per_block;
   for (std::int64_t b = 0; b < blocks; ++b)
-    for (int w = 0; w < mwm::gpu::loss_warps_per_block; ++w)
-      for (std::int64_t i = mwm::gpu::first_patch_of_warp(b, w); i < count; i += step) {
+    for (int w = 0; w < mwm::gpu::loss_patches_per_block; ++w)
+      for (std::int64_t i = mwm::gpu::first_patch_of_group(b, w); i < count; i += step) {
         REQUIRE(out.per_patch[static_cast<std::size_t>(i)] == -1.0f);  // each patch once
         const auto r = mwm::gpu::warp_patch_loss(in, i, warp);
         REQUIRE(r.target_finite);
@@ -267,6 +283,16 @@ TEST_CASE(
             mwm::gpu::warp_patch_gradient(in, &upstream, denominator, grad_dev.data(),
                                           x.grad_strides, i, warp);
           REQUIRE(grad_dev == grad_cpu);
+          // The kernels' groups (four lanes a thread, vector paths where they apply).
+          mwm::gpu::host_quad_warp group;
+          group.loads.pred = mwm::gpu::quad_vector_loads(in.pred, in.pred_strides, x.g);
+          group.loads.target = mwm::gpu::quad_vector_loads(in.target, in.target_strides, x.g);
+          std::vector<float> grad_group(static_cast<std::size_t>(x.pred_size), 7.0f);
+          group.loads.grad = mwm::gpu::quad_vector_loads(grad_group.data(), x.grad_strides, x.g);
+          for (std::int64_t i = count - 1; i >= 0; --i)
+            mwm::gpu::warp_patch_gradient(in, &upstream, denominator, grad_group.data(),
+                                          x.grad_strides, i, group);
+          REQUIRE(grad_group == grad_cpu);
         }
       }
     }
