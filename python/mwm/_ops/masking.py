@@ -43,8 +43,8 @@ def _converter(schema_type: str):
     return lambda value: value  # str: the op names the choices when the value is not one
 
 
-MASK_CONVERTERS = {argument.name: _converter(str(argument.type)) for argument in MASK_SCHEMA.arguments
-               if argument.name in MASK_OPTIONS}
+MASK_CONVERTERS = {argument.name: _converter(str(argument.type))
+                   for argument in MASK_SCHEMA.arguments if argument.name in MASK_OPTIONS}
 
 
 def mask_options(given: dict) -> dict:
