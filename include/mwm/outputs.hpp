@@ -106,8 +106,8 @@ inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* 
     if (out.noise) {
       const auto count = static_cast<float>(n);
       for (std::int64_t position = 0; position < n; ++position)
-        out.noise[order[position]] = position_noise ? position_noise[position]
-                                                    : static_cast<float>(position) / count;
+        out.noise[order[position]] =
+            position_noise ? position_noise[position] : static_cast<float>(position) / count;
     }
   }
   write_padding(out, n, visible);

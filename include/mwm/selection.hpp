@@ -215,12 +215,12 @@ __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"))) inline void fill_r
 inline void fill_random_keys(selection_key* out, std::int64_t n, std::uint64_t seed,
                              std::uint64_t global_sample_index) {
 #if defined(MWM_KEYS_DISPATCH)
-  static const int width = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                   __builtin_cpu_supports("avx512dq") &&
-                                   __builtin_cpu_supports("avx512bw")
-                               ? 512
-                           : __builtin_cpu_supports("avx2") ? 256
-                                                            : 128;
+  static const int width =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")
+          ? 512
+      : __builtin_cpu_supports("avx2") ? 256
+                                       : 128;
   if (width == 512) return fill_random_keys_avx512(out, n, seed, global_sample_index);
   if (width == 256) return fill_random_keys_avx2(out, n, seed, global_sample_index);
 #endif

@@ -55,8 +55,8 @@ def _converter(schema_type: str):
     return lambda value: value  # str: the op names the choices when the value is not one
 
 
-MASK_CONVERTERS = {argument.name: _converter(str(argument.type)) for argument in MASK_SCHEMA.arguments
-               if argument.name in MASK_OPTIONS}
+MASK_CONVERTERS = {argument.name: _converter(str(argument.type))
+                   for argument in MASK_SCHEMA.arguments if argument.name in MASK_OPTIONS}
 
 
 def mask_options(given: dict) -> dict:
@@ -298,7 +298,7 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
 _GENERATE_MASKS = torch.ops.mwm.generate_masks.default
 # (name, the signature's default object, the converter to the schema's type) per policy option,
 # in the schema's order; test_extension.py checks the signature against MASK_OPTIONS.
-_FORWARDED_OPTIONS = tuple((name, generate_masks.__kwdefaults__.get(name), MASK_CONVERTERS[name])
+_FORWARDED_OPTIONS = tuple((name, generate_masks.__kwdefaults__[name], MASK_CONVERTERS[name])
                            for name in MASK_OPTIONS if name in generate_masks.__kwdefaults__)
 
 

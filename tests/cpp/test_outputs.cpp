@@ -191,8 +191,8 @@ TEST_CASE("sorted_keys gives std::sort's order with either bucketing, wherever i
 
 TEST_CASE("the wide-vector key loops give the portable loop's keys", "[outputs][philox]") {
   for (const std::int64_t n : {1, 7, 8, 15, 16, 17, 196, 512, 1000}) {
-    for (const std::uint64_t index : {std::uint64_t(0), std::uint64_t(12345),
-                                      (std::uint64_t(3) << 32) | 9u}) {
+    for (const std::uint64_t index :
+         {std::uint64_t(0), std::uint64_t(12345), (std::uint64_t(3) << 32) | 9u}) {
       std::vector<mwm::selection_key> expected(static_cast<std::size_t>(n));
       for (std::int64_t i = 0; i < n; ++i)
         expected[i] = mwm::random_key(77, index, static_cast<std::uint32_t>(i));
@@ -228,10 +228,22 @@ TEST_CASE("write_sample_outputs with the noise table writes what it computes wit
     std::vector<std::int64_t> restore_a(n), restore_b(n), keep_a(n, 5), keep_b(n, 5);
     std::vector<std::int64_t> masked_a(n, 5), masked_b(n, 5);
     std::vector<float> noise_a(n), noise_b(n);
-    mwm::sample_outputs a{mask_a.data(), nullptr, restore_a.data(), keep_a.data(),
-                          masked_a.data(), noise_a.data(), n, n};
-    mwm::sample_outputs b{mask_b.data(), nullptr, restore_b.data(), keep_b.data(),
-                          masked_b.data(), noise_b.data(), n, n};
+    mwm::sample_outputs a{mask_a.data(),
+                          nullptr,
+                          restore_a.data(),
+                          keep_a.data(),
+                          masked_a.data(),
+                          noise_a.data(),
+                          n,
+                          n};
+    mwm::sample_outputs b{mask_b.data(),
+                          nullptr,
+                          restore_b.data(),
+                          keep_b.data(),
+                          masked_b.data(),
+                          noise_b.data(),
+                          n,
+                          n};
     mwm::write_sample_outputs(a, order.data(), n, visible, table.data());
     mwm::write_sample_outputs(b, order.data(), n, visible);
     CHECK(mask_a == mask_b);

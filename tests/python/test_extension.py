@@ -121,7 +121,8 @@ def test_generate_masks_forwards_every_option_given_and_only_those(monkeypatch):
     with pytest.raises(ValueError, match="policy = 'x'"):
         mwm.generate_masks((4, 4), 2, **given)
     given["policy"] = "weighted"
-    monkeypatch.setattr(mwm.masking, "_GENERATE_MASKS", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(mwm.masking, "_GENERATE_MASKS",
+                        lambda *args, **kwargs: calls.append(kwargs))
     with pytest.raises(TypeError):  # the recorder returns no outputs
         mwm.generate_masks((4, 4), 2, **given)
     assert calls[-1] == given
