@@ -1,13 +1,35 @@
-// The CUDA kernel of generate_masks: the mask launcher on the current stream.
+// generate_masks: its definition, the CPU kernel (mwm::tensors::generate_masks over the request)
+// and, in a CUDA build, the glue of the mask launcher on the current stream. Schema, options and
+// checks: ops/generate_masks.h.
 #include <torch/library.h>
 
+#include <mwm/torch.hpp>
+
+#include "ops/generate_masks.h"
+
+#ifdef MWM_WITH_CUDA
 #include <mwm_cuda.hpp>
 
 #include "cuda/device.h"
-#include "ops/generate_masks.h"
+#endif
 
 namespace mwm_bindings {
 namespace {
+namespace on_cpu {
+
+mask_outputs run(const mask_call& call) {
+  const mwm::mask_request& request = call.request;
+  const auto out =
+      mwm::tensors::generate_masks(call.sample_index, request.grid, request.policy, request.seed,
+                                   call.regions, call.scores, request.non_finite);
+  return std::make_tuple(out.mask, out.num_masked, out.ids_shuffle, out.ids_restore, out.ids_keep,
+                         out.ids_masked, out.noise);
+}
+
+}  // namespace on_cpu
+
+#ifdef MWM_WITH_CUDA
+namespace on_cuda {
 
 mask_outputs run(const mask_call& call) {
   const mwm::mask_request& request = call.request;
@@ -40,9 +62,21 @@ mask_outputs run(const mask_call& call) {
   return std::make_tuple(mask, num_masked, ids_shuffle, ids_restore, ids_keep, ids_masked, noise);
 }
 
+}  // namespace on_cuda
+#endif
 }  // namespace
 }  // namespace mwm_bindings
 
-TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
-  m.impl("generate_masks", &mwm_bindings::generate_masks_op<mwm_bindings::run>);
+TORCH_LIBRARY_FRAGMENT(mwm, m) { m.def(mwm_bindings::generate_masks_schema().c_str()); }
+
+TORCH_LIBRARY_IMPL(mwm, CPU, m) {
+  using namespace mwm_bindings;
+  m.impl("generate_masks", &generate_masks_op<on_cpu::run>);
 }
+
+#ifdef MWM_WITH_CUDA
+TORCH_LIBRARY_IMPL(mwm, CUDA, m) {
+  using namespace mwm_bindings;
+  m.impl("generate_masks", &generate_masks_op<on_cuda::run>);
+}
+#endif
