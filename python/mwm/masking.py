@@ -271,11 +271,7 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
     defined once in ``bindings/ops/generate_masks.h``: this signature mirrors the op schema's
     names, order and defaults, and a test fails when the two drift apart (CONTRIBUTING.md).
     """
-    arguments = locals()
-    # Only the options given cross to the op (the schema fills in the rest): each keyword the
-    # op parses costs about a microsecond.
-    options = {name: convert(arguments[name]) for name, default, convert in _FORWARDED_OPTIONS
-               if arguments[name] is not default}
+    options = _given_options(locals())
     if policy not in POLICIES:
         raise ValueError(f"mwm: policy = {policy!r}: must be one of {', '.join(POLICIES)}")
     grid = _as_grid(grid)
@@ -293,6 +289,13 @@ def generate_masks(grid: Union[int, Grid], batch_size: Optional[int] = None, *,
         raise TypeError(f"mwm: sample_index must be int64, got {sample_index.dtype}")
     outputs = _GENERATE_MASKS(sample_index, grid, regions, scores, _signed_seed(seed), **options)
     return MaskResult(*outputs, grid=tuple(grid))
+
+
+def _given_options(arguments: dict) -> dict:
+    # Only the options given cross to the op (the schema fills in the rest): each keyword the op
+    # parses costs about a microsecond.
+    return {name: convert(arguments[name]) for name, default, convert in _FORWARDED_OPTIONS
+            if arguments[name] is not default}
 
 
 _GENERATE_MASKS = torch.ops.mwm.generate_masks.default
