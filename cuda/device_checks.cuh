@@ -56,8 +56,8 @@ __device__ inline float checked_value(const float* values, std::int64_t index,
   const float v = values[index];
   if (non_finite == nan_policy::zero) return detail::finite_or_zero(v);
   data_error bad;
-  if (finite_or_error(v, argument, index, &bad)) return v;
-  record_data_error(errors, data_error_key(phase, index), bad);
+  if (steps::finite_or_error(v, argument, index, &bad)) return v;
+  record_data_error(errors, steps::data_error_key(phase, index), bad);
   return 0.0f;
 }
 

@@ -79,7 +79,7 @@ void check_now(device_error_state& st, cudaStream_t stream) {
   check_cuda(cudaMemcpyAsync(&seen, st.slot, sizeof seen, cudaMemcpyDeviceToHost, stream),
              "cudaMemcpyAsync (error slot)");
   check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize (error slot)");
-  if (has_data_error(seen)) raise_and_clear(st, seen.error, stream);
+  if (steps::has_data_error(seen)) raise_and_clear(st, seen.error, stream);
 }
 
 }  // namespace
@@ -112,7 +112,7 @@ static bool poll(device_error_state& st, cudaStream_t stream) {
   if (status == cudaErrorNotReady) return true;
   check_cuda(status, "cudaEventQuery (error slot)");
   st.copy_in_flight = false;
-  if (has_data_error(*st.mirror)) raise_and_clear(st, st.mirror->error, stream);
+  if (steps::has_data_error(*st.mirror)) raise_and_clear(st, st.mirror->error, stream);
   return false;
 }
 

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(loss_block_threads)
     if (warp.q != 0) continue;
     loss_fault fault = r.target_finite ? loss_fault::none : loss_fault::target;
     if (fault == loss_fault::none && in.options.nonfinite == nonfinite_policy::error)
-      fault = patch_loss_fault(in, i, r.loss);
+      fault = steps::patch_loss_fault(in, i, r.loss);
     if (fault != loss_fault::none) {
       const loss_data_error bad = patch_data_error(in, fault, i);
       record_data_error(errors, bad.key, bad.error);
@@ -88,7 +88,7 @@ __device__ inline void block_halving_tree(Acc* a) {
   __syncthreads();
 #pragma unroll
   for (int stride = loss_chunk / 2; stride > 0; stride /= 2) {
-    if (static_cast<int>(threadIdx.x) < stride) halving_step(a, stride, threadIdx.x);
+    if (static_cast<int>(threadIdx.x) < stride) steps::halving_step(a, stride, threadIdx.x);
     __syncthreads();
   }
 }
@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(loss_chunk)
   __shared__ Acc losses[loss_chunk];
   __shared__ Acc coefficients[loss_chunk];
   const std::int64_t i = chunk_member(blockIdx.x, threadIdx.x);
-  coefficients[threadIdx.x] = i < count ? patch_coefficient(mask, weight, i) : Acc(0);
+  coefficients[threadIdx.x] = i < count ? steps::patch_coefficient(mask, weight, i) : Acc(0);
   if (per_patch) losses[threadIdx.x] = i < count ? per_patch[i] : Acc(0);
   block_halving_tree(coefficients);
   if (per_patch) block_halving_tree(losses);
@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(loss_chunk)
   __shared__ Acc a[loss_chunk];
   const Acc coefficients = finish_levels(chunk_coefficients, chunks, a);
   const Acc losses = chunk_losses ? finish_levels(chunk_losses, chunks, a) : Acc(0);
-  const Acc denominator = loss_denominator(reduction, coefficients);
+  const Acc denominator = steps::loss_denominator(reduction, coefficients);
   const Acc value = chunk_losses ? losses / denominator : denominator;
   // The same in every thread of the block: the scan below is a block-wide vote.
   const bool suspicious =
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(loss_chunk)
   if (threadIdx.x != 0) return;
   out[0] = value;
   if (suspicious && !bad_patch)
-    record_data_error(errors, data_error_key(reduced_loss_error_phase, 0),
+    record_data_error(errors, steps::data_error_key(reduced_loss_error_phase, 0),
                       reduced_loss_overflow_error<Acc>());
 }
 

@@ -263,8 +263,9 @@ MWM_HOST_DEVICE MWM_INLINE patch_view<Acc, P, T> view_patch(const loss_inputs<Ac
                                                             std::int64_t i) {
   const grid_shape& grid = in.geometry.grid;
   const std::int64_t n = grid.num_patches();
-  return patch_view<Acc, P, T>{in.pred + patch_start(in.pred_strides, grid, i / n, i % n),
-                               in.target + patch_start(in.target_strides, grid, i / n, i % n)};
+  return patch_view<Acc, P, T>{
+      in.pred + steps::patch_start(in.pred_strides, grid, i / n, i % n),
+      in.target + steps::patch_start(in.target_strides, grid, i / n, i % n)};
 }
 
 // The target statistics of a patch, through the warp's collective sum.
@@ -277,12 +278,14 @@ MWM_HOST_DEVICE target_normalization<Acc> warp_patch_normalization(const loss_in
   const bool vector = warp.loads.target;
   const Acc mean =
       warp.total(
-          [&](int lane) { return lane_target_sum<Acc>(v.target, in.target_strides, g, lane); },
+          [&](int lane) {
+            return steps::lane_target_sum<Acc>(v.target, in.target_strides, g, lane);
+          },
           [&](int q) { return quad_target_sum<Acc>(v.target, in.target_strides, g, q, vector); }) /
       static_cast<Acc>(count);
   const Acc squares = warp.total(
       [&](int lane) {
-        return lane_target_squares<Acc>(v.target, in.target_strides, g, lane, mean);
+        return steps::lane_target_squares<Acc>(v.target, in.target_strides, g, lane, mean);
       },
       [&](int q) {
         return quad_target_squares<Acc>(v.target, in.target_strides, g, q, vector, mean);
@@ -302,25 +305,26 @@ struct warp_patch_result {
 template <typename Acc, typename P, typename T, typename Warp>
 MWM_HOST_DEVICE warp_patch_result<Acc> warp_patch_loss(const loss_inputs<Acc, P, T>& in,
                                                        std::int64_t i, Warp& warp) {
-  const Acc c = patch_coefficient(in.mask, in.weight, i);
+  const Acc c = steps::patch_coefficient(in.mask, in.weight, i);
   if (c == Acc(0)) return warp_patch_result<Acc>{c, Acc(0), true};
   const patch_geometry& g = in.geometry;
   const patch_view<Acc, P, T> v = view_patch(in, i);
   target_normalization<Acc> norm{Acc(0), Acc(1)};
   if (in.options.norm_target) norm = warp_patch_normalization(in, v, warp);
-  const Acc err = warp.total(
-                      [&](int lane) {
-                        return lane_error_sum(v.pred, in.pred_strides, v.target, in.target_strides,
-                                              g, lane, in.options.error, norm);
-                      },
-                      [&](int q) {
-                        return quad_error_sum(v.pred, in.pred_strides, v.target, in.target_strides,
-                                              g, q, warp.loads, in.options.error, norm);
-                      }) /
-                  static_cast<Acc>(g.patch_vector_size());
+  const Acc err =
+      warp.total(
+          [&](int lane) {
+            return steps::lane_error_sum(v.pred, in.pred_strides, v.target, in.target_strides, g,
+                                         lane, in.options.error, norm);
+          },
+          [&](int q) {
+            return quad_error_sum(v.pred, in.pred_strides, v.target, in.target_strides, g, q,
+                                  warp.loads, in.options.error, norm);
+          }) /
+      static_cast<Acc>(g.patch_vector_size());
   // The slow path only behind a non-finite error: is it the target?
   const bool finite =
-      detail::finite_value(err) || patch_target_finite(v.target, in.target_strides, g);
+      detail::finite_value(err) || steps::patch_target_finite(v.target, in.target_strides, g);
   return warp_patch_result<Acc>{c, c * err, finite};
 }
 
@@ -356,7 +360,7 @@ MWM_HOST_DEVICE MWM_INLINE loss_data_error patch_data_error(const loss_inputs<Ac
       e.bound = static_cast<std::int64_t>(sizeof(Acc) * 8);
       break;
   }
-  return loss_data_error{data_error_key(fault == loss_fault::target ? 0 : 1, i), e};
+  return loss_data_error{steps::data_error_key(fault == loss_fault::target ? 0 : 1, i), e};
 }
 
 // The gradient factor of patch i: upstream * c / denominator.
@@ -365,8 +369,8 @@ MWM_HOST_DEVICE MWM_INLINE Acc patch_gradient_factor(const loss_inputs<Acc, P, T
                                                      const Acc* grad_out, Acc denominator,
                                                      std::int64_t i) {
   const bool per_patch = in.options.reduction == loss_reduction::none;
-  return gradient_factor(per_patch ? grad_out[i] : grad_out[0],
-                         patch_coefficient(in.mask, in.weight, i), denominator);
+  return steps::gradient_factor(per_patch ? grad_out[i] : grad_out[0],
+                                steps::patch_coefficient(in.mask, in.weight, i), denominator);
 }
 
 // The gradient of patch i into grad (strides gs): zeros without reading the patch when its
@@ -378,10 +382,10 @@ MWM_HOST_DEVICE void warp_patch_gradient(const loss_inputs<Acc, P, T>& in, const
   const patch_geometry& g = in.geometry;
   const grid_shape& grid = g.grid;
   const std::int64_t n = grid.num_patches();
-  P* out = grad + patch_start(gs, grid, i / n, i % n);
+  P* out = grad + steps::patch_start(gs, grid, i / n, i % n);
   const Acc factor = patch_gradient_factor(in, grad_out, denominator, i);
   if (factor == Acc(0)) {
-    warp.each([&](int lane) { lane_zero(out, gs, g, lane); },
+    warp.each([&](int lane) { steps::lane_zero(out, gs, g, lane); },
               [&](int q) { quad_zero(out, gs, g, q, warp.loads.grad); });
     return;
   }
@@ -391,8 +395,8 @@ MWM_HOST_DEVICE void warp_patch_gradient(const loss_inputs<Acc, P, T>& in, const
   const Acc scale = factor / static_cast<Acc>(g.patch_vector_size());
   warp.each(
       [&](int lane) {
-        lane_gradient(v.pred, in.pred_strides, v.target, in.target_strides, g, lane,
-                      in.options.error, norm, scale, out, gs);
+        steps::lane_gradient(v.pred, in.pred_strides, v.target, in.target_strides, g, lane,
+                             in.options.error, norm, scale, out, gs);
       },
       [&](int q) {
         quad_gradient(v.pred, in.pred_strides, v.target, in.target_strides, g, q, warp.loads,
@@ -427,7 +431,7 @@ Acc host_finish_levels(Acc* values, std::int64_t m) {
         const std::int64_t at = chunk_member(k, t);
         a[t] = at < m ? values[at] : Acc(0);
       }
-      values[k] = halving_total(a, loss_chunk);
+      values[k] = steps::halving_total(a, loss_chunk);
     }
     m = chunks;
   }
@@ -444,7 +448,7 @@ struct host_warp {
   MWM_HOST_DEVICE auto total(Lane&& per_lane, Quad&&) -> decltype(per_lane(0)) {
     decltype(per_lane(0)) lanes[loss_lanes];
     for (int l = 0; l < loss_lanes; ++l) lanes[l] = per_lane(l);
-    return lane_total(lanes);
+    return steps::lane_total(lanes);
   }
   template <typename Lane, typename Quad>
   MWM_HOST_DEVICE void each(Lane&& f, Quad&&) {
@@ -467,7 +471,7 @@ struct host_quad_warp {
       for (int j = 0; j < loss_lanes_per_thread; ++j)
         lanes[loss_lanes_per_thread * q + j] = sums.v[j];
     }
-    return lane_total(lanes);
+    return steps::lane_total(lanes);
   }
   template <typename Lane, typename Quad>
   MWM_HOST_DEVICE void each(Lane&&, Quad&& f) {

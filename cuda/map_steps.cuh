@@ -21,8 +21,9 @@ MWM_HOST_DEVICE MWM_INLINE float pool_prompt_patch(const float* heatmaps, heatma
                                                    std::int64_t element) {
   const std::int64_t n = grid.num_patches();
   const std::int64_t heatmap = element / n;
-  const patch_coordinates at = coordinates_of(grid, element % n);
-  return pool_cell(heatmaps + heatmap * shape.num_pixels(), shape, grid, options, at.d, at.h, at.w);
+  const patch_coordinates at = steps::coordinates_of(grid, element % n);
+  return steps::pool_cell(heatmaps + heatmap * shape.num_pixels(), shape, grid, options, at.d, at.h,
+                          at.w);
 }
 
 // patch_scores, pass 2, one thread per element b * N + patch: the prompts combined.
@@ -30,8 +31,8 @@ MWM_HOST_DEVICE MWM_INLINE float combine_sample_patch(const float* per_prompt, s
                                                       std::int64_t n, prompt_combine mode,
                                                       const float* weights, std::int64_t element) {
   const std::int64_t b = element / n;
-  return combine_prompt_scores_at(per_prompt + b * prompts * n, prompts, n, mode, weights,
-                                  element % n);
+  return steps::combine_prompt_scores_at(per_prompt + b * prompts * n, prompts, n, mode, weights,
+                                         element % n);
 }
 
 // With one prompt, `max` is the identity, so pass 1 can write the scores directly.
@@ -70,7 +71,7 @@ MWM_HOST_DEVICE MWM_INLINE std::uint8_t upsampled_element(const std::uint8_t* pe
   const std::int64_t h = (cell / width) % height;
   const std::int64_t d = cell / (width * height);
   const std::uint8_t v =
-      upsampled_value(per_patch + b * grid.num_patches(), grid, fd, fh, fw, d, h, w);
+      steps::upsampled_value(per_patch + b * grid.num_patches(), grid, fd, fh, fw, d, h, w);
   return invert ? static_cast<std::uint8_t>(!v) : v;
 }
 

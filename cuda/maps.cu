@@ -42,7 +42,7 @@ __global__ void thresholds_kernel(const float* scores, std::int64_t count,
                                   std::int32_t* regions, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const float v = checked_value(scores, e, non_finite, data_argument::scores, errors);
-    regions[e] = region_of_score(v, thresholds.values, thresholds.count);
+    regions[e] = steps::region_of_score(v, thresholds.values, thresholds.count);
   }
 }
 
@@ -106,9 +106,9 @@ __global__ void check_weights_kernel(const float* weights, std::int64_t count,
                                      const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     if (!detail::is_finite_value(weights[e])) {
-      record_data_error(
-          errors, data_error_key(0, e),
-          real_data_error(data_error_code::prompt_weight, data_argument::scores, e, 0, weights[e]));
+      record_data_error(errors, steps::data_error_key(0, e),
+                        steps::real_data_error(data_error_code::prompt_weight,
+                                               data_argument::scores, e, 0, weights[e]));
     }
   }
 }

@@ -50,9 +50,9 @@ __device__ inline std::int32_t input_group(const mask_args& a, std::int64_t b, s
   const std::uint8_t* blocked = a.blocked ? a.blocked + b * a.sel.num_patches() : nullptr;
   std::int32_t group = 0;
   data_error bad;
-  if (!cell_group_from_inputs(a.params, regions, blocked, i, &group, &bad)) {
+  if (!steps::cell_group_from_inputs(a.params, regions, blocked, i, &group, &bad)) {
     bad.index += row;
-    record_data_error(a.errors, data_error_key(regions_phase, bad.index), bad);
+    record_data_error(a.errors, steps::data_error_key(regions_phase, bad.index), bad);
   }
   return group;
 }
@@ -61,7 +61,7 @@ __device__ inline std::int32_t input_group(const mask_args& a, std::int64_t b, s
 __device__ inline selection_key cell_key(const mask_args& a, std::int64_t b, std::uint64_t sample,
                                          std::int64_t i) {
   const float score = a.params.kind == policy_kind::weighted ? sample_score(a, b, i) : 0.0f;
-  return patch_key(a.params, a.seed, sample, static_cast<std::uint32_t>(i), score);
+  return steps::patch_key(a.params, a.seed, sample, static_cast<std::uint32_t>(i), score);
 }
 
 // Path launchers (masks_block.cu, masks_segmented.cu); `a.blocked` is filled already.

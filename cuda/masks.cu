@@ -15,8 +15,9 @@ __global__ void place_blocks_kernel(const mask_args a, std::int64_t batch) {
   const std::int64_t ns = a.sel.num_patches();
   for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < batch;
        b += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    place_blocks(a.blocked + b * ns, a.sel, a.params.block, masked_total(a.params, ns), a.seed,
-                 global_sample_index(a.sample_index, a.offset, b));
+    steps::place_blocks(a.blocked + b * ns, a.sel, a.params.block,
+                        steps::masked_total(a.params, ns), a.seed,
+                        steps::global_sample_index(a.sample_index, a.offset, b));
   }
 }
 
@@ -45,7 +46,7 @@ mask_args make_args(const mask_request& request, const batch_outputs& out) {
   mask_args a;
   a.params = make_policy_params(request.policy, request.grid);
   a.grid = request.grid;
-  a.sel = selection_grid(a.params, request.grid);
+  a.sel = steps::selection_grid(a.params, request.grid);
   a.seed = request.seed;
   a.offset = request.offset;
   a.sample_index = request.sample_index;

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_arg
 
   const policy_params& p = a.params;
   const std::int64_t b = blockIdx.x;
-  const std::uint64_t sample = global_sample_index(a.sample_index, a.offset, b);
+  const std::uint64_t sample = steps::global_sample_index(a.sample_index, a.offset, b);
   const std::int64_t ns = a.sel.num_patches();
   const std::int64_t n = a.grid.num_patches();
   const int t = static_cast<int>(threadIdx.x);
@@ -47,7 +47,8 @@ __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_arg
     rank_sort(sort_storage.rank).Sort(keys, cells);
     for (int j = 0; j < Items; ++j) {
       const int rank = t * Items + j;
-      if (rank < ns) group_at[cells[j]] = static_cast<std::uint8_t>(group_of_rank(p, rank, ns));
+      if (rank < ns)
+        group_at[cells[j]] = static_cast<std::uint8_t>(steps::group_of_rank(p, rank, ns));
     }
   } else {
     for (std::int64_t i = t; i < ns; i += Threads)
@@ -76,7 +77,7 @@ __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_arg
     const int position = t * Items + j;
     if (position < ns) {
       mark_group_starts(position > 0 ? group_at[position - 1] : -1, group_at[position], position,
-                        ns, num_groups(p), starts);
+                        ns, steps::num_groups(p), starts);
     }
   }
   __syncthreads();
@@ -101,7 +102,7 @@ __global__ void __launch_bounds__(Threads) select_in_block_kernel(const mask_arg
   order_sort(sort_storage.order).SortBlockedToStriped(keys, 0, order_sort_bits(p));
 
   // Pass 5: striped, so that neighbouring threads write neighbouring positions.
-  const sample_outputs row = sample_rows(a.out, a.widths, n, b);
+  const sample_outputs row = steps::sample_rows(a.out, a.widths, n, b);
   const std::int64_t visible = visible_patches(a.grid, a.sel, visible_cells);
   for (int j = 0; j < Items; ++j) {
     const int position = j * Threads + t;

@@ -59,7 +59,7 @@ segmented_layout lay_out(const mask_args& a, std::int64_t batch, void* base) {
   segmented_layout l;
   const std::int64_t n = a.grid.num_patches();
   const std::int64_t ns = a.sel.num_patches();
-  const int groups = num_groups(a.params);
+  const int groups = steps::num_groups(a.params);
   // About 2^20 patches per chunk: some 50 MB of workspace at most.
   l.chunk_samples = plan_chunks(batch, n).samples;
   const std::int64_t c = l.chunk_samples;
@@ -109,7 +109,8 @@ __global__ void groups_of_ranks_kernel(const mask_args a, std::int64_t count,
   const std::int64_t ns = a.sel.num_patches();
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t row = e - e % ns;
-    groups[row + ranked_cells[e]] = static_cast<std::uint8_t>(group_of_rank(a.params, e % ns, ns));
+    groups[row + ranked_cells[e]] =
+        static_cast<std::uint8_t>(steps::group_of_rank(a.params, e % ns, ns));
   }
 }
 
@@ -121,7 +122,7 @@ __global__ void group_keys_kernel(const mask_args a, std::int64_t first, std::in
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t b = first + e / ns;
     const std::int64_t i = e % ns;
-    const std::uint64_t sample = global_sample_index(a.sample_index, a.offset, b);
+    const std::uint64_t sample = steps::global_sample_index(a.sample_index, a.offset, b);
     const std::int32_t group = groups ? groups[e] : input_group(a, b, i);
     keys[e] = group_sort_key(group, cell_key(a, b, sample, i));
     cells[e] = static_cast<std::int32_t>(i);
@@ -132,7 +133,7 @@ __global__ void group_keys_kernel(const mask_args a, std::int64_t first, std::in
 __global__ void group_starts_kernel(const mask_args a, std::int64_t count,
                                     const std::uint64_t* sorted_keys, std::int64_t* starts) {
   const std::int64_t ns = a.sel.num_patches();
-  const int groups = num_groups(a.params);
+  const int groups = steps::num_groups(a.params);
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t position = e % ns;
     const std::int32_t previous = position > 0 ? group_of_sort_key(sorted_keys[e - 1]) : -1;
@@ -143,7 +144,7 @@ __global__ void group_starts_kernel(const mask_args a, std::int64_t count,
 
 __global__ void plan_kernel(const mask_args a, std::int64_t samples, const std::int64_t* starts,
                             std::int64_t* keep, std::int64_t* visible) {
-  const int groups = num_groups(a.params);
+  const int groups = steps::num_groups(a.params);
   MWM_FOR_ELEMENTS(s, samples) {
     visible[s] =
         plan_sample(a.params, starts + s * (groups + 1), a.sel.num_patches(), keep + s * groups);
@@ -156,7 +157,7 @@ __global__ void cell_state_kernel(const mask_args a, std::int64_t count,
                                   const std::int32_t* sorted_cells, const std::int64_t* starts,
                                   const std::int64_t* keep, std::uint64_t* cell_state) {
   const std::int64_t ns = a.sel.num_patches();
-  const int groups = num_groups(a.params);
+  const int groups = steps::num_groups(a.params);
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t s = e / ns;
     const std::int32_t g = group_of_sort_key(sorted_keys[e]);
@@ -186,7 +187,7 @@ __global__ void write_kernel(const mask_args a, std::int64_t first, std::int64_t
     const std::int64_t s = e / n;
     const std::int64_t position = e % n;
     const std::int64_t visible = visible_patches(a.grid, a.sel, visible_cells[s]);
-    const sample_outputs row = sample_rows(a.out, a.widths, n, first + s);
+    const sample_outputs row = steps::sample_rows(a.out, a.widths, n, first + s);
     write_order_position(row, n, visible, position, patch_of_order_key(sorted_keys[e]));
     if (position == 0 && a.out.num_masked) a.out.num_masked[first + s] = n - visible;
   }

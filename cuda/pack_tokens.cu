@@ -23,13 +23,13 @@ __global__ void pack_counts_kernel(const std::int64_t* ids, std::int64_t batch, 
     for (std::int64_t k = 0; k < slots; ++k) {
       const std::int64_t at = b * slots + k;
       data_error bad;
-      if (k < count && !keep_id_in_range(row[k], at, slots, num_tokens, &bad)) {
-        record_data_error(errors, data_error_key(0, at), bad);
+      if (k < count && !steps::keep_id_in_range(row[k], at, slots, num_tokens, &bad)) {
+        record_data_error(errors, steps::data_error_key(0, at), bad);
         count = k;  // a bad id ends the sample: nothing past it is read
       } else if (k >= count && row[k] != padding_id) {
-        record_data_error(
-            errors, data_error_key(0, at),
-            integer_data_error(data_error_code::keep_padding, at, slots, row[k], num_tokens));
+        record_data_error(errors, steps::data_error_key(0, at),
+                          steps::integer_data_error(data_error_code::keep_padding, at, slots,
+                                                    row[k], num_tokens));
       }
     }
     cu_seqlens[b + 1] = static_cast<std::int32_t>(count);
@@ -46,8 +46,8 @@ __global__ void pack_scan_kernel(std::int64_t batch, std::int32_t* cu_seqlens,
     const std::int64_t next = total + cu_seqlens[b + 1];
     if (next > 0x7FFFFFFF) {
       record_data_error(
-          errors, data_error_key(1, b + 1),
-          integer_data_error(data_error_code::packed_total, b + 1, 0, next, 0x7FFFFFFF));
+          errors, steps::data_error_key(1, b + 1),
+          steps::integer_data_error(data_error_code::packed_total, b + 1, 0, next, 0x7FFFFFFF));
     } else {
       total = next;  // past the limit the remaining samples pack nothing
     }
@@ -62,10 +62,11 @@ __global__ void pack_kernel(const T* x, const token_strides xs, const std::int64
                             const token_strides ps) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t row = e / channels, c = e % channels;
-    const std::int64_t b = packed_sample(cu_seqlens, batch, row);
+    const std::int64_t b = steps::packed_sample(cu_seqlens, batch, row);
     const std::int64_t k = row - cu_seqlens[b];
-    copy_token(x + token_offset(xs, b, ids[b * slots + k]) + c * xs.channel, xs.channel,
-               packed + token_offset(ps, 0, row) + c * ps.channel, ps.channel, 1);
+    steps::copy_token(x + steps::token_offset(xs, b, ids[b * slots + k]) + c * xs.channel,
+                      xs.channel, packed + steps::token_offset(ps, 0, row) + c * ps.channel,
+                      ps.channel, 1);
   }
 }
 
@@ -77,12 +78,13 @@ __global__ void pack_backward_kernel(const T* grad, const token_strides gs, cons
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t c = e % channels, n = (e / channels) % num_tokens;
     const std::int64_t b = e / (channels * num_tokens);
-    T* dst = grad_x + token_offset(xs, b, n) + c * xs.channel;
-    zero_token(dst, xs.channel, 1);
-    for (std::int64_t k = 0; k < packed_count(cu_seqlens, b); ++k)
+    T* dst = grad_x + steps::token_offset(xs, b, n) + c * xs.channel;
+    steps::zero_token(dst, xs.channel, 1);
+    for (std::int64_t k = 0; k < steps::packed_count(cu_seqlens, b); ++k)
       if (ids[b * slots + k] == n)
-        add_token<Acc>(grad + token_offset(gs, 0, packed_row(cu_seqlens, b, k)) + c * gs.channel,
-                       gs.channel, dst, xs.channel, 1);
+        steps::add_token<Acc>(
+            grad + steps::token_offset(gs, 0, steps::packed_row(cu_seqlens, b, k)) + c * gs.channel,
+            gs.channel, dst, xs.channel, 1);
   }
 }
 
@@ -93,29 +95,29 @@ __device__ inline bool check_unpack(const std::int32_t* cu_seqlens, const std::i
                                     std::int64_t b, std::int64_t n, bool record,
                                     const error_sink& errors) {
   bool ok = true;
-  const std::int64_t count = packed_count(cu_seqlens, b);
+  const std::int64_t count = steps::packed_count(cu_seqlens, b);
   if (cu_seqlens[0] != 0 || cu_seqlens[batch] != total) {
     ok = false;
     if (record && b == 0 && n == 0) {
       const bool first = cu_seqlens[0] != 0;
       record_data_error(
-          errors, data_error_key(0, first ? 0 : batch),
-          integer_data_error(data_error_code::packed_total, first ? 0 : batch, 0,
-                             first ? cu_seqlens[0] : cu_seqlens[batch], first ? 0 : total));
+          errors, steps::data_error_key(0, first ? 0 : batch),
+          steps::integer_data_error(data_error_code::packed_total, first ? 0 : batch, 0,
+                                    first ? cu_seqlens[0] : cu_seqlens[batch], first ? 0 : total));
     }
   }
   if (count < 0 || count > num_tokens || cu_seqlens[b] < 0 || cu_seqlens[b + 1] > total) {
     ok = false;
     if (record && n == 0)
-      record_data_error(errors, data_error_key(0, b + 1),
-                        integer_data_error(data_error_code::packed_offset, b + 1, 0,
-                                           cu_seqlens[b + 1], num_tokens));
+      record_data_error(errors, steps::data_error_key(0, b + 1),
+                        steps::integer_data_error(data_error_code::packed_offset, b + 1, 0,
+                                                  cu_seqlens[b + 1], num_tokens));
   }
   const std::int64_t at = b * num_tokens + n;
   data_error bad;
-  if (!restore_id_in_range(ids_restore[at], at, num_tokens, &bad)) {
+  if (!steps::restore_id_in_range(ids_restore[at], at, num_tokens, &bad)) {
     ok = false;
-    if (record) record_data_error(errors, data_error_key(1, at), bad);
+    if (record) record_data_error(errors, steps::data_error_key(1, at), bad);
   }
   return ok;
 }
@@ -132,15 +134,17 @@ __global__ void unpack_kernel(const T* packed, const token_strides ps,
     const std::int64_t b = e / (channels * num_tokens);
     const bool ok =
         check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, c == 0, errors);
-    const std::int64_t slot =
-        ok ? restored_slot(ids_restore[b * num_tokens + n], packed_count(cu_seqlens, b))
-           : padding_id;
-    T* dst = out + token_offset(os, b, n) + c * os.channel;
+    const std::int64_t slot = ok ? steps::restored_slot(ids_restore[b * num_tokens + n],
+                                                        steps::packed_count(cu_seqlens, b))
+                                 : padding_id;
+    T* dst = out + steps::token_offset(os, b, n) + c * os.channel;
     if (slot == padding_id)
-      copy_token(mask_token + c * mask_stride, mask_stride, dst, os.channel, 1);
+      steps::copy_token(mask_token + c * mask_stride, mask_stride, dst, os.channel, 1);
     else
-      copy_token(packed + token_offset(ps, 0, packed_row(cu_seqlens, b, slot)) + c * ps.channel,
-                 ps.channel, dst, os.channel, 1);
+      steps::copy_token(packed +
+                            steps::token_offset(ps, 0, steps::packed_row(cu_seqlens, b, slot)) +
+                            c * ps.channel,
+                        ps.channel, dst, os.channel, 1);
   }
 }
 
@@ -153,15 +157,15 @@ __global__ void unpack_backward_kernel(const T* grad, const token_strides gs,
                                        const token_strides ps, const error_sink errors) {
   MWM_FOR_ELEMENTS(e, count) {
     const std::int64_t row = e / channels, c = e % channels;
-    const std::int64_t b = packed_sample(cu_seqlens, batch, row);
-    const std::int64_t k = row - cu_seqlens[b], visible = packed_count(cu_seqlens, b);
-    T* dst = grad_packed + token_offset(ps, 0, row) + c * ps.channel;
-    zero_token(dst, ps.channel, 1);
+    const std::int64_t b = steps::packed_sample(cu_seqlens, batch, row);
+    const std::int64_t k = row - cu_seqlens[b], visible = steps::packed_count(cu_seqlens, b);
+    T* dst = grad_packed + steps::token_offset(ps, 0, row) + c * ps.channel;
+    steps::zero_token(dst, ps.channel, 1);
     for (std::int64_t n = 0; n < num_tokens; ++n)
       if (check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, false, errors) &&
-          restored_slot(ids_restore[b * num_tokens + n], visible) == k)
-        add_token<Acc>(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, dst, ps.channel,
-                       1);
+          steps::restored_slot(ids_restore[b * num_tokens + n], visible) == k)
+        steps::add_token<Acc>(grad + steps::token_offset(gs, b, n) + c * gs.channel, gs.channel,
+                              dst, ps.channel, 1);
   }
 }
 
@@ -176,13 +180,14 @@ __global__ void unpack_mask_partials_kernel(const T* grad, const token_strides g
                                             const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * channels) {
     const std::int64_t b = e / channels, c = e % channels;
-    const std::int64_t visible = packed_count(cu_seqlens, b);
+    const std::int64_t visible = steps::packed_count(cu_seqlens, b);
     Acc sum = Acc(0);
     for (std::int64_t n = 0; n < num_tokens; ++n) {
       const bool ok =
           check_unpack(cu_seqlens, ids_restore, batch, num_tokens, total, b, n, c == 0, errors);
-      if (ok && restored_slot(ids_restore[b * num_tokens + n], visible) == padding_id)
-        accumulate_token(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, &sum, 1);
+      if (ok && steps::restored_slot(ids_restore[b * num_tokens + n], visible) == padding_id)
+        steps::accumulate_token(grad + steps::token_offset(gs, b, n) + c * gs.channel, gs.channel,
+                                &sum, 1);
     }
     partials[e] = sum;
   }

@@ -68,7 +68,7 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t priority_of_sort_key(std::uint64_t sort
 // Bits the radix sort of group_sort_key has to look at: the priority and the group number.
 MWM_HOST_DEVICE MWM_INLINE int group_sort_bits(const policy_params& p) {
   int bits = 32;
-  while ((std::int64_t(1) << (bits - 32)) < num_groups(p)) ++bits;
+  while ((std::int64_t(1) << (bits - 32)) < steps::num_groups(p)) ++bits;
   return bits;
 }
 
@@ -92,10 +92,10 @@ MWM_HOST_DEVICE MWM_INLINE void mark_group_starts(std::int32_t previous, std::in
 MWM_HOST_DEVICE MWM_INLINE std::int64_t plan_sample(const policy_params& p,
                                                     const std::int64_t* starts, std::int64_t n,
                                                     std::int64_t* keep) {
-  const int groups = num_groups(p);
+  const int groups = steps::num_groups(p);
   std::int64_t sizes[max_groups] = {};
   for (int g = 0; g < groups; ++g) sizes[g] = starts[g + 1] - starts[g];
-  plan_keep_counts(p, sizes, n, keep);
+  steps::plan_keep_counts(p, sizes, n, keep);
   std::int64_t visible = 0;
   for (int g = 0; g < groups; ++g) {
     if (keep[g] < 0) keep[g] = 0;
@@ -134,7 +134,7 @@ MWM_HOST_DEVICE MWM_INLINE int order_sort_bits(const policy_params& p) {
 MWM_HOST_DEVICE MWM_INLINE std::int64_t cell_of_patch(const policy_params& p, grid_shape grid,
                                                       grid_shape sel, std::int64_t patch) {
   if (p.kind != policy_kind::coarse) return patch;
-  const patch_coordinates at = coordinates_of(grid, patch);
+  const patch_coordinates at = steps::coordinates_of(grid, patch);
   const std::int64_t f = p.coarse_factor;
   return sel.index(grid.ndim == 3 ? at.d / f : 0, at.h / f, at.w / f);
 }
@@ -161,8 +161,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t visible_patches(grid_shape grid, grid_sh
 MWM_HOST_DEVICE MWM_INLINE void write_order_position(const sample_outputs& row, std::int64_t n,
                                                      std::int64_t visible, std::int64_t position,
                                                      std::int64_t patch) {
-  write_position(row, n, visible, position, patch);
-  write_padding_at(row, n, visible, position);
+  steps::write_position(row, n, visible, position, patch);
+  steps::write_padding_at(row, n, visible, position);
 }
 
 }  // namespace gpu

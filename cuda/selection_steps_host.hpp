@@ -59,16 +59,17 @@ inline std::vector<std::int32_t> groups_pass(const policy_params& p, grid_shape 
     std::vector<std::uint32_t> keys(static_cast<std::size_t>(ns));
     for (std::int64_t i = 0; i < ns; ++i) keys[i] = rank_sort_key(p, scores[i]);
     const auto ranked = block_sort_positions(keys, 32, capacity);
-    for (std::int64_t rank = 0; rank < ns; ++rank) group[ranked[rank]] = group_of_rank(p, rank, ns);
+    for (std::int64_t rank = 0; rank < ns; ++rank)
+      group[ranked[rank]] = steps::group_of_rank(p, rank, ns);
   } else {
     std::vector<std::uint8_t> blocked;
     if (p.kind == policy_kind::block) {
       blocked.resize(static_cast<std::size_t>(ns));
-      place_blocks(blocked.data(), sel, p.block, masked_total(p, ns), seed, sample);
+      steps::place_blocks(blocked.data(), sel, p.block, steps::masked_total(p, ns), seed, sample);
     }
     for (std::int64_t i = 0; i < ns; ++i) {
       data_error bad;
-      if (!cell_group_from_inputs(p, regions, blocked.data(), i, &group[i], &bad))
+      if (!steps::cell_group_from_inputs(p, regions, blocked.data(), i, &group[i], &bad))
         raise_data_error(bad);
     }
   }
@@ -81,17 +82,17 @@ inline std::int64_t select_sample_in_passes(const policy_params& p, grid_shape g
                                             const std::int32_t* regions, const float* scores,
                                             std::uint64_t seed, std::uint64_t sample,
                                             std::int64_t* order, std::int64_t capacity = 0) {
-  const grid_shape sel = selection_grid(p, grid);
+  const grid_shape sel = steps::selection_grid(p, grid);
   const std::int64_t ns = sel.num_patches();
   const std::int64_t n = grid.num_patches();
-  const int groups = num_groups(p);
+  const int groups = steps::num_groups(p);
   const auto group = groups_pass(p, sel, regions, scores, seed, sample, capacity);
 
   std::vector<std::uint64_t> group_keys(static_cast<std::size_t>(ns));
   for (std::int64_t i = 0; i < ns; ++i) {
     const float score = scores ? scores[i] : 0.0f;
-    group_keys[i] =
-        group_sort_key(group[i], patch_key(p, seed, sample, static_cast<std::uint32_t>(i), score));
+    group_keys[i] = group_sort_key(
+        group[i], steps::patch_key(p, seed, sample, static_cast<std::uint32_t>(i), score));
   }
   const auto by_group = block_sort_positions(group_keys, group_sort_bits(p), capacity);
 
@@ -147,15 +148,16 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request, const 
                                              std::int64_t chunk_elements) {
   const policy_params p = make_policy_params(request.policy, request.grid);
   const grid_shape grid = request.grid;
-  const grid_shape sel = selection_grid(p, grid);
+  const grid_shape sel = steps::selection_grid(p, grid);
   const index_widths widths = output_widths(request.policy, grid);
   const std::int64_t n = grid.num_patches(), ns = sel.num_patches(), batch = request.batch;
-  const int groups = num_groups(p);
+  const int groups = steps::num_groups(p);
   std::vector<std::uint8_t> blocked(
       static_cast<std::size_t>(p.kind == policy_kind::block ? batch * ns : 0));
   for (std::int64_t b = 0; p.kind == policy_kind::block && b < batch; ++b) {
-    place_blocks(blocked.data() + b * ns, sel, p.block, masked_total(p, ns), request.seed,
-                 global_sample_index(request.sample_index, request.offset, b));
+    steps::place_blocks(blocked.data() + b * ns, sel, p.block, steps::masked_total(p, ns),
+                        request.seed,
+                        steps::global_sample_index(request.sample_index, request.offset, b));
   }
   const chunk_plan chunks = plan_chunks(batch, n, chunk_elements);
   for (std::int64_t chunk = 0; chunk < chunks.chunks; ++chunk) {
@@ -169,7 +171,7 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request, const 
     }
     const std::int64_t cells = samples * ns, patches = samples * n;
     auto sample_of = [&](std::int64_t e) {
-      return global_sample_index(request.sample_index, request.offset, first + e / ns);
+      return steps::global_sample_index(request.sample_index, request.offset, first + e / ns);
     };
     std::vector<std::uint8_t> ranked_groups;
     std::vector<std::int32_t> values(static_cast<std::size_t>(cells));
@@ -183,7 +185,7 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request, const 
       ranked_groups.resize(static_cast<std::size_t>(cells));
       for (std::int64_t e = 0; e < cells; ++e)
         ranked_groups[e - e % ns + values[e]] =
-            static_cast<std::uint8_t>(group_of_rank(p, e % ns, ns));
+            static_cast<std::uint8_t>(steps::group_of_rank(p, e % ns, ns));
     }
     std::vector<std::uint64_t> keys(static_cast<std::size_t>(cells));
     for (std::int64_t e = 0; e < cells; ++e) {
@@ -193,14 +195,14 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request, const 
         group = ranked_groups[e];
       } else {
         data_error bad;
-        if (!cell_group_from_inputs(p, request.regions ? request.regions + b * n : nullptr,
-                                    blocked.empty() ? nullptr : blocked.data() + b * ns, i, &group,
-                                    &bad))
+        if (!steps::cell_group_from_inputs(p, request.regions ? request.regions + b * n : nullptr,
+                                           blocked.empty() ? nullptr : blocked.data() + b * ns, i,
+                                           &group, &bad))
           raise_data_error(bad);
       }
       const float score = p.kind == policy_kind::weighted ? request.scores[b * n + i] : 0.0f;
-      keys[e] = group_sort_key(
-          group, patch_key(p, request.seed, sample_of(e), static_cast<std::uint32_t>(i), score));
+      keys[e] = group_sort_key(group, steps::patch_key(p, request.seed, sample_of(e),
+                                                       static_cast<std::uint32_t>(i), score));
       values[e] = static_cast<std::int32_t>(i);
     }
     segmented_sort_pairs(keys, values, cell_offsets, group_sort_bits(p));
@@ -232,7 +234,7 @@ inline std::int64_t generate_masks_in_chunks(const mask_request& request, const 
     for (std::int64_t e = 0; e < patches; ++e) {
       const std::int64_t s = e / n;
       const std::int64_t shown = visible_patches(grid, sel, visible[s]);
-      write_order_position(sample_rows(out, widths, n, first + s), n, shown, e % n,
+      write_order_position(steps::sample_rows(out, widths, n, first + s), n, shown, e % n,
                            patch_of_order_key(order_keys[e]));
       if (e % n == 0 && out.num_masked) out.num_masked[first + s] = n - shown;
     }

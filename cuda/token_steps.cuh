@@ -49,16 +49,16 @@ MWM_HOST_DEVICE MWM_INLINE void copy_row_part(const T* src, std::int64_t src_str
       if (src) {
         value = reinterpret_cast<const vector*>(src)[i];
       } else {
-        zero_token(value.v, 1, V);
+        steps::zero_token(value.v, 1, V);
       }
       reinterpret_cast<vector*>(dst)[i] = value;
     }
   } else {
     for (std::int64_t c = lane; c < channels; c += lanes) {
       if (src)
-        copy_token(src + c * src_stride, src_stride, dst + c * dst_stride, dst_stride, 1);
+        steps::copy_token(src + c * src_stride, src_stride, dst + c * dst_stride, dst_stride, 1);
       else
-        zero_token(dst + c * dst_stride, dst_stride, 1);
+        steps::zero_token(dst + c * dst_stride, dst_stride, 1);
     }
   }
 }
@@ -73,10 +73,10 @@ MWM_HOST_DEVICE MWM_INLINE bool gather_row_part(const T* x, const token_strides&
                                                 int lane, int lanes, data_error* bad) {
   const std::int64_t b = row / slots;
   const std::int64_t id = ids[row];
-  const bool ok = keep_id_in_range(id, row, slots, num_tokens, bad);
-  const T* src = ok && id != padding_id ? x + token_offset(xs, b, id) : nullptr;
-  copy_row_part<V>(src, xs.channel, out + token_offset(os, b, row % slots), os.channel, channels,
-                   lane, lanes);
+  const bool ok = steps::keep_id_in_range(id, row, slots, num_tokens, bad);
+  const T* src = ok && id != padding_id ? x + steps::token_offset(xs, b, id) : nullptr;
+  copy_row_part<V>(src, xs.channel, out + steps::token_offset(os, b, row % slots), os.channel,
+                   channels, lane, lanes);
   return ok;
 }
 
@@ -98,21 +98,21 @@ MWM_HOST_DEVICE MWM_INLINE int restore_row_part(const T* x_vis, const token_stri
   const std::int64_t position = ids_restore[row];
   const std::int64_t count = visible ? visible[b] : slots;
   int phase = none_phase;
-  if (!restore_id_in_range(position, row, num_tokens, bad))
+  if (!steps::restore_id_in_range(position, row, num_tokens, bad))
     phase = restore_id_phase;
-  else if (!visible_count_in_range(count, b, slots, bad))
+  else if (!steps::visible_count_in_range(count, b, slots, bad))
     phase = visible_count_phase;
-  const std::int64_t slot = restored_slot(position, count);
+  const std::int64_t slot = steps::restored_slot(position, count);
   const T* src = nullptr;
   std::int64_t src_stride = 0;
   if (phase == none_phase && slot == padding_id) {
     src = mask_token;
     src_stride = mask_stride;
   } else if (phase == none_phase) {
-    src = x_vis + token_offset(vs, b, slot);
+    src = x_vis + steps::token_offset(vs, b, slot);
     src_stride = vs.channel;
   }
-  copy_row_part<V>(src, src_stride, out + token_offset(os, b, row % num_tokens), os.channel,
+  copy_row_part<V>(src, src_stride, out + steps::token_offset(os, b, row % num_tokens), os.channel,
                    channels, lane, lanes);
   return phase;
 }
@@ -120,7 +120,7 @@ MWM_HOST_DEVICE MWM_INLINE int restore_row_part(const T* x_vis, const token_stri
 // The key a data error of phase `phase` found in row `row` of sample b is recorded under.
 MWM_HOST_DEVICE MWM_INLINE std::uint64_t restore_error_key(int phase, std::int64_t row,
                                                            std::int64_t b) {
-  return data_error_key(phase, phase == visible_count_phase ? b : row);
+  return steps::data_error_key(phase, phase == visible_count_phase ? b : row);
 }
 
 // ---- backward: destinations sorted per sample ---------------------------------------------
@@ -138,7 +138,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t restore_destination(const std::int64_t* 
                                                             std::int64_t num_tokens, std::int64_t b,
                                                             std::int64_t row) {
   const std::int64_t count = visible ? visible[b] : slots;
-  return restored_slot(ids_restore[b * num_tokens + row], count);
+  return steps::restored_slot(ids_restore[b * num_tokens + row], count);
 }
 
 // Sources of destination key `key` of sample b: positions [first, last) of its sorted row.
@@ -168,13 +168,13 @@ MWM_HOST_DEVICE void sum_sources_element(const T* grad, const token_strides& gs,
                                          std::int64_t channels, T* out, const token_strides& os,
                                          std::int64_t element) {
   const token_element e = token_element_of(element, destinations, channels);
-  T* dst = out + token_offset(os, e.b, e.row) + e.c * os.channel;
-  zero_token(dst, os.channel, 1);
+  T* dst = out + steps::token_offset(os, e.b, e.row) + e.c * os.channel;
+  steps::zero_token(dst, os.channel, 1);
   const source_run run = run_of(starts, destinations + 1, e.b, destination_key(e.row));
   for (std::int64_t r = run.first; r < run.last; ++r) {
     const std::int64_t source = sources[e.b * source_rows + r];
-    add_token<Acc>(grad + token_offset(gs, e.b, source) + e.c * gs.channel, gs.channel, dst,
-                   os.channel, 1);
+    steps::add_token<Acc>(grad + steps::token_offset(gs, e.b, source) + e.c * gs.channel,
+                          gs.channel, dst, os.channel, 1);
   }
 }
 
@@ -192,7 +192,8 @@ MWM_HOST_DEVICE void mask_partial_element(const T* grad, const token_strides& gs
   const source_run run = run_of(starts, slots + 1, b, destination_key(padding_id));
   for (std::int64_t r = run.first; r < run.last; ++r) {
     const std::int64_t n = sources[b * num_tokens + r];
-    accumulate_token(grad + token_offset(gs, b, n) + c * gs.channel, gs.channel, &partial, 1);
+    steps::accumulate_token(grad + steps::token_offset(gs, b, n) + c * gs.channel, gs.channel,
+                            &partial, 1);
   }
   partials[c * batch + b] = partial;
 }

@@ -28,7 +28,7 @@ __global__ void gather_kernel(const T* x, const token_strides xs, const std::int
     const bool ok =
         gather_row_part<V>(x, xs, ids, slots, num_tokens, channels, out, os, row,
                            static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), &bad);
-    if (!ok && threadIdx.x == 0) record_data_error(errors, data_error_key(0, row), bad);
+    if (!ok && threadIdx.x == 0) record_data_error(errors, steps::data_error_key(0, row), bad);
   }
 }
 
@@ -56,8 +56,8 @@ __global__ void gather_keys_kernel(const std::int64_t* ids, std::int64_t batch, 
                                    const error_sink errors) {
   MWM_FOR_ELEMENTS(e, batch * slots) {
     data_error bad;
-    const bool ok = keep_id_in_range(ids[e], e, slots, num_tokens, &bad);
-    if (!ok) record_data_error(errors, data_error_key(0, e), bad);
+    const bool ok = steps::keep_id_in_range(ids[e], e, slots, num_tokens, &bad);
+    if (!ok) record_data_error(errors, steps::data_error_key(0, e), bad);
     keys[e] = destination_key(ok ? ids[e] : padding_id);  // a bad id adds nowhere
     sources[e] = static_cast<std::int32_t>(e % slots);
     if (e % slots == 0) offsets[e / slots] = static_cast<std::int32_t>(e);
@@ -73,9 +73,9 @@ __global__ void restore_keys_kernel(const std::int64_t* ids_restore, const std::
     const std::int64_t b = e / num_tokens;
     data_error bad;
     int phase = none_phase;
-    if (!restore_id_in_range(ids_restore[e], e, num_tokens, &bad))
+    if (!steps::restore_id_in_range(ids_restore[e], e, num_tokens, &bad))
       phase = restore_id_phase;
-    else if (visible && !visible_count_in_range(visible[b], b, slots, &bad))
+    else if (visible && !steps::visible_count_in_range(visible[b], b, slots, &bad))
       phase = visible_count_phase;
     if (phase != none_phase) record_data_error(errors, restore_error_key(phase, e, b), bad);
     // A bad row counts as a mask-token row: its key stays in range.

@@ -102,8 +102,8 @@ void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tens
   const int64_t count = call.batch * call.num_patches();
   const auto upstream = grad.to(call.accumulate).contiguous();
   const Acc* grad_out = upstream.template const_data_ptr<Acc>();
-  const Acc denominator = mwm::loss_denominator(call.options.reduction,
-                                                mwm::coefficient_total(in.mask, in.weight, count));
+  const Acc denominator = mwm::steps::loss_denominator(
+      call.options.reduction, mwm::coefficient_total(in.mask, in.weight, count));
   const auto gs = layout_strides(call.geometry, call.patch_layout, grad_pred.strides());
   P* out = grad_pred.template mutable_data_ptr<P>();
   at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),

@@ -124,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor> unpack_backward(const token_call& call) {
                                            dst, ps, partials.data(), begin, end);
         });
         std::vector<Acc> total(static_cast<std::size_t>(call.channels));
-        mwm::sum_mask_partials(partials.data(), call.batch, call.channels, total.data());
+        mwm::steps::sum_mask_partials(partials.data(), call.batch, call.channels, total.data());
         auto* token = grad_token.mutable_data_ptr<scalar_t>();
         for (int64_t c = 0; c < call.channels; ++c) token[c] = static_cast<scalar_t>(total[c]);
       });

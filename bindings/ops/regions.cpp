@@ -66,7 +66,7 @@ at::Tensor from_quantiles(const regions_call& call) {
   if (input.numel() == 0) return regions;
   const int64_t batch = input.size(0), n = input.size(1);
   std::vector<int64_t> top_counts;
-  for (double share : call.cuts) top_counts.push_back(mwm::quantile_count(n, share));
+  for (double share : call.cuts) top_counts.push_back(mwm::steps::quantile_count(n, share));
   const auto counts = launch_values<std::int64_t>(top_counts, "quantiles");
   const std::size_t bytes = mwm::gpu::quantile_workspace_bytes(batch, n);
   auto workspace = workspace_like(input, bytes);

@@ -103,7 +103,8 @@ std::tuple<at::Tensor, at::Tensor> restore_backward(const token_call& call) {
           mwm::restore_tokens_backward(src, gs, rows, counts, call.slots, call.num_tokens, channels,
                                        dst, vs, per_sample, begin, end);
         });
-        mwm::sum_mask_partials(per_sample, batch, channels, token_sum.mutable_data_ptr<Acc>());
+        mwm::steps::sum_mask_partials(per_sample, batch, channels,
+                                      token_sum.mutable_data_ptr<Acc>());
         grad_token.copy_(token_sum);
       });
   return std::make_tuple(grad_vis, grad_token);

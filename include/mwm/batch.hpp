@@ -56,14 +56,14 @@ inline bool pool_sample_range(const pooling_request& request, const float* heatm
             const float score =
                 read_raw ? detail::pool_cell_reading<false>(heat, request.shape, grid,
                                                             request.options, d, h, w)
-                         : pool_cell(heat, request.shape, grid, request.options, d, h, w);
+                         : steps::pool_cell(heat, request.shape, grid, request.options, d, h, w);
             out[grid.index(d, h, w)] = score;
           }
       if (read_raw && first_non_finite(out, n) >= 0) finite = false;
     }
     if (!finite) return false;
     for (std::int64_t i = 0; i < n; ++i) {
-      scores[b * n + i] = combine_prompt_scores_at(
+      scores[b * n + i] = steps::combine_prompt_scores_at(
           per_prompt.data(), request.prompts, n, request.combine, request.prompt_weights.data(), i);
     }
   }
@@ -105,7 +105,7 @@ inline void regions_by_thresholds(const float* scores, std::int64_t batch, std::
   validate_no_non_finite(scores, batch * n, "scores", non_finite);
   const auto count = static_cast<std::int32_t>(thresholds.size());
   for (std::int64_t i = 0; i < batch * n; ++i)
-    regions[i] = region_of_score(scores[i], thresholds.data(), count);
+    regions[i] = steps::region_of_score(scores[i], thresholds.data(), count);
 }
 
 // scores (batch, n) -> regions (batch, n) by per-sample quantile shares.

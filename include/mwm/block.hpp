@@ -45,7 +45,7 @@ struct sample_stream {
   std::uint32_t draw;
 
   MWM_HOST_DEVICE std::uint32_t next() {
-    return random_u32(seed, global_sample_index, stream, draw++);
+    return steps::random_u32(seed, global_sample_index, stream, draw++);
   }
   // Uniform integer in [lo, hi] (multiply-shift; bias below 2^-32 * range).
   MWM_HOST_DEVICE std::int64_t integer(std::int64_t lo, std::int64_t hi) {
@@ -91,6 +91,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t place_one_block(std::uint8_t* blocked, g
 
 }  // namespace detail
 
+namespace steps {
+
 // Marks blocks in blocked[0, N) until `target` patches are covered or no block fits; returns the
 // number covered (at most target).
 MWM_HOST_DEVICE MWM_INLINE std::int64_t place_blocks(std::uint8_t* blocked, grid_shape grid,
@@ -110,5 +112,7 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t place_blocks(std::uint8_t* blocked, grid
   }
   return covered;
 }
+
+}  // namespace steps
 
 }  // namespace mwm

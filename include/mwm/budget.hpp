@@ -26,6 +26,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t keep_count(std::int64_t n, double ratio,
   }
 }
 
+namespace steps {
+
 // Shares `masked` patches across `regions` regions of sizes counts[r] in proportion to
 // ratio_q16[r] * counts[r] (ratios in Q0.16), capped at counts[r]; integers by largest
 // remainder, ties to the lower region. Exact integer arithmetic, so host and device agree.
@@ -99,5 +101,7 @@ MWM_HOST_DEVICE MWM_INLINE void share_masked_budget(const std::int64_t* counts,
     ++assigned;
   }
 }
+
+}  // namespace steps
 
 }  // namespace mwm

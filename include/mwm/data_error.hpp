@@ -69,12 +69,16 @@ struct data_error {
   double real = 0.0;       // the value of the non-finite errors (NaN and infinities kept)
 };
 
+namespace steps {
+
 // Keys order the errors of one call; phases order the checks the CPU runs one after another
 // (ids_restore before num_visible, scores before regions). Flat indices stay below 2^62.
 MWM_HOST_DEVICE MWM_INLINE std::uint64_t data_error_key(int phase, std::int64_t index) {
   return (static_cast<std::uint64_t>(phase) << 62) |
          (static_cast<std::uint64_t>(index) & ((std::uint64_t(1) << 62) - 1));
 }
+
+}  // namespace steps
 
 // Where the first error of a call (or of a run of calls on the device) is kept. All zeros is
 // "no error", so clearing it is a memset. The kernels' atomics need the unsigned long long
@@ -87,11 +91,17 @@ struct data_error_slot {
   data_error error;
 };
 
+namespace steps {
+
 MWM_HOST_DEVICE MWM_INLINE bool has_data_error(const data_error_slot& slot) {
   return slot.inverted_key != 0;
 }
 
+}  // namespace steps
+
 // ---- the errors, built where they are found ------------------------------------------------
+
+namespace steps {
 
 MWM_HOST_DEVICE MWM_INLINE data_error integer_data_error(data_error_code code, std::int64_t index,
                                                          std::int64_t width, std::int64_t value,
@@ -132,6 +142,8 @@ MWM_HOST_DEVICE MWM_INLINE bool region_in_range(std::int32_t region, std::int64_
   *bad = integer_data_error(data_error_code::region, index, 0, region, num_regions);
   return false;
 }
+
+}  // namespace steps
 
 // ---- the CPU side --------------------------------------------------------------------------
 
@@ -216,7 +228,7 @@ inline std::string data_error_message(const data_error& e) {
 
 // Throws mwm::error with the recorded error's message, if there is one.
 inline void raise_if_data_error(const data_error_slot& slot) {
-  if (has_data_error(slot)) raise_data_error(slot.error);
+  if (steps::has_data_error(slot)) raise_data_error(slot.error);
 }
 
 }  // namespace mwm

@@ -42,12 +42,12 @@ inline index_widths output_widths(const mask_policy& policy, const grid_shape& g
   std::int64_t keep = keep_count(n, policy.ratio, policy.rounding);
   const auto params = make_policy_params(policy, grid);
   if (policy.kind == policy_kind::coarse) {
-    const grid_shape coarse = selection_grid(params, grid);
+    const grid_shape coarse = steps::selection_grid(params, grid);
     const std::int64_t cells = coarse.num_patches();
     keep = keep_count(cells, policy.ratio, policy.rounding) * (n / cells);
   }
   if (policy.kind == policy_kind::attention_guided && policy.attention == attention_mode::hint) {
-    keep += hint_reveal_count(params, n);  // revealed hints are visible too
+    keep += steps::hint_reveal_count(params, n);  // revealed hints are visible too
   }
   return index_widths{keep, n - keep};
 }
@@ -82,6 +82,8 @@ inline void validate_request(const mask_request& request) {
   }
 }
 
+namespace steps {
+
 // Global sample index of sample b, the one Philox keys its draws with: sample_index[b] when
 // given, else offset + b. The CUDA kernels call this too.
 MWM_HOST_DEVICE MWM_INLINE std::uint64_t global_sample_index(const std::int64_t* sample_index,
@@ -110,6 +112,8 @@ MWM_HOST_DEVICE MWM_INLINE sample_outputs sample_rows(const batch_outputs& out,
   return row;
 }
 
+}  // namespace steps
+
 // Fills the outputs of samples [begin, end); callers run disjoint ranges on any threads.
 inline void generate_sample_range(const mask_request& request, const policy_params& params,
                                   const index_widths& widths, const batch_outputs& out,
@@ -124,11 +128,12 @@ inline void generate_sample_range(const mask_request& request, const policy_para
   for (std::int64_t b = begin; b < end; ++b) {
     const std::int32_t* regions = request.regions ? request.regions + b * n : nullptr;
     const float* scores = request.scores ? request.scores + b * n : nullptr;
-    const sample_outputs rows = sample_rows(out, widths, n, b);
+    const sample_outputs rows = steps::sample_rows(out, widths, n, b);
     std::int64_t* sample_order = rows.ids_shuffle ? rows.ids_shuffle : order.data();
-    const std::int64_t visible = select_sample(params, grid, regions, scores, request.seed,
-                                               global_sample_index(request, b), ws, sample_order);
-    write_sample_outputs(rows, sample_order, n, visible, position_noise.data());
+    const std::int64_t visible =
+        steps::select_sample(params, grid, regions, scores, request.seed,
+                             steps::global_sample_index(request, b), ws, sample_order);
+    steps::write_sample_outputs(rows, sample_order, n, visible, position_noise.data());
     if (out.num_masked) out.num_masked[b] = n - visible;
   }
 }

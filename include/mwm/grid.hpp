@@ -34,11 +34,15 @@ struct patch_coordinates {
   std::int64_t w;
 };
 
+namespace steps {
+
 MWM_HOST_DEVICE MWM_INLINE patch_coordinates coordinates_of(const grid_shape& grid,
                                                             std::int64_t patch) {
   return patch_coordinates{patch / (grid.height * grid.width), (patch / grid.width) % grid.height,
                            patch % grid.width};
 }
+
+}  // namespace steps
 
 inline grid_shape make_grid_2d(std::int64_t height, std::int64_t width) {
   detail::require(height > 0, "grid height", height, "must be positive");

@@ -61,6 +61,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_source(std::int64_t cell, std::i
 
 }  // namespace detail
 
+namespace steps {
+
 // Offset in one heatmap of the pixel that `nearest` pooling reads for patch (d, h, w): the only
 // pixel its score depends on.
 MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_pixel(heatmap_shape shape, grid_shape grid,
@@ -71,6 +73,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t nearest_pixel(heatmap_shape shape, grid_
   const auto sw = detail::nearest_source(w, shape.width, grid.width);
   return (sd * shape.height + sh) * shape.width + sw;
 }
+
+}  // namespace steps
 
 namespace detail {
 
@@ -110,7 +114,7 @@ MWM_HOST_DEVICE MWM_INLINE float pool_cell_reading(const float* heat, heatmap_sh
                                                    grid_shape grid, pool_options options,
                                                    std::int64_t d, std::int64_t h, std::int64_t w) {
   if (options.reduction == pool_reduction::nearest) {
-    return read_pixel<ZeroNonFinite>(heat, nearest_pixel(shape, grid, d, h, w));
+    return read_pixel<ZeroNonFinite>(heat, steps::nearest_pixel(shape, grid, d, h, w));
   }
   const auto rd = adaptive_range(d, shape.depth, grid.depth);
   const auto rh = adaptive_range(h, shape.height, grid.height);
@@ -143,6 +147,8 @@ MWM_HOST_DEVICE MWM_INLINE float pool_cell_reading(const float* heat, heatmap_sh
 
 }  // namespace detail
 
+namespace steps {
+
 // Score of patch (d, h, w) of `grid` from one heatmap; non-finite values count as zero (callers
 // that must reject them check first with first_non_finite_pooled).
 MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shape, grid_shape grid,
@@ -150,6 +156,8 @@ MWM_HOST_DEVICE MWM_INLINE float pool_cell(const float* heat, heatmap_shape shap
                                            std::int64_t w) {
   return detail::pool_cell_reading<true>(heat, shape, grid, options, d, h, w);
 }
+
+}  // namespace steps
 
 // Index of the first NaN or infinity in values[0, count), or -1.
 inline std::int64_t first_non_finite(const float* values, std::int64_t count) {
@@ -172,8 +180,8 @@ inline void validate_no_non_finite(const float* values, std::int64_t count, cons
   if (at < 0) return;
   data_error_slot first;
   data_error bad;
-  finite_or_error(values[at], data_argument_named(argument), at, &bad);
-  record_data_error(first, data_error_key(0, at), bad);
+  steps::finite_or_error(values[at], data_argument_named(argument), at, &bad);
+  record_data_error(first, steps::data_error_key(0, at), bad);
   raise_if_data_error(first);
 }
 
@@ -191,7 +199,7 @@ inline std::int64_t first_non_finite_pooled(const float* heat, std::int64_t coun
     for (std::int64_t d = 0; d < grid.depth; ++d)
       for (std::int64_t h = 0; h < grid.height; ++h)
         for (std::int64_t w = 0; w < grid.width; ++w) {
-          const std::int64_t at = nearest_pixel(shape, grid, d, h, w);
+          const std::int64_t at = steps::nearest_pixel(shape, grid, d, h, w);
           if (!detail::is_finite_value(one[at])) return k * pixels + at;
         }
   }
@@ -219,8 +227,10 @@ inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid
   for (std::int64_t d = 0; d < grid.depth; ++d)
     for (std::int64_t h = 0; h < grid.height; ++h)
       for (std::int64_t w = 0; w < grid.width; ++w)
-        scores[grid.index(d, h, w)] = pool_cell(heat, shape, grid, options, d, h, w);
+        scores[grid.index(d, h, w)] = steps::pool_cell(heat, shape, grid, options, d, h, w);
 }
+
+namespace steps {
 
 // Combines the scores of `prompts` prompts (prompt-major, prompts x patches) for one patch.
 MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores, std::int64_t prompts,
@@ -242,6 +252,8 @@ MWM_HOST_DEVICE MWM_INLINE float combine_prompt_scores_at(const float* scores, s
   return static_cast<float>(sum);
 }
 
+}  // namespace steps
+
 inline void validate_prompt_weights(std::int64_t prompts, prompt_combine mode,
                                     const std::vector<float>& weights) {
   detail::require(prompts > 0, "prompts", prompts, "must be positive");
@@ -251,8 +263,8 @@ inline void validate_prompt_weights(std::int64_t prompts, prompt_combine mode,
                   "must equal the number of prompts (" + detail::to_text(prompts) + ")");
   for (std::size_t k = 0; k < weights.size(); ++k) {
     if (!detail::is_finite_value(weights[k]))
-      raise_data_error(real_data_error(data_error_code::prompt_weight, data_argument::scores,
-                                       static_cast<std::int64_t>(k), 0, weights[k]));
+      raise_data_error(steps::real_data_error(data_error_code::prompt_weight, data_argument::scores,
+                                              static_cast<std::int64_t>(k), 0, weights[k]));
   }
 }
 

@@ -14,6 +14,8 @@ namespace mwm {
 
 using selection_key = std::uint64_t;
 
+namespace steps {
+
 MWM_HOST_DEVICE MWM_INLINE selection_key make_key(std::uint32_t priority, std::uint32_t index) {
   return (static_cast<selection_key>(priority) << 32) | index;
 }
@@ -28,6 +30,8 @@ MWM_HOST_DEVICE MWM_INLINE selection_key random_key(std::uint64_t seed,
                                                     std::uint32_t patch_index) {
   return make_key(random_u32(seed, global_sample_index, patch_index, 0), patch_index);
 }
+
+}  // namespace steps
 
 namespace detail {
 
@@ -77,6 +81,8 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t compress_u64(std::uint64_t value) {
 
 }  // namespace detail
 
+namespace steps {
+
 // Value in [0, 1] as Q0.16 (65536 = 1.0); NaN and negatives map to 0. A lone multiply and
 // rint, so no compiler can fuse it into something that rounds differently.
 MWM_HOST_DEVICE MWM_INLINE std::uint32_t unit_q16(double value) {
@@ -104,5 +110,7 @@ MWM_HOST_DEVICE MWM_INLINE selection_key weighted_key(std::uint64_t seed,
   const std::uint64_t priority = (exponential << 16) / weight;  // E / w, Q8.24
   return make_key(~detail::compress_u64(priority), patch_index);
 }
+
+}  // namespace steps
 
 }  // namespace mwm

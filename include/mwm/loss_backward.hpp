@@ -30,8 +30,9 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
     bool any = false;
     for (std::int64_t x = 0; x < width; ++x) {
       const std::int64_t i = first + x;
-      factors[x] = gradient_factor(per_patch ? upstream[i] : upstream[0],
-                                   patch_coefficient(in.mask, in.weight, i), denominator);
+      factors[x] =
+          steps::gradient_factor(per_patch ? upstream[i] : upstream[0],
+                                 steps::patch_coefficient(in.mask, in.weight, i), denominator);
       any = any || factors[x] != Acc(0);
     }
     if (any) {
@@ -41,7 +42,7 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
     }
     for (std::int64_t x = 0; x < width; ++x) {
       const std::int64_t i = first + x;
-      P* out = direct_grad ? grad + patch_start(gs, g.grid, i / n, i % n) : nullptr;
+      P* out = direct_grad ? grad + steps::patch_start(gs, g.grid, i / n, i % n) : nullptr;
       if (factors[x] == Acc(0)) {
         if (out)
           for (std::int64_t e = 0; e < p; ++e) out[e] = static_cast<P>(0.0f);
@@ -49,17 +50,19 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
       }
       const Acc* t = targets + x * p;
       target_normalization<Acc> norm{Acc(0), Acc(1)};
-      if (in.options.norm_target) norm = vector_normalization(t, p);
+      if (in.options.norm_target) norm = steps::vector_normalization(t, p);
       const P* pred_patch =
-          direct_pred ? in.pred + patch_start(in.pred_strides, g.grid, i / n, i % n) : nullptr;
+          direct_pred ? in.pred + steps::patch_start(in.pred_strides, g.grid, i / n, i % n)
+                      : nullptr;
       if (out && pred_patch)
-        vector_gradient(factors[x], pred_patch, t, p, in.options.error, norm, out);
+        steps::vector_gradient(factors[x], pred_patch, t, p, in.options.error, norm, out);
       else if (out)
-        vector_gradient(factors[x], preds + x * p, t, p, in.options.error, norm, out);
+        steps::vector_gradient(factors[x], preds + x * p, t, p, in.options.error, norm, out);
       else if (pred_patch)
-        vector_gradient(factors[x], pred_patch, t, p, in.options.error, norm, grads + x * p);
+        steps::vector_gradient(factors[x], pred_patch, t, p, in.options.error, norm, grads + x * p);
       else
-        vector_gradient(factors[x], preds + x * p, t, p, in.options.error, norm, grads + x * p);
+        steps::vector_gradient(factors[x], preds + x * p, t, p, in.options.error, norm,
+                               grads + x * p);
     }
     if (!direct_grad) scatter_band(grads, factors, grad, gs, g, band);
   }

@@ -185,8 +185,8 @@ prefetch_range band_predictions(const P* pred, const patch_strides& ps, const pa
                                 std::int64_t band, bool dense) {
   if (!dense) return prefetch_range{};
   const std::int64_t first = band * g.grid.width;
-  const P* start =
-      pred + patch_start(ps, g.grid, first / g.grid.num_patches(), first % g.grid.num_patches());
+  const P* start = pred + steps::patch_start(ps, g.grid, first / g.grid.num_patches(),
+                                             first % g.grid.num_patches());
   const std::int64_t bytes = g.grid.width * g.patch_vector_size() * std::int64_t(sizeof(P));
   return prefetch_range{reinterpret_cast<const char*>(start), bytes};
 }

@@ -55,7 +55,7 @@ template <typename Acc, typename P, typename T>
 void require_finite_patch_losses(const loss_inputs<Acc, P, T>& in, const Acc* losses,
                                  std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) {
-    const loss_fault fault = patch_loss_fault(in, i, losses[i]);
+    const loss_fault fault = steps::patch_loss_fault(in, i, losses[i]);
     if (fault != loss_fault::none) throw_loss_fault(in, fault, i);
   }
 }

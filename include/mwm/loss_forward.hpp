@@ -29,7 +29,7 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
     const std::int64_t first = band * width;
     bool any = false;
     for (std::int64_t x = 0; x < width; ++x) {
-      coefficients[x] = patch_coefficient(in.mask, in.weight, first + x);
+      coefficients[x] = steps::patch_coefficient(in.mask, in.weight, first + x);
       any = any || coefficients[x] != Acc(0);
     }
     if (!any) {
@@ -45,11 +45,12 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
       if (coefficients[x] == Acc(0)) continue;
       const Acc* t = targets + x * p;
       target_normalization<Acc> norm{Acc(0), Acc(1)};
-      if (in.options.norm_target) norm = vector_normalization(t, p);
-      const Acc err =
-          direct ? vector_error(in.pred + patch_start(in.pred_strides, g.grid, i / n, i % n), t, p,
-                                in.options.error, norm)
-                 : vector_error(preds + x * p, t, p, in.options.error, norm);
+      if (in.options.norm_target) norm = steps::vector_normalization(t, p);
+      const Acc err = direct
+                          ? steps::vector_error(
+                                in.pred + steps::patch_start(in.pred_strides, g.grid, i / n, i % n),
+                                t, p, in.options.error, norm)
+                          : steps::vector_error(preds + x * p, t, p, in.options.error, norm);
       losses[i] = coefficients[x] * err;
       if (!detail::finite_value(err) && first_bad < 0) {
         for (std::int64_t e = 0; e < p; ++e)
@@ -67,15 +68,15 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
 // the thread count nor on the device).
 template <typename Acc>
 Acc coefficient_total(const std::uint8_t* mask, const Acc* weight, std::int64_t count) {
-  return ordered_total<Acc>(
-      [mask, weight](std::int64_t i) { return patch_coefficient(mask, weight, i); }, count);
+  return steps::ordered_total<Acc>(
+      [mask, weight](std::int64_t i) { return steps::patch_coefficient(mask, weight, i); }, count);
 }
 
 // The reduced loss from per-patch losses c * err, summed in the order of loss_order.hpp.
 template <typename Acc>
 Acc reduce_patch_losses(const Acc* losses, std::int64_t count, loss_reduction reduction,
                         Acc coefficient_sum) {
-  return ordered_total(losses, count) / loss_denominator(reduction, coefficient_sum);
+  return steps::ordered_total(losses, count) / steps::loss_denominator(reduction, coefficient_sum);
 }
 
 }  // namespace mwm

@@ -76,6 +76,8 @@ inline patch_strides vector_patch_strides(const patch_geometry& g, std::int64_t 
   return s;
 }
 
+namespace steps {
+
 // Offset of the first element of patch n (row-major over the grid) of sample b.
 MWM_HOST_DEVICE MWM_INLINE std::int64_t patch_start(const patch_strides& s, const grid_shape& grid,
                                                     std::int64_t b, std::int64_t n) {
@@ -84,6 +86,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int64_t patch_start(const patch_strides& s, cons
   const std::int64_t d = n / (grid.width * grid.height);
   return b * s.batch + d * s.grid_depth + h * s.grid_height + w * s.grid_width;
 }
+
+}  // namespace steps
 
 // Raw views of the inputs; mask (B, N) bytes and weight (B, N) are dense row-major.
 template <typename Acc, typename P, typename T>

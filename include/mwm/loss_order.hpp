@@ -29,6 +29,8 @@ constexpr int loss_lanes = 32;
 // Values per chunk of the sums over patches: a block of 256 threads on the GPU.
 constexpr int loss_chunk = 256;
 
+namespace steps {
+
 // The lane that element e of a patch vector is added in.
 MWM_HOST_DEVICE MWM_INLINE int lane_of_element(std::int64_t e) {
   return static_cast<int>(e % loss_lanes);
@@ -55,6 +57,8 @@ MWM_HOST_DEVICE MWM_INLINE Acc lane_total(Acc* lanes) {
   return halving_total(lanes, loss_lanes);
 }
 
+}  // namespace steps
+
 namespace detail {
 
 // The number of values at `level` of the sum over `count` values (level 0: the values).
@@ -74,10 +78,12 @@ Acc value_at_level(const Value& value, std::int64_t count, int level, std::int64
     const std::int64_t at = k * loss_chunk + j;
     chunk[j] = at < below ? value_at_level<Acc>(value, count, level - 1, at) : Acc(0);
   }
-  return halving_total(chunk, loss_chunk);
+  return steps::halving_total(chunk, loss_chunk);
 }
 
 }  // namespace detail
+
+namespace steps {
 
 // The sum of value(0) .. value(count - 1) in the order above (0 for count 0): a chunk tree at
 // each level until one value is left. `value(i)` returns an Acc; it is called once per index.
@@ -94,5 +100,7 @@ template <typename Acc>
 Acc ordered_total(const Acc* values, std::int64_t count) {
   return ordered_total<Acc>([values](std::int64_t i) { return values[i]; }, count);
 }
+
+}  // namespace steps
 
 }  // namespace mwm

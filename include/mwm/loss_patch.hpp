@@ -71,7 +71,7 @@ MWM_HOST_DEVICE MWM_INLINE target_normalization<Acc> finish_normalization(Acc me
 // The mean of a patch from its lane sums.
 template <typename Acc>
 MWM_HOST_DEVICE MWM_INLINE Acc mean_of_lanes(Acc* lanes, std::int64_t count) {
-  return lane_total(lanes) / static_cast<Acc>(count);
+  return steps::lane_total(lanes) / static_cast<Acc>(count);
 }
 
 }  // namespace detail
@@ -136,6 +136,8 @@ class patch_cursor {
   std::int64_t c_, pw_, ph_, pd_;
   std::int64_t step_c_, step_pw_, step_ph_, step_pd_;
 };
+
+namespace steps {
 
 // The sum, in lane `lane`, of f(cursor) over the lane's elements in increasing order.
 template <typename Acc, typename F>
@@ -204,8 +206,12 @@ MWM_HOST_DEVICE void lane_zero(P* grad, const patch_strides& gs, const patch_geo
     grad[at.offset(gs)] = static_cast<P>(0.0f);
 }
 
+}  // namespace steps
+
 // --- One patch read in place: the lanes one after the other, then the tree -------------------
 // (a GPU warp runs the lanes at once and the tree with shuffles; the bits are the same).
+
+namespace steps {
 
 // Mean and 1/sqrt(unbiased var + 1e-6) of a patch; two passes (the second over cached data),
 // which keeps the variance exact where a one-pass sum of squares would cancel (a large offset
@@ -271,6 +277,8 @@ MWM_HOST_DEVICE bool patch_target_finite(const T* target, const patch_strides& t
   return patch_values_finite(target, ts, g);
 }
 
+}  // namespace steps
+
 // --- Patch vectors in contiguous memory (P elements in (pd, ph, pw, c) order) -----------------
 // Element e goes to lane e % 32 in increasing e, as above: the inner loop over the 32 lanes of
 // a group is what compilers vectorize (two to four vector registers of independent sums; no
@@ -286,7 +294,7 @@ MWM_HOST_DEVICE MWM_INLINE Acc vector_sum(std::int64_t count, F&& f) {
   for (std::int64_t i = 0; i < full; i += loss_lanes)
     for (int j = 0; j < loss_lanes; ++j) lanes[j] += f(i + j);
   for (std::int64_t i = full; i < count; ++i) lanes[i - full] += f(i);
-  return lane_total(lanes);
+  return steps::lane_total(lanes);
 }
 
 template <recon_error E, typename Acc, typename P>
@@ -306,6 +314,8 @@ MWM_HOST_DEVICE void vector_gradient_of(const P* p, const Acc* t, std::int64_t c
 }
 
 }  // namespace detail
+
+namespace steps {
 
 // patch_target_normalization of a contiguous patch vector.
 template <typename Acc>
@@ -341,7 +351,11 @@ MWM_HOST_DEVICE void vector_gradient(Acc weight, const P* p, const Acc* t, std::
     detail::vector_gradient_of<recon_error::l1>(p, t, count, norm, scale, grad);
 }
 
+}  // namespace steps
+
 // --- Weights and the patch's share of the reduction -------------------------------------------
+
+namespace steps {
 
 // c = mask * weight of patch `index` (flat b * N + n); weight may be null (all ones).
 template <typename Acc>
@@ -400,10 +414,14 @@ MWM_HOST_DEVICE void weighted_patch_gradient(Acc factor, const P* pred, const pa
   patch_error_gradient(factor, pred, ps, target, ts, g, options.error, norm, grad, gs);
 }
 
+}  // namespace steps
+
 // Why the loss c * err of one patch is not finite, in the order the forward reports them: a
 // non-finite target element, a non-finite weight, a non-finite prediction element, or none of
 // these (the error overflowed the accumulation type). `none` for a finite loss.
 enum class loss_fault { none, target, weight, pred, overflow };
+
+namespace steps {
 
 // The fault behind the loss value `loss` of patch i (flat b * N + n), reading the patch in place.
 template <typename Acc, typename P, typename T>
@@ -422,5 +440,7 @@ MWM_HOST_DEVICE loss_fault patch_loss_fault(const loss_inputs<Acc, P, T>& in, st
     return loss_fault::pred;
   return loss_fault::overflow;
 }
+
+}  // namespace steps
 
 }  // namespace mwm

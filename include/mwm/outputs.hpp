@@ -25,6 +25,8 @@ struct sample_outputs {
 // noise[n] = position / N is exact and strictly increasing in float32 while N <= 2^24.
 constexpr std::int64_t max_patches_for_noise = std::int64_t(1) << 24;
 
+namespace steps {
+
 // Writes the outputs of the position-th entry of the order (patch `patch`), so a device thread
 // per position can run it; `visible` is the sample's visible count.
 MWM_HOST_DEVICE MWM_INLINE void write_position(const sample_outputs& out, std::int64_t n,
@@ -58,11 +60,15 @@ MWM_HOST_DEVICE MWM_INLINE void write_padding(const sample_outputs& out, std::in
     for (std::int64_t i = n - visible; i < out.masked_width; ++i) out.ids_masked[i] = -1;
 }
 
+}  // namespace steps
+
 // noise[position] of write_position for positions [0, n): the table write_sample_outputs reads.
 inline void fill_position_noise(float* noise, std::int64_t n) {
   for (std::int64_t position = 0; position < n; ++position)
     noise[position] = static_cast<float>(position) / static_cast<float>(n);
 }
+
+namespace steps {
 
 // What write_position writes for every position, one output at a time: the index rows are
 // straight copies of the order (none when `order` is the ids_shuffle row itself) and the
@@ -123,6 +129,8 @@ MWM_HOST_DEVICE MWM_INLINE T upsampled_value(const T* per_patch, grid_shape grid
   return per_patch[grid.index(d / factor_d, h / factor_h, w / factor_w)];
 }
 
+}  // namespace steps
+
 // Upsamples one sample's mask (or active map) by integer factors per axis.
 template <typename T>
 void upsample_patch_map(const T* per_patch, grid_shape grid, std::int64_t factor_d,
@@ -133,7 +141,7 @@ void upsample_patch_map(const T* per_patch, grid_shape grid, std::int64_t factor
   for (std::int64_t d = 0; d < depth; ++d)
     for (std::int64_t h = 0; h < height; ++h)
       for (std::int64_t w = 0; w < width; ++w) {
-        const T v = upsampled_value(per_patch, grid, factor_d, factor_h, factor_w, d, h, w);
+        const T v = steps::upsampled_value(per_patch, grid, factor_d, factor_h, factor_w, d, h, w);
         out[(d * height + h) * width + w] = invert ? static_cast<T>(!v) : v;
       }
 }

@@ -43,6 +43,8 @@ MWM_HOST_DEVICE MWM_INLINE philox_counter philox_round(philox_counter c, philox_
 
 }  // namespace detail
 
+namespace steps {
+
 // Philox4x32 with 10 rounds; matches the Random123 reference implementation bit for bit.
 MWM_HOST_DEVICE MWM_INLINE philox_counter philox4x32_10(philox_counter counter, philox_key key) {
   for (int round = 0; round < 10; ++round) {
@@ -75,14 +77,20 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t random_u32(std::uint64_t seed,
   return philox4x32_10(counter, key_from_seed(seed)).v[0];
 }
 
+}  // namespace steps
+
 // Draw streams that are not tied to one patch use patch indices from the top of the range,
 // which no grid reaches (grids are limited to 2^31 patches).
 constexpr std::uint32_t sample_stream_block = 0xFFFFFFF0u;
 constexpr std::uint32_t sample_stream_bernoulli = 0xFFFFFFF1u;
 
+namespace steps {
+
 // Uniform double in [0, 1) with 32 random bits, exactly representable.
 MWM_HOST_DEVICE MWM_INLINE double u32_to_unit(std::uint32_t bits) {
   return static_cast<double>(bits) * (1.0 / 4294967296.0);
 }
+
+}  // namespace steps
 
 }  // namespace mwm

@@ -13,6 +13,8 @@
 
 namespace mwm {
 
+namespace steps {
+
 // Region index = how many thresholds the score strictly exceeds; one threshold gives
 // background 0 and ROI 1. A non-finite score (allowed by nan_policy::zero) counts as zero.
 MWM_HOST_DEVICE MWM_INLINE std::int32_t region_of_score(float score, const float* thresholds,
@@ -22,6 +24,8 @@ MWM_HOST_DEVICE MWM_INLINE std::int32_t region_of_score(float score, const float
   for (std::int32_t t = 0; t < num_thresholds; ++t) region += score > thresholds[t] ? 1 : 0;
   return region;
 }
+
+}  // namespace steps
 
 inline void validate_thresholds(const std::vector<float>& thresholds) {
   detail::require(!thresholds.empty(), "thresholds size", thresholds.size(),
@@ -51,10 +55,14 @@ inline void validate_quantile_shares(const std::vector<double>& shares) {
   }
 }
 
+namespace steps {
+
 // Patches among `patches` in the top `share`: int(patches * share) as Python computes it.
 MWM_HOST_DEVICE MWM_INLINE std::int64_t quantile_count(std::int64_t patches, double share) {
   return static_cast<std::int64_t>(static_cast<double>(patches) * share);
 }
+
+}  // namespace steps
 
 namespace detail {
 
@@ -71,6 +79,8 @@ MWM_HOST_DEVICE MWM_INLINE std::uint32_t descending_float_bits(float value) {
 }
 
 }  // namespace detail
+
+namespace steps {
 
 // Patches by score, highest first (lowest first when `lowest_first`), ties by lower patch index:
 // keys[0, patches) become (rank bits << 32 | patch index), sorted ascending. Integer keys are
@@ -93,15 +103,17 @@ inline void rank_by_score_descending(const float* scores, std::int64_t patches,
   for (std::int64_t i = 0; i < patches; ++i) order[i] = static_cast<std::uint32_t>(keys[i]);
 }
 
+}  // namespace steps
+
 // Regions by per-sample quantiles for one sample.
 inline void regions_by_quantiles(const float* scores, std::int64_t patches,
                                  const std::vector<double>& shares, std::int32_t* regions,
                                  std::vector<std::int64_t>& order_workspace) {
   order_workspace.resize(static_cast<std::size_t>(patches));
-  rank_by_score_descending(scores, patches, order_workspace.data());
+  steps::rank_by_score_descending(scores, patches, order_workspace.data());
   std::fill(regions, regions + patches, 0);
   for (std::size_t q = 0; q < shares.size(); ++q) {
-    const auto top = quantile_count(patches, shares[q]);
+    const auto top = steps::quantile_count(patches, shares[q]);
     for (std::int64_t r = 0; r < top; ++r) regions[order_workspace[r]] = std::int32_t(q + 1);
   }
 }

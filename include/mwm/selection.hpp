@@ -50,11 +50,13 @@ inline policy_params make_policy_params(const mask_policy& p, const grid_shape& 
   out.attention = p.attention;
   out.hint_pool_share = p.hint_pool_share;
   out.hint_share = p.hint_share;
-  out.weight_floor_q16 = unit_q16(p.weight_floor);
+  out.weight_floor_q16 = steps::unit_q16(p.weight_floor);
   out.block = make_block_params(p.block.min_patches, p.block.max_patches, p.block.min_aspect,
                                 p.block.max_aspect);
   return out;
 }
+
+namespace steps {
 
 // Grid the selection runs on: the patch grid, or the coarse grid of the `coarse` policy.
 MWM_HOST_DEVICE MWM_INLINE grid_shape selection_grid(const policy_params& p, grid_shape grid) {
@@ -100,7 +102,11 @@ MWM_HOST_DEVICE MWM_INLINE std::int32_t group_of_rank(const policy_params& p, st
   return rank < masked ? 1 : 0;
 }
 
+}  // namespace steps
+
 constexpr int max_groups = max_regions;
+
+namespace steps {
 
 // Group of cell i taken straight from the inputs: its region (per_region, fixed_total), its
 // BEiT block flag (block), or the single group 0 of the other kinds; the guided kinds rank
@@ -187,6 +193,8 @@ MWM_HOST_DEVICE MWM_INLINE selection_key patch_key(const policy_params& p, std::
   return random_key(seed, global_sample_index, index);
 }
 
+}  // namespace steps
+
 namespace detail {
 
 // random_key of cells [0, n): independent Philox blocks, a loop the compiler vectorizes.
@@ -194,7 +202,7 @@ template <int Variant>
 inline void fill_random_keys_loop(selection_key* out, std::int64_t n, std::uint64_t seed,
                                   std::uint64_t global_sample_index) {
   for (std::int64_t i = 0; i < n; ++i)
-    out[i] = random_key(seed, global_sample_index, static_cast<std::uint32_t>(i));
+    out[i] = steps::random_key(seed, global_sample_index, static_cast<std::uint32_t>(i));
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
@@ -381,7 +389,7 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
   if (p.order == visible_order::sorted) {
     ws.flags.resize(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) {
-      const std::uint32_t cell = key_index(keys[i]);
+      const std::uint32_t cell = steps::key_index(keys[i]);
       const std::int32_t g = groups[cell];
       ws.flags[cell] = taken[g]++ < keep[g] ? 1 : 0;
     }
@@ -397,7 +405,7 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
   std::int64_t front = 0;
   std::int64_t back = visible;
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t cell = key_index(keys[i]);
+    const std::uint32_t cell = steps::key_index(keys[i]);
     const std::int32_t g = groups[cell];
     const std::int64_t shown = left[g] > 0 ? 1 : 0;
     left[g] -= shown;
@@ -413,7 +421,7 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
                                             std::int64_t i) {
   data_error bad;
   std::int32_t group;
-  cell_group_from_inputs(p, regions, nullptr, i, &group, &bad);
+  steps::cell_group_from_inputs(p, regions, nullptr, i, &group, &bad);
   raise_data_error(bad);
 }
 
@@ -428,16 +436,17 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
     case policy_kind::fixed_total:
       for (std::int64_t i = 0; i < n; ++i) {
         data_error bad;
-        if (!cell_group_from_inputs(p, regions, nullptr, i, &ws.groups[i], &bad))
+        if (!steps::cell_group_from_inputs(p, regions, nullptr, i, &ws.groups[i], &bad))
           raise_data_error(bad);
       }
       return;
     case policy_kind::block:
       ws.flags.resize(static_cast<std::size_t>(n));
-      place_blocks(ws.flags.data(), grid, p.block, masked_total(p, n), seed, global_sample_index);
+      steps::place_blocks(ws.flags.data(), grid, p.block, steps::masked_total(p, n), seed,
+                          global_sample_index);
       for (std::int64_t i = 0; i < n; ++i) {
         data_error unused;
-        cell_group_from_inputs(p, nullptr, ws.flags.data(), i, &ws.groups[i], &unused);
+        steps::cell_group_from_inputs(p, nullptr, ws.flags.data(), i, &ws.groups[i], &unused);
       }
       return;
     case policy_kind::loss_guided:
@@ -445,9 +454,9 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
       const bool lowest_first =
           p.kind == policy_kind::attention_guided && p.attention == attention_mode::low;
       ws.keys.resize(static_cast<std::size_t>(n));
-      sort_score_keys(scores, n, lowest_first, ws.keys.data());
+      steps::sort_score_keys(scores, n, lowest_first, ws.keys.data());
       for (std::int64_t rank = 0; rank < n; ++rank)
-        ws.groups[key_index(ws.keys[rank])] = group_of_rank(p, rank, n);
+        ws.groups[steps::key_index(ws.keys[rank])] = steps::group_of_rank(p, rank, n);
       return;
     }
     default:
@@ -456,6 +465,8 @@ inline void assign_groups(const policy_params& p, grid_shape grid, const std::in
 }
 
 }  // namespace detail
+
+namespace steps {
 
 // Canonical order of one sample into order[0, N) on the patch grid; returns the visible count.
 // `regions` (per_region, fixed_total) and `scores` (weighted, loss/attention guided) are the
@@ -544,5 +555,7 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   return detail::partition_sorted_keys(p, detail::sorted_keys(ws, true), patches, side.data(),
                                        side_keep, 2, ws, order);
 }
+
+}  // namespace steps
 
 }  // namespace mwm

@@ -34,6 +34,8 @@ struct token_strides {
   std::int64_t channel = 0;
 };
 
+namespace steps {
+
 MWM_HOST_DEVICE MWM_INLINE std::int64_t token_offset(const token_strides& s, std::int64_t b,
                                                      std::int64_t t) {
   return b * s.batch + t * s.token;
@@ -71,8 +73,12 @@ MWM_HOST_DEVICE MWM_INLINE void accumulate_token(const T* src, std::int64_t src_
   for (std::int64_t c = 0; c < channels; ++c) acc[c] += static_cast<Acc>(src[c * src_stride]);
 }
 
+}  // namespace steps
+
 // ---------------------------------------------------------------------------------------------
 // Validation of index tensors (dense row-major), on the host.
+
+namespace steps {
 
 // The checks of the index tensors, per entry, shared with the CUDA kernels: true when the
 // entry is usable, else *bad describes it. Keys (data_error_key) put ids_restore before
@@ -99,6 +105,8 @@ MWM_HOST_DEVICE MWM_INLINE bool visible_count_in_range(std::int64_t count, std::
   return false;
 }
 
+}  // namespace steps
+
 constexpr int restore_id_phase = 0;
 constexpr int visible_count_phase = 1;
 
@@ -111,8 +119,8 @@ inline void validate_keep_ids(const std::int64_t* ids, std::int64_t batch, std::
   data_error_slot first;
   data_error bad;
   for (std::int64_t i = 0; i < batch * slots; ++i) {
-    if (!keep_id_in_range(ids[i], i, slots, num_tokens, &bad)) {
-      record_data_error(first, data_error_key(0, i), bad);
+    if (!steps::keep_id_in_range(ids[i], i, slots, num_tokens, &bad)) {
+      record_data_error(first, steps::data_error_key(0, i), bad);
       break;
     }
   }
@@ -125,14 +133,14 @@ inline void validate_restore_ids(const std::int64_t* ids_restore, const std::int
   data_error_slot first;
   data_error bad;
   for (std::int64_t i = 0; i < batch * num_tokens; ++i) {
-    if (!restore_id_in_range(ids_restore[i], i, num_tokens, &bad)) {
-      record_data_error(first, data_error_key(restore_id_phase, i), bad);
+    if (!steps::restore_id_in_range(ids_restore[i], i, num_tokens, &bad)) {
+      record_data_error(first, steps::data_error_key(restore_id_phase, i), bad);
       break;
     }
   }
-  for (std::int64_t b = 0; visible && !has_data_error(first) && b < batch; ++b) {
-    if (!visible_count_in_range(visible[b], b, slots, &bad))
-      record_data_error(first, data_error_key(visible_count_phase, b), bad);
+  for (std::int64_t b = 0; visible && !steps::has_data_error(first) && b < batch; ++b) {
+    if (!steps::visible_count_in_range(visible[b], b, slots, &bad))
+      record_data_error(first, steps::data_error_key(visible_count_phase, b), bad);
   }
   raise_if_data_error(first);
 }
@@ -148,11 +156,12 @@ void gather_tokens(const T* x, const token_strides& xs, const std::int64_t* ids,
   for (std::int64_t b = begin; b < end; ++b)
     for (std::int64_t k = 0; k < slots; ++k) {
       const std::int64_t id = ids[b * slots + k];
-      T* dst = out + token_offset(os, b, k);
+      T* dst = out + steps::token_offset(os, b, k);
       if (id == padding_id)
-        zero_token(dst, os.channel, channels);
+        steps::zero_token(dst, os.channel, channels);
       else
-        copy_token(x + token_offset(xs, b, id), xs.channel, dst, os.channel, channels);
+        steps::copy_token(x + steps::token_offset(xs, b, id), xs.channel, dst, os.channel,
+                          channels);
     }
 }
 
@@ -164,12 +173,12 @@ void gather_tokens_backward(const T* grad, const token_strides& gs, const std::i
                             std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     for (std::int64_t n = 0; n < num_tokens; ++n)
-      zero_token(grad_x + token_offset(xs, b, n), xs.channel, channels);
+      steps::zero_token(grad_x + steps::token_offset(xs, b, n), xs.channel, channels);
     for (std::int64_t k = 0; k < slots; ++k) {
       const std::int64_t id = ids[b * slots + k];
       if (id == padding_id) continue;
-      add_token<Acc>(grad + token_offset(gs, b, k), gs.channel, grad_x + token_offset(xs, b, id),
-                     xs.channel, channels);
+      steps::add_token<Acc>(grad + steps::token_offset(gs, b, k), gs.channel,
+                            grad_x + steps::token_offset(xs, b, id), xs.channel, channels);
     }
   }
 }
@@ -185,12 +194,12 @@ void restore_sample(const SlotRow& slot_row, std::int64_t row_stride, std::int64
                     std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
                     const token_strides& os) {
   for (std::int64_t n = 0; n < num_tokens; ++n) {
-    const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-    T* dst = out + token_offset(os, b, n);
+    const std::int64_t slot = steps::restored_slot(ids_restore[b * num_tokens + n], count);
+    T* dst = out + steps::token_offset(os, b, n);
     if (slot == padding_id)
-      copy_token(mask_token, mask_stride, dst, os.channel, channels);
+      steps::copy_token(mask_token, mask_stride, dst, os.channel, channels);
     else
-      copy_token(slot_row(slot), row_stride, dst, os.channel, channels);
+      steps::copy_token(slot_row(slot), row_stride, dst, os.channel, channels);
   }
 }
 
@@ -204,7 +213,7 @@ void restore_tokens(const T* x_vis, const token_strides& vs, const std::int64_t*
                     std::int64_t channels, const T* mask_token, std::int64_t mask_stride, T* out,
                     const token_strides& os, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const auto slot_row = [&](std::int64_t k) { return x_vis + token_offset(vs, b, k); };
+    const auto slot_row = [&](std::int64_t k) { return x_vis + steps::token_offset(vs, b, k); };
     detail::restore_sample(slot_row, vs.channel, b, ids_restore, visible ? visible[b] : slots,
                            num_tokens, channels, mask_token, mask_stride, out, os);
   }
@@ -220,15 +229,15 @@ void restore_sample_backward(const T* grad, const token_strides& gs, std::int64_
                              const std::int64_t* ids_restore, std::int64_t count, std::int64_t rows,
                              std::int64_t num_tokens, std::int64_t channels,
                              const SlotRow& slot_row, std::int64_t row_stride, Acc* partial) {
-  for (std::int64_t k = 0; k < rows; ++k) zero_token(slot_row(k), row_stride, channels);
+  for (std::int64_t k = 0; k < rows; ++k) steps::zero_token(slot_row(k), row_stride, channels);
   for (std::int64_t c = 0; c < channels; ++c) partial[c] = Acc(0);
   for (std::int64_t n = 0; n < num_tokens; ++n) {
-    const std::int64_t slot = restored_slot(ids_restore[b * num_tokens + n], count);
-    const T* src = grad + token_offset(gs, b, n);
+    const std::int64_t slot = steps::restored_slot(ids_restore[b * num_tokens + n], count);
+    const T* src = grad + steps::token_offset(gs, b, n);
     if (slot == padding_id)
-      accumulate_token(src, gs.channel, partial, channels);
+      steps::accumulate_token(src, gs.channel, partial, channels);
     else
-      add_token<Acc>(src, gs.channel, slot_row(slot), row_stride, channels);
+      steps::add_token<Acc>(src, gs.channel, slot_row(slot), row_stride, channels);
   }
 }
 
@@ -244,12 +253,16 @@ void restore_tokens_backward(const T* grad, const token_strides& gs,
                              T* grad_x_vis, const token_strides& vs, Acc* mask_partials,
                              std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const auto slot_row = [&](std::int64_t k) { return grad_x_vis + token_offset(vs, b, k); };
+    const auto slot_row = [&](std::int64_t k) {
+      return grad_x_vis + steps::token_offset(vs, b, k);
+    };
     detail::restore_sample_backward(grad, gs, b, ids_restore, visible ? visible[b] : slots, slots,
                                     num_tokens, channels, slot_row, vs.channel,
                                     mask_partials + b * channels);
   }
 }
+
+namespace steps {
 
 // mask_token gradient (C) = sum over samples of mask_partials (B, C), in sample order.
 template <typename Acc>
@@ -260,8 +273,12 @@ void sum_mask_partials(const Acc* mask_partials, std::int64_t batch, std::int64_
     for (std::int64_t c = 0; c < channels; ++c) out[c] += mask_partials[b * channels + c];
 }
 
+}  // namespace steps
+
 // ---------------------------------------------------------------------------------------------
 // Packed visible tokens (variable counts per sample, no padding).
+
+namespace steps {
 
 // Row of the packed tensor that holds slot k of sample b.
 MWM_HOST_DEVICE MWM_INLINE std::int64_t packed_row(const std::int32_t* cu_seqlens, std::int64_t b,
@@ -310,6 +327,8 @@ inline std::int64_t visible_prefix(const std::int64_t* row, std::int64_t slots,
   return count;
 }
 
+}  // namespace steps
+
 // cu_seqlens (B + 1) of ids_keep (B, K); returns the packed total. Totals of 2^31 and more do
 // not fit the int32 offsets that varlen attention takes, and throw.
 inline std::int64_t packed_offsets(const std::int64_t* ids, std::int64_t batch, std::int64_t slots,
@@ -317,7 +336,7 @@ inline std::int64_t packed_offsets(const std::int64_t* ids, std::int64_t batch, 
   std::int64_t total = 0;
   cu_seqlens[0] = 0;
   for (std::int64_t b = 0; b < batch; ++b) {
-    total += visible_prefix(ids + b * slots, slots, num_tokens, b);
+    total += steps::visible_prefix(ids + b * slots, slots, num_tokens, b);
     detail::require(total <= 0x7FFFFFFF, "total visible tokens", total,
                     "must stay below 2^31 (int32 cu_seqlens); split the batch");
     cu_seqlens[b + 1] = static_cast<std::int32_t>(total);
@@ -331,7 +350,7 @@ inline void validate_offsets(const std::int32_t* cu_seqlens, std::int64_t batch,
                              std::int64_t num_tokens) {
   detail::require(cu_seqlens[0] == 0, "cu_seqlens[0]", cu_seqlens[0], "must be 0");
   for (std::int64_t b = 0; b < batch; ++b) {
-    const std::int64_t count = packed_count(cu_seqlens, b);
+    const std::int64_t count = steps::packed_count(cu_seqlens, b);
     if (count < 0 || count > num_tokens)
       detail::require(
           false, "cu_seqlens", cu_seqlens[b + 1],
@@ -349,9 +368,10 @@ void pack_tokens(const T* x, const token_strides& xs, const std::int64_t* ids, s
                  const std::int32_t* cu_seqlens, std::int64_t channels, T* packed,
                  const token_strides& ps, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b)
-    for (std::int64_t k = 0; k < packed_count(cu_seqlens, b); ++k)
-      copy_token(x + token_offset(xs, b, ids[b * slots + k]), xs.channel,
-                 packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k)), ps.channel, channels);
+    for (std::int64_t k = 0; k < steps::packed_count(cu_seqlens, b); ++k)
+      steps::copy_token(x + steps::token_offset(xs, b, ids[b * slots + k]), xs.channel,
+                        packed + steps::token_offset(ps, 0, steps::packed_row(cu_seqlens, b, k)),
+                        ps.channel, channels);
 }
 
 // grad_x (B, N, C): zeros with the packed gradient rows added at their ids.
@@ -362,10 +382,11 @@ void pack_tokens_backward(const T* grad, const token_strides& gs, const std::int
                           const token_strides& xs, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     for (std::int64_t n = 0; n < num_tokens; ++n)
-      zero_token(grad_x + token_offset(xs, b, n), xs.channel, channels);
-    for (std::int64_t k = 0; k < packed_count(cu_seqlens, b); ++k)
-      add_token<Acc>(grad + token_offset(gs, 0, packed_row(cu_seqlens, b, k)), gs.channel,
-                     grad_x + token_offset(xs, b, ids[b * slots + k]), xs.channel, channels);
+      steps::zero_token(grad_x + steps::token_offset(xs, b, n), xs.channel, channels);
+    for (std::int64_t k = 0; k < steps::packed_count(cu_seqlens, b); ++k)
+      steps::add_token<Acc>(grad + steps::token_offset(gs, 0, steps::packed_row(cu_seqlens, b, k)),
+                            gs.channel, grad_x + steps::token_offset(xs, b, ids[b * slots + k]),
+                            xs.channel, channels);
   }
 }
 
@@ -377,9 +398,9 @@ void unpack_tokens(const T* packed, const token_strides& ps, const std::int32_t*
                    std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
     const auto slot_row = [&](std::int64_t k) {
-      return packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k));
+      return packed + steps::token_offset(ps, 0, steps::packed_row(cu_seqlens, b, k));
     };
-    detail::restore_sample(slot_row, ps.channel, b, ids_restore, packed_count(cu_seqlens, b),
+    detail::restore_sample(slot_row, ps.channel, b, ids_restore, steps::packed_count(cu_seqlens, b),
                            num_tokens, channels, mask_token, mask_stride, out, os);
   }
 }
@@ -392,9 +413,9 @@ void unpack_tokens_backward(const T* grad, const token_strides& gs, const std::i
                             std::int64_t channels, T* grad_packed, const token_strides& ps,
                             Acc* mask_partials, std::int64_t begin, std::int64_t end) {
   for (std::int64_t b = begin; b < end; ++b) {
-    const std::int64_t count = packed_count(cu_seqlens, b);
+    const std::int64_t count = steps::packed_count(cu_seqlens, b);
     const auto slot_row = [&](std::int64_t k) {
-      return grad_packed + token_offset(ps, 0, packed_row(cu_seqlens, b, k));
+      return grad_packed + steps::token_offset(ps, 0, steps::packed_row(cu_seqlens, b, k));
     };
     detail::restore_sample_backward(grad, gs, b, ids_restore, count, count, num_tokens, channels,
                                     slot_row, ps.channel, mask_partials + b * channels);

@@ -191,7 +191,8 @@ void test_maps(std::mt19937_64& rng) {
     const std::vector<double> shares{0.5, 0.2};
     std::vector<std::int32_t> expected(scores.size());
     mwm::regions_by_quantiles(scores.data(), batch, n, shares, expected.data());
-    std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5), mwm::quantile_count(n, 0.2)};
+    std::vector<std::int64_t> counts{mwm::steps::quantile_count(n, 0.5),
+                                     mwm::steps::quantile_count(n, 0.2)};
     device_vector<float> d_scores(scores);
     mwm::gpu::host_values<std::int64_t> by_value;
     by_value.count = 2;
@@ -350,7 +351,7 @@ void test_data_errors(std::mt19937_64& rng) {
     std::vector<std::int32_t> regions(scores.size());
     const std::string cpu = host_error_message(
         [&] { mwm::regions_by_quantiles(scores.data(), 2, n, {0.5}, regions.data()); });
-    const std::vector<std::int64_t> counts{mwm::quantile_count(n, 0.5)};
+    const std::vector<std::int64_t> counts{mwm::steps::quantile_count(n, 0.5)};
     device_vector<float> d_scores(scores);
     mwm::gpu::host_values<std::int64_t> by_value;
     by_value.count = 1;

@@ -69,8 +69,8 @@ namespace {
 std::vector<std::int64_t> share(const std::vector<std::int64_t>& counts,
                                 const std::vector<std::int64_t>& ratio_q16, std::int64_t masked) {
   std::vector<std::int64_t> out(counts.size(), -7);
-  mwm::share_masked_budget(counts.data(), ratio_q16.data(), static_cast<int>(counts.size()), masked,
-                           out.data());
+  mwm::steps::share_masked_budget(counts.data(), ratio_q16.data(), static_cast<int>(counts.size()),
+                                  masked, out.data());
   return out;
 }
 
@@ -85,7 +85,7 @@ TEST_CASE("share_masked_budget: worked examples", "[budget]") {
   }
   SECTION("a full region is capped and its excess goes to the others") {
     // Shares 2*1.0 : 10*0.1 of 6 would give region 0 four patches; it has two.
-    CHECK(share({2, 10}, {65536, mwm::unit_q16(0.1)}, 6) == std::vector<std::int64_t>{2, 4});
+    CHECK(share({2, 10}, {65536, mwm::steps::unit_q16(0.1)}, 6) == std::vector<std::int64_t>{2, 4});
     // Capping cascades: region 0 then region 1 fill up.
     CHECK(share({1, 2, 20}, {65536, 65536, 1}, 10) == std::vector<std::int64_t>{1, 2, 7});
   }
@@ -114,7 +114,7 @@ TEST_CASE("share_masked_budget equals the reference, sums exactly and respects c
       ratio_q16[r] = kind == 0   ? 0
                      : kind == 1 ? 65536
                      : kind == 2 ? 32768
-                                 : mwm::unit_q16(mwm_test::random_ratio(rng));
+                                 : mwm::steps::unit_q16(mwm_test::random_ratio(rng));
     }
     const std::int64_t total = std::accumulate(counts.begin(), counts.end(), std::int64_t(0));
     const std::int64_t masked = mwm_test::uniform_int(rng, 0, total + 2);

@@ -129,8 +129,8 @@ TEST_CASE("cuda passes reproduce select_sample for every policy, 2D and 3D", "[c
         mwm::selection_workspace ws;
         std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
         const auto expected_visible =
-            mwm::select_sample(params, gc.grid, regions.data(), scores.data(), seed, global_index,
-                               ws, expected.data());
+            mwm::steps::select_sample(params, gc.grid, regions.data(), scores.data(), seed,
+                                      global_index, ws, expected.data());
         std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -7);
         const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
             params, gc.grid, regions.data(), scores.data(), seed, global_index, actual.data());
@@ -177,7 +177,7 @@ TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included", "
         out.ids_keep = keep.data();
         out.ids_masked = masked.data();
         out.noise = noise.data();
-        return mwm::sample_rows(out, widths, n, 0);
+        return mwm::steps::sample_rows(out, widths, n, 0);
       };
       std::vector<std::uint8_t> mask_a, mask_b;
       std::vector<std::int64_t> shuffle_a, shuffle_b, restore_a, restore_b, keep_a, keep_b,
@@ -185,7 +185,7 @@ TEST_CASE("cuda write pass reproduces write_sample_outputs, padding included", "
       std::vector<float> noise_a, noise_b;
       const auto rows_a = make_rows(mask_a, shuffle_a, restore_a, keep_a, masked_a, noise_a);
       const auto rows_b = make_rows(mask_b, shuffle_b, restore_b, keep_b, masked_b, noise_b);
-      mwm::write_sample_outputs(rows_a, order.data(), n, visible);
+      mwm::steps::write_sample_outputs(rows_a, order.data(), n, visible);
       // The kernel runs one thread per position, in any order: run them backwards.
       for (std::int64_t position = n - 1; position >= 0; --position)
         mwm::gpu::write_order_position(rows_b, n, visible, position, order[position]);
@@ -296,7 +296,7 @@ TEST_CASE("cuda quantile passes reproduce regions_by_quantiles", "[cuda][regions
       mwm::regions_by_quantiles(scores.data(), batch, n, shares, expected.data(),
                                 mwm::nan_policy::error, 1);
       std::vector<std::int64_t> top_counts;
-      for (double share : shares) top_counts.push_back(mwm::quantile_count(n, share));
+      for (double share : shares) top_counts.push_back(mwm::steps::quantile_count(n, share));
       std::vector<std::int32_t> actual(static_cast<std::size_t>(batch * n), -1);
       for (std::int64_t b = 0; b < batch; ++b) {
         std::vector<std::uint32_t> keys(static_cast<std::size_t>(n));
@@ -385,11 +385,11 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
       out.noise = actual.noise.data();
       std::vector<std::int64_t> order(static_cast<std::size_t>(n));
       for (std::int64_t b = 0; b < batch; ++b) {
-        const auto sample = mwm::global_sample_index(sample_index.data(), 0, b);
+        const auto sample = mwm::steps::global_sample_index(sample_index.data(), 0, b);
         const auto visible = mwm::gpu::reference::select_sample_in_passes(
             params, gc.grid, regions.data() + b * n, scores.data() + b * n, request.seed, sample,
             order.data());
-        const auto row = mwm::sample_rows(out, widths, n, b);
+        const auto row = mwm::steps::sample_rows(out, widths, n, b);
         for (std::int64_t position = 0; position < n; ++position)
           mwm::gpu::write_order_position(row, n, visible, position, order[position]);
         out.num_masked[b] = n - visible;
@@ -520,7 +520,7 @@ TEST_CASE("cuda token elements reproduce the token drivers, gradients bit for bi
     mwm::restore_tokens_backward<float>(grad_out.data(), os, ids_restore.data(), counts, slots,
                                         num_tokens, channels, vis_expected.data(), ks,
                                         partials.data(), 0, batch);
-    mwm::sum_mask_partials(partials.data(), batch, channels, token_expected.data());
+    mwm::steps::sum_mask_partials(partials.data(), batch, channels, token_expected.data());
 
     std::vector<std::int64_t> destinations(static_cast<std::size_t>(batch * num_tokens));
     for (std::int64_t b = 0; b < batch; ++b)
@@ -607,7 +607,7 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
             actual[static_cast<std::size_t>(i)] = r.loss;
             coefficients[static_cast<std::size_t>(i)] = r.coefficient;
           }
-          const float coefficient_sum = mwm::ordered_total(coefficients.data(), count);
+          const float coefficient_sum = mwm::steps::ordered_total(coefficients.data(), count);
           INFO("patch layout " << lc.patch_layout << ", norm " << norm << ", reduction "
                                << static_cast<int>(reduction));
           REQUIRE(actual == expected);
@@ -624,8 +624,8 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
 
           const bool per_patch = reduction == mwm::loss_reduction::none;
           const auto upstream = mixed_values(rng, per_patch ? count : 1);
-          const float denominator =
-              mwm::loss_denominator(reduction, mwm::coefficient_total(in.mask, in.weight, count));
+          const float denominator = mwm::steps::loss_denominator(
+              reduction, mwm::coefficient_total(in.mask, in.weight, count));
           std::vector<float> grad_expected(pred.size(), 0.0f);
           std::vector<float> grad_actual(pred.size(), 4.0f);
           mwm::band_gradients(in, upstream.data(), denominator, grad_expected.data(), pred_strides,
@@ -730,9 +730,9 @@ TEST_CASE("cuda token rows record the error the CPU validators raise, in any ord
         if (!mwm::gpu::gather_row_part<1>(x.data(), xs, ids.data(), slots, num_tokens, channels,
                                           out.data(), ks, row, lane, 2, &bad) &&
             lane == 0)
-          mwm::record_data_error(first, mwm::data_error_key(0, row), bad);
+          mwm::record_data_error(first, mwm::steps::data_error_key(0, row), bad);
       }
-    REQUIRE(mwm::has_data_error(first));
+    REQUIRE(mwm::steps::has_data_error(first));
     REQUIRE(message_of([&] { mwm::raise_if_data_error(first); }) == cpu);
     for (std::int64_t c = 0; c < channels; ++c) {  // row (1, 1) holds the bad id: zeros
       REQUIRE(out[ks.batch + ks.token + c] == 0.0f);
@@ -861,8 +861,8 @@ TEST_CASE("cuda block tiers: padded sorts of both tiers reproduce select_sample"
       const auto seed = static_cast<std::uint64_t>(draw_int(rng, 0, 1 << 30));
       mwm::selection_workspace ws;
       std::vector<std::int64_t> expected(static_cast<std::size_t>(n));
-      const auto expected_visible = mwm::select_sample(params, grid, regions.data(), scores.data(),
-                                                       seed, 77, ws, expected.data());
+      const auto expected_visible = mwm::steps::select_sample(
+          params, grid, regions.data(), scores.data(), seed, 77, ws, expected.data());
       std::vector<std::int64_t> actual(static_cast<std::size_t>(n), -3);
       const auto actual_visible = mwm::gpu::reference::select_sample_in_passes(
           params, grid, regions.data(), scores.data(), seed, 77, actual.data(), capacity);
@@ -970,15 +970,15 @@ TEST_CASE("data_error_message words the loss faults as throw_loss_fault does", "
     auto slot_message = [&](mwm::data_error e) {
       return message_of([&] { mwm::raise_data_error(e); });
     };
-    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_target, 6, n, 0, 0)) ==
-            cpu(mwm::loss_fault::target));
-    REQUIRE(slot_message(mwm::real_data_error(mwm::data_error_code::loss_weight,
-                                              mwm::data_argument::scores, 6, n, weight[6])) ==
+    REQUIRE(slot_message(mwm::steps::integer_data_error(mwm::data_error_code::loss_target, 6, n, 0,
+                                                        0)) == cpu(mwm::loss_fault::target));
+    REQUIRE(slot_message(mwm::steps::real_data_error(
+                mwm::data_error_code::loss_weight, mwm::data_argument::scores, 6, n, weight[6])) ==
             cpu(mwm::loss_fault::weight));
-    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_pred, 6, n, 0, 0)) ==
-            cpu(mwm::loss_fault::pred));
-    REQUIRE(slot_message(mwm::integer_data_error(mwm::data_error_code::loss_overflow, 6, n, 0,
-                                                 wide ? 64 : 32)) ==
+    REQUIRE(slot_message(mwm::steps::integer_data_error(mwm::data_error_code::loss_pred, 6, n, 0,
+                                                        0)) == cpu(mwm::loss_fault::pred));
+    REQUIRE(slot_message(mwm::steps::integer_data_error(mwm::data_error_code::loss_overflow, 6, n,
+                                                        0, wide ? 64 : 32)) ==
             cpu(mwm::loss_fault::overflow));
   }
 }
@@ -1025,7 +1025,7 @@ TEST_CASE("the reduced loss's overflow: one test and one message for finish_loss
   REQUIRE(cpu.rfind("mwm: the reduced loss overflows float32 (every patch's loss is finite", 0) ==
           0);
   mwm::data_error_slot slot;
-  mwm::record_data_error(slot, mwm::data_error_key(2, 0),
+  mwm::record_data_error(slot, mwm::steps::data_error_key(2, 0),
                          mwm::reduced_loss_overflow_error<float>());
   REQUIRE(message_of([&] { mwm::raise_if_data_error(slot); }) == cpu);
   REQUIRE(message_of([&] {

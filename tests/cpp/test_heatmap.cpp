@@ -259,7 +259,7 @@ TEST_CASE("nearest pooling reads and validates only the pixels it samples", "[he
   std::vector<bool> sampled(35, false);
   for (std::int64_t h = 0; h < 3; ++h)
     for (std::int64_t w = 0; w < 3; ++w)
-      sampled[static_cast<std::size_t>(mwm::nearest_pixel(shape, grid, 0, h, w))] = true;
+      sampled[static_cast<std::size_t>(mwm::steps::nearest_pixel(shape, grid, 0, h, w))] = true;
   REQUIRE(std::count(sampled.begin(), sampled.end(), true) == 9);
   const float nan_value = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> scores(9);

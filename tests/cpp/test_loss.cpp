@@ -219,8 +219,8 @@ TEST_CASE("patch strides address MAE's patch vector order in both layouts", "[lo
   const std::int64_t p = g.patch_vector_size();
   for (std::int64_t b = 0; b < 2; ++b)
     for (std::int64_t n = 0; n < g.grid.num_patches(); ++n) {
-      const double* image_patch = f.target.data() + mwm::patch_start(ts, g.grid, b, n);
-      const double* vector_patch = vectors.data() + mwm::patch_start(vs, g.grid, b, n);
+      const double* image_patch = f.target.data() + mwm::steps::patch_start(ts, g.grid, b, n);
+      const double* vector_patch = vectors.data() + mwm::steps::patch_start(vs, g.grid, b, n);
       std::int64_t e = 0;
       for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
         for (std::int64_t ph = 0; ph < g.patch_height; ++ph)
@@ -283,19 +283,21 @@ TEST_CASE("the per-patch strided path (the CUDA kernels') equals the band driver
       std::vector<double> grad(f.pred_vectors.size(), 9.0);
       for (std::int64_t i = 0; i < count; ++i) {
         const std::int64_t b = i / n, patch = i % n;
-        const double c = mwm::patch_coefficient(in.mask, in.weight, i);
-        const double* pred = in.pred + mwm::patch_start(in.pred_strides, g.grid, b, patch);
-        const double* target = in.target + mwm::patch_start(in.target_strides, g.grid, b, patch);
+        const double c = mwm::steps::patch_coefficient(in.mask, in.weight, i);
+        const double* pred = in.pred + mwm::steps::patch_start(in.pred_strides, g.grid, b, patch);
+        const double* target =
+            in.target + mwm::steps::patch_start(in.target_strides, g.grid, b, patch);
         double loss = -1;
-        REQUIRE(mwm::weighted_patch_loss(c, pred, in.pred_strides, target, in.target_strides, g, o,
-                                         &loss));
+        REQUIRE(mwm::steps::weighted_patch_loss(c, pred, in.pred_strides, target, in.target_strides,
+                                                g, o, &loss));
         REQUIRE(loss == Approx(banded[static_cast<std::size_t>(i)]).epsilon(1e-14).margin(1e-300));
         const bool per_patch = o.reduction == loss_reduction::none;
-        const double factor =
-            mwm::gradient_factor(upstream[per_patch ? static_cast<std::size_t>(i) : 0], c, 1.0);
-        mwm::weighted_patch_gradient(
+        const double factor = mwm::steps::gradient_factor(
+            upstream[per_patch ? static_cast<std::size_t>(i) : 0], c, 1.0);
+        mwm::steps::weighted_patch_gradient(
             factor, pred, in.pred_strides, target, in.target_strides, g, o,
-            grad.data() + mwm::patch_start(in.pred_strides, g.grid, b, patch), in.pred_strides);
+            grad.data() + mwm::steps::patch_start(in.pred_strides, g.grid, b, patch),
+            in.pred_strides);
       }
       for (std::size_t e = 0; e < grad.size(); ++e)
         REQUIRE(grad[e] == Approx(banded_grad[e]).epsilon(1e-14).margin(1e-300));
@@ -374,8 +376,8 @@ TEST_CASE("the gradient matches central differences of the loss", "[loss]") {
         upstream[static_cast<std::size_t>(i)] = 0.5 + 0.1 * static_cast<double>(i % 7);
       const bool none = o.reduction == loss_reduction::none;
       const double one = 1.0;
-      const double denominator =
-          mwm::loss_denominator(o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+      const double denominator = mwm::steps::loss_denominator(
+          o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
       std::vector<double> grad(f.pred_vectors.size(), 123.0);
       run_gradients(in, none ? upstream.data() : &one, denominator, grad.data(),
                     f.vector_strides());
@@ -503,7 +505,8 @@ TEST_CASE("finish_loss names a non-finite prediction, weight or overflow and its
     double value = 0.0;
     CHECK(finish_message(f.inputs(propagate, true), &value).empty());
     if (reduction != loss_reduction::none) CHECK(std::isnan(value));
-    CHECK(mwm::patch_loss_fault(f.inputs(error_mode, true), 8, nan) == mwm::loss_fault::pred);
+    CHECK(mwm::steps::patch_loss_fault(f.inputs(error_mode, true), 8, nan) ==
+          mwm::loss_fault::pred);
 
     // A NaN weight in a masked patch, an infinite one in an unmasked patch (not read).
     fixture w(g, 2, 22);

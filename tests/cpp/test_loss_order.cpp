@@ -51,7 +51,7 @@ Acc device_order_total(const std::vector<Acc>& values) {
     }
     // The block's steps: every thread t < stride adds a[t + stride], stride halving.
     for (int stride = mwm::loss_chunk / 2; stride > 0; stride /= 2)
-      for (int t = 0; t < stride; ++t) mwm::halving_step(a, stride, t);
+      for (int t = 0; t < stride; ++t) mwm::steps::halving_step(a, stride, t);
     chunks[static_cast<std::size_t>(k)] = a[0];
   }
   return mwm::gpu::host_finish_levels(chunks.data(), mwm::gpu::chunk_count(count));
@@ -64,8 +64,8 @@ TEST_CASE("the shuffle tree of a warp is the core's lane_total, bit for bit", "[
     auto d = spread_values<double>(rng, mwm::loss_lanes);
     const float shuffled_f = mwm::gpu::host_shuffle_tree(f.data());
     const double shuffled_d = mwm::gpu::host_shuffle_tree(d.data());
-    REQUIRE(same_bits(shuffled_f, mwm::lane_total(f.data())));
-    REQUIRE(same_bits(shuffled_d, mwm::lane_total(d.data())));
+    REQUIRE(same_bits(shuffled_f, mwm::steps::lane_total(f.data())));
+    REQUIRE(same_bits(shuffled_d, mwm::steps::lane_total(d.data())));
   }
 }
 
@@ -78,8 +78,8 @@ TEST_CASE("the tree of a group of 8 threads with 4 lanes each is lane_total, bit
     // lane_total adds in place: the group's tree reads the values first.
     const float grouped_f = mwm::gpu::host_group_tree(f.data());
     const double grouped_d = mwm::gpu::host_group_tree(d.data());
-    REQUIRE(same_bits(grouped_f, mwm::lane_total(f.data())));
-    REQUIRE(same_bits(grouped_d, mwm::lane_total(d.data())));
+    REQUIRE(same_bits(grouped_f, mwm::steps::lane_total(f.data())));
+    REQUIRE(same_bits(grouped_d, mwm::steps::lane_total(d.data())));
   }
 }
 
@@ -96,7 +96,7 @@ TEST_CASE(
       reference += static_cast<double>(v);
       magnitude += std::fabs(static_cast<double>(v));
     }
-    const float total = mwm::ordered_total(values.data(), count);
+    const float total = mwm::steps::ordered_total(values.data(), count);
     // A tree of depth log2(count) + 8: its error bound is a few ulps of the magnitude.
     CHECK(std::fabs(static_cast<double>(total) - reference) <= 1e-6 * (magnitude + 1.0));
     REQUIRE(same_bits(total, device_order_total(values)));
@@ -270,8 +270,8 @@ TEST_CASE(
             REQUIRE(same_bits(dev.losses_total / dev.coefficients_total, cpu_loss));
           }
           // The gradient: the warp bodies against band_gradients.
-          const float denominator =
-              mwm::loss_denominator(o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+          const float denominator = mwm::steps::loss_denominator(
+              o.reduction, mwm::coefficient_total(in.mask, in.weight, count));
           const float upstream = 0.75f;
           std::vector<float> grad_cpu(static_cast<std::size_t>(x.pred_size), 5.0f);
           std::vector<float> grad_dev(static_cast<std::size_t>(x.pred_size), 6.0f);
@@ -315,8 +315,9 @@ TEST_CASE("loss: the CPU op against a plain float64 reference, over many patches
   const std::int64_t p = g.patch_vector_size();
   double total = 0.0, coefficients = 0.0;
   for (std::int64_t i = 0; i < x.batch * n; ++i) {
-    const float* t = x.target.data() + mwm::patch_start(x.target_strides, g.grid, i / n, i % n);
-    const float* q = x.pred.data() + mwm::patch_start(x.pred_strides, g.grid, i / n, i % n);
+    const float* t =
+        x.target.data() + mwm::steps::patch_start(x.target_strides, g.grid, i / n, i % n);
+    const float* q = x.pred.data() + mwm::steps::patch_start(x.pred_strides, g.grid, i / n, i % n);
     std::vector<double> tv, pv;
     for (std::int64_t ph = 0; ph < g.patch_height; ++ph)
       for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
@@ -369,12 +370,12 @@ std::string device_message(const mwm::loss_inputs<float, float, float>& in) {
     const auto r = mwm::gpu::warp_patch_loss(in, i, warp);
     mwm::loss_fault fault = r.target_finite ? mwm::loss_fault::none : mwm::loss_fault::target;
     if (fault == mwm::loss_fault::none && in.options.nonfinite == mwm::nonfinite_policy::error)
-      fault = mwm::patch_loss_fault(in, i, r.loss);
+      fault = mwm::steps::patch_loss_fault(in, i, r.loss);
     if (fault == mwm::loss_fault::none) continue;
     const auto bad = mwm::gpu::patch_data_error(in, fault, i);
     mwm::record_data_error(slot, bad.key, bad.error);
   }
-  return mwm::has_data_error(slot) ? mwm::data_error_message(slot.error) : "";
+  return mwm::steps::has_data_error(slot) ? mwm::data_error_message(slot.error) : "";
 }
 
 TEST_CASE("loss: the device's error records raise finish_loss's messages", "[loss][order][cuda]") {

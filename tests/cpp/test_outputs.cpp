@@ -156,7 +156,8 @@ TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "
       if (spread == 1) high = 0x3f000000u + (high & 0xff);    // a narrow range
       if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;  // the two extremes
       if (spread == 3) high = high % 5 == 0 ? high : 12345;   // one crowded bucket
-      keys[i] = mwm::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
+      keys[i] =
+          mwm::steps::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
     }
     std::shuffle(keys.begin(), keys.end(), rng);
     auto expected = keys;
@@ -177,7 +178,7 @@ TEST_CASE("sorted_keys gives std::sort's order with either bucketing, wherever i
     ws.keys.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
       const auto high = static_cast<std::uint32_t>(crowded && i % 2 ? 99u : rng());
-      ws.keys[i] = mwm::make_key(high, static_cast<std::uint32_t>(i));
+      ws.keys[i] = mwm::steps::make_key(high, static_cast<std::uint32_t>(i));
     }
     auto expected = ws.keys;
     std::sort(expected.begin(), expected.end());
@@ -195,7 +196,7 @@ TEST_CASE("the wide-vector key loops give the portable loop's keys", "[outputs][
          {std::uint64_t(0), std::uint64_t(12345), (std::uint64_t(3) << 32) | 9u}) {
       std::vector<mwm::selection_key> expected(static_cast<std::size_t>(n));
       for (std::int64_t i = 0; i < n; ++i)
-        expected[i] = mwm::random_key(77, index, static_cast<std::uint32_t>(i));
+        expected[i] = mwm::steps::random_key(77, index, static_cast<std::uint32_t>(i));
       std::vector<mwm::selection_key> keys(static_cast<std::size_t>(n));
       mwm::detail::fill_random_keys(keys.data(), n, 77, index);  // whichever this CPU runs
       REQUIRE(keys == expected);
@@ -244,8 +245,8 @@ TEST_CASE("write_sample_outputs with the noise table writes what it computes wit
                           noise_b.data(),
                           n,
                           n};
-    mwm::write_sample_outputs(a, order.data(), n, visible, table.data());
-    mwm::write_sample_outputs(b, order.data(), n, visible);
+    mwm::steps::write_sample_outputs(a, order.data(), n, visible, table.data());
+    mwm::steps::write_sample_outputs(b, order.data(), n, visible);
     CHECK(mask_a == mask_b);
     CHECK(restore_a == restore_b);
     CHECK(keep_a == keep_b);
@@ -276,7 +277,8 @@ TEST_CASE("radix_sort_keys equals std::sort, on any keys and on the high words a
       if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;      // the two extremes
       if (spread == 3) high = high % 5 == 0 ? high : 12345;       // a crowded value
       if (spread == 4) high = static_cast<std::uint64_t>(n - i);  // descending
-      keys[i] = mwm::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
+      keys[i] =
+          mwm::steps::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
     }
     auto expected = keys;
     std::sort(expected.begin(), expected.end());

@@ -31,7 +31,7 @@ const philox_known_answer random123_vectors[] = {
 
 TEST_CASE("philox4x32_10 reproduces the Random123 known-answer vectors", "[philox]") {
   for (const auto& vector : random123_vectors) {
-    const auto out = mwm::philox4x32_10(vector.counter, vector.key);
+    const auto out = mwm::steps::philox4x32_10(vector.counter, vector.key);
     for (int word = 0; word < 4; ++word) {
       INFO("counter word 0 = " << vector.counter.v[0] << ", output word " << word);
       CHECK(out.v[word] == vector.expected[word]);
@@ -46,23 +46,23 @@ TEST_CASE("random_u32 keys Philox by seed and counts (sample, patch, draw, sampl
   const std::uint32_t patch = 0x85a308d3u;
   const std::uint32_t draw = 0x13198a2eu;
   // The pi-digits vector again, reached through the mwm stream layout.
-  CHECK(mwm::random_u32(seed, sample, patch, draw) == 0xd16cfe09u);
-  CHECK(mwm::random_u32(0, 0, 0, 0) == 0x6627e8d5u);
-  CHECK(mwm::random_u32(~0ull, ~0ull, 0xffffffffu, 0xffffffffu) == 0x408f276du);
+  CHECK(mwm::steps::random_u32(seed, sample, patch, draw) == 0xd16cfe09u);
+  CHECK(mwm::steps::random_u32(0, 0, 0, 0) == 0x6627e8d5u);
+  CHECK(mwm::steps::random_u32(~0ull, ~0ull, 0xffffffffu, 0xffffffffu) == 0x408f276du);
 }
 
 TEST_CASE("sample indices past 2^32 do not alias earlier samples", "[philox]") {
   std::set<std::uint32_t> values;
   for (std::uint64_t high = 0; high < 4; ++high) {
-    values.insert(mwm::random_u32(7, (high << 32) | 5u, 11, 0));
+    values.insert(mwm::steps::random_u32(7, (high << 32) | 5u, 11, 0));
   }
   CHECK(values.size() == 4);
 }
 
 TEST_CASE("random_key carries the patch index in its low 32 bits", "[philox][keys]") {
   for (std::uint32_t patch = 0; patch < 64; ++patch) {
-    const auto key = mwm::random_key(3, 9, patch);
-    CHECK(mwm::key_index(key) == patch);
-    CHECK((key >> 32) == mwm::random_u32(3, 9, patch, 0));
+    const auto key = mwm::steps::random_key(3, 9, patch);
+    CHECK(mwm::steps::key_index(key) == patch);
+    CHECK((key >> 32) == mwm::steps::random_u32(3, 9, patch, 0));
   }
 }

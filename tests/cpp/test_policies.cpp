@@ -151,7 +151,7 @@ TEMPLATE_TEST_CASE("fixed_total masks the same total everywhere, split by larges
     const std::int64_t n = in.grid.num_patches();
     const std::int64_t total = n - mwm_test::python_keep(n, policy.ratio, policy.rounding);
     std::vector<std::int64_t> ratio_q16;
-    for (double r : policy.region_ratios) ratio_q16.push_back(mwm::unit_q16(r));
+    for (double r : policy.region_ratios) ratio_q16.push_back(mwm::steps::unit_q16(r));
     INFO("trial " << trial << ": n = " << n << ", ratio = " << policy.ratio);
     REQUIRE(masks.widths.masked == total);
     for (std::int64_t b = 0; b < in.batch; ++b) {
@@ -269,7 +269,8 @@ TEMPLATE_TEST_CASE("blocks are boxes, and they carry a large budget", "[policy]"
     }
     REQUIRE(covered <= target);
     std::vector<std::uint8_t> all_at_once(static_cast<std::size_t>(n), 7);
-    REQUIRE(mwm::place_blocks(all_at_once.data(), grid, params, target, 5, sample) == covered);
+    REQUIRE(mwm::steps::place_blocks(all_at_once.data(), grid, params, target, 5, sample) ==
+            covered);
     REQUIRE(all_at_once == blocked);
 
     // The policy masks those blocks and tops up the shortfall elsewhere.

@@ -128,7 +128,7 @@ TEST_CASE("restore_tokens is MAE's cat + gather, with per-sample visible counts"
       mwm::restore_tokens_backward(grad.data(), dense(N, C), restore.data(),
                                    per_sample ? visible.data() : nullptr, K, N, C, grad_vis.data(),
                                    dense(K, C), partials.data(), 0, B);
-      mwm::sum_mask_partials(partials.data(), B, C, grad_token.data());
+      mwm::steps::sum_mask_partials(partials.data(), B, C, grad_token.data());
       std::vector<double> expected_vis(grad_vis.size(), 0.0), expected_token(C, 0.0);
       for (std::int64_t b = 0; b < B; ++b) {
         const std::int64_t count = per_sample ? visible[static_cast<std::size_t>(b)] : K;

@@ -316,10 +316,11 @@ void check_losses(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
     // The per-patch functions that the CUDA kernels run give the same bits, and the same
     // verdict on the target.
     Acc device = Acc(0);
-    const bool device_ok = mwm::weighted_patch_loss(
-        mwm::patch_coefficient(in.mask, in.weight, i),
-        in.pred + mwm::patch_start(in.pred_strides, k.g.grid, i / k.n, i % k.n), in.pred_strides,
-        in.target + mwm::patch_start(in.target_strides, k.g.grid, i / k.n, i % k.n),
+    const bool device_ok = mwm::steps::weighted_patch_loss(
+        mwm::steps::patch_coefficient(in.mask, in.weight, i),
+        in.pred + mwm::steps::patch_start(in.pred_strides, k.g.grid, i / k.n, i % k.n),
+        in.pred_strides,
+        in.target + mwm::steps::patch_start(in.target_strides, k.g.grid, i / k.n, i % k.n),
         in.target_strides, k.g, in.options, &device);
     MWM_FUZZ_CHECK(same_value(static_cast<double>(device), static_cast<double>(got)));
     if (c == 0.0) {
@@ -336,7 +337,7 @@ void check_losses(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
     if (!inputs_finite) MWM_FUZZ_CHECK(!std::isfinite(static_cast<double>(got)));
     if (!std::isfinite(static_cast<double>(got)) && first_non_finite < 0) first_non_finite = i;
     // The fault the forward would name: target, weight, pred, then overflow.
-    const mwm::loss_fault fault = mwm::patch_loss_fault(in, i, got);
+    const mwm::loss_fault fault = mwm::steps::patch_loss_fault(in, i, got);
     if (std::isfinite(static_cast<double>(got))) {
       MWM_FUZZ_CHECK(fault == mwm::loss_fault::none);
     } else if (!target_ok) {
@@ -370,7 +371,8 @@ void check_losses(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
   const Acc total = mwm::coefficient_total(in.mask, in.weight, k.count);
   std::vector<Acc> coefficients(static_cast<std::size_t>(k.count));
   for (std::int64_t i = 0; i < k.count; ++i)
-    coefficients[static_cast<std::size_t>(i)] = mwm::patch_coefficient(in.mask, in.weight, i);
+    coefficients[static_cast<std::size_t>(i)] =
+        mwm::steps::patch_coefficient(in.mask, in.weight, i);
   MWM_FUZZ_CHECK(same_value(total, chunk_tree_sum(coefficients)));
   const Acc plain_sum = chunk_tree_sum(losses);
   const Acc sum = mwm::reduce_patch_losses(losses.data(), k.count, mwm::loss_reduction::sum, total);
@@ -449,7 +451,7 @@ void check_gradients(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
   for (auto& u : upstream)
     u = static_cast<Acc>(static_cast<int>(data.ConsumeIntegralInRange<int>(-8, 8)) * 0.25);
   const Acc total = mwm::coefficient_total(in.mask, in.weight, k.count);
-  const Acc denominator = mwm::loss_denominator(in.options.reduction, total);
+  const Acc denominator = mwm::steps::loss_denominator(in.options.reduction, total);
 
   // The gradient has the prediction's layout; padding keeps a sentinel it must not lose.
   const P sentinel = static_cast<P>(1234.5);
@@ -464,15 +466,15 @@ void check_gradients(loss_case<Acc, P, T>& k, FuzzedDataProvider& data) {
   mwm::band_gradients(in, upstream.data(), denominator, split.data(), gs, cut, bands,
                       scratch.data());
   for (std::int64_t i = 0; i < k.count; ++i) {
-    const Acc factor =
-        mwm::gradient_factor(per_patch ? upstream[static_cast<std::size_t>(i)] : upstream[0],
-                             mwm::patch_coefficient(in.mask, in.weight, i), denominator);
-    mwm::weighted_patch_gradient(
-        factor, in.pred + mwm::patch_start(in.pred_strides, k.g.grid, i / k.n, i % k.n),
+    const Acc factor = mwm::steps::gradient_factor(
+        per_patch ? upstream[static_cast<std::size_t>(i)] : upstream[0],
+        mwm::steps::patch_coefficient(in.mask, in.weight, i), denominator);
+    mwm::steps::weighted_patch_gradient(
+        factor, in.pred + mwm::steps::patch_start(in.pred_strides, k.g.grid, i / k.n, i % k.n),
         in.pred_strides,
-        in.target + mwm::patch_start(in.target_strides, k.g.grid, i / k.n, i % k.n),
+        in.target + mwm::steps::patch_start(in.target_strides, k.g.grid, i / k.n, i % k.n),
         in.target_strides, k.g, in.options,
-        device.data() + mwm::patch_start(gs, k.g.grid, i / k.n, i % k.n), gs);
+        device.data() + mwm::steps::patch_start(gs, k.g.grid, i / k.n, i % k.n), gs);
   }
 
   std::vector<char> in_layout(grad.size(), 0);
