@@ -1,6 +1,7 @@
 // Launchers of the packed-token kernels (cuda/pack_tokens.cu): raw device pointers and a stream,
 // no torch, as mwm_cuda.hpp's. The maths is mwm/tokens.hpp's; ids and offsets that live on the
-// device are checked by the kernels, which print the mwm message and trap.
+// device are checked by the kernels, which record the first bad value in the device's error slot
+// (the contract of mwm_cuda.hpp, "data errors") and never trap.
 #pragma once
 
 #include <cuda_runtime_api.h>
