@@ -142,7 +142,7 @@ def fused_bytes(case: LossCase, mask: torch.Tensor, element_size: int = 4) -> in
     return int(2 * masked_share * tensor + tensor)
 
 
-def _methods(case: LossCase, compile_reference: bool):
+def _methods(case: LossCase, compile_reference: bool, unfused_reference: bool = False):
     import mwm
 
     p = case.patch
@@ -153,18 +153,32 @@ def _methods(case: LossCase, compile_reference: bool):
     def fused(pred, imgs, mask):
         return mwm.mae_loss(pred, imgs, mask, p, norm_pix_loss=True)
 
+    def unfused(pred, imgs, mask):
+        # The op mae_loss runs when the forward does not write the gradient: its backward
+        # reads pred and target again (the same values and gradient bits).
+        return torch.ops.mwm.masked_recon_loss(pred, imgs, mask, None, [p] * len(case.spatial),
+                                               "patch", True, "mse", "mean")
+
     methods = [("eager", eager)]
     if compile_reference:
         methods.append(("compiled", torch.compile(eager, fullgraph=True, dynamic=False)))
+    if unfused_reference:
+        methods.append(("unfused", unfused))
     methods.append(("mwm", fused))
     return methods
+
+
+REFERENCE_LABELS = (("eager", "MAE forward_loss, eager"),
+                    ("compiled", "MAE forward_loss, torch.compile"),
+                    ("unfused", "mwm, gradient in the backward"))
 
 
 def run_loss_benchmarks(args) -> list:
     """Rows for ``mwm-bench speed`` (keys: see mwm.bench.timing), one per case and reference.
     Reads from ``args`` (all optional): ``quick`` (small sizes), ``repeats`` (default 7),
-    ``warmup`` (default 2), ``threads``, ``no_compile``, ``copy_bandwidth`` (bytes/s; measured
-    here when absent)."""
+    ``warmup`` (default 2), ``threads``, ``no_compile``, ``unfused`` (a row against mwm with the
+    gradient computed in the backward), ``copy_bandwidth`` (bytes/s; measured here when
+    absent)."""
     quick = bool(getattr(args, "quick", False))
     repeats = int(getattr(args, "repeats", None) or 7)
     warmup = int(getattr(args, "warmup", None) or 2)
@@ -172,6 +186,7 @@ def run_loss_benchmarks(args) -> list:
     if threads:
         torch.set_num_threads(int(threads))
     compile_reference = not bool(getattr(args, "no_compile", False))
+    unfused_reference = bool(getattr(args, "unfused", False))
     bandwidth = getattr(args, "copy_bandwidth", None) or copy_bandwidth(
         (64 if quick else 256) << 20, repeats=max(repeats, 5))
     triad = triad_bandwidth((64 if quick else 256) << 20, repeats=max(repeats, 5))
@@ -180,7 +195,7 @@ def run_loss_benchmarks(args) -> list:
         pred, imgs, mask = _inputs(case)
         pred.requires_grad_(True)
         measured = {}
-        for name, fn in _methods(case, compile_reference):
+        for name, fn in _methods(case, compile_reference, unfused_reference):
             wall, cpu, faults = wall_and_cpu_medians(lambda: _step(fn, pred, imgs, mask),
                                                      repeats, warmup)
             pred.grad = None  # freed before profiling: only this step's allocations count
@@ -188,8 +203,7 @@ def run_loss_benchmarks(args) -> list:
             measured[name] = (wall, peak, final, cpu, faults)
         moved = fused_bytes(case, mask)
         ours_s, ours_peak, ours_final, ours_cpu, ours_faults = measured["mwm"]
-        for name, label in (("eager", "MAE forward_loss, eager"),
-                            ("compiled", "MAE forward_loss, torch.compile")):
+        for name, label in REFERENCE_LABELS:
             if name not in measured:
                 continue
             ref_s, ref_peak, ref_final, ref_cpu, ref_faults = measured[name]
@@ -224,6 +238,10 @@ def add_loss_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the torch.compile reference")
+    parser.add_argument("--unfused", action="store_true",
+                        help="also time mwm with the gradient computed in the backward "
+                             "(torch.ops.mwm.masked_recon_loss, what the CPU ran before the "
+                             "forward wrote it)")
 
 
 def loss_targets(rows: Sequence[dict]) -> list:
@@ -231,6 +249,8 @@ def loss_targets(rows: Sequence[dict]) -> list:
     with ``target``, ``size``, ``threads``, ``value`` and ``met``."""
     out = []
     for r in rows:
+        if r["reference"] == REFERENCE_LABELS[2][1]:
+            continue  # the same mwm time as the eager row: judged there
         if "torch.compile" in r["reference"]:
             if r["size"].startswith("3d"):
                 out.append({"target": f"3D >= {COMPILED_SPEEDUP_TARGET_3D}x torch.compile",
