@@ -283,3 +283,26 @@ def test_opcheck_backward_inplace(sample, upstream):
     _, stored = torch.ops.mwm._masked_recon_loss_fused(pred.detach(), *rest)
     torch.library.opcheck(torch.ops.mwm._masked_recon_loss_backward_inplace.default,
                           (stored, torch.tensor(upstream), pred.detach(), *rest))
+
+
+def test_the_benchmark_counts_the_bytes_of_the_path_it_times():
+    # speed_loss's bandwidth share counts the fused path's bytes (2 * masked share + 1 tensors);
+    # the step it times must take that path, and its unfused reference the other one.
+    from mwm.bench import speed_loss
+
+    case = speed_loss.QUICK_CASES[0]
+    pred, imgs, mask = speed_loss._inputs(case)
+    pred.requires_grad_(True)
+    methods = dict(speed_loss._methods(case, compile_reference=False, unfused_reference=True))
+    assert "fused" in type(methods["mwm"](pred, imgs, mask).grad_fn).__name__.lower()
+    assert "fused" not in type(methods["unfused"](pred, imgs, mask).grad_fn).__name__.lower()
+    tensor = case.batch * case.num_patches * case.patch_vector * 4
+    share = mask.float().mean().item()
+    assert speed_loss.fused_bytes(case, mask) == int(2 * share * tensor + tensor)
+    # Both give the same loss and gradient bits.
+    grads = []
+    for name in ("mwm", "unfused"):
+        pred.grad = None
+        methods[name](pred, imgs, mask).backward()
+        grads.append(pred.grad)
+    assert same_bits(grads[0], grads[1])
