@@ -1,7 +1,8 @@
-// masked_recon_loss and _masked_recon_loss_backward (its gradient for pred): their definitions,
-// the CPU kernels (the core's band losses and band gradients in parallel, then finish_loss in
-// batch order) and, in a CUDA build, the glue of the loss launchers. Schemas and checks:
-// ops/masked_recon_loss.h.
+// masked_recon_loss and _masked_recon_loss_backward (its gradient for pred), and the CPU-only
+// pair _masked_recon_loss_fused (the loss and the gradient for grad_output = 1 in one pass) /
+// _masked_recon_loss_backward_inplace: their definitions, the CPU kernels (the core's band
+// losses and band gradients in parallel, then finish_loss in batch order) and, in a CUDA build,
+// the glue of the loss launchers. Schemas and checks: ops/masked_recon_loss.h.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -30,19 +31,58 @@ void store_min(std::atomic<int64_t>& slot, int64_t value) {
   }
 }
 
+// The gradient's strides and the band gradients of all bands for the upstream values `grad_out`
+// (one value, or one per patch for none): band_gradients in parallel.
+template <typename Acc, typename P, typename T>
+void write_band_gradients(const loss_call& call, const mwm::loss_inputs<Acc, P, T>& in,
+                          const Acc* grad_out, Acc denominator, at::Tensor& grad_pred) {
+  const auto gs = layout_strides(call.geometry, call.patch_layout, grad_pred.strides());
+  P* out = grad_pred.template mutable_data_ptr<P>();
+  at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),
+                   [&](int64_t begin, int64_t end) {
+                     band_scratch<Acc> scratch(call.geometry);
+                     mwm::band_gradients(in, grad_out, denominator, out, gs, begin, end,
+                                         scratch.data());
+                   });
+}
+
+// A gradient shaped like pred, contiguous. Every element is written by the drivers (zeros for
+// patches outside the loss), so no zero fill; the fresh block gets huge pages before it is
+// touched.
+at::Tensor empty_gradient(const at::Tensor& pred) {
+  auto grad_pred =
+      at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
+  advise_huge_pages(grad_pred.data_ptr(), grad_pred.nbytes());
+  return grad_pred;
+}
+
+// The loss; with `unit_grad` (a reduced loss), also the gradient for grad_output = 1 into it:
+// written by the forward's own pass over the patches when the denominator allows
+// (mwm::fused_gradient_exact), else by band_gradients with upstream 1 once the loss is known
+// to be valid (sum(mask * weight) is 0 or NaN: every factor is NaN, unread patches included).
 template <typename Acc, typename P, typename T>
 at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at::Tensor& target,
-                        at::ScalarType out_dtype) {
+                        at::ScalarType out_dtype, at::Tensor* unit_grad = nullptr) {
   const auto in = loss_inputs_of<Acc, P, T>(call, pred, target);
   const int64_t n = call.num_patches();
   auto losses = at::empty({call.batch, n}, pred.options().dtype(call.accumulate));
   Acc* per_patch = losses.template mutable_data_ptr<Acc>();
+  Acc denominator = Acc(0);
+  mwm::unit_gradient<Acc, P> gradient{};
+  bool fused = false;
+  if (unit_grad) {
+    denominator = mwm::steps::loss_denominator(
+        call.options.reduction, mwm::coefficient_total(in.mask, in.weight, call.batch * n));
+    gradient = {denominator, unit_grad->template mutable_data_ptr<P>(),
+                layout_strides(call.geometry, call.patch_layout, unit_grad->strides())};
+    fused = mwm::fused_gradient_exact(denominator);
+  }
   std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
   at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),
                    [&](int64_t begin, int64_t end) {
                      band_scratch<Acc> scratch(call.geometry);
-                     const int64_t bad =
-                         mwm::band_losses(in, begin, end, per_patch, scratch.data());
+                     const int64_t bad = mwm::band_losses(in, begin, end, per_patch, scratch.data(),
+                                                          fused ? &gradient : nullptr);
                      if (bad >= 0) store_min(first_bad, bad);
                    });
   const int64_t bad = first_bad.load();
@@ -74,13 +114,18 @@ at::Tensor loss_forward(const loss_call& call, const at::Tensor& pred, const at:
                         "\"propagate\" to get the infinity");
     }
   }
+  if (unit_grad && !fused) {
+    const Acc one = Acc(1);
+    write_band_gradients(call, in, &one, denominator, *unit_grad);
+  }
   if (per_patch_result) return losses.to(out_dtype);
   return at::scalar_tensor(static_cast<double>(loss), pred.options().dtype(out_dtype));
 }
 
-at::Tensor forward(const loss_call& call, const at::Tensor& pred, const at::Tensor& target) {
-  const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
-  at::Tensor out;
+// Runs Body<Acc, P, T>() for the dtypes of pred and target (Acc: float64 when either is, else
+// float32).
+template <typename Body>
+void dispatch_loss_types(const at::Tensor& pred, const at::Tensor& target, Body&& body) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, pred.scalar_type(), "masked_recon_loss", [&] {
         using P = scalar_t;
@@ -89,50 +134,66 @@ at::Tensor forward(const loss_call& call, const at::Tensor& pred, const at::Tens
               using T = scalar_t;
               using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
                                              double, float>;
-              out = loss_forward<Acc, P, T>(call, pred, target, out_dtype);
+              body(Acc(), P(), T());
             });
       });
+}
+
+at::Tensor forward(const loss_call& call, const at::Tensor& pred, const at::Tensor& target) {
+  const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
+  at::Tensor out;
+  dispatch_loss_types(pred, target, [&](auto acc, auto p, auto t) {
+    out = loss_forward<decltype(acc), decltype(p), decltype(t)>(call, pred, target, out_dtype);
+  });
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> forward_with_unit_gradient(const loss_call& call,
+                                                              const at::Tensor& pred,
+                                                              const at::Tensor& target) {
+  const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
+  auto grad_pred = empty_gradient(pred);
+  at::Tensor out;
+  dispatch_loss_types(pred, target, [&](auto acc, auto p, auto t) {
+    out = loss_forward<decltype(acc), decltype(p), decltype(t)>(call, pred, target, out_dtype,
+                                                                &grad_pred);
+  });
+  return {out, grad_pred};
+}
+
+// The gradient for the upstream values `grad` into grad_pred (every element written).
 template <typename Acc, typename P, typename T>
 void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
                    const at::Tensor& target, at::Tensor& grad_pred) {
   const auto in = loss_inputs_of<Acc, P, T>(call, pred, target);
   const int64_t count = call.batch * call.num_patches();
   const auto upstream = grad.to(call.accumulate).contiguous();
-  const Acc* grad_out = upstream.template const_data_ptr<Acc>();
   const Acc denominator = mwm::steps::loss_denominator(
       call.options.reduction, mwm::coefficient_total(in.mask, in.weight, count));
-  const auto gs = layout_strides(call.geometry, call.patch_layout, grad_pred.strides());
-  P* out = grad_pred.template mutable_data_ptr<P>();
-  at::parallel_for(0, mwm::band_count(call.geometry, call.batch), band_grain(call),
-                   [&](int64_t begin, int64_t end) {
-                     band_scratch<Acc> scratch(call.geometry);
-                     mwm::band_gradients(in, grad_out, denominator, out, gs, begin, end,
-                                         scratch.data());
-                   });
+  write_band_gradients(call, in, upstream.template const_data_ptr<Acc>(), denominator, grad_pred);
 }
 
 at::Tensor backward(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
                     const at::Tensor& target) {
-  // Every element is written by the drivers (zeros for patches outside the loss), so no
-  // zero fill; the fresh block gets huge pages before it is touched.
-  auto grad_pred =
-      at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
-  advise_huge_pages(grad_pred.data_ptr(), grad_pred.nbytes());
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, pred.scalar_type(), "masked_recon_loss_backward", [&] {
-        using P = scalar_t;
-        AT_DISPATCH_FLOATING_TYPES_AND2(
-            at::kHalf, at::kBFloat16, target.scalar_type(), "masked_recon_loss_backward", [&] {
-              using T = scalar_t;
-              using Acc = std::conditional_t<std::is_same_v<P, double> || std::is_same_v<T, double>,
-                                             double, float>;
-              loss_backward<Acc, P, T>(call, grad, pred, target, grad_pred);
-            });
-      });
+  auto grad_pred = empty_gradient(pred);
+  dispatch_loss_types(pred, target, [&](auto acc, auto p, auto t) {
+    loss_backward<decltype(acc), decltype(p), decltype(t)>(call, grad, pred, target, grad_pred);
+  });
   return grad_pred;
+}
+
+// grad_pred holds the gradient for grad_output = 1 (the fused forward's). The upstream value is
+// compared after its conversion to the accumulation type, which is the value the backward would
+// compute with: equal to 1 there, the gradient already has the backward's bits (1 * c == c);
+// otherwise the backward runs into grad_pred.
+void backward_inplace(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
+                      const at::Tensor& target, at::Tensor& grad_pred) {
+  dispatch_loss_types(pred, target, [&](auto acc, auto p, auto t) {
+    using Acc = decltype(acc);
+    const Acc upstream = grad.to(call.accumulate).item<Acc>();
+    if (upstream == Acc(1)) return;
+    loss_backward<Acc, decltype(p), decltype(t)>(call, grad, pred, target, grad_pred);
+  });
 }
 
 }  // namespace on_cpu
@@ -210,12 +271,18 @@ at::Tensor backward(const loss_call& call, const at::Tensor& grad, const at::Ten
 TORCH_LIBRARY_FRAGMENT(mwm, m) {
   m.def(mwm_bindings::masked_recon_loss_schema);
   m.def(mwm_bindings::masked_recon_loss_backward_schema);
+  m.def(mwm_bindings::masked_recon_loss_fused_schema);
+  m.def(mwm_bindings::masked_recon_loss_backward_inplace_schema);
 }
 
 TORCH_LIBRARY_IMPL(mwm, CPU, m) {
   using namespace mwm_bindings;
   m.impl("masked_recon_loss", &masked_recon_loss_op<on_cpu::forward>);
   m.impl("_masked_recon_loss_backward", &masked_recon_loss_backward_op<on_cpu::backward>);
+  m.impl("_masked_recon_loss_fused",
+         &masked_recon_loss_fused_op<on_cpu::forward_with_unit_gradient>);
+  m.impl("_masked_recon_loss_backward_inplace",
+         &masked_recon_loss_backward_inplace_op<on_cpu::backward_inplace>);
 }
 
 #ifdef MWM_WITH_CUDA

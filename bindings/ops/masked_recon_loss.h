@@ -1,4 +1,5 @@
-// masked_recon_loss and its private backward _masked_recon_loss_backward: the schemas, the
+// masked_recon_loss, its private backward _masked_recon_loss_backward and the fused pair
+// _masked_recon_loss_fused / _masked_recon_loss_backward_inplace: the schemas, the
 // arguments validated once and turned into the core's patch geometry, strides and options, and
 // the op entries that run a backend on the checked call (cpu/ and cuda/masked_recon_loss*.cpp).
 #pragma once
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #if defined(__linux__)
@@ -38,6 +40,20 @@ inline constexpr char masked_recon_loss_backward_schema[] =
     "_masked_recon_loss_backward(Tensor grad, Tensor pred, Tensor target, Tensor mask, "
     "Tensor? weight, int[] patch_size, str layout, bool norm_target, str error, "
     "str reduction) -> Tensor";
+// The forward that also returns grad_pred for grad_output = 1, written in the same pass over the
+// patches (CPU; reductions mean, mean_eps, sum): what mwm.masked_recon_loss runs when pred needs
+// a gradient. Its backward, _masked_recon_loss_backward_inplace, leaves that gradient as it is
+// when grad == 1 exactly and otherwise overwrites it with _masked_recon_loss_backward's result
+// for grad, so every gradient has the bits of the unfused backward (docs/loss.md, "The gradient
+// written by the forward").
+inline constexpr char masked_recon_loss_fused_schema[] =
+    "_masked_recon_loss_fused(Tensor pred, Tensor target, Tensor mask, Tensor? weight, "
+    "int[] patch_size, str layout, bool norm_target, str error, str reduction, "
+    "str nonfinite=\"default\") -> (Tensor, Tensor)";
+inline constexpr char masked_recon_loss_backward_inplace_schema[] =
+    "_masked_recon_loss_backward_inplace(Tensor(a!) grad_pred, Tensor grad, Tensor pred, "
+    "Tensor target, Tensor mask, Tensor? weight, int[] patch_size, str layout, bool norm_target, "
+    "str error, str reduction) -> ()";
 
 inline mwm::recon_error parse_recon_error(c10::string_view v) {
   return parse_choice<mwm::recon_error>(
@@ -257,6 +273,23 @@ at::Tensor masked_recon_loss_op(const at::Tensor& pred, const at::Tensor& target
   });
 }
 
+// The incoming gradient of a backward: floating point, on pred's device, one value for a reduced
+// loss or (B, N) for reduction none.
+inline void check_loss_grad(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred) {
+  TORCH_CHECK_TYPE(grad.is_floating_point(), "mwm: grad must be floating point, got ",
+                   c10::toString(grad.scalar_type()));
+  check_same_device(grad, "grad", pred, "pred");
+  if (call.options.reduction == mwm::loss_reduction::none) {
+    TORCH_CHECK_VALUE(
+        grad.dim() == 2 && grad.size(0) == call.batch && grad.size(1) == call.num_patches(),
+        "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (", call.batch, ", ",
+        call.num_patches(), ")");
+  } else {
+    TORCH_CHECK_VALUE(grad.numel() == 1, "mwm: grad has shape ", shape_text(grad),
+                      ": a reduced loss expects a single value");
+  }
+}
+
 // The backward for one backend: `Run` computes grad_pred of a checked call and upstream `grad`.
 using loss_backward_run = at::Tensor (*)(const loss_call&, const at::Tensor& grad,
                                          const at::Tensor& pred, const at::Tensor& target);
@@ -271,19 +304,62 @@ at::Tensor masked_recon_loss_backward_op(const at::Tensor& grad, const at::Tenso
   return translate_errors([&] {
     const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout, norm_target,
                                         error, reduction);
-    TORCH_CHECK_TYPE(grad.is_floating_point(), "mwm: grad must be floating point, got ",
-                     c10::toString(grad.scalar_type()));
-    check_same_device(grad, "grad", pred, "pred");
-    if (call.options.reduction == mwm::loss_reduction::none) {
-      TORCH_CHECK_VALUE(
-          grad.dim() == 2 && grad.size(0) == call.batch && grad.size(1) == call.num_patches(),
-          "mwm: grad has shape ", shape_text(grad), ": reduction 'none' expects (", call.batch,
-          ", ", call.num_patches(), ")");
-    } else {
-      TORCH_CHECK_VALUE(grad.numel() == 1, "mwm: grad has shape ", shape_text(grad),
-                        ": a reduced loss expects a single value");
-    }
+    check_loss_grad(call, grad, pred);
     return Run(call, grad, pred, target);
+  });
+}
+
+// The fused forward for one backend: `Run` returns the loss and grad_pred for grad_output = 1.
+using loss_fused_run = std::tuple<at::Tensor, at::Tensor> (*)(const loss_call&,
+                                                              const at::Tensor& pred,
+                                                              const at::Tensor& target);
+
+template <loss_fused_run Run>
+std::tuple<at::Tensor, at::Tensor> masked_recon_loss_fused_op(
+    const at::Tensor& pred, const at::Tensor& target, const at::Tensor& mask,
+    const std::optional<at::Tensor>& weight, at::IntArrayRef patch_size, c10::string_view layout,
+    bool norm_target, c10::string_view error, c10::string_view reduction,
+    c10::string_view nonfinite) {
+  return translate_errors([&] {
+    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout, norm_target,
+                                        error, reduction, nonfinite);
+    TORCH_CHECK_VALUE(call.options.reduction != mwm::loss_reduction::none,
+                      "mwm: reduction = 'none': the fused forward and gradient takes a reduced "
+                      "loss (mean, mean_eps or sum)");
+    return Run(call, pred, target);
+  });
+}
+
+// The backward of the fused forward for one backend: `Run` turns grad_pred (the gradient for
+// grad_output = 1, as the fused forward returned it) into the gradient for `grad`, in place.
+using loss_backward_inplace_run = void (*)(const loss_call&, const at::Tensor& grad,
+                                           const at::Tensor& pred, const at::Tensor& target,
+                                           at::Tensor& grad_pred);
+
+template <loss_backward_inplace_run Run>
+void masked_recon_loss_backward_inplace_op(const at::Tensor& grad_pred, const at::Tensor& grad,
+                                           const at::Tensor& pred, const at::Tensor& target,
+                                           const at::Tensor& mask,
+                                           const std::optional<at::Tensor>& weight,
+                                           at::IntArrayRef patch_size, c10::string_view layout,
+                                           bool norm_target, c10::string_view error,
+                                           c10::string_view reduction) {
+  translate_errors([&] {
+    const auto call = prepare_loss_call(pred, target, mask, weight, patch_size, layout, norm_target,
+                                        error, reduction);
+    TORCH_CHECK_VALUE(call.options.reduction != mwm::loss_reduction::none,
+                      "mwm: reduction = 'none': the fused forward and gradient takes a reduced "
+                      "loss (mean, mean_eps or sum)");
+    check_loss_grad(call, grad, pred);
+    check_same_device(grad_pred, "grad_pred", pred, "pred");
+    check_dtype(grad_pred, "grad_pred", pred.scalar_type());
+    TORCH_CHECK_VALUE(grad_pred.sizes() == pred.sizes() && grad_pred.is_contiguous(),
+                      "mwm: grad_pred has shape ", shape_text(grad_pred),
+                      grad_pred.is_contiguous() ? "" : " (not contiguous)",
+                      ": expected a contiguous tensor shaped like pred ", shape_text(pred));
+    at::Tensor out = grad_pred;
+    Run(call, grad, pred, target, out);
+    return 0;
   });
 }
 

@@ -1,5 +1,7 @@
-// The backward of the loss on the CPU: the gradient of bands of patches with respect to the
-// prediction (every element of grad written).
+// The gradient of the loss on the CPU with respect to the prediction: band_gradients (the
+// backward driver, every element of grad written), and the per-patch steps it shares with the
+// forward, which writes the gradient for grad_output = 1 in its own pass (band_losses with a
+// unit_gradient, loss_forward.hpp): one code path, so both give the same bits.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,71 @@
 
 namespace mwm {
 
+// Where the forward writes d(loss)/d(pred) for grad_output = 1 (reductions mean, mean_eps and
+// sum): `denominator` is loss_denominator(reduction, sum(c)), known before any patch is read;
+// `grad` has strides `strides`. Valid only when that denominator is neither 0 nor NaN
+// (fused_gradient_exact): otherwise every patch's factor 1 * c / denominator is NaN, patches with
+// c == 0 included, which the forward does not read.
+template <typename Acc, typename P>
+struct unit_gradient {
+  Acc denominator;
+  P* grad;
+  patch_strides strides;
+};
+
+// Whether the forward can write the gradient for grad_output = 1 alongside the loss: then
+// c == 0 gives a zero factor, so the patches the forward skips are the ones the backward skips.
+template <typename Acc>
+bool fused_gradient_exact(Acc denominator) {
+  return denominator == denominator && denominator != Acc(0);
+}
+
+namespace detail {
+
+// The gradient's destination of patch i, when the gradient holds dense patch vectors (else null:
+// the band's gradient goes through scratch and scatter_band).
+template <typename P>
+P* direct_patch_gradient(P* grad, const patch_strides& gs, const grid_shape& grid, bool direct,
+                         std::int64_t i) {
+  return direct
+             ? grad + steps::patch_start(gs, grid, i / grid.num_patches(), i % grid.num_patches())
+             : nullptr;
+}
+
+// Zeros of a patch whose factor is exactly 0 (not read), when the gradient is written directly;
+// scatter_band writes them otherwise.
+template <typename P>
+void zero_patch_gradient(P* out, std::int64_t p) {
+  if (out)
+    for (std::int64_t e = 0; e < p; ++e) out[e] = static_cast<P>(0.0f);
+}
+
+// The gradient factor * d(err)/d(pred) of patch i of a gathered band: `t` its target (gathered),
+// `gathered_pred` its gathered prediction or null (read in place), `out` its direct destination
+// or null (written into `band_grad` at the patch's slot, for scatter_band).
+template <typename Acc, typename P, typename T>
+void band_patch_gradient(const loss_inputs<Acc, P, T>& in, Acc factor, std::int64_t i, const Acc* t,
+                         target_normalization<Acc> norm, const Acc* gathered_pred, P* out,
+                         Acc* band_grad) {
+  const patch_geometry& g = in.geometry;
+  const std::int64_t p = g.patch_vector_size();
+  const P* pred_patch = gathered_pred ? nullptr
+                                      : in.pred + steps::patch_start(in.pred_strides, g.grid,
+                                                                     i / g.grid.num_patches(),
+                                                                     i % g.grid.num_patches());
+  const recon_error error = in.options.error;
+  if (out && pred_patch)
+    steps::vector_gradient(factor, pred_patch, t, p, error, norm, out);
+  else if (out)
+    steps::vector_gradient(factor, gathered_pred, t, p, error, norm, out);
+  else if (pred_patch)
+    steps::vector_gradient(factor, pred_patch, t, p, error, norm, band_grad);
+  else
+    steps::vector_gradient(factor, gathered_pred, t, p, error, norm, band_grad);
+}
+
+}  // namespace detail
+
 // Writes the gradient of the patches of bands [begin, end) into grad (strides gs, every element
 // written). `upstream`: one value (mean, mean_eps, sum) or one per patch (none).
 template <typename Acc, typename P, typename T>
@@ -16,7 +83,6 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
                     const patch_strides& gs, std::int64_t begin, std::int64_t end, Acc* scratch) {
   const patch_geometry& g = in.geometry;
   const std::int64_t width = g.grid.width;
-  const std::int64_t n = g.grid.num_patches();
   const std::int64_t p = g.patch_vector_size();
   Acc* targets = scratch;
   Acc* preds = scratch + width * p;
@@ -42,27 +108,16 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
     }
     for (std::int64_t x = 0; x < width; ++x) {
       const std::int64_t i = first + x;
-      P* out = direct_grad ? grad + steps::patch_start(gs, g.grid, i / n, i % n) : nullptr;
+      P* out = detail::direct_patch_gradient(grad, gs, g.grid, direct_grad, i);
       if (factors[x] == Acc(0)) {
-        if (out)
-          for (std::int64_t e = 0; e < p; ++e) out[e] = static_cast<P>(0.0f);
+        detail::zero_patch_gradient(out, p);
         continue;
       }
       const Acc* t = targets + x * p;
       target_normalization<Acc> norm{Acc(0), Acc(1)};
       if (in.options.norm_target) norm = steps::vector_normalization(t, p);
-      const P* pred_patch =
-          direct_pred ? in.pred + steps::patch_start(in.pred_strides, g.grid, i / n, i % n)
-                      : nullptr;
-      if (out && pred_patch)
-        steps::vector_gradient(factors[x], pred_patch, t, p, in.options.error, norm, out);
-      else if (out)
-        steps::vector_gradient(factors[x], preds + x * p, t, p, in.options.error, norm, out);
-      else if (pred_patch)
-        steps::vector_gradient(factors[x], pred_patch, t, p, in.options.error, norm, grads + x * p);
-      else
-        steps::vector_gradient(factors[x], preds + x * p, t, p, in.options.error, norm,
-                               grads + x * p);
+      detail::band_patch_gradient(in, factors[x], i, t, norm, direct_pred ? nullptr : preds + x * p,
+                                  out, grads + x * p);
     }
     if (!direct_grad) scatter_band(grads, factors, grad, gs, g, band);
   }

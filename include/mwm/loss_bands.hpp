@@ -204,9 +204,11 @@ void scatter_band(const Acc* in, const Acc* active, P* data, const patch_strides
     detail::scatter_rows<false>(in, active, s, g, base);
 }
 
-// Scratch (in Acc elements) that band_losses and band_gradients need per call.
+// Scratch (in Acc elements) that band_losses and band_gradients need per call: the band's
+// gathered targets, predictions and gradient (grid.width x P each), and two factors per patch
+// (the forward with a unit_gradient holds both c and the gradient factor).
 inline std::int64_t band_scratch_size(const patch_geometry& g) {
-  return 3 * g.grid.width * g.patch_vector_size() + g.grid.width;
+  return 3 * g.grid.width * g.patch_vector_size() + 2 * g.grid.width;
 }
 
 }  // namespace mwm

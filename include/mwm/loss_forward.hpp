@@ -1,9 +1,11 @@
 // The forward of the loss on the CPU: per-patch losses c * err of bands of patches (run by
-// threads over disjoint band ranges), and the sums over patches in the fixed order.
+// threads over disjoint band ranges), optionally with the gradient for grad_output = 1 written
+// in the same pass, and the sums over patches in the fixed order.
 #pragma once
 
 #include <cstdint>
 
+#include "loss_backward.hpp"
 #include "loss_bands.hpp"
 #include "loss_order.hpp"
 #include "loss_patch.hpp"
@@ -12,18 +14,26 @@ namespace mwm {
 
 // Writes c * err of the patches of bands [begin, end) to losses (flat index); returns the first
 // flat index whose target patch holds a non-finite value, or -1. `scratch` holds
-// band_scratch_size(g) elements.
+// band_scratch_size(g) elements. With `gradient` (fused_gradient_exact of its denominator), also
+// writes every element of the gradient of bands [begin, end) for grad_output = 1, while each
+// patch is in cache: the factor and the per-element gradient are band_gradients' own
+// (gradient_factor(1, c, denominator), band_patch_gradient), so the bits are those of the
+// backward with upstream 1.
 template <typename Acc, typename P, typename T>
 std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, std::int64_t end,
-                         Acc* losses, Acc* scratch) {
+                         Acc* losses, Acc* scratch,
+                         const unit_gradient<Acc, P>* gradient = nullptr) {
   const patch_geometry& g = in.geometry;
   const std::int64_t width = g.grid.width;
   const std::int64_t n = g.grid.num_patches();
   const std::int64_t p = g.patch_vector_size();
   Acc* targets = scratch;
   Acc* preds = scratch + width * p;
+  Acc* grads = scratch + 2 * width * p;
   Acc* coefficients = scratch + 3 * width * p;
+  Acc* factors = scratch + 3 * width * p + width;
   const bool direct = dense_patch_vectors(in.pred_strides, g);
+  const bool direct_grad = gradient && dense_patch_vectors(gradient->strides, g);
   std::int64_t first_bad = -1;
   for (std::int64_t band = begin; band < end; ++band) {
     const std::int64_t first = band * width;
@@ -32,17 +42,24 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
       coefficients[x] = steps::patch_coefficient(in.mask, in.weight, first + x);
       any = any || coefficients[x] != Acc(0);
     }
-    if (!any) {
-      for (std::int64_t x = 0; x < width; ++x) losses[first + x] = Acc(0);
-      continue;
+    if (gradient)
+      for (std::int64_t x = 0; x < width; ++x)
+        factors[x] = steps::gradient_factor(Acc(1), coefficients[x], gradient->denominator);
+    if (any) {
+      gather_band(in.target, in.target_strides, g, band, coefficients, targets,
+                  detail::band_predictions(in.pred, in.pred_strides, g, band, direct));
+      if (!direct) gather_band(in.pred, in.pred_strides, g, band, coefficients, preds);
     }
-    gather_band(in.target, in.target_strides, g, band, coefficients, targets,
-                detail::band_predictions(in.pred, in.pred_strides, g, band, direct));
-    if (!direct) gather_band(in.pred, in.pred_strides, g, band, coefficients, preds);
     for (std::int64_t x = 0; x < width; ++x) {
       const std::int64_t i = first + x;
       losses[i] = Acc(0);
-      if (coefficients[x] == Acc(0)) continue;
+      P* out = gradient ? detail::direct_patch_gradient(gradient->grad, gradient->strides, g.grid,
+                                                        direct_grad, i)
+                        : nullptr;
+      if (coefficients[x] == Acc(0)) {
+        detail::zero_patch_gradient(out, p);
+        continue;
+      }
       const Acc* t = targets + x * p;
       target_normalization<Acc> norm{Acc(0), Acc(1)};
       if (in.options.norm_target) norm = steps::vector_normalization(t, p);
@@ -52,6 +69,13 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
                                 t, p, in.options.error, norm)
                           : steps::vector_error(preds + x * p, t, p, in.options.error, norm);
       losses[i] = coefficients[x] * err;
+      if (gradient) {
+        if (factors[x] == Acc(0))
+          detail::zero_patch_gradient(out, p);
+        else
+          detail::band_patch_gradient(in, factors[x], i, t, norm, direct ? nullptr : preds + x * p,
+                                      out, grads + x * p);
+      }
       if (!detail::finite_value(err) && first_bad < 0) {
         for (std::int64_t e = 0; e < p; ++e)
           if (!detail::finite_value(t[e])) {
@@ -60,6 +84,8 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
           }
       }
     }
+    if (gradient && !direct_grad)
+      scatter_band(grads, factors, gradient->grad, gradient->strides, g, band);
   }
   return first_bad;
 }

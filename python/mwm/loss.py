@@ -3,8 +3,10 @@
 ``masked_recon_loss`` reads the target images where they are, normalizes each patch on the fly
 (MAE ``norm_pix_loss``: ``(t - mean) / sqrt(var + 1e-6)``, unbiased variance over the patch),
 averages the error over the patch and reduces over the masked patches. The backward writes only
-the gradient of ``pred``. ``mae_loss``, ``spark_loss`` and ``simmim_loss`` are the published
-losses expressed through it.
+the gradient of ``pred``; on the CPU, when ``pred`` needs a gradient, the forward writes it
+for ``grad_output == 1`` in its own pass over the patches and the backward hands it over (or
+recomputes it for any other ``grad_output``), the same bits either way. ``mae_loss``,
+``spark_loss`` and ``simmim_loss`` are the published losses expressed through it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from typing import Optional, Sequence, Union
 
 import torch
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
 
@@ -86,8 +89,24 @@ def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     if not isinstance(nonfinite, str):
         raise TypeError(f"mwm: nonfinite must be a str ({' or '.join(NONFINITE)}), got "
                         f"{type(nonfinite).__name__}")
-    return torch.ops.mwm.masked_recon_loss(pred, target, mask, weight, sizes, layout,
-                                           bool(norm_target), error, reduction, nonfinite)
+    args = (pred, target, mask, weight, sizes, layout, bool(norm_target), error, reduction,
+            nonfinite)
+    if _gradient_in_forward(pred, reduction):
+        return torch.ops.mwm._masked_recon_loss_fused(*args)[0]
+    return torch.ops.mwm.masked_recon_loss(*args)
+
+
+FUSED_REDUCTIONS = ("mean", "mean_eps", "sum")
+
+
+def _gradient_in_forward(pred: torch.Tensor, reduction) -> bool:
+    """Whether the forward should also write ``grad_pred`` for ``grad_output == 1`` (the CPU op
+    ``_masked_recon_loss_fused``): the loss is the last op of a forward whose backward will need
+    that gradient, and writing it while each patch is in cache saves the backward's second read
+    of pred and target. Not under ``torch.compile``, which traces the plain op and its backward
+    (inductor schedules both), nor on CUDA, whose backward kernel is unchanged."""
+    return (pred.requires_grad and torch.is_grad_enabled() and pred.device.type == "cpu"
+            and reduction in FUSED_REDUCTIONS and not torch.compiler.is_compiling())
 
 
 def _mask_and_weight(mask: torch.Tensor):
@@ -189,3 +208,62 @@ def _backward(ctx, grad):
 
 torch.library.register_autograd("mwm::masked_recon_loss", _backward,
                                 setup_context=_setup_context)
+
+
+# ---- the fused pair: the forward returns grad_pred for grad_output == 1 ----------------------
+# The backward hands that tensor over when grad_output == 1 (checked in C++ after the conversion
+# the unfused backward makes, so the bits are that backward's), and otherwise overwrites it in
+# place with the unfused backward's result. It is handed over once: a second backward of a
+# retained graph computes a fresh gradient, since the first one may now be ``pred.grad``.
+
+@torch.library.register_fake("mwm::_masked_recon_loss_fused")
+def _masked_recon_loss_fused_fake(pred, target, mask, weight, patch_size, layout, norm_target,
+                                  error, reduction, nonfinite="default"):
+    if reduction not in FUSED_REDUCTIONS:
+        raise ValueError(f"mwm: reduction = {reduction!r}: the fused forward and gradient takes a "
+                         "reduced loss (mean, mean_eps or sum)")
+    loss = pred.new_empty((), dtype=torch.promote_types(pred.dtype, target.dtype))
+    return loss, torch.empty_like(pred, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("mwm::_masked_recon_loss_backward_inplace")
+def _masked_recon_loss_backward_inplace_fake(grad_pred, grad, pred, target, mask, weight,
+                                             patch_size, layout, norm_target, error, reduction):
+    return None
+
+
+def _traced(*tensors) -> bool:
+    """True when the backward is being traced (AOT autograd, make_fx, opcheck): fake or
+    functional tensors, or a dispatch mode on. A traced graph must not mutate the forward's
+    output, so it takes the unfused backward, whose values are the same."""
+    return (any(type(t) is not torch.Tensor for t in tensors)
+            or is_in_torch_dispatch_mode())
+
+
+def _fused_setup_context(ctx, inputs, output):
+    pred, target, mask, weight, *options = inputs
+    _, grad_pred = output
+    # grad_pred is data for the backward, not a differentiable result; no zeros are made for it.
+    ctx.mark_non_differentiable(grad_pred)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(pred, target, mask, weight, grad_pred)
+    ctx.options = options[:5]
+    ctx.unit_gradient_handed_over = False
+
+
+def _fused_backward(ctx, grad, _grad_of_grad_pred):
+    none = (None,) * (len(ctx.needs_input_grad) - 1)
+    if grad is None or not ctx.needs_input_grad[0]:
+        return (None,) + none
+    pred, target, mask, weight, grad_pred = ctx.saved_tensors
+    if ctx.unit_gradient_handed_over or _traced(grad_pred, grad):
+        return (torch.ops.mwm._masked_recon_loss_backward(grad, pred, target, mask, weight,
+                                                          *ctx.options),) + none
+    ctx.unit_gradient_handed_over = True
+    torch.ops.mwm._masked_recon_loss_backward_inplace(grad_pred, grad, pred, target, mask, weight,
+                                                      *ctx.options)
+    return (grad_pred,) + none
+
+
+torch.library.register_autograd("mwm::_masked_recon_loss_fused", _fused_backward,
+                                setup_context=_fused_setup_context)

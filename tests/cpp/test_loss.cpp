@@ -1,10 +1,12 @@
 // The fused masked reconstruction loss against a plain reference that patchifies explicitly,
 // for 2D and 3D, both prediction layouts, strided views, every option; its gradient against
-// central finite differences.
+// central finite differences; the gradient the forward writes for grad_output 1 against the
+// backward driver, bit for bit.
 #include <mwm/masking.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -590,5 +592,86 @@ TEST_CASE("three image rows interleave into patch-vector order, vector body and 
         REQUIRE(wide[static_cast<std::size_t>(3 * k + c)] == static_cast<double>(expected));
       }
     REQUIRE(out.back() == -7.0f);  // nothing written past the end
+  }
+}
+
+namespace {
+
+// The gradient the forward writes for grad_output = 1 (band_losses with a unit_gradient, bands
+// split at `cut` as two threads would run them) next to band_gradients with upstream 1.
+template <typename Acc, typename P, typename T>
+void require_unit_gradient_bits(const mwm::loss_inputs<Acc, P, T>& in, const mwm::patch_strides& gs,
+                                std::size_t elements, std::int64_t cut) {
+  const std::int64_t count = in.batch * in.geometry.grid.num_patches();
+  const std::int64_t bands = mwm::band_count(in.geometry, in.batch);
+  const Acc denominator = mwm::steps::loss_denominator(
+      in.options.reduction, mwm::coefficient_total(in.mask, in.weight, count));
+  REQUIRE(mwm::fused_gradient_exact(denominator));
+  const Acc one = Acc(1);
+  std::vector<P> expected(elements, P(7));
+  run_gradients(in, &one, denominator, expected.data(), gs);
+
+  std::vector<P> fused(elements, P(7));
+  const mwm::unit_gradient<Acc, P> gradient{denominator, fused.data(), gs};
+  std::vector<Acc> scratch(static_cast<std::size_t>(mwm::band_scratch_size(in.geometry)));
+  std::vector<Acc> losses(static_cast<std::size_t>(count), Acc(-1));
+  REQUIRE(mwm::band_losses(in, 0, cut, losses.data(), scratch.data(), &gradient) == -1);
+  REQUIRE(mwm::band_losses(in, cut, bands, losses.data(), scratch.data(), &gradient) == -1);
+  std::vector<Acc> plain;
+  REQUIRE(run_losses(in, 0, bands, plain) == -1);
+  REQUIRE(std::memcmp(losses.data(), plain.data(), losses.size() * sizeof(Acc)) == 0);
+  REQUIRE(std::memcmp(fused.data(), expected.data(), elements * sizeof(P)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("the forward's gradient for grad_output 1 has band_gradients' bits", "[loss]") {
+  std::uint64_t seed = 70;
+  for (const auto& lc : geometries()) {
+    fixture f(lc.geometry, lc.batch, ++seed);
+    const auto& g = f.g;
+    const std::int64_t cut = mwm::band_count(g, f.batch) / 2;
+    for (const auto& o : all_options()) {
+      if (o.reduction == loss_reduction::none) continue;
+      for (bool weighted : {false, true}) {
+        INFO("P = " << g.patch_vector_size() << ", error " << int(o.error) << ", norm "
+                    << o.norm_target << ", reduction " << int(o.reduction) << ", weighted "
+                    << weighted);
+        // Patch-vector predictions and gradient: read and written in place.
+        const auto in = f.inputs(o, weighted);
+        require_unit_gradient_bits(in, f.vector_strides(), f.pred_vectors.size(), cut);
+        // Image-layout predictions and gradient: gathered and scattered.
+        auto image = in;
+        image.pred_strides = f.target_strides();
+        require_unit_gradient_bits(image, f.target_strides(), f.pred_vectors.size(), cut);
+      }
+    }
+  }
+}
+
+TEST_CASE("the forward's gradient in float, with factors that underflow to zero", "[loss]") {
+  const auto g = mwm::make_geometry_2d(3, 8, 12, 4, 4);
+  fixture f(g, 2, 90);
+  std::vector<float> pred(f.pred_vectors.begin(), f.pred_vectors.end());
+  std::vector<float> target(f.target.begin(), f.target.end());
+  std::vector<float> weight(f.weight.begin(), f.weight.end());
+  // c / sum(c) underflows to 0 for the tiny weights: the backward writes zeros for them without
+  // reading, and so must the forward.
+  for (std::size_t i = 0; i < weight.size(); i += 3) weight[i] = 1e-30f;
+  weight[1] = 1e30f;
+  f.mask[1] = 1;
+  for (const auto& o : all_options()) {
+    if (o.reduction == loss_reduction::none) continue;
+    mwm::loss_inputs<float, float, float> in;
+    in.geometry = g;
+    in.batch = f.batch;
+    in.pred = pred.data();
+    in.pred_strides = f.vector_strides();
+    in.target = target.data();
+    in.target_strides = f.target_strides();
+    in.mask = f.mask.data();
+    in.weight = weight.data();
+    in.options = o;
+    require_unit_gradient_bits(in, f.vector_strides(), pred.size(), 1);
   }
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def _inputs(case: LossCase, seed: int = 0):
 def triad_bandwidth(nbytes: int = 256 << 20, *, repeats: int = 5) -> float:
     """Measured triad bandwidth in bytes/s: ``a = b + 2 c`` over three float32 arrays of
     ``nbytes / 3`` bytes each (read two, write one), counted as the bytes read plus written;
-    the loss's backward has this shape (read pred and target, write the gradient)."""
+    the fused loss has this shape (read pred and target, write the gradient)."""
     n = max(nbytes // 12, 1)
     b = torch.rand(n)
     c = torch.rand(n)
@@ -82,25 +83,30 @@ def triad_bandwidth(nbytes: int = 256 << 20, *, repeats: int = 5) -> float:
 
 
 def wall_and_cpu_medians(fn: Callable[[], None], repeats: int, warmup: int) -> tuple:
-    """Median wall seconds and median process CPU seconds (all threads) of ``fn()``. On a
-    loaded machine the wall time carries other processes' load; the CPU time mostly does not."""
+    """Median wall seconds, median process CPU seconds (all threads) and the mean number of
+    minor page faults of ``fn()``. On a loaded machine the wall time carries other processes'
+    load; the CPU time mostly does not. The page faults tell whether fresh outputs got huge
+    pages (a few hundred per call) or 4 KiB ones (one per 4 KiB written): the kernel's zeroing
+    and faulting of 4 KiB pages costs several milliseconds per 40 MB."""
     for _ in range(warmup):
         fn()
     walls, cpus = [], []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return statistics.median(walls), statistics.median(cpus), faults / max(repeats, 1)
 
 
 def scratch_bytes(case: LossCase) -> int:
     """The fused op's per-thread scratch outside torch's allocator (std::vector in the CPU
-    glue, so the profiler does not see it): band_scratch_size(g) = 3 * grid width * P + grid
-    width elements of float32."""
+    glue, so the profiler does not see it): band_scratch_size(g) = 3 * grid width * P + 2 *
+    grid width elements of float32."""
     width = case.grid[-1]
-    return (3 * width * case.patch_vector + width) * 4 * torch.get_num_threads()
+    return (3 * width * case.patch_vector + 2 * width) * 4 * torch.get_num_threads()
 
 
 def _step(loss_fn: Callable, pred: torch.Tensor, imgs, mask) -> None:
@@ -123,14 +129,20 @@ def peak_allocated_bytes(fn: Callable[[], None]) -> tuple:
 
 
 def fused_bytes(case: LossCase, mask: torch.Tensor, element_size: int = 4) -> int:
-    """Bytes the fused loss must move: forward reads pred and target of the masked patches,
-    backward reads them again and writes the whole gradient."""
+    """Bytes the fused loss moves in one forward + backward as the benchmark runs it (pred
+    requires grad, ``.backward()`` with grad_output 1): the forward reads pred and target of
+    the masked patches once and writes the whole gradient once (``_masked_recon_loss_fused``);
+    the backward hands that gradient over and reads nothing. So ``2 * masked share + 1`` times
+    the tensor. Not counted: the kernel's zeroing of the fresh gradient's pages, the
+    write-allocate reads of the gradient's lines, the lines of unmasked patches that the
+    hardware prefetchers fetch next to masked ones, and the re-reads of a patch from cache
+    (normalization, error and gradient each pass over it)."""
     tensor = case.batch * case.num_patches * case.patch_vector * element_size
     masked_share = mask.float().mean().item()
-    return int(4 * masked_share * tensor + tensor)
+    return int(2 * masked_share * tensor + tensor)
 
 
-def _methods(case: LossCase, compile_reference: bool):
+def _methods(case: LossCase, compile_reference: bool, unfused_reference: bool = False):
     import mwm
 
     p = case.patch
@@ -141,18 +153,32 @@ def _methods(case: LossCase, compile_reference: bool):
     def fused(pred, imgs, mask):
         return mwm.mae_loss(pred, imgs, mask, p, norm_pix_loss=True)
 
+    def unfused(pred, imgs, mask):
+        # The op mae_loss runs when the forward does not write the gradient: its backward
+        # reads pred and target again (the same values and gradient bits).
+        return torch.ops.mwm.masked_recon_loss(pred, imgs, mask, None, [p] * len(case.spatial),
+                                               "patch", True, "mse", "mean")
+
     methods = [("eager", eager)]
     if compile_reference:
         methods.append(("compiled", torch.compile(eager, fullgraph=True, dynamic=False)))
+    if unfused_reference:
+        methods.append(("unfused", unfused))
     methods.append(("mwm", fused))
     return methods
+
+
+REFERENCE_LABELS = (("eager", "MAE forward_loss, eager"),
+                    ("compiled", "MAE forward_loss, torch.compile"),
+                    ("unfused", "mwm, gradient in the backward"))
 
 
 def run_loss_benchmarks(args) -> list:
     """Rows for ``mwm-bench speed`` (keys: see mwm.bench.timing), one per case and reference.
     Reads from ``args`` (all optional): ``quick`` (small sizes), ``repeats`` (default 7),
-    ``warmup`` (default 2), ``threads``, ``no_compile``, ``copy_bandwidth`` (bytes/s; measured
-    here when absent)."""
+    ``warmup`` (default 2), ``threads``, ``no_compile``, ``unfused`` (a row against mwm with the
+    gradient computed in the backward), ``copy_bandwidth`` (bytes/s; measured here when
+    absent)."""
     quick = bool(getattr(args, "quick", False))
     repeats = int(getattr(args, "repeats", None) or 7)
     warmup = int(getattr(args, "warmup", None) or 2)
@@ -160,6 +186,7 @@ def run_loss_benchmarks(args) -> list:
     if threads:
         torch.set_num_threads(int(threads))
     compile_reference = not bool(getattr(args, "no_compile", False))
+    unfused_reference = bool(getattr(args, "unfused", False))
     bandwidth = getattr(args, "copy_bandwidth", None) or copy_bandwidth(
         (64 if quick else 256) << 20, repeats=max(repeats, 5))
     triad = triad_bandwidth((64 if quick else 256) << 20, repeats=max(repeats, 5))
@@ -168,19 +195,18 @@ def run_loss_benchmarks(args) -> list:
         pred, imgs, mask = _inputs(case)
         pred.requires_grad_(True)
         measured = {}
-        for name, fn in _methods(case, compile_reference):
-            wall, cpu = wall_and_cpu_medians(lambda: _step(fn, pred, imgs, mask), repeats,
-                                             warmup)
+        for name, fn in _methods(case, compile_reference, unfused_reference):
+            wall, cpu, faults = wall_and_cpu_medians(lambda: _step(fn, pred, imgs, mask),
+                                                     repeats, warmup)
             pred.grad = None  # freed before profiling: only this step's allocations count
             peak, final = peak_allocated_bytes(lambda: fn(pred, imgs, mask).backward())
-            measured[name] = (wall, peak, final, cpu)
+            measured[name] = (wall, peak, final, cpu, faults)
         moved = fused_bytes(case, mask)
-        ours_s, ours_peak, ours_final, ours_cpu = measured["mwm"]
-        for name, label in (("eager", "MAE forward_loss, eager"),
-                            ("compiled", "MAE forward_loss, torch.compile")):
+        ours_s, ours_peak, ours_final, ours_cpu, ours_faults = measured["mwm"]
+        for name, label in REFERENCE_LABELS:
             if name not in measured:
                 continue
-            ref_s, ref_peak, ref_final, ref_cpu = measured[name]
+            ref_s, ref_peak, ref_final, ref_cpu, ref_faults = measured[name]
             rows.append({
                 "section": "loss", "case": "MAE loss, norm_pix_loss, forward + backward",
                 "size": case.name, "ours": "mwm.mae_loss(norm_pix_loss=True)",
@@ -188,6 +214,7 @@ def run_loss_benchmarks(args) -> list:
                 "ratio": ours_s / ref_s, "speedup": ref_s / ours_s,
                 "ours_cpu_ms": ours_cpu * 1e3, "reference_cpu_ms": ref_cpu * 1e3,
                 "cpu_speedup": ref_cpu / ours_cpu,
+                "ours_minor_faults": ours_faults, "reference_minor_faults": ref_faults,
                 "ours_peak_mb": to_mib(ours_peak), "reference_peak_mb": to_mib(ref_peak),
                 # Peak beyond the gradient that every method returns (what the loss costs).
                 "ours_extra_mb": to_mib(ours_peak - ours_final),
@@ -211,6 +238,10 @@ def add_loss_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the torch.compile reference")
+    parser.add_argument("--unfused", action="store_true",
+                        help="also time mwm with the gradient computed in the backward "
+                             "(torch.ops.mwm.masked_recon_loss, what the CPU ran before the "
+                             "forward wrote it)")
 
 
 def loss_targets(rows: Sequence[dict]) -> list:
@@ -218,6 +249,8 @@ def loss_targets(rows: Sequence[dict]) -> list:
     with ``target``, ``size``, ``threads``, ``value`` and ``met``."""
     out = []
     for r in rows:
+        if r["reference"] == REFERENCE_LABELS[2][1]:
+            continue  # the same mwm time as the eager row: judged there
         if "torch.compile" in r["reference"]:
             if r["size"].startswith("3d"):
                 out.append({"target": f"3D >= {COMPILED_SPEEDUP_TARGET_3D}x torch.compile",
@@ -244,10 +277,12 @@ def format_rows(rows: Sequence[dict]) -> str:
              f"{rows[0]['copy_bandwidth_gbps']:.2f} GB/s (read + write), triad "
              f"{rows[0]['triad_bandwidth_gbps']:.2f} GB/s (read two, write one)",
              f"{'size':<24}{'reference':<34}{'mwm ms':>8}{'ref ms':>9}{'speed-up':>9}"
-             f"{'cpu speed-up':>13}{'extra MiB mwm/ref':>19}{'bw share':>9}{'triad share':>12}"]
+             f"{'cpu speed-up':>13}{'extra MiB mwm/ref':>19}{'bw share':>9}{'triad share':>12}"
+             f"{'faults/step mwm':>16}"]
     for r in rows:
         extra = f"{r['ours_extra_mb'] + r['ours_scratch_mb']:.2f}/{r['reference_extra_mb']:.1f}"
         lines.append(f"{r['size']:<24}{r['reference']:<34}{r['ours_ms']:>8.1f}"
                      f"{r['reference_ms']:>9.1f}{r['speedup']:>9.2f}{r['cpu_speedup']:>13.2f}"
-                     f"{extra:>19}{r['bandwidth_share']:>9.2f}{r['triad_share']:>12.2f}")
+                     f"{extra:>19}{r['bandwidth_share']:>9.2f}{r['triad_share']:>12.2f}"
+                     f"{r['ours_minor_faults']:>16.0f}")
     return "\n".join(lines)
