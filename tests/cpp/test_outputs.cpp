@@ -217,6 +217,88 @@ TEST_CASE("the wide-vector key loops give the portable loop's keys", "[outputs][
   }
 }
 
+TEST_CASE("the sorting network orders cells as the full keys do, or declines", "[outputs]") {
+#if defined(MWM_KEYS_DISPATCH)
+  const bool network = mwm::detail::x86_vector_bits() == 512;
+#else
+  const bool network = false;
+#endif
+  mwm_test::test_rng rng(29);
+  int accepted = 0;
+  int declined_ties = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    // Every register count (1..16 of 16 lanes) and both sides of the 256-cell limit.
+    const std::int64_t n = trial < 300 ? trial + 1 : mwm_test::uniform_int(rng, 1, 300);
+    const int spread = trial % 4;
+    std::vector<mwm::selection_key> keys(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto high = static_cast<std::uint32_t>(rng());
+      if (spread == 1) high = (high % 50u) << 8 | (high & 0xFFu);  // top 24 bits tie often
+      if (spread == 2 && i % 5 == 0) high = 0xFFFFFFFFu;           // the largest random words
+      keys[i] = mwm::steps::make_key(high, static_cast<std::uint32_t>(i));
+    }
+    std::shuffle(keys.begin(), keys.end(), rng);
+    auto expected = keys;
+    std::sort(expected.begin(), expected.end());
+    std::vector<std::int64_t> cells(static_cast<std::size_t>(n) + 16, -7);
+    INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    if (!mwm::detail::network_sort_cells(keys.data(), n, cells.data())) {
+      bool tie = false;
+      for (std::int64_t i = 0; i + 1 < n; ++i)
+        tie = tie || (expected[i] >> 40) == (expected[i + 1] >> 40);
+      declined_ties += tie ? 1 : 0;
+      // It declines only past 256 cells, on a CPU without AVX-512, or on a tie.
+      CHECK((n > mwm::detail::network_sort_max_cells || tie || !network));
+      continue;
+    }
+    ++accepted;
+    REQUIRE(n <= mwm::detail::network_sort_max_cells);
+    for (std::int64_t i = 0; i < n; ++i)
+      REQUIRE(cells[static_cast<std::size_t>(i)] == mwm::steps::key_index(expected[i]));
+    for (std::size_t i = static_cast<std::size_t>(n); i < cells.size(); ++i)
+      REQUIRE(cells[i] == -7);
+  }
+  if (network) {  // both outcomes were exercised
+    CHECK(accepted > 1000);
+    CHECK(declined_ties > 100);
+  }
+}
+
+TEST_CASE("the two-group vector partition writes the scalar partition's order", "[outputs]") {
+  mwm::policy_params params;  // random visible order, as the vector kernel assumes
+  mwm_test::test_rng rng(31);
+  int vector_runs = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const std::int64_t n = mwm_test::uniform_int(rng, 1, 300);
+    std::vector<std::int32_t> groups(static_cast<std::size_t>(n));
+    const int layout = trial % 3;  // mixed, all in group 1, all in group 0
+    for (auto& g : groups) g = layout == 0 ? static_cast<std::int32_t>(rng() % 2) : layout == 1;
+    std::int64_t sizes[2] = {0, 0};
+    for (const auto g : groups) ++sizes[g];
+    const std::int64_t keep[2] = {mwm_test::uniform_int(rng, 0, sizes[0]),
+                                  mwm_test::uniform_int(rng, 0, sizes[1])};
+    std::vector<std::int64_t> cells(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) cells[static_cast<std::size_t>(i)] = i;
+    std::shuffle(cells.begin(), cells.end(), rng);
+    std::vector<std::int64_t> expected(static_cast<std::size_t>(n) + 16, -3);
+    std::vector<std::int64_t> order(expected.size(), -3);
+    mwm::selection_workspace ws;
+    const std::int64_t* c = cells.data();
+    mwm::detail::partition_sorted_cells(
+        params, n, [c](std::int64_t i) { return c[i]; }, groups.data(), keep, 2, ws,
+        expected.data());
+    INFO("trial " << trial << ", n = " << n << ", keep " << keep[0] << " + " << keep[1]);
+    if (mwm::detail::network_partition_two_groups(cells.data(), n, groups.data(), keep,
+                                                  order.data())) {
+      ++vector_runs;
+      REQUIRE(order == expected);  // the slots past n are untouched too
+    }
+  }
+#if defined(MWM_KEYS_DISPATCH)
+  CHECK((vector_runs == 2000) == (mwm::detail::x86_vector_bits() == 512));
+#endif
+}
+
 TEST_CASE("write_sample_outputs with the noise table writes what it computes without one",
           "[outputs]") {
   const std::int64_t n = 37;
