@@ -9,6 +9,11 @@
 //   callgrind_annotate build/masks.cg | head -30
 //   perf stat -e instructions,cycles,branch-misses build/profile_masks random 256 14 14 500
 //
+// (perf's hardware counters need a machine that exposes them; in a VM that does not, perf stat
+// still counts page-faults and task-clock.) valgrind emulates no AVX-512, so under callgrind the
+// key loop and the sort take their AVX2 / portable paths: its counts are of those paths, and
+// this driver's ns per patch is the measure of the AVX-512 ones.
+//
 // benchmarks/profile/callgrind_masks.sh runs the callgrind counts of docs/speed.md.
 #include <mwm/masking.hpp>
 

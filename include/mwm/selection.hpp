@@ -524,19 +524,19 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
     }
     // The sorting network where the CPU has it (random keys of at most 256 cells), the
     // counting sort otherwise: the same order.
-    if (p.kind != policy_kind::weighted) {
-      std::int64_t* cells = order;
-      if (!order_is_output) {
-        ws.sorted_cells.resize(static_cast<std::size_t>(n));
-        cells = ws.sorted_cells.data();
-      }
-      if (detail::network_sort_cells(keys.data(), n, cells)) {
-        if (order_is_output) return keep[0];
-        if (groups == 2 && p.order == visible_order::random &&
-            detail::network_partition_two_groups(cells, n, group_of, keep, order))
+    if (p.kind != policy_kind::weighted && detail::network_sorts(n)) {
+      if (order_is_output) {
+        if (detail::network_sort_cells(keys.data(), n, order)) return keep[0];
+      } else if (groups == 2 && p.order == visible_order::random) {
+        if (detail::network_order_two_groups(keys.data(), n, group_of, keep, order))
           return keep[0] + keep[1];
-        return detail::partition_sorted_cells(
-            p, n, [cells](std::int64_t i) { return cells[i]; }, group_of, keep, groups, ws, order);
+      } else {
+        ws.sorted_cells.resize(static_cast<std::size_t>(n));
+        const std::int64_t* cells = ws.sorted_cells.data();
+        if (detail::network_sort_cells(keys.data(), n, ws.sorted_cells.data()))
+          return detail::partition_sorted_cells(
+              p, n, [cells](std::int64_t i) { return cells[i]; }, group_of, keep, groups, ws,
+              order);
       }
     }
     // Random keys have uniform high words; the weighted ones crowd (weight zero, equal weights).

@@ -1,10 +1,11 @@
 // The key order of a sample of at most 256 cells with an AVX-512 bitonic sorting network: no
 // branch on the keys, so none mispredicts (a counting sort's fix-up pass mispredicts about once
 // per patch pair that shares a bucket). The network sorts 32-bit keys, the top 24 bits of the
-// random word over the 8-bit cell index; where two keys share those 24 bits the short keys may
-// not order them as the full keys do, so the caller sorts the full keys instead (about one
-// sample in 900 at 196 cells). Otherwise the order is the full keys' order, which is unique:
-// every output stays bit-identical.
+// random word (23 and a group bit with two groups) over the 8-bit cell index; where two keys
+// share those random bits the short keys may not order them as the full keys do, so the caller
+// sorts the full keys instead (about one sample in 900 at 196 cells, 1 in 450 with two groups).
+// Otherwise the order is the full keys' order, which is unique: every output stays
+// bit-identical.
 #pragma once
 
 #include <cstdint>
@@ -162,102 +163,126 @@ MWM_AVX512_INLINE __mmask16 first_lanes(std::int64_t count) {
   return static_cast<__mmask16>((1u << count) - 1u);
 }
 
-// Short keys of cells [16 r, 16 r + 16): (top 24 bits of the random word) << 8 | cell, and
-// 0xFFFFFFFF past n, which sorts last (a real short key is below it when n < 256).
-MWM_AVX512_INLINE __m512i load_short_keys(const selection_key* keys, std::int64_t n, int r) {
+// Short keys of cells [16 r, 16 r + 16), from their full keys in cell order: the top bits of the
+// random word over the cell's group bit (two groups: 23 random bits, then the group) or none
+// (one group: 24 random bits) over the 8-bit cell, and 0xFFFFFFFF past n, which sorts last (a
+// real short key is below it when n < 256). The group bit sits below every random bit, so it
+// changes the order only among keys that tie on those bits, which the caller rejects anyway.
+MWM_AVX512_INLINE __m512i load_short_keys(const selection_key* keys, const std::int32_t* groups,
+                                          std::int64_t n, int r) {
   const std::int64_t first = 16 * static_cast<std::int64_t>(r);
   const __mmask16 valid = first_lanes(n - first);
-  const __m512i high_mask = _mm512_set1_epi64(0xFFFFFF00);
+  const __m512i random_bits = _mm512_set1_epi64(groups ? 0xFFFFFE00 : 0xFFFFFF00);
   const __m512i cell_mask = _mm512_set1_epi64(0xFF);
   __m256i halves[2];
   for (int h = 0; h < 2; ++h) {
     const auto lanes = static_cast<__mmask8>(valid >> (8 * h));
     const __m512i full = _mm512_maskz_loadu_epi64(lanes, keys + first + 8 * h);
-    const __m512i top = _mm512_and_si512(_mm512_srli_epi64(full, 32), high_mask);
+    const __m512i top = _mm512_and_si512(_mm512_srli_epi64(full, 32), random_bits);
     halves[h] = _mm512_cvtepi64_epi32(_mm512_or_si512(top, _mm512_and_si512(full, cell_mask)));
   }
-  const __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(halves[0]), halves[1], 1);
+  __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(halves[0]), halves[1], 1);
+  if (groups) {
+    const __m512i group = _mm512_maskz_loadu_epi32(valid, groups + first);
+    packed = _mm512_or_si512(packed, _mm512_slli_epi32(group, 8));
+  }
   return _mm512_mask_mov_epi32(_mm512_set1_epi32(-1), valid, packed);
 }
 
-// The cells of L live registers (n in (16 (L - 1), 16 L]) on the smallest power of two of them.
+// The cells of one sorted register's valid lanes, as two registers of 64-bit cells.
+MWM_AVX512_INLINE void cells_of(__m512i sorted, __m512i* low, __m512i* high) {
+  const __m512i cell = _mm512_and_si512(sorted, _mm512_set1_epi32(0xFF));
+  *low = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(cell));
+  *high = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(cell, 1));
+}
+
+// Appends the cells of `lanes` (of low: lanes 0-7, high: 8-15) at order[place], in lane order.
+__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,popcnt"), always_inline)) inline void
+append_lanes(__m512i low, __m512i high, unsigned lanes, std::int64_t* order, std::int64_t& place) {
+  const auto lanes_low = static_cast<__mmask8>(lanes);
+  const auto lanes_high = static_cast<__mmask8>(lanes >> 8);
+  const int count_low = _mm_popcnt_u32(lanes_low);
+  const int count_high = _mm_popcnt_u32(lanes_high);
+  _mm512_mask_storeu_epi64(order + place, static_cast<__mmask8>((1u << count_low) - 1u),
+                           _mm512_maskz_compress_epi64(lanes_low, low));
+  place += count_low;
+  _mm512_mask_storeu_epi64(order + place, static_cast<__mmask8>((1u << count_high) - 1u),
+                           _mm512_maskz_compress_epi64(lanes_high, high));
+  place += count_high;
+}
+
+// The sample's cells (L live registers: n in (16 (L - 1), 16 L]) sorted on the smallest power
+// of two of registers, then written out: with `groups` (two groups, 0 and 1, in cell order)
+// as the canonical order of partition_sorted_cells in random visible order, keep[g] visible per
+// group; without, as the cells in key order. False, with nothing usable written, on a tie.
 template <int L>
-__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"))) inline bool sort_cells(
-    const selection_key* keys, std::int64_t n, std::int64_t* cells) {
+__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi2,popcnt"))) inline bool sort_cells(
+    const selection_key* keys, std::int64_t n, const std::int32_t* groups, const std::int64_t* keep,
+    std::int64_t* out) {
   constexpr int R = L <= 1 ? 1 : L <= 2 ? 2 : L <= 4 ? 4 : L <= 8 ? 8 : 16;
   __m512i v[R];
-  for (int r = 0; r < L; ++r) v[r] = load_short_keys(keys, n, r);
+  for (int r = 0; r < L; ++r) v[r] = load_short_keys(keys, groups, n, r);
   for (int r = L; r < R; ++r) v[r] = _mm512_set1_epi32(-1);
   sort_registers<R, L>(v);
-  // Sorted, two short keys with the same top 24 bits are neighbours: compare each lane with
+  // Sorted, two short keys with the same random bits are neighbours: compare each lane with
   // the next, over the pairs of real keys (i + 1 < n).
+  const __m512i same_random_bits = _mm512_set1_epi32(groups ? 512 : 256);
   __mmask16 ties = 0;
   for (int r = 0; r < L; ++r) {
     const __m512i after = r + 1 < R ? v[r + 1] : _mm512_set1_epi32(-1);
     const __m512i next = _mm512_alignr_epi32(after, v[r], 1);
     const __mmask16 pairs = first_lanes(n - 1 - 16 * static_cast<std::int64_t>(r));
-    ties |=
-        _mm512_mask_cmplt_epu32_mask(pairs, _mm512_xor_si512(v[r], next), _mm512_set1_epi32(256));
+    ties |= _mm512_mask_cmplt_epu32_mask(pairs, _mm512_xor_si512(v[r], next), same_random_bits);
   }
   if (ties != 0) return false;
-  const __m512i cell_mask = _mm512_set1_epi32(0xFF);
+  if (!groups) {
+    for (int r = 0; r < L; ++r) {
+      const std::int64_t first = 16 * static_cast<std::int64_t>(r);
+      const __mmask16 valid = first_lanes(n - first);
+      __m512i low, high;
+      cells_of(v[r], &low, &high);
+      _mm512_mask_storeu_epi64(out + first, static_cast<__mmask8>(valid), low);
+      _mm512_mask_storeu_epi64(out + first + 8, static_cast<__mmask8>(valid >> 8), high);
+    }
+    return true;
+  }
+  // The split, 16 keys at a time: the visible keys of a register are the first left0 of its
+  // group-0 lanes and the first left1 of its group-1 lanes (pdep of that many low bits onto
+  // each group's lane mask); they go to the front, the others to the back, in key order.
+  std::int64_t left0 = keep[0];
+  std::int64_t left1 = keep[1];
+  std::int64_t front = 0;
+  std::int64_t back = keep[0] + keep[1];
   for (int r = 0; r < L; ++r) {
-    const std::int64_t first = 16 * static_cast<std::int64_t>(r);
-    const __mmask16 valid = first_lanes(n - first);
-    const __m512i cell = _mm512_and_si512(v[r], cell_mask);
-    _mm512_mask_storeu_epi64(cells + first, static_cast<__mmask8>(valid),
-                             _mm512_cvtepu32_epi64(_mm512_castsi512_si256(cell)));
-    _mm512_mask_storeu_epi64(cells + first + 8, static_cast<__mmask8>(valid >> 8),
-                             _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(cell, 1)));
+    const unsigned valid = first_lanes(n - 16 * static_cast<std::int64_t>(r));
+    const unsigned in1 =
+        _mm512_mask_test_epi32_mask(static_cast<__mmask16>(valid), v[r], _mm512_set1_epi32(0x100));
+    const unsigned in0 = valid & ~in1;
+    const auto take0 = static_cast<unsigned>(left0 < 16 ? left0 : 16);
+    const auto take1 = static_cast<unsigned>(left1 < 16 ? left1 : 16);
+    const unsigned shown = _pdep_u32((1u << take0) - 1u, in0) | _pdep_u32((1u << take1) - 1u, in1);
+    left0 -= _mm_popcnt_u32(shown & in0);
+    left1 -= _mm_popcnt_u32(shown & in1);
+    __m512i low, high;
+    cells_of(v[r], &low, &high);
+    append_lanes(low, high, shown, out, front);
+    append_lanes(low, high, valid & ~shown, out, back);
   }
   return true;
 }
 
-// partition_sorted_cells for two groups, 16 keys at a time: the visible keys of a block are the
-// first left0 of its group-0 lanes and the first left1 of its group-1 lanes (pdep of that many
-// low bits onto each group's lane mask); compress stores put them at the front and the others
-// at the back, in key order.
-__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi2,popcnt"))) inline void
-partition_two_groups(const std::int64_t* cells, std::int64_t n, const std::int32_t* groups,
-                     std::int64_t keep0, std::int64_t keep1, std::int64_t* order) {
-  std::int64_t left0 = keep0;
-  std::int64_t left1 = keep1;
-  std::int64_t front = 0;
-  std::int64_t back = keep0 + keep1;
-  for (std::int64_t i = 0; i < n; i += 16) {
-    const __mmask16 valid = first_lanes(n - i);
-    const auto valid_low = static_cast<__mmask8>(valid);
-    const auto valid_high = static_cast<__mmask8>(valid >> 8);
-    const __m512i low = _mm512_maskz_loadu_epi64(valid_low, cells + i);
-    const __m512i high = _mm512_maskz_loadu_epi64(valid_high, cells + i + 8);
-    const __m512i index = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(low)),
-                                             _mm512_cvtepi64_epi32(high), 1);
-    const __m512i group =
-        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, index, groups, 4);
-    const unsigned in1 = _mm512_mask_test_epi32_mask(valid, group, group);
-    const unsigned in0 = valid & ~in1;
-    const unsigned take0 = static_cast<unsigned>(left0 < 16 ? left0 : 16);
-    const unsigned take1 = static_cast<unsigned>(left1 < 16 ? left1 : 16);
-    const unsigned shown = _pdep_u32((1u << take0) - 1u, in0) | _pdep_u32((1u << take1) - 1u, in1);
-    const unsigned hidden = valid & ~shown;
-    left0 -= _mm_popcnt_u32(shown & in0);
-    left1 -= _mm_popcnt_u32(shown & in1);
-    const unsigned sides[2] = {shown, hidden};
-    std::int64_t* places[2] = {&front, &back};
-    for (int side = 0; side < 2; ++side) {
-      const auto side_low = static_cast<__mmask8>(sides[side]);
-      const auto side_high = static_cast<__mmask8>(sides[side] >> 8);
-      const int count_low = _mm_popcnt_u32(side_low);
-      const int count_high = _mm_popcnt_u32(side_high);
-      std::int64_t& place = *places[side];
-      _mm512_mask_storeu_epi64(order + place, static_cast<__mmask8>((1u << count_low) - 1u),
-                               _mm512_maskz_compress_epi64(side_low, low));
-      place += count_low;
-      _mm512_mask_storeu_epi64(order + place, static_cast<__mmask8>((1u << count_high) - 1u),
-                               _mm512_maskz_compress_epi64(side_high, high));
-      place += count_high;
-    }
-  }
+using sorter = bool (*)(const selection_key*, std::int64_t, const std::int32_t*,
+                        const std::int64_t*, std::int64_t*);
+
+inline bool sort_cells_by_live_registers(const selection_key* keys, std::int64_t n,
+                                         const std::int32_t* groups, const std::int64_t* keep,
+                                         std::int64_t* out) {
+  static constexpr sorter by_live_registers[16] = {
+      sort_cells<1>,  sort_cells<2>,  sort_cells<3>,  sort_cells<4>,
+      sort_cells<5>,  sort_cells<6>,  sort_cells<7>,  sort_cells<8>,
+      sort_cells<9>,  sort_cells<10>, sort_cells<11>, sort_cells<12>,
+      sort_cells<13>, sort_cells<14>, sort_cells<15>, sort_cells<16>};
+  return by_live_registers[(n - 1) / 16](keys, n, groups, keep, out);
 }
 
 }  // namespace network
@@ -270,46 +295,48 @@ partition_two_groups(const std::int64_t* cells, std::int64_t n, const std::int32
 
 #endif  // MWM_KEYS_DISPATCH
 
-// Cells of keys[0, n) in ascending key order, into cells[0, n), with the network above when the
-// CPU has AVX-512 and 0 < n <= 256; `keys` holds the keys of cells 0 .. n-1 in any order. Returns
-// false, with cells[] unspecified, when the network does not apply or two keys share the top 24
-// bits of their random word: the caller then sorts the full keys.
-inline bool network_sort_cells(const selection_key* keys, std::int64_t n, std::int64_t* cells) {
+// Whether the network runs here: an x86 CPU with AVX-512 (x86_vector_bits) and 0 < n <= 256.
+inline bool network_sorts(std::int64_t n) {
 #if defined(MWM_KEYS_DISPATCH)
-  if (n <= 0 || n > network_sort_max_cells || x86_vector_bits() != 512) return false;
-  using sorter = bool (*)(const selection_key*, std::int64_t, std::int64_t*);
-  static constexpr sorter by_live_registers[16] = {
-      network::sort_cells<1>,  network::sort_cells<2>,  network::sort_cells<3>,
-      network::sort_cells<4>,  network::sort_cells<5>,  network::sort_cells<6>,
-      network::sort_cells<7>,  network::sort_cells<8>,  network::sort_cells<9>,
-      network::sort_cells<10>, network::sort_cells<11>, network::sort_cells<12>,
-      network::sort_cells<13>, network::sort_cells<14>, network::sort_cells<15>,
-      network::sort_cells<16>};
-  return by_live_registers[(n - 1) / 16](keys, n, cells);
+  return n > 0 && n <= network_sort_max_cells && x86_vector_bits() == 512;
 #else
-  (void)keys;
   (void)n;
-  (void)cells;
   return false;
 #endif
 }
 
-// partition_sorted_cells of two groups in random visible order from the network's cells, with
-// the kernel above where the CPU has AVX-512; false (nothing written) otherwise.
-inline bool network_partition_two_groups(const std::int64_t* cells, std::int64_t n,
-                                         const std::int32_t* groups, const std::int64_t* keep,
-                                         std::int64_t* order) {
+// Cells of keys[0, n) (the keys of cells 0 .. n-1, in cell order) in ascending key order, into
+// cells[0, n), with the network above. False, with cells[] unspecified, when the network does
+// not run here (network_sorts) or two keys share the top 24 bits of their random word: the caller
+// then sorts the full keys.
+inline bool network_sort_cells(const selection_key* keys, std::int64_t n, std::int64_t* cells) {
 #if defined(MWM_KEYS_DISPATCH)
-  if (x86_vector_bits() != 512) return false;
-  network::partition_two_groups(cells, n, groups, keep[0], keep[1], order);
-  return true;
+  if (!network_sorts(n)) return false;
+  return network::sort_cells_by_live_registers(keys, n, nullptr, nullptr, cells);
 #else
+  (void)keys;
   (void)cells;
-  (void)n;
+  return network_sorts(n);
+#endif
+}
+
+// The canonical order in random visible order of a sample with two groups (groups[cell] is 0 or
+// 1, keep[g] of group g visible): what partition_sorted_cells writes from the sorted cells, with
+// the network and the split fused (the group rides in the short key, so no lookup per key).
+// False, with order[] unspecified, when the network does not run here or two keys share the top
+// 23 bits of their random word.
+inline bool network_order_two_groups(const selection_key* keys, std::int64_t n,
+                                     const std::int32_t* groups, const std::int64_t* keep,
+                                     std::int64_t* order) {
+#if defined(MWM_KEYS_DISPATCH)
+  if (!network_sorts(n)) return false;
+  return network::sort_cells_by_live_registers(keys, n, groups, keep, order);
+#else
+  (void)keys;
   (void)groups;
   (void)keep;
   (void)order;
-  return false;
+  return network_sorts(n);
 #endif
 }
 
