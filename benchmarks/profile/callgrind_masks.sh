@@ -2,7 +2,9 @@
 # Instruction counts (valgrind --tool=callgrind) of mask generation per patch, for the current
 # tree and, when given a git revision, for that revision's include/ too, on the same driver
 # (benchmarks/profile/profile_masks.cpp): instruction counts do not depend on the machine's
-# load, so they decide between implementations on a shared machine.
+# load, so they decide between implementations on a shared machine. valgrind emulates no
+# AVX-512: the counts are of the AVX2 / portable paths (keys_x86.hpp, the counting sort), not of
+# the AVX-512 key loop and sorting network that such CPUs run (time those with profile_masks).
 #
 #   benchmarks/profile/callgrind_masks.sh [REVISION]      e.g. HEAD~3
 set -euo pipefail

@@ -6,6 +6,7 @@
 
 #include "config.hpp"
 #include "grid.hpp"
+#include "outputs_x86.hpp"
 
 namespace mwm {
 
@@ -87,7 +88,11 @@ inline void write_sample_outputs(const sample_outputs& out, const std::int64_t* 
     const std::int64_t count = masked < out.masked_width ? masked : out.masked_width;
     std::copy(order + visible, order + visible + count, out.ids_masked);
   }
-  if (out.ids_restore && out.mask && out.noise && position_noise) {
+  const bool all_three = out.ids_restore && out.mask && out.noise && position_noise;
+  if (all_three && detail::write_restore_mask_noise_vector(order, n, visible, out.ids_restore,
+                                                           out.mask, out.noise)) {
+    // written by vector instructions (outputs_x86.hpp)
+  } else if (all_three) {
     for (std::int64_t position = 0; position < visible; ++position) {
       const std::int64_t patch = order[position];
       out.ids_restore[patch] = position;

@@ -14,8 +14,10 @@
 #include "error.hpp"
 #include "grid.hpp"
 #include "keys.hpp"
+#include "keys_x86.hpp"
 #include "policy.hpp"
 #include "regions.hpp"
+#include "sort_x86.hpp"
 
 namespace mwm {
 
@@ -195,48 +197,6 @@ MWM_HOST_DEVICE MWM_INLINE selection_key patch_key(const policy_params& p, std::
 
 }  // namespace steps
 
-namespace detail {
-
-// random_key of cells [0, n): independent Philox blocks, a loop the compiler vectorizes.
-template <int Variant>
-inline void fill_random_keys_loop(selection_key* out, std::int64_t n, std::uint64_t seed,
-                                  std::uint64_t global_sample_index) {
-  for (std::int64_t i = 0; i < n; ++i)
-    out[i] = steps::random_key(seed, global_sample_index, static_cast<std::uint32_t>(i));
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(MWM_DEVICE_COMPILE) && !defined(__AVX512F__)
-#define MWM_KEYS_DISPATCH 1
-// The same loop compiled for wider vectors (integer arithmetic: the same bits), chosen at run
-// time: Philox is most of the cost per patch, and portable builds target SSE2 only.
-__attribute__((target("avx2"))) inline void fill_random_keys_avx2(
-    selection_key* out, std::int64_t n, std::uint64_t seed, std::uint64_t global_sample_index) {
-  fill_random_keys_loop<2>(out, n, seed, global_sample_index);
-}
-__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"))) inline void fill_random_keys_avx512(
-    selection_key* out, std::int64_t n, std::uint64_t seed, std::uint64_t global_sample_index) {
-  fill_random_keys_loop<3>(out, n, seed, global_sample_index);
-}
-#endif
-
-inline void fill_random_keys(selection_key* out, std::int64_t n, std::uint64_t seed,
-                             std::uint64_t global_sample_index) {
-#if defined(MWM_KEYS_DISPATCH)
-  static const int width =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")
-          ? 512
-      : __builtin_cpu_supports("avx2") ? 256
-                                       : 128;
-  if (width == 512) return fill_random_keys_avx512(out, n, seed, global_sample_index);
-  if (width == 256) return fill_random_keys_avx2(out, n, seed, global_sample_index);
-#endif
-  fill_random_keys_loop<1>(out, n, seed, global_sample_index);
-}
-
-}  // namespace detail
-
 // Per-sample scratch memory, reused across samples by one thread.
 struct selection_workspace {
   std::vector<selection_key> keys;
@@ -244,6 +204,7 @@ struct selection_workspace {
   std::vector<std::uint8_t> flags;
   std::vector<selection_key> sort_scratch;
   std::vector<std::uint32_t> sort_counts;
+  std::vector<std::int64_t> sorted_cells;  // cells in key order, from the sorting network
 };
 
 namespace detail {
@@ -375,21 +336,23 @@ inline const selection_key* sorted_keys(selection_workspace& ws, bool uniform_hi
                                ws.sort_counts, uniform_high_words);
 }
 
-// Writes the canonical order from keys sorted ascending (all of the sample's cells), the group
-// of each cell and the visible count of each group: walking the keys in order, the first
-// keep[g] of group g are its smallest, so they are visible; visible cells come first, each side
-// by key (random order) or by index (sorted order). Returns the visible count.
-inline std::int64_t partition_sorted_keys(const policy_params& p, const selection_key* keys,
-                                          std::int64_t n, const std::int32_t* groups,
-                                          const std::int64_t* keep, int num_groups,
-                                          selection_workspace& ws, std::int64_t* order) {
+// Writes the canonical order from the cells in ascending key order (cell_at(i) is the cell of
+// the i-th smallest key, all of the sample's cells), the group of each cell and the visible
+// count of each group: walking the keys in order, the first keep[g] of group g are its
+// smallest, so they are visible; visible cells come first, each side by key (random order) or
+// by index (sorted order). Returns the visible count.
+template <typename CellAt>
+inline std::int64_t partition_sorted_cells(const policy_params& p, std::int64_t n, CellAt cell_at,
+                                           const std::int32_t* groups, const std::int64_t* keep,
+                                           int num_groups, selection_workspace& ws,
+                                           std::int64_t* order) {
   std::int64_t visible = 0;
   for (int g = 0; g < num_groups; ++g) visible += keep[g];
   std::int64_t taken[max_groups] = {};
   if (p.order == visible_order::sorted) {
     ws.flags.resize(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) {
-      const std::uint32_t cell = steps::key_index(keys[i]);
+      const std::int64_t cell = cell_at(i);
       const std::int32_t g = groups[cell];
       ws.flags[cell] = taken[g]++ < keep[g] ? 1 : 0;
     }
@@ -398,18 +361,36 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
     for (std::int64_t cell = 0; cell < n; ++cell) order[ws.flags[cell] ? front++ : back++] = cell;
     return visible;
   }
-  // Without a branch per key (whether a key is visible is a coin flip): `left[g]` counts down
-  // group g's visible places.
-  std::int64_t left[max_groups] = {};
-  for (int g = 0; g < num_groups; ++g) left[g] = keep[g];
+  // Whether a key is visible is a coin flip, so a branch on it would mispredict about every
+  // other key: the place is computed with masks instead. `left[g]` counts down group g's
+  // visible places.
   std::int64_t front = 0;
   std::int64_t back = visible;
+  if (num_groups == 2) {
+    // Two groups (a binary region map, the guided and block policies): the counters stay in
+    // registers; through memory, each key would wait for the previous key's store.
+    std::int64_t left0 = keep[0];
+    std::int64_t left1 = keep[1];
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t cell = cell_at(i);
+      const std::int64_t second = groups[cell];  // 0 or 1
+      const std::int64_t shown = static_cast<std::int64_t>((second ? left1 : left0) > 0);
+      left1 -= shown & second;
+      left0 -= shown & (1 - second);
+      order[back + ((front - back) & -shown)] = cell;
+      front += shown;
+      back += 1 - shown;
+    }
+    return visible;
+  }
+  std::int64_t left[max_groups] = {};
+  for (int g = 0; g < num_groups; ++g) left[g] = keep[g];
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t cell = steps::key_index(keys[i]);
+    const std::int64_t cell = cell_at(i);
     const std::int32_t g = groups[cell];
-    const std::int64_t shown = left[g] > 0 ? 1 : 0;
+    const std::int64_t shown = static_cast<std::int64_t>(left[g] > 0);
     left[g] -= shown;
-    order[shown ? front : back] = cell;
+    order[back + ((front - back) & -shown)] = cell;
     front += shown;
     back += 1 - shown;
   }
@@ -423,6 +404,34 @@ inline std::int64_t partition_sorted_keys(const policy_params& p, const selectio
   std::int32_t group;
   steps::cell_group_from_inputs(p, regions, nullptr, i, &group, &bad);
   raise_data_error(bad);
+}
+
+// Cells per region of one sample's regions[0, n), which must lie in [0, num_regions) (else the
+// error names the first that does not). The check, and the count of up to four regions (one
+// pass per region but the last, which has the cells left), are loops the compiler vectorizes; a
+// histogram would chain each increment of a region to the store before it.
+inline void count_regions(const policy_params& p, const std::int32_t* regions, std::int64_t n,
+                          std::int64_t* sizes) {
+  const auto limit = static_cast<std::uint32_t>(p.num_regions);
+  std::uint32_t outside = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    outside |= static_cast<std::uint32_t>(static_cast<std::uint32_t>(regions[i]) >= limit);
+  if (outside != 0) {
+    for (std::int64_t i = 0; i < n; ++i)
+      if (static_cast<std::uint32_t>(regions[i]) >= limit) raise_region_error(p, regions, i);
+  }
+  if (p.num_regions > 4) {
+    for (std::int64_t i = 0; i < n; ++i) ++sizes[regions[i]];
+    return;
+  }
+  std::int64_t counted = 0;
+  for (int r = 0; r + 1 < p.num_regions; ++r) {
+    std::int64_t count = 0;
+    for (std::int64_t i = 0; i < n; ++i) count += regions[i] == r ? 1 : 0;
+    sizes[r] = count;
+    counted += count;
+  }
+  sizes[p.num_regions - 1] = n - counted;
 }
 
 // Groups of every patch for the current policy, into ws.groups (size n).
@@ -488,13 +497,8 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   if (groups == 1) {
     sizes[0] = n;
   } else if (p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total) {
-    // The regions are the groups (cell_group_from_inputs): one pass checks and counts them.
-    const auto limit = static_cast<std::uint32_t>(p.num_regions);
-    for (std::int64_t i = 0; i < n; ++i) {
-      const auto region = static_cast<std::uint32_t>(regions[i]);
-      if (region >= limit) detail::raise_region_error(p, regions, i);
-      ++sizes[region];
-    }
+    // The regions are the groups (cell_group_from_inputs): they are checked, then counted.
+    detail::count_regions(p, regions, n, sizes);
     group_of = regions;
   } else {
     detail::assign_groups(p, sel, regions, scores, seed, global_sample_index, ws);
@@ -511,20 +515,41 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   } else {
     detail::fill_random_keys(keys.data(), n, seed, global_sample_index);  // patch_key of the rest
   }
-  // Random keys have uniform high words; the weighted ones crowd (weight zero, equal weights).
-  const selection_key* sorted = detail::sorted_keys(ws, p.kind != policy_kind::weighted);
 
   if (p.kind != policy_kind::coarse) {
-    if (groups == 1 && p.order == visible_order::random) {
-      for (std::int64_t i = 0; i < n; ++i) order[i] = key_index(sorted[i]);
-      return keep[0];
-    }
-    if (group_of == nullptr) {
+    const bool order_is_output = groups == 1 && p.order == visible_order::random;
+    if (group_of == nullptr && !order_is_output) {
       ws.groups.assign(static_cast<std::size_t>(n), 0);
       group_of = ws.groups.data();
     }
-    return detail::partition_sorted_keys(p, sorted, n, group_of, keep, groups, ws, order);
+    // The sorting network where the CPU has it (random keys of at most 256 cells), the
+    // counting sort otherwise: the same order.
+    if (p.kind != policy_kind::weighted && detail::network_sorts(n)) {
+      if (order_is_output) {
+        if (detail::network_sort_cells(keys.data(), n, order)) return keep[0];
+      } else if (groups == 2 && p.order == visible_order::random) {
+        if (detail::network_order_two_groups(keys.data(), n, group_of, keep, order))
+          return keep[0] + keep[1];
+      } else {
+        ws.sorted_cells.resize(static_cast<std::size_t>(n));
+        const std::int64_t* cells = ws.sorted_cells.data();
+        if (detail::network_sort_cells(keys.data(), n, ws.sorted_cells.data()))
+          return detail::partition_sorted_cells(
+              p, n, [cells](std::int64_t i) { return cells[i]; }, group_of, keep, groups, ws,
+              order);
+      }
+    }
+    // Random keys have uniform high words; the weighted ones crowd (weight zero, equal weights).
+    const selection_key* sorted = detail::sorted_keys(ws, p.kind != policy_kind::weighted);
+    if (order_is_output) {
+      for (std::int64_t i = 0; i < n; ++i) order[i] = key_index(sorted[i]);
+      return keep[0];
+    }
+    return detail::partition_sorted_cells(
+        p, n, [sorted](std::int64_t i) { return static_cast<std::int64_t>(key_index(sorted[i])); },
+        group_of, keep, groups, ws, order);
   }
+  const selection_key* sorted = detail::sorted_keys(ws, true);
 
   // Coarse: every patch inherits its cell's side and key; the low bits become the patch index.
   // Cell c is visible when it is among the first keep[0] sorted keys.
@@ -552,8 +577,13 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
         visible_patches += cell_visible[cell];
       }
   const std::int64_t side_keep[2] = {visible_patches, 0};
-  return detail::partition_sorted_keys(p, detail::sorted_keys(ws, true), patches, side.data(),
-                                       side_keep, 2, ws, order);
+  const selection_key* patch_order = detail::sorted_keys(ws, true);
+  return detail::partition_sorted_cells(
+      p, patches,
+      [patch_order](std::int64_t i) {
+        return static_cast<std::int64_t>(key_index(patch_order[i]));
+      },
+      side.data(), side_keep, 2, ws, order);
 }
 
 }  // namespace steps

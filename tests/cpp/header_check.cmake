@@ -2,7 +2,7 @@
 #   cmake -DCXX=<compiler> -DSOURCE_DIR=<repo> -P header_check.cmake
 # 1. It compiles with -std=c++17 -Wall -Wextra -Wpedantic -Werror and only include/ on the path.
 # 2. Every header it pulls in includes, in angle brackets, only standard library headers (and the
-#    compiler's SSE2 intrinsics header).
+#    compiler's own x86 intrinsics headers).
 set(include_dir ${SOURCE_DIR}/include)
 set(source ${SOURCE_DIR}/tests/cpp/header_check.cpp)
 execute_process(COMMAND ${CXX} -std=c++17 -Wall -Wextra -Wpedantic -Werror -fsyntax-only
@@ -28,7 +28,11 @@ set(standard algorithm array atomic cassert cerrno cfloat climits cmath cstddef 
     stdint.h
     # The compiler's own SSE2 intrinsics (every x86-64 compiler ships them; no library), read
     # only under #if defined(__SSE2__) with a portable loop otherwise: loss_bands.hpp's RGB gather.
-    emmintrin.h)
+    emmintrin.h
+    # The compiler's own AVX2 / AVX-512 intrinsics, read only on x86-64 GCC and Clang, in
+    # functions compiled for those units by attribute and called after a CPU check, with the
+    # portable code otherwise: keys_x86.hpp (Philox keys) and sort_x86.hpp (the sorting network).
+    immintrin.h)
 set(headers 0)
 foreach(dep ${deps})
   if(dep STREQUAL source)

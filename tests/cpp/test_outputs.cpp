@@ -217,6 +217,100 @@ TEST_CASE("the wide-vector key loops give the portable loop's keys", "[outputs][
   }
 }
 
+TEST_CASE("the sorting network orders cells as the full keys do, or declines", "[outputs]") {
+  const bool network = mwm::detail::network_sorts(1);
+  mwm_test::test_rng rng(29);
+  int accepted = 0;
+  int declined_ties = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    // Every register count (1..16 of 16 lanes) and both sides of the 256-cell limit.
+    const std::int64_t n = trial < 300 ? trial + 1 : mwm_test::uniform_int(rng, 1, 300);
+    const int spread = trial % 4;
+    std::vector<mwm::selection_key> keys(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto high = static_cast<std::uint32_t>(rng());
+      if (spread == 1) high = (high % 50u) << 8 | (high & 0xFFu);  // top 24 bits tie often
+      if (spread == 2 && i % 5 == 0) high = 0xFFFFFFFFu;           // the largest random words
+      keys[i] = mwm::steps::make_key(high, static_cast<std::uint32_t>(i));
+    }
+    std::shuffle(keys.begin(), keys.end(), rng);
+    auto expected = keys;
+    std::sort(expected.begin(), expected.end());
+    std::vector<std::int64_t> cells(static_cast<std::size_t>(n) + 16, -7);
+    INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    if (!mwm::detail::network_sort_cells(keys.data(), n, cells.data())) {
+      bool tie = false;
+      for (std::int64_t i = 0; i + 1 < n; ++i)
+        tie = tie || (expected[i] >> 40) == (expected[i + 1] >> 40);
+      declined_ties += tie ? 1 : 0;
+      // It declines only past 256 cells, on a CPU without AVX-512, or on a tie.
+      CHECK((n > mwm::detail::network_sort_max_cells || tie || !network));
+      continue;
+    }
+    ++accepted;
+    REQUIRE(n <= mwm::detail::network_sort_max_cells);
+    for (std::int64_t i = 0; i < n; ++i)
+      REQUIRE(cells[static_cast<std::size_t>(i)] == mwm::steps::key_index(expected[i]));
+    for (std::size_t i = static_cast<std::size_t>(n); i < cells.size(); ++i)
+      REQUIRE(cells[i] == -7);
+  }
+  if (network) {  // both outcomes were exercised
+    CHECK(accepted > 1000);
+    CHECK(declined_ties > 100);
+  }
+}
+
+TEST_CASE("the network's two-group order is the scalar sort and partition's", "[outputs]") {
+  mwm::policy_params params;  // random visible order, as the fused kernel assumes
+  mwm_test::test_rng rng(31);
+  int network_runs = 0;
+  int declined = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    const std::int64_t n = trial < 256 ? trial + 1 : mwm_test::uniform_int(rng, 1, 300);
+    std::vector<std::int32_t> groups(static_cast<std::size_t>(n));
+    const int layout = trial % 3;  // mixed, all in group 1, all in group 0
+    for (auto& g : groups) g = layout == 0 ? static_cast<std::int32_t>(rng() % 2) : layout == 1;
+    std::int64_t sizes[2] = {0, 0};
+    for (const auto g : groups) ++sizes[g];
+    const std::int64_t keep[2] = {mwm_test::uniform_int(rng, 0, sizes[0]),
+                                  mwm_test::uniform_int(rng, 0, sizes[1])};
+    const bool crowded = trial % 7 == 0;  // random words that tie on their top 23 bits
+    std::vector<mwm::selection_key> keys(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto high = static_cast<std::uint32_t>(rng());
+      if (crowded) high = (high % 64u) << 9 | (high & 0x1FFu);
+      keys[static_cast<std::size_t>(i)] = mwm::steps::make_key(high, static_cast<std::uint32_t>(i));
+    }
+    auto sorted = keys;
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<std::int64_t> expected(static_cast<std::size_t>(n) + 16, -3);
+    std::vector<std::int64_t> order(expected.size(), -3);
+    mwm::selection_workspace ws;
+    const mwm::selection_key* by_key = sorted.data();
+    mwm::detail::partition_sorted_cells(
+        params, n,
+        [by_key](std::int64_t i) {
+          return static_cast<std::int64_t>(mwm::steps::key_index(by_key[i]));
+        },
+        groups.data(), keep, 2, ws, expected.data());
+    INFO("trial " << trial << ", n = " << n << ", keep " << keep[0] << " + " << keep[1]);
+    if (mwm::detail::network_order_two_groups(keys.data(), n, groups.data(), keep, order.data())) {
+      ++network_runs;
+      REQUIRE(order == expected);  // the slots past n are untouched too
+    } else {
+      bool tie = false;
+      for (std::int64_t i = 0; i + 1 < n; ++i)
+        tie = tie || (sorted[i] >> 41) == (sorted[i + 1] >> 41);
+      CHECK((tie || !mwm::detail::network_sorts(n)));
+      declined += tie ? 1 : 0;
+    }
+  }
+  if (mwm::detail::network_sorts(196)) {  // both outcomes were exercised
+    CHECK(network_runs > 2000);
+    CHECK(declined > 100);
+  }
+}
+
 TEST_CASE("write_sample_outputs with the noise table writes what it computes without one",
           "[outputs]") {
   const std::int64_t n = 37;
@@ -255,6 +349,34 @@ TEST_CASE("write_sample_outputs with the noise table writes what it computes wit
     for (std::int64_t i = 0; i < n; ++i) {
       CHECK(noise_a[order[i]] == static_cast<float>(i) / static_cast<float>(n));
       CHECK(keep_a[i] == (i < visible ? order[i] : -1));
+    }
+  }
+}
+
+TEST_CASE("the vector ids_restore, mask and noise equal the scalar scatter's", "[outputs]") {
+  mwm_test::test_rng rng(41);
+  for (const std::int64_t n : {1, 7, 8, 15, 16, 17, 49, 196, 512, 1000}) {
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    const std::int64_t visible = mwm_test::uniform_int(rng, 0, n);
+    std::vector<std::int64_t> restore(order.size(), -1), expected_restore(order.size(), -1);
+    std::vector<std::uint8_t> mask(order.size(), 9), expected_mask(order.size(), 9);
+    std::vector<float> noise(order.size(), -1.0f), expected_noise(order.size(), -1.0f);
+    for (std::int64_t position = 0; position < n; ++position) {
+      const auto patch = static_cast<std::size_t>(order[static_cast<std::size_t>(position)]);
+      expected_restore[patch] = position;
+      expected_mask[patch] = position >= visible ? 1 : 0;
+      expected_noise[patch] = static_cast<float>(position) / static_cast<float>(n);
+    }
+    INFO("n = " << n << ", visible " << visible);
+    if (mwm::detail::write_restore_mask_noise_vector(order.data(), n, visible, restore.data(),
+                                                     mask.data(), noise.data())) {
+      CHECK(restore == expected_restore);
+      CHECK(mask == expected_mask);
+      CHECK(noise == expected_noise);  // exact: the same division
+    } else {
+      CHECK(!mwm::detail::network_sorts(1));  // only where the CPU has no AVX-512
     }
   }
 }
