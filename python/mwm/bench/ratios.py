@@ -396,10 +396,12 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
             )
         return SparseCNN(channels, s.cnn_widths, stem=stem, ndim=data.ndim)
     heads = max(1, s.mae_dim // 32)
+    pixels = data.pretrain.images.double()
     return TinyMAE(
         data.image_size, channels, s.patch_size, ndim=data.ndim, dim=s.mae_dim,
         depth=s.mae_depth, heads=heads, decoder_dim=s.mae_dim, decoder_depth=1,
-        decoder_heads=heads,
+        decoder_heads=heads, pixel_mean=float(pixels.mean()),
+        pixel_std=max(float(pixels.std()), 1e-6),
     )
 
 
