@@ -396,13 +396,18 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
             )
         return SparseCNN(channels, s.cnn_widths, stem=stem, ndim=data.ndim)
     heads = max(1, s.mae_dim // 32)
-    pixels = data.pretrain.images.double()
+    pixel_mean, pixel_std = pixel_statistics(data.pretrain.images)
     return TinyMAE(
         data.image_size, channels, s.patch_size, ndim=data.ndim, dim=s.mae_dim,
         depth=s.mae_depth, heads=heads, decoder_dim=s.mae_dim, decoder_depth=1,
-        decoder_heads=heads, pixel_mean=float(pixels.mean()),
-        pixel_std=max(float(pixels.std()), 1e-6),
+        decoder_heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
     )
+
+
+def pixel_statistics(images: torch.Tensor) -> Tuple[float, float]:
+    """Mean and std of every pixel of `images`: the MAE's input standardization."""
+    pixels = images.double()
+    return float(pixels.mean()), max(float(pixels.std()), 1e-6)
 
 
 def initial_model(kind: str, data: Prepared, s: Settings, seed: int) -> nn.Module:
