@@ -121,3 +121,13 @@ def test_benchmark_mae_takes_the_pretraining_set_pixel_statistics():
     pixels = data.pretrain.images.double()
     assert float(model.pixel_mean) == pytest.approx(float(pixels.mean()), rel=1e-6)
     assert float(model.pixel_std) == pytest.approx(float(pixels.std()), rel=1e-6)
+
+
+def test_pixel_statistics_match_a_float64_mean_and_std_in_chunks():
+    images = 0.4 + 0.2 * torch.randn(130, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean, std = R.pixel_statistics(images, chunk=7)  # chunks that do not divide the set
+    as64 = images.double()
+    assert mean == pytest.approx(float(as64.mean()), rel=1e-12)
+    assert std == pytest.approx(float(as64.std()), rel=1e-12)
+    with pytest.raises(ValueError, match="too few pixels"):
+        R.pixel_statistics(torch.zeros(1, 1, 1, 1))

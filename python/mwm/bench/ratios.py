@@ -404,10 +404,20 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
     )
 
 
-def pixel_statistics(images: torch.Tensor) -> Tuple[float, float]:
-    """Mean and std of every pixel of `images`: the MAE's input standardization."""
-    pixels = images.double()
-    return float(pixels.mean()), max(float(pixels.std()), 1e-6)
+def pixel_statistics(images: torch.Tensor, chunk: int = 64) -> Tuple[float, float]:
+    """Mean and (unbiased) std of every pixel of `images`: the MAE's input standardization.
+    Two passes in float64 over chunks of samples, so a large 3D set is never copied whole."""
+    count = images.numel()
+    if count < 2:
+        raise ValueError(f"images of shape {tuple(images.shape)} hold too few pixels for a std")
+    total = 0.0
+    for start in range(0, images.shape[0], chunk):
+        total += float(images[start:start + chunk].double().sum())
+    mean = total / count
+    squares = 0.0
+    for start in range(0, images.shape[0], chunk):
+        squares += float((images[start:start + chunk].double() - mean).pow(2).sum())
+    return mean, max(math.sqrt(squares / (count - 1)), 1e-6)
 
 
 def initial_model(kind: str, data: Prepared, s: Settings, seed: int) -> nn.Module:
