@@ -53,7 +53,7 @@ from mwm.bench import ratios as R
 
 def layer_maps(model: M.TinyMAE, images: torch.Tensor):
     """The patch embedding and every block's output (the last one normalized), as maps."""
-    x = model._tokens(images)
+    x = model._tokens(images)  # standardizes the pixels first
     outs = [x]
     for blk in model.blocks:
         x = blk(x)
@@ -102,11 +102,13 @@ def main(argv):
         if kind == "cnn":
             cnn_row(name, config, data, s, seed, finetunes, ctx)
             continue
+        pixel_mean, pixel_std = R.pixel_statistics(data.pretrain.images)
         torch.manual_seed(seed)
         model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
                           heads=max(1, s.mae_dim // 32), decoder_dim=decoder_dim or s.mae_dim,
                           decoder_depth=decoder_depth,
-                          decoder_heads=max(1, (decoder_dim or s.mae_dim) // 32))
+                          decoder_heads=max(1, (decoder_dim or s.mae_dim) // 32),
+                          pixel_mean=pixel_mean, pixel_std=pixel_std)
         model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
         loss = None
         if config.policy != "none":

@@ -285,7 +285,13 @@ class _Block(nn.Module):
 
 
 class TinyMAE(nn.Module):
-    """A small MAE: ViT encoder on visible tokens, light decoder with mask tokens."""
+    """A small MAE: ViT encoder on visible tokens, light decoder with mask tokens.
+
+    As in MAE, the input is standardized (``pixel_mean``, ``pixel_std``: the pretraining set's
+    statistics, as MAE's data pipeline uses ImageNet's) and the patch embedding is initialized
+    like a linear layer (Xavier-uniform on the flattened kernel) rather than with a
+    convolution's default, so that each token's content is not drowned by the position
+    embedding at the start of training."""
 
     def __init__(
         self,
@@ -300,8 +306,13 @@ class TinyMAE(nn.Module):
         decoder_depth: int = 1,
         decoder_heads: int = 4,
         token_layout: str = "packed",
+        pixel_mean: float = 0.0,
+        pixel_std: float = 1.0,
     ):
         super().__init__()
+        if not (math.isfinite(pixel_std) and pixel_std > 0) or not math.isfinite(pixel_mean):
+            raise ValueError(f"pixel_mean={pixel_mean} must be finite and pixel_std={pixel_std} "
+                             "finite and positive")
         if ndim not in (2, 3):
             raise ValueError(f"ndim={ndim} must be 2 or 3")
         if token_layout not in ("packed", "padded"):
@@ -312,6 +323,8 @@ class TinyMAE(nn.Module):
         self.ndim, self.patch_size, self.in_channels = ndim, patch_size, in_channels
         self.grid = (image_size // patch_size,) * ndim
         self.num_patches = math.prod(self.grid)
+        self.register_buffer("pixel_mean", torch.tensor(float(pixel_mean)), False)
+        self.register_buffer("pixel_std", torch.tensor(float(pixel_std)), False)
         self.patch_embed = _conv(ndim)(in_channels, dim, patch_size, stride=patch_size)
         self.register_buffer("pos", sincos_position_embedding(dim, self.grid)[None], False)
         self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
@@ -328,6 +341,9 @@ class TinyMAE(nn.Module):
         self.decoder_pred = nn.Linear(decoder_dim, patch_size**ndim * in_channels)
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(self._init_weights)
+        kernel = self.patch_embed.weight.data
+        nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
 
     @staticmethod
     def _init_weights(m):
@@ -340,7 +356,8 @@ class TinyMAE(nn.Module):
             nn.init.zeros_(m.bias)
 
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
-        return self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos
+        x = (images - self.pixel_mean) / self.pixel_std
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos
 
     def features(self, images: torch.Tensor) -> List[torch.Tensor]:
         x = self._tokens(images)

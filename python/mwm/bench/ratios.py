@@ -396,11 +396,28 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
             )
         return SparseCNN(channels, s.cnn_widths, stem=stem, ndim=data.ndim)
     heads = max(1, s.mae_dim // 32)
+    pixel_mean, pixel_std = pixel_statistics(data.pretrain.images)
     return TinyMAE(
         data.image_size, channels, s.patch_size, ndim=data.ndim, dim=s.mae_dim,
         depth=s.mae_depth, heads=heads, decoder_dim=s.mae_dim, decoder_depth=1,
-        decoder_heads=heads,
+        decoder_heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
     )
+
+
+def pixel_statistics(images: torch.Tensor, chunk: int = 64) -> Tuple[float, float]:
+    """Mean and (unbiased) std of every pixel of `images`: the MAE's input standardization.
+    Two passes in float64 over chunks of samples, so a large 3D set is never copied whole."""
+    count = images.numel()
+    if count < 2:
+        raise ValueError(f"images of shape {tuple(images.shape)} hold too few pixels for a std")
+    total = 0.0
+    for start in range(0, images.shape[0], chunk):
+        total += float(images[start:start + chunk].double().sum())
+    mean = total / count
+    squares = 0.0
+    for start in range(0, images.shape[0], chunk):
+        squares += float((images[start:start + chunk].double() - mean).pow(2).sum())
+    return mean, max(math.sqrt(squares / (count - 1)), 1e-6)
 
 
 def initial_model(kind: str, data: Prepared, s: Settings, seed: int) -> nn.Module:

@@ -1,0 +1,144 @@
+"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round"): pretrain
+each configuration on every seed, probe the frozen encoder, print the paired gain over `none`.
+
+    python benchmarks/mae_screen.py '{}'                                   # the quick setting
+    python benchmarks/mae_screen.py '{"legacy_init": true, "starts": true}'
+    python benchmarks/mae_screen.py '{"starts": true}'
+    python benchmarks/mae_screen.py '{"pixel_stats": false}'
+    python benchmarks/mae_screen.py '{"patch_size": 4}'
+    python benchmarks/mae_screen.py '{"epochs": 16, "lr": 1.5e-3, "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"decoder_depth": 2, "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"lr": 3e-3, "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"norm_pix": false, "seeds": [0, 1, 2]}'
+
+The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
+given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
+"norm_pix" (default true), "pixel_stats" (default true: the harness's input standardization;
+false feeds raw pixels), "legacy_init" (default false; true: the MAE before the third round,
+raw pixels and the convolution's default initialization of the patch embedding) and "starts"
+(default false; true also prints, for every model, the training objective and test accuracy
+of eight L-BFGS starts: the probe's three - zero weights, tempered 16-4-1, tempered 8-1 - and
+five random ones). "probe" is the harness's classifier probe (lowest objective of its three
+starts), "zero" the same fit from zero weights alone (the probe before the third round). One
+torch thread: deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from mwm.bench import distributed as bdist
+from mwm.bench import models as M
+from mwm.bench import probes as P
+from mwm.bench import ratios as R
+
+RANDOM_STARTS = 5
+
+
+def start_table(train_x, train_y, test_x, test_y, num_classes, max_iter):
+    """(name, training objective, test accuracy) of every start, one fit each."""
+    a, b = P._standardize(train_x, test_x, dim=(0, 2))
+    a, b = P._channels_last(a), P._channels_last(b)
+    fits = [(f"T{'-'.join(f'{t:g}' for t in sched)}",
+             P.fit_positionwise_classifier(a, train_y, num_classes, max_iter=max_iter,
+                                           schedules=(sched,)))
+            for sched in P.PROBE_SCHEDULES]
+    gen = torch.Generator().manual_seed(0)
+    for r in range(RANDOM_STARTS):
+        weight = (0.1 * torch.randn(a.shape[2], num_classes, generator=gen)).requires_grad_()
+        bias = torch.zeros(num_classes, requires_grad=True)
+        opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=10,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = P._objective(a, train_y, weight, bias, 1e-2)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            objective = float(P._objective(a, train_y, weight, bias, 1e-2))
+        fits.append((f"random{r}", P.ProbeFit(weight.detach(), bias.detach(), objective, (1.0,))))
+    rows = []
+    for name, fit in fits:
+        with torch.no_grad():
+            predicted = P._pooled_logits(b, fit.weight, fit.bias).argmax(dim=1)
+        rows.append((name, fit.objective, float((predicted == test_y).float().mean())))
+    return rows
+
+
+def build(data, s, seed, decoder_depth, pixel_stats, legacy_init):
+    mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
+    torch.manual_seed(seed)
+    heads = max(1, s.mae_dim // 32)
+    model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
+                      heads=heads, decoder_dim=s.mae_dim, decoder_depth=decoder_depth,
+                      decoder_heads=heads, pixel_mean=mean, pixel_std=std)
+    if legacy_init:
+        # The convolution's default initialization, as the MAE had it: the patch embedding is
+        # the first module TinyMAE draws, so the same seed gives the same kernel.
+        torch.manual_seed(seed)
+        default = torch.nn.Conv2d(1, s.mae_dim, s.patch_size, stride=s.patch_size)
+        model.patch_embed.load_state_dict(default.state_dict())
+    return model
+
+
+def main(argv):
+    torch.set_num_threads(1)
+    over = json.loads(argv[0]) if argv else {}
+    configs = over.pop("configs", ["none", "random-0.6"])
+    seeds = over.pop("seeds", [0, 1, 2, 3, 4])
+    decoder_depth = over.pop("decoder_depth", 1)
+    norm_pix = over.pop("norm_pix", True)
+    legacy_init = over.pop("legacy_init", False)
+    pixel_stats = over.pop("pixel_stats", not legacy_init)
+    show_starts = over.pop("starts", False)
+    lr = over.pop("lr", None)
+    s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
+    lr = lr or s.lr["mae"]
+    data = R.prepare_builtin("brain", s)
+    k = len(data.class_names)
+    ctx = bdist.DistContext()
+    results = {}
+    for seed in seeds:
+        for name in configs:
+            config = R.parse_config(name)
+            model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init)
+            model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
+            loss = None
+            if config.policy != "none":
+                masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
+                loss = R.pretrain(model, data, masker, s, lr, seed, ctx, progress=False)
+                loss = round(loss.final_loss, 4)
+            cpu = torch.device("cpu")
+            train = P.extract_features(model, data.train.images, cpu).positions()
+            test = P.extract_features(model, data.test.images, cpu).positions()
+            labels = (data.train.labels, data.test.labels)
+            row = {"probe": P.linear_probe(train, labels[0], test, labels[1], k,
+                                           max_iter=s.probe_steps),
+                   "zero": P.linear_probe(train, labels[0], test, labels[1], k,
+                                          max_iter=s.probe_steps, schedules=((1.0,),))}
+            results[(seed, name)] = row
+            print(seed, name, {key: round(100 * v, 1) for key, v in row.items()}, "loss", loss,
+                  flush=True)
+            if show_starts:
+                table = start_table(train, labels[0], test, labels[1], k, s.probe_steps)
+                best = min(obj for _, obj, _ in table)
+                print("   starts (objective - best, accuracy %):", "  ".join(
+                    f"{n} {obj - best:.3f} {100 * acc:.1f}" for n, obj, acc in table), flush=True)
+    for key in ("probe", "zero"):
+        for name in configs:
+            mean = sum(results[(sd, name)][key] for sd in seeds) / len(seeds)
+            print(f"MEAN {key} {name}: {100 * mean:.1f}")
+        for name in configs[1:]:
+            gains = [100 * (results[(sd, name)][key] - results[(sd, "none")][key]) for sd in seeds]
+            print(f"GAIN {key} {name} - none: {sum(gains) / len(gains):+.1f} per seed "
+                  f"{[round(g, 1) for g in gains]}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,133 @@
+"""The frozen-encoder classifier probe (mwm.bench.probes) and the MAE's input scaling."""
+
+import math
+
+import pytest
+import torch
+
+from mwm.bench import probes as P
+from mwm.bench import ratios as R
+from mwm.bench.models import TinyMAE
+
+
+def _lesion_features(n=160, channels=6, positions=16, seed=0):
+    """(L, C, P) features whose class k > 0 lifts channel k - 1 at one random position, over a
+    position-dependent offset shared by every sample (as a position embedding leaves)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    x = 0.3 * torch.randn(n, channels, positions, generator=gen)
+    x += 0.5 * torch.randn(1, channels, positions, generator=gen)
+    where = torch.randint(0, positions, (n,), generator=gen)
+    for i in range(n):
+        if labels[i] > 0:
+            x[i, labels[i] - 1, where[i]] += 3.0
+    return x, labels
+
+
+def _split(x, y):
+    half = x.shape[0] // 2
+    return x[:half], y[:half], x[half:], y[half:]
+
+
+def test_probe_learns_position_wise_evidence():
+    train_x, train_y, test_x, test_y = _split(*_lesion_features())
+    assert P.linear_probe(train_x, train_y, test_x, test_y, num_classes=3) > 0.9
+
+
+def test_probe_does_not_depend_on_a_features_scale_or_offset():
+    train_x, train_y, test_x, test_y = _split(*_lesion_features())
+    reference = P.linear_probe(train_x, train_y, test_x, test_y, num_classes=3)
+    scale = torch.tensor([1e3, 1.0, 1e-3, 7.0, 1.0, 0.2])[None, :, None]
+    shift = torch.tensor([5.0, -40.0, 0.0, 1e2, 3.0, 0.0])[None, :, None]
+    rescaled = P.linear_probe(train_x * scale + shift, train_y, test_x * scale + shift, test_y,
+                              num_classes=3)
+    assert rescaled == pytest.approx(reference, abs=1.5 / test_y.numel())
+
+
+def test_probe_standardizes_with_training_statistics_only():
+    train_x, train_y, test_x, test_y = _split(*_lesion_features())
+    reference = P.linear_probe(train_x, train_y, test_x, test_y, num_classes=3)
+    # Statistics taken from the test set would undo this shift; training statistics keep it,
+    # and a shift of every test feature by 50 training standard deviations ruins the probe.
+    shifted = test_x + 50 * train_x.std(dim=(0, 2), keepdim=True)
+    assert P.linear_probe(train_x, train_y, shifted, test_y, num_classes=3) < reference - 0.2
+
+
+def test_probe_keeps_the_start_with_the_lowest_training_objective():
+    x, y = _lesion_features(seed=3)
+    z, _ = P._standardize(x, x, dim=(0, 2))
+    z = P._channels_last(z)
+    singles = [P.fit_positionwise_classifier(z, y, 3, schedules=(s,)) for s in P.PROBE_SCHEDULES]
+    chosen = P.fit_positionwise_classifier(z, y, 3)
+    assert chosen.objective == min(f.objective for f in singles)
+    best = min(singles, key=lambda f: f.objective)
+    assert torch.equal(chosen.weight, best.weight) and chosen.schedule == best.schedule
+    # The zero start alone is the probe before several starts: the same fit bit for bit.
+    again = P.fit_positionwise_classifier(z, y, 3, schedules=((1.0,),))
+    assert torch.equal(again.weight, singles[0].weight)
+
+
+def test_probe_is_deterministic():
+    train_x, train_y, test_x, test_y = _split(*_lesion_features(seed=1))
+    first = P.linear_probe(train_x, train_y, test_x, test_y, num_classes=3)
+    assert P.linear_probe(train_x, train_y, test_x, test_y, num_classes=3) == first
+
+
+@pytest.mark.parametrize("schedules", [(), ((4.0,),), ((2.0, 0.0, 1.0),)])
+def test_probe_names_bad_schedules(schedules):
+    x, y = _lesion_features(n=12)
+    with pytest.raises(ValueError, match="schedule"):
+        P.linear_probe(x, y, x, y, num_classes=3, schedules=schedules)
+
+
+# --- the MAE's input scaling and patch embedding ---------------------------------------------
+
+
+def test_tiny_mae_standardizes_its_input():
+    torch.manual_seed(0)
+    scaled = TinyMAE(16, 1, 4, dim=32, depth=1, heads=1, decoder_dim=32, decoder_heads=1,
+                     pixel_mean=0.3, pixel_std=0.25).eval()
+    plain = TinyMAE(16, 1, 4, dim=32, depth=1, heads=1, decoder_dim=32, decoder_heads=1).eval()
+    plain.load_state_dict(scaled.state_dict())  # the pixel statistics are not in the state
+    images = 0.3 + 0.25 * torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        a = scaled.features(images)[0]
+        b = plain.features((images - 0.3) / 0.25)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("mean,std", [(0.0, 0.0), (0.0, -1.0), (float("nan"), 1.0),
+                                      (0.0, float("inf"))])
+def test_tiny_mae_names_bad_pixel_statistics(mean, std):
+    with pytest.raises(ValueError, match="pixel_"):
+        TinyMAE(16, 1, 4, dim=32, depth=1, heads=1, pixel_mean=mean, pixel_std=std)
+
+
+def test_tiny_mae_patch_embedding_is_initialized_like_a_linear_layer():
+    torch.manual_seed(0)
+    model = TinyMAE(64, 1, 8, dim=64, depth=1, heads=2, decoder_dim=64)
+    kernel = model.patch_embed.weight.detach().flatten(1)  # (64, 64): fan_in 64, fan_out 64
+    bound = math.sqrt(6.0 / (kernel.shape[0] + kernel.shape[1]))
+    assert float(kernel.abs().max()) <= bound
+    # Xavier-uniform's std is bound / sqrt(3), about twice a convolution's default here.
+    assert float(kernel.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert torch.count_nonzero(model.patch_embed.bias) == 0
+
+
+def test_benchmark_mae_takes_the_pretraining_set_pixel_statistics():
+    settings = R.preset("micro", models=("mae",))
+    data = R.prepare_builtin("brain", settings)
+    model = R.build_model("mae", data, settings)
+    pixels = data.pretrain.images.double()
+    assert float(model.pixel_mean) == pytest.approx(float(pixels.mean()), rel=1e-6)
+    assert float(model.pixel_std) == pytest.approx(float(pixels.std()), rel=1e-6)
+
+
+def test_pixel_statistics_match_a_float64_mean_and_std_in_chunks():
+    images = 0.4 + 0.2 * torch.randn(130, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean, std = R.pixel_statistics(images, chunk=7)  # chunks that do not divide the set
+    as64 = images.double()
+    assert mean == pytest.approx(float(as64.mean()), rel=1e-12)
+    assert std == pytest.approx(float(as64.std()), rel=1e-12)
+    with pytest.raises(ValueError, match="too few pixels"):
+        R.pixel_statistics(torch.zeros(1, 1, 1, 1))
