@@ -494,12 +494,13 @@ inline std::int64_t select_sample(const policy_params& p, grid_shape grid,
   std::int64_t sizes[max_groups] = {};
   std::int64_t keep[max_groups] = {};
   const std::int32_t* group_of = nullptr;
-  if (groups == 1) {
-    sizes[0] = n;
-  } else if (p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total) {
-    // The regions are the groups (cell_group_from_inputs): they are checked, then counted.
+  if (p.kind == policy_kind::per_region || p.kind == policy_kind::fixed_total) {
+    // The regions are the groups (cell_group_from_inputs): they are checked, then counted. With
+    // one ratio too, where every id must be 0 (as the CUDA kernels check it).
     detail::count_regions(p, regions, n, sizes);
-    group_of = regions;
+    if (groups > 1) group_of = regions;
+  } else if (groups == 1) {
+    sizes[0] = n;
   } else {
     detail::assign_groups(p, sel, regions, scores, seed, global_sample_index, ws);
     group_of = ws.groups.data();

@@ -204,6 +204,14 @@ TEST_CASE("mismatched lengths and out-of-range region indices", "[errors]") {
   MWM_REQUIRE_ERROR(mwm::generate_masks(request), "regions = -1");
   request.policy.kind = mwm::policy_kind::per_region;
   MWM_REQUIRE_ERROR(mwm::generate_masks(request), "regions = -1");
+  // One ratio means one region: every id must be 0 (a binary ROI map with one ratio is a mistake).
+  for (auto kind : {mwm::policy_kind::per_region, mwm::policy_kind::fixed_total}) {
+    request.policy.kind = kind;
+    request.policy.region_ratios = {0.5};
+    regions.assign(32, 0);
+    regions[7] = 1;
+    MWM_REQUIRE_ERROR(mwm::generate_masks(request), "regions = 1: must lie in [0, 1)");
+  }
 
   mwm::pooling_request pooling;
   pooling.grid = mwm::make_grid_2d(2, 2);

@@ -71,6 +71,18 @@ def test_masker_checks_region_ratio_count():
         mwm.TextGuidedMasker((7, 7), region_ratios=(0.4, 0.6, 0.8), thresholds=(0.5,))
 
 
+@pytest.mark.parametrize("policy", ["per_region", "fixed_total"])
+def test_one_region_ratio_rejects_region_ids_other_than_zero(policy):
+    # A binary ROI map given one ratio would otherwise be masked as if it were all one region.
+    regions = torch.zeros(2, 16, dtype=torch.int32)
+    regions[1, 5] = 1
+    with pytest.raises(ValueError, match=r"regions = 1: must lie in \[0, 1\)"):
+        mwm.generate_masks((4, 4), policy=policy, regions=regions, region_ratios=(0.5,))
+    ok = mwm.generate_masks((4, 4), policy=policy, regions=torch.zeros_like(regions),
+                            region_ratios=(0.5,), ratio=0.5)
+    assert ok.mask.sum(1).tolist() == [8, 8]
+
+
 @pytest.mark.parametrize("name", ["regions", "scores"])
 def test_inputs_on_another_device_than_sample_index_are_named(name):
     policy = "per_region" if name == "regions" else "weighted"
