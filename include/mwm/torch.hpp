@@ -31,8 +31,8 @@ struct masks {
   at::Tensor noise;        // (B, N) float32, argsort(noise) == ids_shuffle
 };
 
-// Patches of mask generation worth one parallel task: at 5-15 ns each (docs/speed.md), 16384 patches
-// are 80-250 us, well above the cost of waking a second thread.
+// Patches of mask generation worth one parallel task: at 5-15 ns each (docs/speed.md), 16384
+// patches are 80-250 us, well above the cost of waking a second thread.
 constexpr int64_t parallel_grain_patches = 16384;
 
 namespace detail {
