@@ -167,15 +167,23 @@ struct fixture {
   }
 
   mwm::loss_inputs<double, double, double> inputs(const mwm::loss_options& o, bool weighted) const {
-    mwm::loss_inputs<double, double, double> in;
+    return inputs_over(pred_vectors.data(), target.data(), weighted ? weight.data() : nullptr, o);
+  }
+
+  // The fixture's geometry, strides and mask over dense `pred` and `target` of any element type
+  // (the float tests read float copies of the fixture's data).
+  template <typename T>
+  mwm::loss_inputs<T, T, T> inputs_over(const T* pred, const T* image, const T* weights,
+                                        const mwm::loss_options& o) const {
+    mwm::loss_inputs<T, T, T> in;
     in.geometry = g;
     in.batch = batch;
-    in.pred = pred_vectors.data();
+    in.pred = pred;
     in.pred_strides = vector_strides();
-    in.target = target.data();
+    in.target = image;
     in.target_strides = target_strides();
     in.mask = mask.data();
-    in.weight = weighted ? weight.data() : nullptr;
+    in.weight = weights;
     in.options = o;
     return in;
   }
@@ -350,15 +358,7 @@ TEST_CASE("float predictions accumulate in float and stay close to double", "[lo
   const double reference = run_forward(f.inputs(o, false));
   std::vector<float> pred(f.pred_vectors.begin(), f.pred_vectors.end());
   std::vector<float> target(f.target.begin(), f.target.end());
-  mwm::loss_inputs<float, float, float> in;
-  in.geometry = g;
-  in.batch = f.batch;
-  in.pred = pred.data();
-  in.pred_strides = f.vector_strides();
-  in.target = target.data();
-  in.target_strides = f.target_strides();
-  in.mask = f.mask.data();
-  in.options = o;
+  const auto in = f.inputs_over<float>(pred.data(), target.data(), nullptr, o);
   CHECK(run_forward(in) == Approx(reference).epsilon(1e-5));
 }
 
@@ -662,16 +662,7 @@ TEST_CASE("the forward's gradient in float, with factors that underflow to zero"
   f.mask[1] = 1;
   for (const auto& o : all_options()) {
     if (o.reduction == loss_reduction::none) continue;
-    mwm::loss_inputs<float, float, float> in;
-    in.geometry = g;
-    in.batch = f.batch;
-    in.pred = pred.data();
-    in.pred_strides = f.vector_strides();
-    in.target = target.data();
-    in.target_strides = f.target_strides();
-    in.mask = f.mask.data();
-    in.weight = weight.data();
-    in.options = o;
+    const auto in = f.inputs_over<float>(pred.data(), target.data(), weight.data(), o);
     require_unit_gradient_bits(in, f.vector_strides(), pred.size(), 1);
   }
 }
