@@ -433,8 +433,10 @@ def m2ib_heatmaps(
         if texts.dim() != 2:
             raise ValueError(f"text_embeddings must be (K, E), got shape {tuple(texts.shape)}")
         require_finite(texts, "text_embeddings")
-        texts = F.normalize(texts.float(), dim=-1)
-    texts = texts.to(device=device, dtype=dtype)
+    # Both paths normalize here, the prompts' unit embeddings a second time: normalizing is not
+    # idempotent in floating point, and this way encode_prompts' output given as text_embeddings
+    # yields the same heatmaps bit for bit as the prompts themselves.
+    texts = F.normalize(texts.float(), dim=-1).to(device=device, dtype=dtype)
     num_prompts = texts.shape[0]
 
     generator = torch.Generator(device=device).manual_seed(seed)
