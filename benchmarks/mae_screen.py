@@ -1,5 +1,6 @@
-"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round"): pretrain
-each configuration on every seed, probe the frozen encoder, print the paired gain over `none`.
+"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round" and "Fourth
+round"): pretrain each configuration on every seed, probe the frozen encoder, print the paired
+gain over `none`.
 
     python benchmarks/mae_screen.py '{}'                                   # the quick setting
     python benchmarks/mae_screen.py '{"legacy_init": true, "starts": true}'
@@ -10,6 +11,11 @@ each configuration on every seed, probe the frozen encoder, print the paired gai
     python benchmarks/mae_screen.py '{"decoder_depth": 2, "seeds": [0, 1, 2]}'
     python benchmarks/mae_screen.py '{"lr": 3e-3, "seeds": [0, 1, 2]}'
     python benchmarks/mae_screen.py '{"norm_pix": false, "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decays": [1e-3, 1e-1, 1],
+        "reads": ["prenorm", "embed", "block1", "block2", "mean2", "mean3"]}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_dim": 128,
+        "mae_depth": 2}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -18,7 +24,10 @@ false feeds raw pixels), "legacy_init" (default false; true: the MAE before the 
 raw pixels and the convolution's default initialization of the patch embedding) and "starts"
 (default false; true also prints, for every model, the training objective and test accuracy
 of eight L-BFGS starts: the probe's three - zero weights, tempered 16-4-1, tempered 8-1 - and
-five random ones). "probe" is the harness's classifier probe (lowest objective of its three
+five random ones), "zero" (default true; false skips the zero-start row), "decays" (extra
+probe L2 strengths on the same last-layer features, rows "wd<value>") and "reads" (extra
+readouts probed with the harness's probe, rows named as in `readouts`: "prenorm", "embed",
+"blockK", "meanK"). "probe" is the harness's classifier probe (lowest objective of its three
 starts), "zero" the same fit from zero weights alone (the probe before the third round). One
 torch thread: deterministic.
 """
@@ -71,6 +80,38 @@ def start_table(train_x, train_y, test_x, test_y, num_classes, max_iter):
     return rows
 
 
+@torch.no_grad()
+def readouts(model, images, names, batch_size=128):
+    """(L, C, P) features per readout name: "last" (the harness: the final norm of the last
+    block), "prenorm" (the last block before the final norm), "blockK" (block K's output,
+    1-based, through the final norm), "embed" (the tokens entering the first block),
+    "meanK" (the mean of the last K blocks' outputs through the final norm)."""
+    model.eval()
+    chunks = {name: [] for name in names}
+    for start in range(0, images.shape[0], batch_size):
+        x = model._tokens(images[start:start + batch_size])
+        outs = [x]
+        for blk in model.blocks:
+            x = blk(x)
+            outs.append(x)
+        for name in names:
+            if name == "last":
+                f = model.norm(outs[-1])
+            elif name == "prenorm":
+                f = outs[-1]
+            elif name == "embed":
+                f = outs[0]
+            elif name.startswith("block"):
+                f = model.norm(outs[int(name[5:])])
+            elif name.startswith("mean"):
+                f = torch.stack([model.norm(o) for o in outs[-int(name[4:]):]]).mean(0)
+            else:
+                raise ValueError(f"readout {name!r} unknown")
+            chunks[name].append(f.transpose(1, 2))
+    model.train()
+    return {name: torch.cat(c) for name, c in chunks.items()}
+
+
 def build(data, s, seed, decoder_depth, pixel_stats, legacy_init):
     mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
     torch.manual_seed(seed)
@@ -98,6 +139,9 @@ def main(argv):
     pixel_stats = over.pop("pixel_stats", not legacy_init)
     show_starts = over.pop("starts", False)
     lr = over.pop("lr", None)
+    reads = over.pop("reads", None)  # readout names (see `readouts`): extra probe rows
+    show_zero = over.pop("zero", True)  # false: skip the zero-start probe row
+    decays = over.pop("decays", [])  # extra probe L2 strengths on the last layer
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
     lr = lr or s.lr["mae"]
     data = R.prepare_builtin("brain", s)
@@ -119,9 +163,19 @@ def main(argv):
             test = P.extract_features(model, data.test.images, cpu).positions()
             labels = (data.train.labels, data.test.labels)
             row = {"probe": P.linear_probe(train, labels[0], test, labels[1], k,
-                                           max_iter=s.probe_steps),
-                   "zero": P.linear_probe(train, labels[0], test, labels[1], k,
-                                          max_iter=s.probe_steps, schedules=((1.0,),))}
+                                           max_iter=s.probe_steps)}
+            if show_zero:
+                row["zero"] = P.linear_probe(train, labels[0], test, labels[1], k,
+                                             max_iter=s.probe_steps, schedules=((1.0,),))
+            for wd in decays:
+                row[f"wd{wd:g}"] = P.linear_probe(train, labels[0], test, labels[1], k,
+                                                  weight_decay=wd, max_iter=s.probe_steps)
+            if reads:
+                tr = readouts(model, data.train.images, reads)
+                te = readouts(model, data.test.images, reads)
+                for r in reads:
+                    row[r] = P.linear_probe(tr[r], labels[0], te[r], labels[1], k,
+                                            max_iter=s.probe_steps)
             results[(seed, name)] = row
             print(seed, name, {key: round(100 * v, 1) for key, v in row.items()}, "loss", loss,
                   flush=True)
@@ -130,7 +184,7 @@ def main(argv):
                 best = min(obj for _, obj, _ in table)
                 print("   starts (objective - best, accuracy %):", "  ".join(
                     f"{n} {obj - best:.3f} {100 * acc:.1f}" for n, obj, acc in table), flush=True)
-    for key in ("probe", "zero"):
+    for key in results[(seeds[0], configs[0])]:
         for name in configs:
             mean = sum(results[(sd, name)][key] for sd in seeds) / len(seeds)
             print(f"MEAN {key} {name}: {100 * mean:.1f}")
