@@ -13,9 +13,22 @@ gain over `none`.
     python benchmarks/mae_screen.py '{"norm_pix": false, "seeds": [0, 1, 2]}'
     python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decays": [1e-3, 1e-1, 1],
         "reads": ["prenorm", "embed", "block1", "block2", "mean2", "mean3"]}'
-    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 2}'
     python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_dim": 128,
         "mae_depth": 2}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "stem": 16}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "stem": 16,
+        "stem_norm": false}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"seeds": [3, 4], "zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
+        "epochs": 8}'                                                      # also "epochs": 2
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
+        "mae_dim": 128}'                                         # stopped after seeds 0, 1
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
+        "stem": 16}'                                          # also with "stem_norm": false
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "configs": ["none",
+        "random-0.7", "mwm-0.8/0.4", "fixed-0.4"]}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -27,7 +40,9 @@ of eight L-BFGS starts: the probe's three - zero weights, tempered 16-4-1, tempe
 five random ones), "zero" (default true; false skips the zero-start row), "decays" (extra
 probe L2 strengths on the same last-layer features, rows "wd<value>") and "reads" (extra
 readouts probed with the harness's probe, rows named as in `readouts`: "prenorm", "embed",
-"blockK", "meanK"). "probe" is the harness's classifier probe (lowest objective of its three
+"blockK", "meanK"), "stem" (default 0; > 0: the patch-local stem `PatchLocalStem` of that
+inner width replaces the patch embedding) and "stem_norm" (default true: the stem's tokens
+layer-normalized). "probe" is the harness's classifier probe (lowest objective of its three
 starts), "zero" the same fit from zero weights alone (the probe before the third round). One
 torch thread: deterministic.
 """
@@ -112,7 +127,31 @@ def readouts(model, images, names, batch_size=128):
     return {name: torch.cat(c) for name, c in chunks.items()}
 
 
-def build(data, s, seed, decoder_depth, pixel_stats, legacy_init):
+class PatchLocalStem(torch.nn.Module):
+    """A two-layer patch embedding that never crosses a patch border (2x2 stride-2, GELU, then
+    (p/2)x(p/2) stride p/2), so a masked patch stays invisible; each layer Xavier-initialized
+    like MAE's patch embedding; with `normalize`, the tokens' content is layer-normalized (no
+    affine), so that its scale matches the sin-cos position embedding's whatever the stem's
+    gain."""
+
+    def __init__(self, dim, patch_size, width, normalize):
+        super().__init__()
+        self.normalize = normalize
+        self.inner = torch.nn.Conv2d(1, width, 2, stride=2)
+        self.outer = torch.nn.Conv2d(width, dim, patch_size // 2, stride=patch_size // 2)
+        for conv in (self.inner, self.outer):
+            kernel = conv.weight.data
+            torch.nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
+            torch.nn.init.zeros_(conv.bias)
+
+    def forward(self, x):
+        y = self.outer(torch.nn.functional.gelu(self.inner(x)))
+        if not self.normalize:
+            return y
+        return torch.nn.functional.layer_norm(y.movedim(1, -1), y.shape[1:2]).movedim(-1, 1)
+
+
+def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_norm=True):
     mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
     torch.manual_seed(seed)
     heads = max(1, s.mae_dim // 32)
@@ -125,6 +164,8 @@ def build(data, s, seed, decoder_depth, pixel_stats, legacy_init):
         torch.manual_seed(seed)
         default = torch.nn.Conv2d(1, s.mae_dim, s.patch_size, stride=s.patch_size)
         model.patch_embed.load_state_dict(default.state_dict())
+    if stem:
+        model.patch_embed = PatchLocalStem(s.mae_dim, s.patch_size, stem, stem_norm)
     return model
 
 
@@ -140,6 +181,8 @@ def main(argv):
     show_starts = over.pop("starts", False)
     lr = over.pop("lr", None)
     reads = over.pop("reads", None)  # readout names (see `readouts`): extra probe rows
+    stem = over.pop("stem", 0)  # > 0: a PatchLocalStem of this inner width
+    stem_norm = over.pop("stem_norm", True)
     show_zero = over.pop("zero", True)  # false: skip the zero-start probe row
     decays = over.pop("decays", [])  # extra probe L2 strengths on the last layer
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
@@ -151,7 +194,8 @@ def main(argv):
     for seed in seeds:
         for name in configs:
             config = R.parse_config(name)
-            model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init)
+            model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem,
+                          stem_norm)
             model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
             loss = None
             if config.policy != "none":
