@@ -27,6 +27,9 @@ gain over `none`.
         "mae_dim": 128}'                                         # stopped after seeds 0, 1
     python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
         "stem": 16}'                                          # also with "stem_norm": false
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decoder_dim": 32}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decoder_dim": 32,
+        "mae_depth": 1}'
     python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "configs": ["none",
         "random-0.7", "mwm-0.8/0.4", "fixed-0.4"]}'
 
@@ -42,7 +45,7 @@ probe L2 strengths on the same last-layer features, rows "wd<value>") and "reads
 readouts probed with the harness's probe, rows named as in `readouts`: "prenorm", "embed",
 "blockK", "meanK"), "stem" (default 0; > 0: the patch-local stem `PatchLocalStem` of that
 inner width replaces the patch embedding) and "stem_norm" (default true: the stem's tokens
-layer-normalized). "probe" is the harness's classifier probe (lowest objective of its three
+layer-normalized) and "decoder_dim" (default: the encoder's width). "probe" is the harness's classifier probe (lowest objective of its three
 starts), "zero" the same fit from zero weights alone (the probe before the third round). One
 torch thread: deterministic.
 """
@@ -151,13 +154,15 @@ class PatchLocalStem(torch.nn.Module):
         return torch.nn.functional.layer_norm(y.movedim(1, -1), y.shape[1:2]).movedim(-1, 1)
 
 
-def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_norm=True):
+def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_norm=True,
+          decoder_dim=None):
     mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
     torch.manual_seed(seed)
     heads = max(1, s.mae_dim // 32)
     model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
-                      heads=heads, decoder_dim=s.mae_dim, decoder_depth=decoder_depth,
-                      decoder_heads=heads, pixel_mean=mean, pixel_std=std)
+                      heads=heads, decoder_dim=decoder_dim or s.mae_dim,
+                      decoder_depth=decoder_depth, decoder_heads=heads, pixel_mean=mean,
+                      pixel_std=std)
     if legacy_init:
         # The convolution's default initialization, as the MAE had it: the patch embedding is
         # the first module TinyMAE draws, so the same seed gives the same kernel.
@@ -183,6 +188,7 @@ def main(argv):
     reads = over.pop("reads", None)  # readout names (see `readouts`): extra probe rows
     stem = over.pop("stem", 0)  # > 0: a PatchLocalStem of this inner width
     stem_norm = over.pop("stem_norm", True)
+    decoder_dim = over.pop("decoder_dim", None)  # default: the encoder's width
     show_zero = over.pop("zero", True)  # false: skip the zero-start probe row
     decays = over.pop("decays", [])  # extra probe L2 strengths on the last layer
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
@@ -195,7 +201,7 @@ def main(argv):
         for name in configs:
             config = R.parse_config(name)
             model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem,
-                          stem_norm)
+                          stem_norm, decoder_dim)
             model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
             loss = None
             if config.policy != "none":
