@@ -44,10 +44,10 @@ five random ones), "zero" (default true; false skips the zero-start row), "decay
 probe L2 strengths on the same last-layer features, rows "wd<value>") and "reads" (extra
 readouts probed with the harness's probe, rows named as in `readouts`: "prenorm", "embed",
 "blockK", "meanK"), "stem" (default 0; > 0: the patch-local stem `PatchLocalStem` of that
-inner width replaces the patch embedding) and "stem_norm" (default true: the stem's tokens
-layer-normalized) and "decoder_dim" (default: the encoder's width). "probe" is the harness's classifier probe (lowest objective of its three
-starts), "zero" the same fit from zero weights alone (the probe before the third round). One
-torch thread: deterministic.
+inner width replaces the patch embedding), "stem_norm" (default true: the stem's tokens
+layer-normalized) and "decoder_dim" (default: the encoder's width). "probe" is the harness's
+classifier probe (lowest objective of its three starts), "zero" the same fit from zero
+weights alone (the probe before the third round). One torch thread: deterministic.
 """
 
 from __future__ import annotations
