@@ -1,5 +1,6 @@
-"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round"): pretrain
-each configuration on every seed, probe the frozen encoder, print the paired gain over `none`.
+"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round" and "Fourth
+round"): pretrain each configuration on every seed, probe the frozen encoder, print the paired
+gain over `none`.
 
     python benchmarks/mae_screen.py '{}'                                   # the quick setting
     python benchmarks/mae_screen.py '{"legacy_init": true, "starts": true}'
@@ -10,6 +11,27 @@ each configuration on every seed, probe the frozen encoder, print the paired gai
     python benchmarks/mae_screen.py '{"decoder_depth": 2, "seeds": [0, 1, 2]}'
     python benchmarks/mae_screen.py '{"lr": 3e-3, "seeds": [0, 1, 2]}'
     python benchmarks/mae_screen.py '{"norm_pix": false, "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decays": [1e-3, 1e-1, 1],
+        "reads": ["prenorm", "embed", "block1", "block2", "mean2", "mean3"]}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 2}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_dim": 128,
+        "mae_depth": 2}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "stem": 16}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "stem": 16,
+        "stem_norm": false}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"seeds": [3, 4], "zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
+        "epochs": 8}'                                                      # also "epochs": 2
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
+        "mae_dim": 128}'                                         # stopped after seeds 0, 1
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "mae_depth": 1,
+        "stem": 16}'                                          # also with "stem_norm": false
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decoder_dim": 32}'
+    python benchmarks/mae_screen.py '{"seeds": [0, 1, 2], "zero": false, "decoder_dim": 32,
+        "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "configs": ["none",
+        "random-0.7", "mwm-0.8/0.4", "fixed-0.4"]}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -18,9 +40,14 @@ false feeds raw pixels), "legacy_init" (default false; true: the MAE before the 
 raw pixels and the convolution's default initialization of the patch embedding) and "starts"
 (default false; true also prints, for every model, the training objective and test accuracy
 of eight L-BFGS starts: the probe's three - zero weights, tempered 16-4-1, tempered 8-1 - and
-five random ones). "probe" is the harness's classifier probe (lowest objective of its three
-starts), "zero" the same fit from zero weights alone (the probe before the third round). One
-torch thread: deterministic.
+five random ones), "zero" (default true; false skips the zero-start row), "decays" (extra
+probe L2 strengths on the same last-layer features, rows "wd<value>") and "reads" (extra
+readouts probed with the harness's probe, rows named as in `readouts`: "prenorm", "embed",
+"blockK", "meanK"), "stem" (default 0; > 0: the patch-local stem `PatchLocalStem` of that
+inner width replaces the patch embedding), "stem_norm" (default true: the stem's tokens
+layer-normalized) and "decoder_dim" (default: the encoder's width). "probe" is the harness's
+classifier probe (lowest objective of its three starts), "zero" the same fit from zero
+weights alone (the probe before the third round). One torch thread: deterministic.
 """
 
 from __future__ import annotations
@@ -71,19 +98,79 @@ def start_table(train_x, train_y, test_x, test_y, num_classes, max_iter):
     return rows
 
 
-def build(data, s, seed, decoder_depth, pixel_stats, legacy_init):
+@torch.no_grad()
+def readouts(model, images, names, batch_size=128):
+    """(L, C, P) features per readout name: "last" (the harness: the final norm of the last
+    block), "prenorm" (the last block before the final norm), "blockK" (block K's output,
+    1-based, through the final norm), "embed" (the tokens entering the first block),
+    "meanK" (the mean of the last K blocks' outputs through the final norm)."""
+    model.eval()
+    chunks = {name: [] for name in names}
+    for start in range(0, images.shape[0], batch_size):
+        x = model._tokens(images[start:start + batch_size])
+        outs = [x]
+        for blk in model.blocks:
+            x = blk(x)
+            outs.append(x)
+        for name in names:
+            if name == "last":
+                f = model.norm(outs[-1])
+            elif name == "prenorm":
+                f = outs[-1]
+            elif name == "embed":
+                f = outs[0]
+            elif name.startswith("block"):
+                f = model.norm(outs[int(name[5:])])
+            elif name.startswith("mean"):
+                f = torch.stack([model.norm(o) for o in outs[-int(name[4:]):]]).mean(0)
+            else:
+                raise ValueError(f"readout {name!r} unknown")
+            chunks[name].append(f.transpose(1, 2))
+    model.train()
+    return {name: torch.cat(c) for name, c in chunks.items()}
+
+
+class PatchLocalStem(torch.nn.Module):
+    """A two-layer patch embedding that never crosses a patch border (2x2 stride-2, GELU, then
+    (p/2)x(p/2) stride p/2), so a masked patch stays invisible; each layer Xavier-initialized
+    like MAE's patch embedding; with `normalize`, the tokens' content is layer-normalized (no
+    affine), so that its scale matches the sin-cos position embedding's whatever the stem's
+    gain."""
+
+    def __init__(self, dim, patch_size, width, normalize):
+        super().__init__()
+        self.normalize = normalize
+        self.inner = torch.nn.Conv2d(1, width, 2, stride=2)
+        self.outer = torch.nn.Conv2d(width, dim, patch_size // 2, stride=patch_size // 2)
+        for conv in (self.inner, self.outer):
+            kernel = conv.weight.data
+            torch.nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
+            torch.nn.init.zeros_(conv.bias)
+
+    def forward(self, x):
+        y = self.outer(torch.nn.functional.gelu(self.inner(x)))
+        if not self.normalize:
+            return y
+        return torch.nn.functional.layer_norm(y.movedim(1, -1), y.shape[1:2]).movedim(-1, 1)
+
+
+def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_norm=True,
+          decoder_dim=None):
     mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
     torch.manual_seed(seed)
     heads = max(1, s.mae_dim // 32)
     model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
-                      heads=heads, decoder_dim=s.mae_dim, decoder_depth=decoder_depth,
-                      decoder_heads=heads, pixel_mean=mean, pixel_std=std)
+                      heads=heads, decoder_dim=decoder_dim or s.mae_dim,
+                      decoder_depth=decoder_depth, decoder_heads=heads, pixel_mean=mean,
+                      pixel_std=std)
     if legacy_init:
         # The convolution's default initialization, as the MAE had it: the patch embedding is
         # the first module TinyMAE draws, so the same seed gives the same kernel.
         torch.manual_seed(seed)
         default = torch.nn.Conv2d(1, s.mae_dim, s.patch_size, stride=s.patch_size)
         model.patch_embed.load_state_dict(default.state_dict())
+    if stem:
+        model.patch_embed = PatchLocalStem(s.mae_dim, s.patch_size, stem, stem_norm)
     return model
 
 
@@ -98,6 +185,12 @@ def main(argv):
     pixel_stats = over.pop("pixel_stats", not legacy_init)
     show_starts = over.pop("starts", False)
     lr = over.pop("lr", None)
+    reads = over.pop("reads", None)  # readout names (see `readouts`): extra probe rows
+    stem = over.pop("stem", 0)  # > 0: a PatchLocalStem of this inner width
+    stem_norm = over.pop("stem_norm", True)
+    decoder_dim = over.pop("decoder_dim", None)  # default: the encoder's width
+    show_zero = over.pop("zero", True)  # false: skip the zero-start probe row
+    decays = over.pop("decays", [])  # extra probe L2 strengths on the last layer
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
     lr = lr or s.lr["mae"]
     data = R.prepare_builtin("brain", s)
@@ -107,7 +200,8 @@ def main(argv):
     for seed in seeds:
         for name in configs:
             config = R.parse_config(name)
-            model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init)
+            model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem,
+                          stem_norm, decoder_dim)
             model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
             loss = None
             if config.policy != "none":
@@ -119,9 +213,19 @@ def main(argv):
             test = P.extract_features(model, data.test.images, cpu).positions()
             labels = (data.train.labels, data.test.labels)
             row = {"probe": P.linear_probe(train, labels[0], test, labels[1], k,
-                                           max_iter=s.probe_steps),
-                   "zero": P.linear_probe(train, labels[0], test, labels[1], k,
-                                          max_iter=s.probe_steps, schedules=((1.0,),))}
+                                           max_iter=s.probe_steps)}
+            if show_zero:
+                row["zero"] = P.linear_probe(train, labels[0], test, labels[1], k,
+                                             max_iter=s.probe_steps, schedules=((1.0,),))
+            for wd in decays:
+                row[f"wd{wd:g}"] = P.linear_probe(train, labels[0], test, labels[1], k,
+                                                  weight_decay=wd, max_iter=s.probe_steps)
+            if reads:
+                tr = readouts(model, data.train.images, reads)
+                te = readouts(model, data.test.images, reads)
+                for r in reads:
+                    row[r] = P.linear_probe(tr[r], labels[0], te[r], labels[1], k,
+                                            max_iter=s.probe_steps)
             results[(seed, name)] = row
             print(seed, name, {key: round(100 * v, 1) for key, v in row.items()}, "loss", loss,
                   flush=True)
@@ -130,7 +234,7 @@ def main(argv):
                 best = min(obj for _, obj, _ in table)
                 print("   starts (objective - best, accuracy %):", "  ".join(
                     f"{n} {obj - best:.3f} {100 * acc:.1f}" for n, obj, acc in table), flush=True)
-    for key in ("probe", "zero"):
+    for key in results[(seeds[0], configs[0])]:
         for name in configs:
             mean = sum(results[(sd, name)][key] for sd in seeds) / len(seeds)
             print(f"MEAN {key} {name}: {100 * mean:.1f}")
