@@ -168,6 +168,18 @@ inline mwm::mask_batch generate(const mwm::mask_policy& policy, const generate_i
   return mwm::generate_masks(request);
 }
 
+// A copy of `masks` whose every output holds a value no generator writes (mask 3, counts and ids
+// -5, noise -1), so that comparing it after a write shows any output the writer left alone.
+inline mwm::mask_batch poisoned_copy(const mwm::mask_batch& masks) {
+  mwm::mask_batch poisoned = masks;
+  std::fill(poisoned.mask.begin(), poisoned.mask.end(), 3);
+  for (auto* v : {&poisoned.num_masked, &poisoned.ids_shuffle, &poisoned.ids_restore,
+                  &poisoned.ids_keep, &poisoned.ids_masked})
+    std::fill(v->begin(), v->end(), -5);
+  std::fill(poisoned.noise.begin(), poisoned.noise.end(), -1.0f);
+  return poisoned;
+}
+
 // One configuration of every policy kind for a grid whose axes are all even (coarse factor 2).
 struct named_policy {
   std::string name;

@@ -20,6 +20,7 @@
 #include "../../cuda/selection_steps_host.hpp"
 #include "../../cuda/token_steps.cuh"
 #include "catch.hpp"
+#include "core_test_support.hpp"
 
 namespace {
 
@@ -369,20 +370,8 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
 
       const auto params = mwm::make_policy_params(policy, gc.grid);
       const auto widths = mwm::output_widths(policy, gc.grid);
-      mwm::mask_batch actual = expected;
-      std::fill(actual.mask.begin(), actual.mask.end(), 3);
-      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
-                      &actual.ids_keep, &actual.ids_masked})
-        std::fill(v->begin(), v->end(), -5);
-      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
-      mwm::batch_outputs out;
-      out.mask = actual.mask.data();
-      out.num_masked = actual.num_masked.data();
-      out.ids_shuffle = actual.ids_shuffle.data();
-      out.ids_restore = actual.ids_restore.data();
-      out.ids_keep = actual.ids_keep.data();
-      out.ids_masked = actual.ids_masked.data();
-      out.noise = actual.noise.data();
+      auto actual = mwm_test::poisoned_copy(expected);
+      const auto out = mwm::detail::outputs_of(actual);
       std::vector<std::int64_t> order(static_cast<std::size_t>(n));
       for (std::int64_t b = 0; b < batch; ++b) {
         const auto sample = mwm::steps::global_sample_index(sample_index.data(), 0, b);
@@ -912,20 +901,8 @@ TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
       else
         request.offset = static_cast<std::uint64_t>(draw_int(rng, 0, 1000));
       const auto expected = mwm::generate_masks(request);
-      mwm::mask_batch actual = expected;
-      std::fill(actual.mask.begin(), actual.mask.end(), 3);
-      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
-                      &actual.ids_keep, &actual.ids_masked})
-        std::fill(v->begin(), v->end(), -5);
-      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
-      mwm::batch_outputs out;
-      out.mask = actual.mask.data();
-      out.num_masked = actual.num_masked.data();
-      out.ids_shuffle = actual.ids_shuffle.data();
-      out.ids_restore = actual.ids_restore.data();
-      out.ids_keep = actual.ids_keep.data();
-      out.ids_masked = actual.ids_masked.data();
-      out.noise = actual.noise.data();
+      auto actual = mwm_test::poisoned_copy(expected);
+      const auto out = mwm::detail::outputs_of(actual);
       const auto chunks =
           mwm::gpu::reference::generate_masks_in_chunks(request, out, cc.chunk_elements);
       INFO(n << " patches, batch " << cc.batch << ", policy " << mwm::policy_name(policy.kind)
