@@ -180,6 +180,17 @@ inline mwm::mask_batch poisoned_copy(const mwm::mask_batch& masks) {
   return poisoned;
 }
 
+// Every output of `a` equals the same output of `b`.
+inline void require_identical(const mwm::mask_batch& a, const mwm::mask_batch& b) {
+  REQUIRE(a.mask == b.mask);
+  REQUIRE(a.num_masked == b.num_masked);
+  REQUIRE(a.ids_shuffle == b.ids_shuffle);
+  REQUIRE(a.ids_restore == b.ids_restore);
+  REQUIRE(a.ids_keep == b.ids_keep);
+  REQUIRE(a.ids_masked == b.ids_masked);
+  REQUIRE(a.noise == b.noise);
+}
+
 // One configuration of every policy kind for a grid whose axes are all even (coarse factor 2).
 struct named_policy {
   std::string name;

@@ -384,13 +384,7 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
         out.num_masked[b] = n - visible;
       }
       INFO("grid " << gc.name << ", policy " << mwm::policy_name(policy.kind));
-      REQUIRE(actual.mask == expected.mask);
-      REQUIRE(actual.num_masked == expected.num_masked);
-      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
-      REQUIRE(actual.ids_restore == expected.ids_restore);
-      REQUIRE(actual.ids_keep == expected.ids_keep);
-      REQUIRE(actual.ids_masked == expected.ids_masked);
-      REQUIRE(actual.noise == expected.noise);
+      mwm_test::require_identical(actual, expected);
     }
   }
 }
@@ -908,13 +902,7 @@ TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
       INFO(n << " patches, batch " << cc.batch << ", policy " << mwm::policy_name(policy.kind)
              << (request.sample_index ? ", sample_index" : ", offset"));
       REQUIRE(chunks == cc.chunks);
-      REQUIRE(actual.mask == expected.mask);
-      REQUIRE(actual.num_masked == expected.num_masked);
-      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
-      REQUIRE(actual.ids_restore == expected.ids_restore);
-      REQUIRE(actual.ids_keep == expected.ids_keep);
-      REQUIRE(actual.ids_masked == expected.ids_masked);
-      REQUIRE(actual.noise == expected.noise);
+      mwm_test::require_identical(actual, expected);
     }
   }
 }

@@ -24,16 +24,6 @@ batch_inputs make_inputs(const mwm::grid_shape& grid, std::int64_t batch) {
           mwm_test::random_scores(rng, batch * grid.num_patches(), true)};
 }
 
-void require_identical(const mwm::mask_batch& a, const mwm::mask_batch& b) {
-  REQUIRE(a.mask == b.mask);
-  REQUIRE(a.num_masked == b.num_masked);
-  REQUIRE(a.ids_shuffle == b.ids_shuffle);
-  REQUIRE(a.ids_restore == b.ids_restore);
-  REQUIRE(a.ids_keep == b.ids_keep);
-  REQUIRE(a.ids_masked == b.ids_masked);
-  REQUIRE(a.noise == b.noise);
-}
-
 }  // namespace
 
 TEST_CASE("the same (seed, offset) gives the same masks on every call", "[determinism]") {
@@ -49,7 +39,7 @@ TEST_CASE("the same (seed, offset) gives the same masks on every call", "[determ
       in.regions = &inputs.regions;
       in.scores = &inputs.scores;
       const auto first = mwm_test::generate(config.policy, in);
-      require_identical(first, mwm_test::generate(config.policy, in));
+      mwm_test::require_identical(first, mwm_test::generate(config.policy, in));
       // Any other seed or offset changes the random part of the masks.
       const bool fully_determined_by_scores =
           config.policy.kind == mwm::policy_kind::attention_guided &&
@@ -124,7 +114,7 @@ TEST_CASE("threads 1, 2, 3 and 7 give identical bytes", "[determinism]") {
       for (int threads : {2, 3, 7}) {
         INFO(threads << " threads");
         in.threads = threads;
-        require_identical(reference, mwm_test::generate(config.policy, in));
+        mwm_test::require_identical(reference, mwm_test::generate(config.policy, in));
       }
     }
   }
