@@ -155,6 +155,17 @@ struct generate_inputs {
   int threads = 1;
 };
 
+// The inputs of one random trial: a random grid (3D when `three_d`), 1 to `max_batch` samples and
+// the trial number as the seed.
+inline generate_inputs random_trial_inputs(test_rng& rng, bool three_d, std::int64_t max_batch,
+                                           int trial) {
+  generate_inputs in;
+  in.grid = random_grid(rng, three_d);
+  in.batch = uniform_int(rng, 1, max_batch);
+  in.seed = static_cast<std::uint64_t>(trial);
+  return in;
+}
+
 inline mwm::mask_batch generate(const mwm::mask_policy& policy, const generate_inputs& in) {
   mwm::mask_request request;
   request.grid = in.grid;
