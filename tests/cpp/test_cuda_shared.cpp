@@ -21,6 +21,7 @@
 #include "../../cuda/token_steps.cuh"
 #include "catch.hpp"
 #include "core_test_support.hpp"
+#include "loss_test_support.hpp"
 
 namespace {
 
@@ -564,18 +565,13 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
     for (auto reduction : reductions) {
       for (bool norm : {false, true}) {
         for (auto error : {mwm::recon_error::mse, mwm::recon_error::l1}) {
-          mwm::loss_inputs<float, float, float> in;
-          in.geometry = g;
-          in.batch = batch;
-          in.pred = pred.data();
-          in.pred_strides = pred_strides;
-          in.target = target.data();
-          in.target_strides = target_strides;
-          in.mask = mask.data();
-          in.weight = norm ? weight.data() : nullptr;
-          in.options.error = error;
-          in.options.norm_target = norm;
-          in.options.reduction = reduction;
+          mwm::loss_options options;
+          options.error = error;
+          options.norm_target = norm;
+          options.reduction = reduction;
+          const auto in = mwm_test::loss_inputs_over(g, batch, pred.data(), pred_strides,
+                                                     target.data(), target_strides, mask.data(),
+                                                     norm ? weight.data() : nullptr, options);
           const std::int64_t count = batch * n;
           std::vector<float> expected(static_cast<std::size_t>(count));
           std::vector<float> scratch(static_cast<std::size_t>(mwm::band_scratch_size(g)));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "loss_test_support.hpp"
 
 namespace {
 
@@ -175,17 +176,8 @@ struct fixture {
   template <typename T>
   mwm::loss_inputs<T, T, T> inputs_over(const T* pred, const T* image, const T* weights,
                                         const mwm::loss_options& o) const {
-    mwm::loss_inputs<T, T, T> in;
-    in.geometry = g;
-    in.batch = batch;
-    in.pred = pred;
-    in.pred_strides = vector_strides();
-    in.target = image;
-    in.target_strides = target_strides();
-    in.mask = mask.data();
-    in.weight = weights;
-    in.options = o;
-    return in;
+    return mwm_test::loss_inputs_over(g, batch, pred, vector_strides(), image, target_strides(),
+                                      mask.data(), weights, o);
   }
 };
 
