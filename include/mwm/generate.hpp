@@ -171,6 +171,24 @@ struct mask_batch {
   }
 };
 
+namespace detail {
+
+// The destinations of generate_masks_into over the buffers of `masks`, as sized; an empty noise
+// buffer (too many patches for noise) is skipped rather than written.
+inline batch_outputs outputs_of(mask_batch& masks) {
+  batch_outputs out;
+  out.mask = masks.mask.data();
+  out.num_masked = masks.num_masked.data();
+  out.ids_shuffle = masks.ids_shuffle.data();
+  out.ids_restore = masks.ids_restore.data();
+  out.ids_keep = masks.ids_keep.data();
+  out.ids_masked = masks.ids_masked.data();
+  out.noise = masks.noise.empty() ? nullptr : masks.noise.data();
+  return out;
+}
+
+}  // namespace detail
+
 inline mask_batch generate_masks(const mask_request& request) {
   validate_request(request);
   mask_batch result;
@@ -185,18 +203,8 @@ inline mask_batch generate_masks(const mask_request& request) {
   result.ids_restore.resize(b * n);
   result.ids_keep.resize(b * static_cast<std::size_t>(result.widths.keep));
   result.ids_masked.resize(b * static_cast<std::size_t>(result.widths.masked));
-  batch_outputs out;
-  out.mask = result.mask.data();
-  out.num_masked = result.num_masked.data();
-  out.ids_shuffle = result.ids_shuffle.data();
-  out.ids_restore = result.ids_restore.data();
-  out.ids_keep = result.ids_keep.data();
-  out.ids_masked = result.ids_masked.data();
-  if (n <= static_cast<std::size_t>(max_patches_for_noise)) {
-    result.noise.resize(b * n);
-    out.noise = result.noise.data();
-  }
-  generate_masks_into(request, out);
+  if (n <= static_cast<std::size_t>(max_patches_for_noise)) result.noise.resize(b * n);
+  generate_masks_into(request, detail::outputs_of(result));
   return result;
 }
 

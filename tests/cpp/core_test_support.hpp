@@ -17,7 +17,8 @@
 
 namespace mwm_test {
 
-// The message of the mwm::error thrown by `action`, or a marker when none is thrown.
+// The message of the mwm::error thrown by `action`: "" when it throws nothing, a marker when it
+// throws something else.
 template <typename Action>
 std::string mwm_error_message(Action&& action) {
   try {
@@ -27,7 +28,7 @@ std::string mwm_error_message(Action&& action) {
   } catch (...) {
     return "<an exception other than mwm::error>";
   }
-  return "<no exception>";
+  return "";
 }
 
 inline bool contains(const std::string& text, const std::string& needle) {
@@ -38,7 +39,8 @@ inline bool contains(const std::string& text, const std::string& needle) {
 #define MWM_REQUIRE_ERROR(expression, needle)                                                    \
   do {                                                                                           \
     const std::string mwm_message_ = ::mwm_test::mwm_error_message([&] { (void)(expression); }); \
-    INFO("message: " << mwm_message_ << "\nexpected to contain: " << (needle));                  \
+    INFO("message: " << (mwm_message_.empty() ? "<no exception>" : mwm_message_)                 \
+                     << "\nexpected to contain: " << (needle));                                  \
     REQUIRE(::mwm_test::contains(mwm_message_, (needle)));                                       \
   } while (false)
 
@@ -155,6 +157,17 @@ struct generate_inputs {
   int threads = 1;
 };
 
+// The inputs of one random trial: a random grid (3D when `three_d`), 1 to `max_batch` samples and
+// the trial number as the seed.
+inline generate_inputs random_trial_inputs(test_rng& rng, bool three_d, std::int64_t max_batch,
+                                           int trial) {
+  generate_inputs in;
+  in.grid = random_grid(rng, three_d);
+  in.batch = uniform_int(rng, 1, max_batch);
+  in.seed = static_cast<std::uint64_t>(trial);
+  return in;
+}
+
 inline mwm::mask_batch generate(const mwm::mask_policy& policy, const generate_inputs& in) {
   mwm::mask_request request;
   request.grid = in.grid;
@@ -166,6 +179,29 @@ inline mwm::mask_batch generate(const mwm::mask_policy& policy, const generate_i
   request.scores = in.scores ? in.scores->data() : nullptr;
   request.threads = in.threads;
   return mwm::generate_masks(request);
+}
+
+// A copy of `masks` whose every output holds a value no generator writes (mask 3, counts and ids
+// -5, noise -1), so that comparing it after a write shows any output the writer left alone.
+inline mwm::mask_batch poisoned_copy(const mwm::mask_batch& masks) {
+  mwm::mask_batch poisoned = masks;
+  std::fill(poisoned.mask.begin(), poisoned.mask.end(), 3);
+  for (auto* v : {&poisoned.num_masked, &poisoned.ids_shuffle, &poisoned.ids_restore,
+                  &poisoned.ids_keep, &poisoned.ids_masked})
+    std::fill(v->begin(), v->end(), -5);
+  std::fill(poisoned.noise.begin(), poisoned.noise.end(), -1.0f);
+  return poisoned;
+}
+
+// Every output of `a` equals the same output of `b`.
+inline void require_identical(const mwm::mask_batch& a, const mwm::mask_batch& b) {
+  REQUIRE(a.mask == b.mask);
+  REQUIRE(a.num_masked == b.num_masked);
+  REQUIRE(a.ids_shuffle == b.ids_shuffle);
+  REQUIRE(a.ids_restore == b.ids_restore);
+  REQUIRE(a.ids_keep == b.ids_keep);
+  REQUIRE(a.ids_masked == b.ids_masked);
+  REQUIRE(a.noise == b.noise);
 }
 
 // One configuration of every policy kind for a grid whose axes are all even (coarse factor 2).

@@ -20,6 +20,8 @@
 #include "../../cuda/selection_steps_host.hpp"
 #include "../../cuda/token_steps.cuh"
 #include "catch.hpp"
+#include "core_test_support.hpp"
+#include "loss_test_support.hpp"
 
 namespace {
 
@@ -369,20 +371,8 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
 
       const auto params = mwm::make_policy_params(policy, gc.grid);
       const auto widths = mwm::output_widths(policy, gc.grid);
-      mwm::mask_batch actual = expected;
-      std::fill(actual.mask.begin(), actual.mask.end(), 3);
-      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
-                      &actual.ids_keep, &actual.ids_masked})
-        std::fill(v->begin(), v->end(), -5);
-      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
-      mwm::batch_outputs out;
-      out.mask = actual.mask.data();
-      out.num_masked = actual.num_masked.data();
-      out.ids_shuffle = actual.ids_shuffle.data();
-      out.ids_restore = actual.ids_restore.data();
-      out.ids_keep = actual.ids_keep.data();
-      out.ids_masked = actual.ids_masked.data();
-      out.noise = actual.noise.data();
+      auto actual = mwm_test::poisoned_copy(expected);
+      const auto out = mwm::detail::outputs_of(actual);
       std::vector<std::int64_t> order(static_cast<std::size_t>(n));
       for (std::int64_t b = 0; b < batch; ++b) {
         const auto sample = mwm::steps::global_sample_index(sample_index.data(), 0, b);
@@ -395,13 +385,7 @@ TEST_CASE("cuda passes fill whole batches as generate_masks_into does", "[cuda][
         out.num_masked[b] = n - visible;
       }
       INFO("grid " << gc.name << ", policy " << mwm::policy_name(policy.kind));
-      REQUIRE(actual.mask == expected.mask);
-      REQUIRE(actual.num_masked == expected.num_masked);
-      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
-      REQUIRE(actual.ids_restore == expected.ids_restore);
-      REQUIRE(actual.ids_keep == expected.ids_keep);
-      REQUIRE(actual.ids_masked == expected.ids_masked);
-      REQUIRE(actual.noise == expected.noise);
+      mwm_test::require_identical(actual, expected);
     }
   }
 }
@@ -581,18 +565,13 @@ TEST_CASE("cuda loss elements reproduce the loss drivers per patch", "[cuda][los
     for (auto reduction : reductions) {
       for (bool norm : {false, true}) {
         for (auto error : {mwm::recon_error::mse, mwm::recon_error::l1}) {
-          mwm::loss_inputs<float, float, float> in;
-          in.geometry = g;
-          in.batch = batch;
-          in.pred = pred.data();
-          in.pred_strides = pred_strides;
-          in.target = target.data();
-          in.target_strides = target_strides;
-          in.mask = mask.data();
-          in.weight = norm ? weight.data() : nullptr;
-          in.options.error = error;
-          in.options.norm_target = norm;
-          in.options.reduction = reduction;
+          mwm::loss_options options;
+          options.error = error;
+          options.norm_target = norm;
+          options.reduction = reduction;
+          const auto in = mwm_test::loss_inputs_over(g, batch, pred.data(), pred_strides,
+                                                     target.data(), target_strides, mask.data(),
+                                                     norm ? weight.data() : nullptr, options);
           const std::int64_t count = batch * n;
           std::vector<float> expected(static_cast<std::size_t>(count));
           std::vector<float> scratch(static_cast<std::size_t>(mwm::band_scratch_size(g)));
@@ -912,32 +891,14 @@ TEST_CASE("cuda segmented launcher over chunks reproduces generate_masks_into",
       else
         request.offset = static_cast<std::uint64_t>(draw_int(rng, 0, 1000));
       const auto expected = mwm::generate_masks(request);
-      mwm::mask_batch actual = expected;
-      std::fill(actual.mask.begin(), actual.mask.end(), 3);
-      for (auto* v : {&actual.num_masked, &actual.ids_shuffle, &actual.ids_restore,
-                      &actual.ids_keep, &actual.ids_masked})
-        std::fill(v->begin(), v->end(), -5);
-      std::fill(actual.noise.begin(), actual.noise.end(), -1.0f);
-      mwm::batch_outputs out;
-      out.mask = actual.mask.data();
-      out.num_masked = actual.num_masked.data();
-      out.ids_shuffle = actual.ids_shuffle.data();
-      out.ids_restore = actual.ids_restore.data();
-      out.ids_keep = actual.ids_keep.data();
-      out.ids_masked = actual.ids_masked.data();
-      out.noise = actual.noise.data();
+      auto actual = mwm_test::poisoned_copy(expected);
+      const auto out = mwm::detail::outputs_of(actual);
       const auto chunks =
           mwm::gpu::reference::generate_masks_in_chunks(request, out, cc.chunk_elements);
       INFO(n << " patches, batch " << cc.batch << ", policy " << mwm::policy_name(policy.kind)
              << (request.sample_index ? ", sample_index" : ", offset"));
       REQUIRE(chunks == cc.chunks);
-      REQUIRE(actual.mask == expected.mask);
-      REQUIRE(actual.num_masked == expected.num_masked);
-      REQUIRE(actual.ids_shuffle == expected.ids_shuffle);
-      REQUIRE(actual.ids_restore == expected.ids_restore);
-      REQUIRE(actual.ids_keep == expected.ids_keep);
-      REQUIRE(actual.ids_masked == expected.ids_masked);
-      REQUIRE(actual.noise == expected.noise);
+      mwm_test::require_identical(actual, expected);
     }
   }
 }

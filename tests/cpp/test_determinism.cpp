@@ -24,14 +24,16 @@ batch_inputs make_inputs(const mwm::grid_shape& grid, std::int64_t batch) {
           mwm_test::random_scores(rng, batch * grid.num_patches(), true)};
 }
 
-void require_identical(const mwm::mask_batch& a, const mwm::mask_batch& b) {
-  REQUIRE(a.mask == b.mask);
-  REQUIRE(a.num_masked == b.num_masked);
-  REQUIRE(a.ids_shuffle == b.ids_shuffle);
-  REQUIRE(a.ids_restore == b.ids_restore);
-  REQUIRE(a.ids_keep == b.ids_keep);
-  REQUIRE(a.ids_masked == b.ids_masked);
-  REQUIRE(a.noise == b.noise);
+// `batch` samples of `grid` over `inputs`, at `seed`.
+mwm_test::generate_inputs inputs_over(const batch_inputs& inputs, const mwm::grid_shape& grid,
+                                      std::int64_t batch, std::uint64_t seed) {
+  mwm_test::generate_inputs in;
+  in.grid = grid;
+  in.batch = batch;
+  in.seed = seed;
+  in.regions = &inputs.regions;
+  in.scores = &inputs.scores;
+  return in;
 }
 
 }  // namespace
@@ -41,15 +43,10 @@ TEST_CASE("the same (seed, offset) gives the same masks on every call", "[determ
     const auto inputs = make_inputs(grid, 6);
     for (const auto& config : mwm_test::every_policy()) {
       INFO(config.name);
-      mwm_test::generate_inputs in;
-      in.grid = grid;
-      in.batch = 6;
-      in.seed = 42;
+      auto in = inputs_over(inputs, grid, 6, 42);
       in.offset = 1000;
-      in.regions = &inputs.regions;
-      in.scores = &inputs.scores;
       const auto first = mwm_test::generate(config.policy, in);
-      require_identical(first, mwm_test::generate(config.policy, in));
+      mwm_test::require_identical(first, mwm_test::generate(config.policy, in));
       // Any other seed or offset changes the random part of the masks.
       const bool fully_determined_by_scores =
           config.policy.kind == mwm::policy_kind::attention_guided &&
@@ -76,13 +73,8 @@ TEST_CASE("sample b at offset o equals sample 0 at offset o + b", "[determinism]
     const auto inputs = make_inputs(grid, batch);
     for (const auto& config : mwm_test::every_policy()) {
       INFO(config.name);
-      mwm_test::generate_inputs in;
-      in.grid = grid;
-      in.batch = batch;
-      in.seed = 5;
+      auto in = inputs_over(inputs, grid, batch, 5);
       in.offset = 300;
-      in.regions = &inputs.regions;
-      in.scores = &inputs.scores;
       const auto whole = mwm_test::generate(config.policy, in);
       for (std::int64_t b = 0; b < batch; ++b) {
         INFO("sample " << b);
@@ -113,18 +105,13 @@ TEST_CASE("threads 1, 2, 3 and 7 give identical bytes", "[determinism]") {
     const auto inputs = make_inputs(grid, batch);
     for (const auto& config : mwm_test::every_policy()) {
       INFO(config.name);
-      mwm_test::generate_inputs in;
-      in.grid = grid;
-      in.batch = batch;
-      in.seed = 77;
-      in.regions = &inputs.regions;
-      in.scores = &inputs.scores;
+      auto in = inputs_over(inputs, grid, batch, 77);
       in.threads = 1;
       const auto reference = mwm_test::generate(config.policy, in);
       for (int threads : {2, 3, 7}) {
         INFO(threads << " threads");
         in.threads = threads;
-        require_identical(reference, mwm_test::generate(config.policy, in));
+        mwm_test::require_identical(reference, mwm_test::generate(config.policy, in));
       }
     }
   }

@@ -13,11 +13,14 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "core_test_support.hpp"
+#include "loss_test_support.hpp"
 
 namespace {
 
 using mwm::loss_reduction;
 using mwm::recon_error;
+using mwm_test::mwm_error_message;
 
 struct loss_case {
   mwm::patch_geometry geometry;
@@ -175,30 +178,10 @@ struct fixture {
   template <typename T>
   mwm::loss_inputs<T, T, T> inputs_over(const T* pred, const T* image, const T* weights,
                                         const mwm::loss_options& o) const {
-    mwm::loss_inputs<T, T, T> in;
-    in.geometry = g;
-    in.batch = batch;
-    in.pred = pred;
-    in.pred_strides = vector_strides();
-    in.target = image;
-    in.target_strides = target_strides();
-    in.mask = mask.data();
-    in.weight = weights;
-    in.options = o;
-    return in;
+    return mwm_test::loss_inputs_over(g, batch, pred, vector_strides(), image, target_strides(),
+                                      mask.data(), weights, o);
   }
 };
-
-// The message of the mwm::error that `call` throws ("" when it does not throw).
-template <typename Call>
-std::string error_message(Call call) {
-  try {
-    call();
-  } catch (const mwm::error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::vector<loss_case> geometries() {
   return {{mwm::make_geometry_2d(3, 8, 12, 4, 4), 2},
@@ -462,12 +445,13 @@ TEST_CASE("reductions: no masked patch gives NaN for mean and 0 for mean_eps", "
 TEST_CASE("loss arguments are validated with the argument named", "[loss]") {
   const auto single = mwm::make_geometry_2d(1, 4, 4, 1, 1);
   const mwm::loss_options normalized{recon_error::mse, true, loss_reduction::mean};
-  CHECK_THAT(error_message([&] { mwm::validate_loss_geometry(single, normalized); }),
+  CHECK_THAT(mwm_error_message([&] { mwm::validate_loss_geometry(single, normalized); }),
              Catch::Matchers::StartsWith("mwm: patch vector size = 1: norm_target needs"));
-  CHECK(error_message([&] { mwm::validate_loss_geometry(single, mwm::loss_options{}); }).empty());
-  CHECK_THAT(error_message([] { mwm::make_geometry_2d(3, 224, 220, 16, 16); }),
+  CHECK(
+      mwm_error_message([&] { mwm::validate_loss_geometry(single, mwm::loss_options{}); }).empty());
+  CHECK_THAT(mwm_error_message([] { mwm::make_geometry_2d(3, 224, 220, 16, 16); }),
              Catch::Matchers::StartsWith("mwm: image width = 220: must be divisible by"));
-  CHECK_THAT(error_message([] { mwm::make_geometry_3d(1, 100, 128, 128, 16, 16, 16); }),
+  CHECK_THAT(mwm_error_message([] { mwm::make_geometry_3d(1, 100, 128, 128, 16, 16, 16); }),
              Catch::Matchers::StartsWith("mwm: image depth = 100: must be divisible by"));
 }
 
@@ -476,7 +460,7 @@ template <typename Acc, typename P, typename T>
 std::string finish_message(const mwm::loss_inputs<Acc, P, T>& in, double* value = nullptr) {
   std::vector<Acc> losses;
   const std::int64_t bad = run_losses(in, 0, mwm::band_count(in.geometry, in.batch), losses);
-  return error_message([&] {
+  return mwm_error_message([&] {
     const Acc loss = mwm::finish_loss(in, losses.data(), bad);
     if (value) *value = static_cast<double>(loss);
   });

@@ -17,6 +17,7 @@
 
 #include "../../cuda/loss_steps.cuh"
 #include "catch.hpp"
+#include "loss_test_support.hpp"
 
 namespace {
 
@@ -125,17 +126,9 @@ struct order_inputs {
   std::int64_t pred_size;
 
   mwm::loss_inputs<float, float, float> view(const mwm::loss_options& o, bool weighted) const {
-    mwm::loss_inputs<float, float, float> in;
-    in.geometry = g;
-    in.batch = batch;
-    in.pred = pred.data();
-    in.pred_strides = pred_strides;
-    in.target = target.data();
-    in.target_strides = target_strides;
-    in.mask = mask.data();
-    in.weight = weighted ? weight.data() : nullptr;
-    in.options = o;
-    return in;
+    return mwm_test::loss_inputs_over(g, batch, pred.data(), pred_strides, target.data(),
+                                      target_strides, mask.data(),
+                                      weighted ? weight.data() : nullptr, o);
   }
 };
 

@@ -25,6 +25,26 @@ outputs_fixture make_fixture(const mwm::grid_shape& grid, std::int64_t batch) {
   return f;
 }
 
+// How the high words of the sort tests' keys spread; the values are the draws that pick them.
+enum class key_spread { one_value, narrow, extremes, crowded, descending, any };
+
+// `n` keys whose low words are their index and whose high words spread as `spread` says, from
+// one draw of `rng` per key whatever the spread.
+std::vector<mwm::selection_key> keys_of_spread(mwm_test::test_rng& rng, std::size_t n,
+                                               key_spread spread) {
+  std::vector<mwm::selection_key> keys(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t high = rng();
+    if (spread == key_spread::one_value) high = 7;
+    if (spread == key_spread::narrow) high = 0x3f000000u + (high & 0xff);  // one varying byte
+    if (spread == key_spread::extremes) high = (high & 1) ? 0xFFFFFFFFu : 0u;
+    if (spread == key_spread::crowded) high = high % 5 == 0 ? high : 12345;
+    if (spread == key_spread::descending) high = static_cast<std::uint64_t>(n - i);
+    keys[i] = mwm::steps::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
+  }
+  return keys;
+}
+
 }  // namespace
 
 TEST_CASE("every policy's outputs are consistent permutations", "[outputs]") {
@@ -148,22 +168,14 @@ TEST_CASE("sort_keys orders keys exactly as std::sort, whatever their spread", "
   mwm::selection_workspace ws;
   for (int trial = 0; trial < 300; ++trial) {
     const auto n = static_cast<std::size_t>(mwm_test::uniform_int(rng, 0, 600));
-    const auto spread = mwm_test::uniform_int(rng, 0, 4);
-    std::vector<mwm::selection_key> keys(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      std::uint64_t high = rng();
-      if (spread == 0) high = 7;                              // one high word for all
-      if (spread == 1) high = 0x3f000000u + (high & 0xff);    // a narrow range
-      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;  // the two extremes
-      if (spread == 3) high = high % 5 == 0 ? high : 12345;   // one crowded bucket
-      keys[i] =
-          mwm::steps::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
-    }
+    const auto pick = mwm_test::uniform_int(rng, 0, 4);
+    const auto spread = pick < 4 ? static_cast<key_spread>(pick) : key_spread::any;
+    auto keys = keys_of_spread(rng, n, spread);
     std::shuffle(keys.begin(), keys.end(), rng);
     auto expected = keys;
     std::sort(expected.begin(), expected.end());
     mwm::detail::sort_keys(keys, ws);
-    INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    INFO("trial " << trial << ", n = " << n << ", spread " << pick);
     REQUIRE(keys == expected);
   }
 }
@@ -390,25 +402,15 @@ TEST_CASE("radix_sort_keys equals std::sort, on any keys and on the high words a
     const auto n =
         static_cast<std::size_t>(trial % 50 == 0 ? mwm_test::uniform_int(rng, 65536, 70000)
                                                  : mwm_test::uniform_int(rng, 0, 700));
-    const auto spread = mwm_test::uniform_int(rng, 0, 5);
-    std::vector<mwm::selection_key> keys(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      std::uint64_t high = rng();
-      if (spread == 0) high = 7;                                  // one high word for all
-      if (spread == 1) high = 0x3f000000u + (high & 0xff);        // one varying byte
-      if (spread == 2) high = (high & 1) ? 0xFFFFFFFFu : 0u;      // the two extremes
-      if (spread == 3) high = high % 5 == 0 ? high : 12345;       // a crowded value
-      if (spread == 4) high = static_cast<std::uint64_t>(n - i);  // descending
-      keys[i] =
-          mwm::steps::make_key(static_cast<std::uint32_t>(high), static_cast<std::uint32_t>(i));
-    }
+    const auto spread = static_cast<key_spread>(mwm_test::uniform_int(rng, 0, 5));
+    auto keys = keys_of_spread(rng, n, spread);
     auto expected = keys;
     std::sort(expected.begin(), expected.end());
     scratch.resize(n);
     // In index order, the stable sort on the high word alone is the full order.
     auto by_high = keys;
     mwm::detail::radix_sort_keys(by_high.data(), n, scratch.data(), 4);
-    INFO("trial " << trial << ", n = " << n << ", spread " << spread);
+    INFO("trial " << trial << ", n = " << n << ", spread " << static_cast<int>(spread));
     REQUIRE(by_high == expected);
     // Shuffled, it needs every byte.
     std::shuffle(keys.begin(), keys.end(), rng);

@@ -46,10 +46,7 @@ TEMPLATE_TEST_CASE("random masks exactly n - keep(n, ratio) with every rounding"
     policy.kind = mwm::policy_kind::random;
     policy.ratio = mwm_test::random_ratio(rng);
     policy.rounding = mwm_test::random_rounding(rng);
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 5);
-    in.seed = static_cast<std::uint64_t>(trial);
+    const auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 5, trial);
     const auto masks = mwm_test::generate(policy, in);
     const std::int64_t n = in.grid.num_patches();
     const std::int64_t expected = n - mwm_test::python_keep(n, policy.ratio, policy.rounding);
@@ -71,10 +68,7 @@ TEMPLATE_TEST_CASE("per_region keeps int(n_r * (1 - ratio_r)) of every region", 
     const int regions = static_cast<int>(mwm_test::uniform_int(rng, 1, 4));
     for (int r = 0; r < regions; ++r) policy.region_ratios.push_back(mwm_test::random_ratio(rng));
     policy.rounding = trial % 3 == 0 ? mwm_test::random_rounding(rng) : mwm::keep_rounding::floor;
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 5);
-    in.seed = static_cast<std::uint64_t>(trial);
+    auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 5, trial);
     const auto region_map = mwm_test::random_regions(rng, in.grid, in.batch, regions);
     in.regions = &region_map;
     const auto masks = mwm_test::generate(policy, in);
@@ -141,10 +135,7 @@ TEMPLATE_TEST_CASE("fixed_total masks the same total everywhere, split by larges
     policy.rounding = trial % 4 == 0 ? mwm::keep_rounding::round : mwm::keep_rounding::floor;
     const int regions = static_cast<int>(mwm_test::uniform_int(rng, 1, 4));
     for (int r = 0; r < regions; ++r) policy.region_ratios.push_back(mwm_test::random_ratio(rng));
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 5);
-    in.seed = static_cast<std::uint64_t>(trial);
+    auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 5, trial);
     const auto region_map = mwm_test::random_regions(rng, in.grid, in.batch, regions);
     in.regions = &region_map;
     const auto masks = mwm_test::generate(policy, in);
@@ -175,10 +166,7 @@ TEMPLATE_TEST_CASE("weighted masks exactly the fixed total", "[policy]", grids_2
     policy.kind = mwm::policy_kind::weighted;
     policy.ratio = mwm_test::random_ratio(rng);
     policy.weight_floor = trial % 5 == 0 ? 0.0 : mwm_test::uniform_real(rng, 0.0, 1.0);
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 4);
-    in.seed = static_cast<std::uint64_t>(trial);
+    auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 4, trial);
     const std::int64_t n = in.grid.num_patches();
     const auto scores = mwm_test::random_scores(rng, in.batch * n, trial % 2 == 0);
     in.scores = &scores;
@@ -201,10 +189,7 @@ TEMPLATE_TEST_CASE("block masks exactly the fixed total", "[policy]", grids_2d, 
     policy.block.min_patches = mwm_test::uniform_int(rng, 1, 20);
     policy.block.max_patches =
         trial % 2 == 0 ? 0 : policy.block.min_patches + mwm_test::uniform_int(rng, 0, 30);
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 4);
-    in.seed = static_cast<std::uint64_t>(trial);
+    const auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 4, trial);
     const auto masks = mwm_test::generate(policy, in);
     const std::int64_t n = in.grid.num_patches();
     const std::int64_t expected = n - mwm_test::python_keep(n, policy.ratio, policy.rounding);
@@ -340,10 +325,7 @@ TEMPLATE_TEST_CASE("loss_guided masks the top share by score, the rest at random
     policy.kind = mwm::policy_kind::loss_guided;
     policy.ratio = mwm_test::random_ratio(rng);
     policy.hard_share = mwm_test::random_ratio(rng);
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 4);
-    in.seed = static_cast<std::uint64_t>(trial);
+    auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 4, trial);
     const std::int64_t n = in.grid.num_patches();
     const auto scores = mwm_test::random_scores(rng, in.batch * n, trial % 2 == 0);
     in.scores = &scores;
@@ -376,10 +358,7 @@ TEMPLATE_TEST_CASE("attention_guided high / low / hint follow AttMask", "[policy
       policy.hint_pool_share = mwm_test::uniform_real(rng, 0.0, policy.ratio);
       policy.hint_share = mwm_test::uniform_real(rng, 0.0, policy.hint_pool_share);
     }
-    mwm_test::generate_inputs in;
-    in.grid = mwm_test::random_grid(rng, TestType::three_d);
-    in.batch = mwm_test::uniform_int(rng, 1, 4);
-    in.seed = static_cast<std::uint64_t>(trial);
+    auto in = mwm_test::random_trial_inputs(rng, TestType::three_d, 4, trial);
     const std::int64_t n = in.grid.num_patches();
     const auto scores = mwm_test::random_scores(rng, in.batch * n, trial % 2 == 0);
     in.scores = &scores;

@@ -10,8 +10,11 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "core_test_support.hpp"
 
 namespace {
+
+using mwm_test::mwm_error_message;
 
 mwm::token_strides dense(std::int64_t tokens, std::int64_t channels) {
   return mwm::token_strides{tokens * channels, channels, 1};
@@ -27,16 +30,6 @@ std::vector<double> labelled(std::int64_t batch, std::int64_t tokens, std::int64
             1000.0 * static_cast<double>(b) + 10.0 * static_cast<double>(n) +
             static_cast<double>(c);
   return x;
-}
-
-template <typename Call>
-std::string error_message(Call call) {
-  try {
-    call();
-  } catch (const mwm::error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -151,23 +144,24 @@ TEST_CASE("restore_tokens is MAE's cat + gather, with per-sample visible counts"
 
 TEST_CASE("token ids are validated with the sample and slot named", "[tokens]") {
   const std::vector<std::int64_t> keep{0, 3, -1, 4};
-  CHECK(error_message([&] { mwm::validate_keep_ids(keep.data(), 2, 2, 5); }).empty());
-  CHECK(error_message([&] { mwm::validate_keep_ids(keep.data(), 2, 2, 4); }) ==
+  CHECK(mwm_error_message([&] { mwm::validate_keep_ids(keep.data(), 2, 2, 5); }).empty());
+  CHECK(mwm_error_message([&] { mwm::validate_keep_ids(keep.data(), 2, 2, 4); }) ==
         "mwm: ids_keep = 4: must lie in [-1, 4) (sample 1, slot 1; -1 marks padding)");
   const std::vector<std::int64_t> below{0, -2};
-  CHECK_THAT(error_message([&] { mwm::validate_keep_ids(below.data(), 1, 2, 4); }),
+  CHECK_THAT(mwm_error_message([&] { mwm::validate_keep_ids(below.data(), 1, 2, 4); }),
              Catch::Matchers::StartsWith("mwm: ids_keep = -2"));
 
   const std::vector<std::int64_t> restore{1, 0, 2, 2, -1, 0};
-  CHECK_THAT(error_message([&] { mwm::validate_restore_ids(restore.data(), nullptr, 2, 3, 2); }),
-             Catch::Matchers::StartsWith("mwm: ids_restore = -1: must lie in [0, 3) (sample 1, "
-                                         "token 1)"));
+  CHECK_THAT(
+      mwm_error_message([&] { mwm::validate_restore_ids(restore.data(), nullptr, 2, 3, 2); }),
+      Catch::Matchers::StartsWith("mwm: ids_restore = -1: must lie in [0, 3) (sample 1, "
+                                  "token 1)"));
   const std::vector<std::int64_t> good{1, 0, 2, 2, 1, 0};
   const std::vector<std::int64_t> visible{2, 3};
-  CHECK(error_message([&] {
+  CHECK(mwm_error_message([&] {
           mwm::validate_restore_ids(good.data(), visible.data(), 2, 3, 3);
         }).empty());
   const auto too_many = [&] { mwm::validate_restore_ids(good.data(), visible.data(), 2, 3, 2); };
-  CHECK_THAT(error_message(too_many),
+  CHECK_THAT(mwm_error_message(too_many),
              Catch::Matchers::StartsWith("mwm: num_visible = 3: must lie in [0, 2] (sample 1"));
 }
