@@ -4,6 +4,7 @@
 
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +39,13 @@ std::mutex& cache_mutex() {
   return m;
 }
 
+// Bytes of the blocks handed out and not yet freed: the gradients alive now, which torch's
+// profiler does not see (the benchmark's peak memory adds them).
+std::atomic<std::size_t>& live_bytes() {
+  static std::atomic<std::size_t> bytes{0};
+  return bytes;
+}
+
 block& held() {
   static block b{nullptr, 0};
   return b;
@@ -51,6 +59,7 @@ void release(block* b) {
 // The storage's deleter: keeps the block when the slot is free, else frees it.
 void return_block(void* context) {
   auto* b = static_cast<block*>(context);
+  live_bytes() -= b->bytes;
   if (cache_enabled()) {
     const std::lock_guard<std::mutex> lock(cache_mutex());
     if (held().data == nullptr) {
@@ -87,9 +96,12 @@ at::Tensor cached_gradient_like(const at::Tensor& like) {
   if (!cache_enabled() || nbytes < smallest_cached || !like.device().is_cpu())
     return at::empty(like.sizes(), options);
   block* b = take_block(nbytes);
+  live_bytes() += b->bytes;
   return at::from_blob(
       b->data, like.sizes(), [b](void*) { return_block(b); }, like.options());
 }
+
+std::size_t loss_gradient_live_bytes() { return live_bytes().load(); }
 
 std::size_t loss_gradient_cache_bytes() {
   const std::lock_guard<std::mutex> lock(cache_mutex());
@@ -111,5 +123,7 @@ void empty_loss_gradient_cache() {
 TORCH_LIBRARY_FRAGMENT(mwm, m) {
   m.def("_loss_gradient_cache_bytes() -> int",
         [] { return static_cast<int64_t>(mwm_bindings::loss_gradient_cache_bytes()); });
+  m.def("_loss_gradient_live_bytes() -> int",
+        [] { return static_cast<int64_t>(mwm_bindings::loss_gradient_live_bytes()); });
   m.def("_empty_loss_gradient_cache() -> ()", [] { mwm_bindings::empty_loss_gradient_cache(); });
 }

@@ -17,6 +17,9 @@ namespace mwm_bindings {
 // already held (that is then kept and the freed one released) or caching is off.
 at::Tensor cached_gradient_like(const at::Tensor& like);
 
+// Bytes of the cached-path gradients alive now (outside torch's allocator).
+std::size_t loss_gradient_live_bytes();
+
 // Bytes of the block held now (0 when none).
 std::size_t loss_gradient_cache_bytes();
 

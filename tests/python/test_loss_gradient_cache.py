@@ -56,8 +56,10 @@ def test_a_freed_gradient_block_is_reused_by_the_next_gradient():
     first = fused_gradient(pred, imgs, mask)
     address, nbytes = first.data_ptr(), first.nbytes
     assert mwm.loss_cache_bytes() == 0
+    assert torch.ops.mwm._loss_gradient_live_bytes() == nbytes  # what the benchmark adds
     del first
     assert mwm.loss_cache_bytes() == nbytes
+    assert torch.ops.mwm._loss_gradient_live_bytes() == 0
     second = fused_gradient(pred, imgs, mask)
     assert second.data_ptr() == address
     assert mwm.loss_cache_bytes() == 0
