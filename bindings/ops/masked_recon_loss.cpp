@@ -13,6 +13,7 @@
 #include <string>
 #include <type_traits>
 
+#include "ops/loss_gradient_cache.h"
 #include "ops/masked_recon_loss.h"
 
 #ifdef MWM_WITH_CUDA
@@ -47,11 +48,10 @@ void write_band_gradients(const loss_call& call, const mwm::loss_inputs<Acc, P, 
 }
 
 // A gradient shaped like pred, contiguous. Every element is written by the drivers (zeros for
-// patches outside the loss), so no zero fill; the fresh block gets huge pages before it is
-// touched.
+// patches outside the loss), so no zero fill; a large one reuses the block of a freed gradient
+// (loss_gradient_cache.h), a fresh block gets huge pages before it is touched.
 at::Tensor empty_gradient(const at::Tensor& pred) {
-  auto grad_pred =
-      at::empty(pred.sizes(), pred.options().memory_format(at::MemoryFormat::Contiguous));
+  auto grad_pred = cached_gradient_like(pred);
   advise_huge_pages(grad_pred.data_ptr(), grad_pred.nbytes());
   return grad_pred;
 }

@@ -19,6 +19,7 @@
 //   loss_forward.hpp   band_losses and the sums over patches (CPU)
 //   loss_finish.hpp    finish_loss: the reduced value and the nonfinite = "error" reports
 //   loss_backward.hpp  band_gradients (CPU)
+//   loss_stream.hpp    streaming stores of the CPU gradient
 #pragma once
 
 #include "loss_backward.hpp"
@@ -28,3 +29,4 @@
 #include "loss_options.hpp"
 #include "loss_order.hpp"
 #include "loss_patch.hpp"
+#include "loss_stream.hpp"

@@ -8,6 +8,7 @@
 
 #include "loss_bands.hpp"
 #include "loss_patch.hpp"
+#include "loss_stream.hpp"
 
 namespace mwm {
 
@@ -46,8 +47,7 @@ P* direct_patch_gradient(P* grad, const patch_strides& gs, const grid_shape& gri
 // scatter_band writes them otherwise.
 template <typename P>
 void zero_patch_gradient(P* out, std::int64_t p) {
-  if (out)
-    for (std::int64_t e = 0; e < p; ++e) out[e] = static_cast<P>(0.0f);
+  if (out) stream_zeros(out, p);
 }
 
 // The gradient factor * d(err)/d(pred) of patch i of a gathered band: `t` its target (gathered),
@@ -64,7 +64,14 @@ void band_patch_gradient(const loss_inputs<Acc, P, T>& in, Acc factor, std::int6
                                                                      i / g.grid.num_patches(),
                                                                      i % g.grid.num_patches());
   const recon_error error = in.options.error;
-  if (out && pred_patch)
+  if (out && streams_gradient<P>()) {
+    // Computed into the patch's (cached) scratch slot, then streamed out (loss_stream.hpp).
+    if (pred_patch)
+      steps::vector_gradient(factor, pred_patch, t, p, error, norm, band_grad);
+    else
+      steps::vector_gradient(factor, gathered_pred, t, p, error, norm, band_grad);
+    stream_values(out, band_grad, p);
+  } else if (out && pred_patch)
     steps::vector_gradient(factor, pred_patch, t, p, error, norm, out);
   else if (out)
     steps::vector_gradient(factor, gathered_pred, t, p, error, norm, out);
@@ -121,6 +128,7 @@ void band_gradients(const loss_inputs<Acc, P, T>& in, const Acc* upstream, Acc d
     }
     if (!direct_grad) scatter_band(grads, factors, grad, gs, g, band);
   }
+  detail::stream_fence();
 }
 
 }  // namespace mwm

@@ -87,6 +87,7 @@ std::int64_t band_losses(const loss_inputs<Acc, P, T>& in, std::int64_t begin, s
     if (gradient && !direct_grad)
       scatter_band(grads, factors, gradient->grad, gradient->strides, g, band);
   }
+  if (gradient) detail::stream_fence();
   return first_bad;
 }
 

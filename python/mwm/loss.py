@@ -19,13 +19,30 @@ from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
 
-__all__ = ["mae_loss", "masked_recon_loss", "simmim_loss", "spark_loss"]
+__all__ = ["empty_loss_cache", "loss_cache_bytes", "mae_loss", "masked_recon_loss", "simmim_loss",
+           "spark_loss"]
 
 PatchSize = Union[int, Sequence[int]]
 LAYOUTS = ("patch", "image")
 ERRORS = ("mse", "l1")
 REDUCTIONS = ("mean", "mean_eps", "sum", "none")
 NONFINITE = ("default", "error", "propagate")
+
+
+def loss_cache_bytes() -> int:
+    """Bytes of the one gradient block the CPU loss holds for its next gradient (0 when none).
+
+    A freed CPU gradient of 4 MiB or more is kept (at most one block) and reused by the next
+    gradient of the same size up to twice smaller, which saves the kernel's zeroing of fresh
+    pages on every step; ``MWM_LOSS_GRADIENT_CACHE=0`` in the environment turns this off
+    (docs/design.md, "The loss gradient's memory on the CPU")."""
+    return int(torch.ops.mwm._loss_gradient_cache_bytes())
+
+
+def empty_loss_cache() -> None:
+    """Releases the gradient block the CPU loss holds (see ``loss_cache_bytes``); gradients
+    still alive are not affected."""
+    torch.ops.mwm._empty_loss_gradient_cache()
 
 
 def _require_tensor(value, name: str) -> None:
