@@ -34,9 +34,11 @@ bool cache_enabled() {
   return enabled;
 }
 
+// Never destroyed: a gradient freed while the process exits (after static destructors ran)
+// still calls return_block.
 std::mutex& cache_mutex() {
-  static std::mutex m;
-  return m;
+  static auto* m = new std::mutex;
+  return *m;
 }
 
 // Bytes of the blocks handed out and not yet freed: the gradients alive now, which torch's
