@@ -48,10 +48,17 @@ void stream_values(P* out, const Acc* in, std::int64_t count) {
     }
     for (; i + 4 <= count; i += 4) _mm_stream_ps(out + i, _mm_loadu_ps(in + i));
     for (; i < count; ++i) out[i] = in[i];
-    return;
+  } else {
+    store_values_plain(out, in, count);
   }
-#endif
+#else
   store_values_plain(out, in, count);
+#endif
+}
+
+template <typename P>
+void store_zeros_plain(P* out, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; ++i) out[i] = static_cast<P>(0.0f);
 }
 
 // count zeros into out, streamed as stream_values streams.
@@ -64,10 +71,12 @@ void stream_zeros(P* out, std::int64_t count) {
     const __m128 zero = _mm_setzero_ps();
     for (; i + 4 <= count; i += 4) _mm_stream_ps(out + i, zero);
     for (; i < count; ++i) out[i] = 0.0f;
-    return;
+  } else {
+    store_zeros_plain(out, count);
   }
+#else
+  store_zeros_plain(out, count);
 #endif
-  for (std::int64_t i = 0; i < count; ++i) out[i] = static_cast<P>(0.0f);
 }
 
 // Orders this thread's streaming stores before its later stores (streaming stores are weakly
