@@ -95,8 +95,11 @@ block* take_block(std::size_t nbytes) {
 at::Tensor cached_gradient_like(const at::Tensor& like) {
   const auto options = like.options().memory_format(at::MemoryFormat::Contiguous);
   const std::size_t nbytes = static_cast<std::size_t>(like.numel()) * like.element_size();
-  if (!cache_enabled() || nbytes < smallest_cached || !like.device().is_cpu())
-    return at::empty(like.sizes(), options);
+  if (!cache_enabled() || nbytes < smallest_cached || !like.device().is_cpu()) {
+    auto fresh = at::empty(like.sizes(), options);
+    advise_huge_pages(fresh.data_ptr(), static_cast<int64_t>(fresh.nbytes()));
+    return fresh;
+  }
   block* b = take_block(nbytes);
   live_bytes() += b->bytes;
   return at::from_blob(

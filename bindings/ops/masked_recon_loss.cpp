@@ -47,15 +47,6 @@ void write_band_gradients(const loss_call& call, const mwm::loss_inputs<Acc, P, 
                    });
 }
 
-// A gradient shaped like pred, contiguous. Every element is written by the drivers (zeros for
-// patches outside the loss), so no zero fill; a large one reuses the block of a freed gradient
-// (loss_gradient_cache.h), a fresh block gets huge pages before it is touched.
-at::Tensor empty_gradient(const at::Tensor& pred) {
-  auto grad_pred = cached_gradient_like(pred);
-  advise_huge_pages(grad_pred.data_ptr(), grad_pred.nbytes());
-  return grad_pred;
-}
-
 // The loss; with `unit_grad` (a reduced loss), also the gradient for grad_output = 1 into it:
 // written by the forward's own pass over the patches when the denominator allows
 // (mwm::fused_gradient_exact), else by band_gradients with upstream 1 once the loss is known
@@ -152,7 +143,8 @@ std::tuple<at::Tensor, at::Tensor> forward_with_unit_gradient(const loss_call& c
                                                               const at::Tensor& pred,
                                                               const at::Tensor& target) {
   const auto out_dtype = at::promote_types(pred.scalar_type(), target.scalar_type());
-  auto grad_pred = empty_gradient(pred);
+  // Uninitialized: the drivers write every element (zeros outside the loss).
+  auto grad_pred = cached_gradient_like(pred);
   at::Tensor out;
   dispatch_loss_types(pred, target, [&](auto acc, auto p, auto t) {
     out = loss_forward<decltype(acc), decltype(p), decltype(t)>(call, pred, target, out_dtype,
@@ -175,7 +167,8 @@ void loss_backward(const loss_call& call, const at::Tensor& grad, const at::Tens
 
 at::Tensor backward(const loss_call& call, const at::Tensor& grad, const at::Tensor& pred,
                     const at::Tensor& target) {
-  auto grad_pred = empty_gradient(pred);
+  // Uninitialized: the drivers write every element (zeros outside the loss).
+  auto grad_pred = cached_gradient_like(pred);
   dispatch_loss_types(pred, target, [&](auto acc, auto p, auto t) {
     loss_backward<decltype(acc), decltype(p), decltype(t)>(call, grad, pred, target, grad_pred);
   });
