@@ -10,6 +10,7 @@
 #include "grid.hpp"
 #include "heatmap.hpp"
 #include "parallel.hpp"
+#include "pool_rows.hpp"
 #include "regions.hpp"
 
 namespace mwm {
@@ -45,20 +46,30 @@ inline bool pool_sample_range(const pooling_request& request, const float* heatm
   const std::int64_t n = request.grid.num_patches();
   const grid_shape grid = request.grid;
   std::vector<float> per_prompt(static_cast<std::size_t>(request.prompts * n));
+  std::vector<double> lanes;
+  std::vector<detail::cell_columns> columns;
+  std::vector<detail::source_range> bands;
+  const bool mean = request.options.reduction == pool_reduction::mean;
   bool finite = true;
   for (std::int64_t b = begin; b < end; ++b) {
     for (std::int64_t k = 0; k < request.prompts; ++k) {
       const float* heat = heatmaps + (b * request.prompts + k) * pixels;
       float* out = per_prompt.data() + k * n;
-      for (std::int64_t d = 0; d < grid.depth; ++d)
-        for (std::int64_t h = 0; h < grid.height; ++h)
-          for (std::int64_t w = 0; w < grid.width; ++w) {
-            const float score =
-                read_raw ? detail::pool_cell_reading<false>(heat, request.shape, grid,
-                                                            request.options, d, h, w)
-                         : steps::pool_cell(heat, request.shape, grid, request.options, d, h, w);
-            out[grid.index(d, h, w)] = score;
-          }
+      if (mean && read_raw) {
+        detail::pool_mean_by_rows<false>(heat, request.shape, grid, out, lanes, columns, bands);
+      } else if (mean) {
+        detail::pool_mean_by_rows<true>(heat, request.shape, grid, out, lanes, columns, bands);
+      } else {
+        for (std::int64_t d = 0; d < grid.depth; ++d)
+          for (std::int64_t h = 0; h < grid.height; ++h)
+            for (std::int64_t w = 0; w < grid.width; ++w) {
+              const float score =
+                  read_raw ? detail::pool_cell_reading<false>(heat, request.shape, grid,
+                                                              request.options, d, h, w)
+                           : steps::pool_cell(heat, request.shape, grid, request.options, d, h, w);
+              out[grid.index(d, h, w)] = score;
+            }
+      }
       if (read_raw && first_non_finite(out, n) >= 0) finite = false;
     }
     if (!finite) return false;

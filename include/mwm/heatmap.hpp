@@ -81,7 +81,9 @@ namespace detail {
 // The area mean sums a cell in this many double accumulators: pixel x of each row goes to lane
 // (x - begin) % mean_lanes, rows in order, and the lanes are added pairwise at the end. The
 // order is fixed, so every caller (CPU, device) gets the same bits, and the independent lanes
-// let the compiler vectorize the loop (one serial chain of double adds would be latency-bound).
+// are one vector register (one serial chain of double adds would be latency-bound). The CPU's
+// batched pooling reads the rows in memory order instead of cell by cell, keeping each lane's
+// order (pool_rows.hpp).
 constexpr int mean_lanes = 8;
 
 template <bool ZeroNonFinite>
