@@ -1,6 +1,7 @@
-"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round" and "Fourth
+"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round" to "Fifth
 round"): pretrain each configuration on every seed, probe the frozen encoder, print the paired
 gain over `none`.
+
 
     python benchmarks/mae_screen.py '{}'                                   # the quick setting
     python benchmarks/mae_screen.py '{"legacy_init": true, "starts": true}'
@@ -33,6 +34,19 @@ gain over `none`.
     python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "configs": ["none",
         "random-0.7", "mwm-0.8/0.4", "fixed-0.4"]}'
 
+Fifth round:
+
+    python benchmarks/mae_screen.py '{"zero": false, "lesion": true}'
+    python benchmarks/mae_screen.py '{"zero": false, "shift": 8}'
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "shift": 8}'
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "shift": 8, "configs":
+        ["none", "random-0.7", "mwm-0.8/0.4", "mwm-0.7/0.3", "mwm-0.6/0.2", "fixed-0.4",
+        "weighted-0.4"]}'
+    python benchmarks/mae_screen.py '{"seeds": [0], "zero": false,
+        "no_pos": true}'                                   # also "learned_pos": true
+    python benchmarks/mae_screen.py '{"seeds": [0], "zero": false,
+        "pretrain_samples": 4096, "epochs": 1}'
+
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
 "norm_pix" (default true), "pixel_stats" (default true: the harness's input standardization;
@@ -45,7 +59,13 @@ probe L2 strengths on the same last-layer features, rows "wd<value>") and "reads
 readouts probed with the harness's probe, rows named as in `readouts`: "prenorm", "embed",
 "blockK", "meanK"), "stem" (default 0; > 0: the patch-local stem `PatchLocalStem` of that
 inner width replaces the patch embedding), "stem_norm" (default true: the stem's tokens
-layer-normalized) and "decoder_dim" (default: the encoder's width). "probe" is the harness's
+layer-normalized), "decoder_dim" (default: the encoder's width), "shift" (pixels of random
+translation of the pretraining images and heatmaps, `ratios.translate`; default 0), "no_pos"
+(true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
+(true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one) and
+"lesion" (true: rows "lesion" and "lesion_embed", a linear classifier of the lesion's type, 3
+classes, on the one token holding most of each lesion, of the last layer and of the tokens
+entering the first block). "probe" is the harness's
 classifier probe (lowest objective of its three starts), "zero" the same fit from zero
 weights alone (the probe before the third round). One torch thread: deterministic.
 """
@@ -154,6 +174,17 @@ class PatchLocalStem(torch.nn.Module):
         return torch.nn.functional.layer_norm(y.movedim(1, -1), y.shape[1:2]).movedim(-1, 1)
 
 
+def lesion_tokens(features, split, patch_size):
+    """(features (M, C, 1), labels 0..K-2) at the patch that holds most of each image's lesion,
+    images with a lesion only: what a token there says about the lesion's type, without the
+    pooling over positions."""
+    share = torch.nn.functional.avg_pool2d(split.lesions[:, None].float(), patch_size).flatten(1)
+    has = (split.labels > 0) & (share.amax(1) > 0)
+    where = share[has].argmax(1)
+    tokens = features[has].gather(2, where[:, None, None].expand(-1, features.shape[1], 1))
+    return tokens, split.labels[has] - 1
+
+
 def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_norm=True,
           decoder_dim=None):
     mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
@@ -191,6 +222,10 @@ def main(argv):
     decoder_dim = over.pop("decoder_dim", None)  # default: the encoder's width
     show_zero = over.pop("zero", True)  # false: skip the zero-start probe row
     decays = over.pop("decays", [])  # extra probe L2 strengths on the last layer
+    shift = over.pop("shift", 0)  # > 0: pretraining translation by up to this many pixels
+    no_pos = over.pop("no_pos", False)  # true: the encoder gets no position embedding
+    learned_pos = over.pop("learned_pos", False)  # true: a learned position embedding
+    lesion = over.pop("lesion", False)  # true: probe the lesion's token alone (rows "lesion*")
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
     lr = lr or s.lr["mae"]
     data = R.prepare_builtin("brain", s)
@@ -203,10 +238,20 @@ def main(argv):
             model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem,
                           stem_norm, decoder_dim)
             model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
+            if no_pos:
+                model.pos.zero_()  # the decoder keeps its own
+            if learned_pos:
+                # ViT's learned embedding (std 0.02), drawn from its own stream so that the
+                # other weights stay the same draw; the decoder keeps its sin-cos one.
+                gen = torch.Generator().manual_seed(seed)
+                start = 0.02 * torch.randn(model.pos.shape, generator=gen)
+                del model._buffers["pos"]
+                model.pos = torch.nn.Parameter(start)
             loss = None
             if config.policy != "none":
                 masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
-                loss = R.pretrain(model, data, masker, s, lr, seed, ctx, progress=False)
+                loss = R.pretrain(model, data, masker, s, lr, seed, ctx, progress=False,
+                                  shift=shift)
                 loss = round(loss.final_loss, 4)
             cpu = torch.device("cpu")
             train = P.extract_features(model, data.train.images, cpu).positions()
@@ -220,6 +265,13 @@ def main(argv):
             for wd in decays:
                 row[f"wd{wd:g}"] = P.linear_probe(train, labels[0], test, labels[1], k,
                                                   weight_decay=wd, max_iter=s.probe_steps)
+            if lesion:
+                emb = readouts(model, data.train.images, ["embed"])["embed"]
+                emb_te = readouts(model, data.test.images, ["embed"])["embed"]
+                for key, (a, b) in {"lesion": (train, test), "lesion_embed": (emb, emb_te)}.items():
+                    (xa, ya), (xb, yb) = (lesion_tokens(a, data.train, s.patch_size),
+                                          lesion_tokens(b, data.test, s.patch_size))
+                    row[key] = P.linear_probe(xa, ya, xb, yb, k - 1, max_iter=s.probe_steps)
             if reads:
                 tr = readouts(model, data.train.images, reads)
                 te = readouts(model, data.test.images, reads)

@@ -164,6 +164,75 @@ def test_config_names_parse_and_bad_ones_are_named():
         R.run_ratios(R.preset("micro", batch_size=9), R.bdist.DistContext(world_size=2))
 
 
+# --- the MAE's pretraining translation ------------------------------------------------------
+
+
+def test_translate_moves_each_sample_by_its_own_shift_and_replicates_the_border():
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, 0, 3, 4] = 1.0
+    x[1, 0, :, 0] = 0.5  # the left border column
+    x[1, 0, 5, 5] = 2.0
+    out = R.translate(x, torch.tensor([[1, -2], [0, 3]]), reach=3)
+    assert out.shape == x.shape
+    # out[p] = x[p + shift]: the content moves by minus the shift.
+    assert out[0, 0, 2, 6] == 1.0 and out[0].sum() == 1.0
+    assert out[1, 0, 5, 2] == 2.0
+    assert torch.equal(R.translate(x, torch.zeros(2, 2, dtype=torch.long), reach=3), x)
+    # A shift towards the left border fills the space with that border, not with zeros.
+    left = R.translate(x[1:], torch.tensor([[0, -2]]), reach=2)
+    assert torch.equal(left[0, 0, :, :3], torch.full((8, 3), 0.5))
+    volume = torch.zeros(1, 1, 4, 4, 4)
+    volume[0, 0, 1, 2, 3] = 1.0
+    assert R.translate(volume, torch.tensor([[1, 0, 2]]), reach=2)[0, 0, 0, 2, 1] == 1.0
+
+
+def test_shifts_are_drawn_per_global_batch_within_the_reach():
+    a = R.draw_shifts(seed=3, batch_start=64, batch=64, ndim=2, reach=8)
+    assert a.shape == (64, 2) and a.abs().max() <= 8 and a.abs().max() == 8
+    assert torch.equal(a, R.draw_shifts(3, 64, 64, 2, 8))
+    assert not torch.equal(a, R.draw_shifts(3, 128, 64, 2, 8))
+    assert not torch.equal(a, R.draw_shifts(4, 64, 64, 2, 8))
+
+
+class _Recorder(torch.nn.Module):
+    """Records the images pretraining feeds it; its loss only has to have a gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2, 2))
+        self.seen = []
+
+    def forward(self, images, masks):
+        self.seen.append(images.clone())
+        return (self.w ** 2).sum()
+
+
+@pytest.mark.parametrize("shift", [0, 3])
+def test_pretraining_shifts_each_image_and_its_heatmap_alike(shift):
+    s = R.preset("micro")
+    data = R.prepare_builtin("brain", s)
+    # The image is its heatmap: whatever moves one must move the other the same way.
+    data.pretrain.images = data.pretrain.heatmaps[:, None].clone()
+    heats = []
+    masker = R.parse_config("random-0.7").masker(data.grid, 0, s.thresholds, s.reduction)
+
+    def recording_masker(heat, offset):
+        heats.append(heat.clone())
+        return masker(heat, offset)
+
+    model = _Recorder()
+    stats = R.pretrain(model, data, recording_masker, s, 1e-3, 0, R.bdist.DistContext(),
+                       progress=False, shift=shift)
+    assert len(model.seen) == len(heats) == s.epochs * (s.pretrain_samples // s.batch_size)
+    for images, heat in zip(model.seen, heats):
+        assert torch.equal(images[:, 0], heat)
+    originals = {data.pretrain.heatmaps[i].numpy().tobytes()
+                 for i in range(data.pretrain.heatmaps.shape[0])}
+    moved = sum(h.numpy().tobytes() not in originals for batch in heats for h in batch)
+    assert (moved > 0) == (shift > 0)
+    assert stats.lesion_total > 0  # the lesion patches are counted where the lesions moved to
+
+
 # --- the micro pipeline, one process and two --------------------------------------------------
 
 MICRO_CONFIGS = ("none", "random-0.7", "mwm-0.8/0.4")

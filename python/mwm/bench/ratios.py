@@ -370,6 +370,26 @@ def lesion_patches(lesions: torch.Tensor, patch_size: int) -> torch.Tensor:
 # Pretraining
 
 
+def draw_shifts(seed: int, batch_start: int, batch: int, ndim: int, reach: int) -> torch.Tensor:
+    """(batch, ndim) integer shifts in [-reach, reach] for the global batch whose first sample
+    has global index `batch_start`: every process draws the whole batch and takes its slice,
+    so a `torchrun` run shifts each sample as one process does."""
+    gen = torch.Generator().manual_seed(seed * 1000003 + batch_start)
+    return torch.randint(-reach, reach + 1, (batch, ndim), generator=gen)
+
+
+def translate(x: torch.Tensor, shifts: torch.Tensor, reach: int) -> torch.Tensor:
+    """Each sample of x (B, C, *S) moved by its shift (B, ndim) in pixels; the border is
+    replicated into the space the image leaves, so no artificial edge appears."""
+    spatial = x.shape[2:]
+    padded = nn.functional.pad(x, (reach,) * (2 * len(spatial)), mode="replicate")
+    out = []
+    for b, shift in enumerate(shifts.tolist()):
+        window = tuple(slice(reach + d, reach + d + n) for d, n in zip(shift, spatial))
+        out.append(padded[(b, slice(None)) + window])
+    return torch.stack(out)
+
+
 @dataclass
 class PretrainStats:
     masked_share_sum: float = 0.0  # sum over samples of num_masked / N
@@ -457,9 +477,13 @@ def pretrain(
     progress: bool = True,
     record: Optional[Dict[int, np.ndarray]] = None,
     desc: str = "pretrain",
+    shift: int = 0,
 ) -> PretrainStats:
     """Masked-image-modeling pretraining; each process takes its slice of every global batch.
-    `record`, when given, receives {global sample index: mask row} for this process's samples."""
+    `record`, when given, receives {global sample index: mask row} for this process's samples.
+    `shift` > 0 translates every image, its heatmap and its lesion by up to that many pixels
+    per axis (`draw_shifts`, `translate`) before the mask is drawn; the harness passes 0 (the
+    fifth MAE round of docs/harness.md measured it with benchmarks/mae_screen.py)."""
     images, heat = data.pretrain.images, data.pretrain.heatmaps
     roi = None
     if data.pretrain.lesions is not None:
@@ -492,10 +516,20 @@ def pretrain(
             first = batch * global_batch + ctx.rank * local  # position of this slice in the epoch
             idx = order[first : first + local]
             offset = epoch * length + first
-            masks = masker(heat[idx], offset)
+            batch_images, batch_heat = images[idx], heat[idx]
+            inside = None if roi is None else roi[idx]
+            if shift:
+                shifts = draw_shifts(seed, epoch * length + batch * global_batch, global_batch,
+                                     images.dim() - 2, shift)[ctx.rank * local:][:local]
+                batch_images = translate(batch_images, shifts, shift)
+                batch_heat = translate(batch_heat[:, None], shifts, shift)[:, 0]
+                if inside is not None:
+                    moved = translate(data.pretrain.lesions[idx][:, None].float(), shifts, shift)
+                    inside = lesion_patches(moved[:, 0] > 0.5, s.patch_size)
+            masks = masker(batch_heat, offset)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total_steps, lr, warmup)
-            loss = net(images[idx].to(ctx.device, non_blocking=True), masks)
+            loss = net(batch_images.to(ctx.device, non_blocking=True), masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -503,8 +537,7 @@ def pretrain(
             mask = masks.mask.cpu().bool()
             stats.masked_share_sum += float(masks.num_masked.double().sum()) / mask.shape[1]
             stats.samples += mask.shape[0]
-            if roi is not None:
-                inside = roi[idx]
+            if inside is not None:
                 stats.lesion_masked += int((mask & inside).sum())
                 stats.lesion_total += int(inside.sum())
                 stats.background_masked += int((mask & ~inside).sum())
