@@ -19,21 +19,55 @@ namespace mwm {
 
 namespace detail {
 
-// A hint that `address` will be read soon (host code; a no-op where the builtin is missing).
+// A hint that `address` will be read soon, into L2 (host code; a no-op where the builtin is
+// missing): a band's predictions prefetched into L1 would push the gathered target out of it.
 inline void prefetch_line(const void* address) {
 #if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(address);
+  __builtin_prefetch(address, 0, 2);
 #else
   (void)address;
 #endif
 }
 
-// A byte range to prefetch while a band is gathered: the band's dense predictions, so that
-// both streams are in flight at once instead of one after the other.
+// A hint that the `bytes` from `address` will be read after the current band, into L2. The
+// band drivers issue it for the next band while the current one is read and computed, so that
+// memory is busy in both phases: the gathers for the next band's target row as they read the
+// current one (a 3D band is 16 depth slices of 8 KB, 64 KB apart, which the hardware
+// prefetchers pick up afresh at every slice and page: without the hint, the gather's loads wait
+// for memory at each of them), band_losses for the next band's dense predictions patch by
+// patch.
+inline void prefetch_bytes(const void* address, std::int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+  const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(address);
+  for (std::uintptr_t line = at & ~std::uintptr_t(63); line < at + bytes; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+#else
+  (void)address, (void)bytes;
+#endif
+}
+
+// What to prefetch while a band is gathered: a byte range (the band's dense predictions, so
+// that both streams are in flight at once instead of one after the other), and the next band's
+// first element (`next`, null for none): its rows, a row of the current band at a time
+// (prefetch_next_row).
 struct prefetch_range {
   const char* begin = nullptr;
   std::int64_t bytes = 0;
+  const char* next = nullptr;
 };
+
+// The next band's part of row `row` of the current band (from `base`, the current band's first
+// element): all its grid.width patches, unmasked ones included (a run of whole rows, measured
+// faster than the masked patches' lines alone).
+template <typename T>
+void prefetch_next_row(const prefetch_range& ahead, const T* base, const T* row,
+                       const patch_strides& s, const patch_geometry& g) {
+  if (!ahead.next) return;
+  const std::int64_t elements =
+      (g.grid.width - 1) * s.grid_width + (g.patch_width - 1) * s.width + 1;
+  prefetch_bytes(ahead.next + (row - base) * std::int64_t(sizeof(T)),
+                 elements * std::int64_t(sizeof(T)));
+}
 
 inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid, std::int64_t band) {
   const std::int64_t rows = grid.depth * grid.height;
@@ -58,6 +92,7 @@ void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g,
         for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
           prefetch_line(ahead.begin + next);
         const T* row = base + c * s.channel + pd * s.depth + ph * s.height;
+        prefetch_next_row(ahead, base, row, s, g);
         const std::int64_t first = ((pd * g.patch_height + ph) * g.patch_width) * g.channels + c;
         for (std::int64_t x = 0; x < g.grid.width; ++x) {
           if (active[x] == Acc(0)) continue;
@@ -119,6 +154,7 @@ void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometr
       for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
         prefetch_line(ahead.begin + next);
       const T* row = base + pd * s.depth + ph * s.height;
+      for (int c = 0; c < C; ++c) prefetch_next_row(ahead, base, row + c * s.channel, s, g);
       const std::int64_t first = (pd * g.patch_height + ph) * pw_count * C;
       for (std::int64_t x = 0; x < g.grid.width; ++x) {
         if (active[x] == Acc(0)) continue;
@@ -205,10 +241,11 @@ void scatter_band(const Acc* in, const Acc* active, P* data, const patch_strides
 }
 
 // Scratch (in Acc elements) that band_losses and band_gradients need per call: the band's
-// gathered targets, predictions and gradient (grid.width x P each), and two factors per patch
-// (the forward with a unit_gradient holds both c and the gradient factor).
+// gathered targets, predictions and gradient (grid.width x P each), two factors per patch (the
+// forward with a unit_gradient holds both c and the gradient factor) and 32 lane sums per patch
+// (the target's, where the gather adds them: loss_x86.hpp).
 inline std::int64_t band_scratch_size(const patch_geometry& g) {
-  return 3 * g.grid.width * g.patch_vector_size() + 2 * g.grid.width;
+  return 3 * g.grid.width * g.patch_vector_size() + 34 * g.grid.width;
 }
 
 }  // namespace mwm
