@@ -44,8 +44,9 @@ inline bool loss_avx512() {
   return supported;
 }
 
-// The first `count` of 16 lanes (count < 16 selects fewer).
+// The first `count` of 16 lanes (count < 16 selects fewer, count <= 0 none).
 MWM_LOSS_AVX512 __mmask16 first_lanes(std::int64_t count) {
+  if (count <= 0) return __mmask16(0);
   return count >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
 }
 
