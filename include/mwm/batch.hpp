@@ -81,18 +81,18 @@ inline bool pool_sample_range(const pooling_request& request, const float* heatm
   return true;
 }
 
-// heatmaps (batch, prompts, depth, height, width) -> scores (batch, N). Reads the pixels each
-// reduction needs once: the area reductions every pixel, `nearest` one per patch (see
-// first_non_finite_pooled for what is validated).
-inline void heatmaps_to_scores(const pooling_request& request, const float* heatmaps,
-                               float* scores) {
+namespace detail {
+
+// heatmaps_to_scores, naming `argument` in its errors.
+inline void pool_heatmaps_named(const pooling_request& request, const float* heatmaps,
+                                float* scores, const char* argument) {
   detail::require(request.batch > 0, "batch", request.batch, "must be positive");
   validate_heatmap_shape(request.shape);
   validate_prompt_weights(request.prompts, request.combine, request.prompt_weights);
   const bool read_raw = detail::pooling_checks_its_output(request.options);
   if (!read_raw) {
     validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape, request.grid,
-                           request.options, "heatmaps");
+                           request.options, argument);
   }
   std::atomic<bool> finite{true};
   detail::parallel_chunks(request.batch, request.threads,
@@ -102,8 +102,31 @@ inline void heatmaps_to_scores(const pooling_request& request, const float* heat
                           });
   if (!finite) {  // throws, naming the first non-finite pixel of the batch
     validate_pooled_pixels(heatmaps, request.batch * request.prompts, request.shape, request.grid,
-                           request.options, "heatmaps");
+                           request.options, argument);
   }
+}
+
+}  // namespace detail
+
+// heatmaps (batch, prompts, depth, height, width) -> scores (batch, N). Reads the pixels each
+// reduction needs once: the area reductions every pixel, `nearest` one per patch (see
+// first_non_finite_pooled for what is validated).
+inline void heatmaps_to_scores(const pooling_request& request, const float* heatmaps,
+                               float* scores) {
+  detail::pool_heatmaps_named(request, heatmaps, scores, "heatmaps");
+}
+
+// One heatmap (shape.num_pixels() values, row-major) to grid.num_patches() scores, on the
+// calling thread: heatmaps_to_scores of a batch of one.
+inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid,
+                         pool_options options, float* scores) {
+  pooling_request request;
+  request.grid = grid;
+  request.batch = 1;
+  request.shape = shape;
+  request.options = options;
+  request.threads = 1;
+  detail::pool_heatmaps_named(request, heat, scores, "heatmap");
 }
 
 // scores (batch, n) -> regions (batch, n) by strict ascending thresholds.

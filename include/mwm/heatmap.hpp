@@ -221,17 +221,6 @@ inline void validate_pooled_pixels(const float* heat, std::int64_t count, heatma
   }
 }
 
-// One heatmap (shape.num_pixels() values, row-major) to grid.num_patches() scores.
-inline void pool_heatmap(const float* heat, heatmap_shape shape, grid_shape grid,
-                         pool_options options, float* scores) {
-  validate_heatmap_shape(shape);
-  validate_pooled_pixels(heat, 1, shape, grid, options, "heatmap");
-  for (std::int64_t d = 0; d < grid.depth; ++d)
-    for (std::int64_t h = 0; h < grid.height; ++h)
-      for (std::int64_t w = 0; w < grid.width; ++w)
-        scores[grid.index(d, h, w)] = steps::pool_cell(heat, shape, grid, options, d, h, w);
-}
-
 namespace steps {
 
 // Combines the scores of `prompts` prompts (prompt-major, prompts x patches) for one patch.
