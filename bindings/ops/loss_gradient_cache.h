@@ -14,8 +14,8 @@ namespace mwm_bindings {
 // A contiguous tensor shaped like `like` (its dtype and CPU device), uninitialized. Its storage
 // is the cached block when one is held whose size is in [nbytes, 2 nbytes], else a fresh one
 // (advised to huge pages before it is touched);
-// when the tensor's storage is freed, its block becomes the cached one unless a block is
-// already held (that is then kept and the freed one released) or caching is off.
+// when the tensor's storage is freed, its block becomes the cached one (a block held before
+// it is released) unless caching is off.
 at::Tensor cached_gradient_like(const at::Tensor& like);
 
 // Bytes of the cached-path gradients alive now (outside torch's allocator).

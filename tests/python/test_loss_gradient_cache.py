@@ -114,8 +114,15 @@ def test_a_block_is_reused_only_by_a_gradient_that_fits_it():
     assert held > 0
     grad = fused_gradient(*small)  # less than half the block: not handed out
     assert mwm.loss_cache_bytes() == held
+    small_bytes = grad.nbytes
     del grad
-    assert mwm.loss_cache_bytes() == held  # a block is already held: the freed one is released
+    # The freed block replaces the held one (a process moving to another shape keeps the new
+    # one), and the next gradient of that shape takes it.
+    assert mwm.loss_cache_bytes() == small_bytes
+    again = fused_gradient(*small)
+    assert mwm.loss_cache_bytes() == 0
+    del again
+    assert mwm.loss_cache_bytes() == small_bytes
 
 
 def test_small_gradients_are_not_cached():
