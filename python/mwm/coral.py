@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
+from ._transforms import transform_ready
 
 __all__ = ["ClassWiseCoral", "class_alignment", "class_wise_coral", "coral_consistency",
            "coral_loss"]
@@ -76,6 +77,8 @@ def _coral_backward(ctx, grad_loss, grad_cov_diff):
 
 torch.library.register_autograd("mwm::coral_loss", _coral_backward,
                                 setup_context=_coral_setup_context)
+_coral_loss = transform_ready(torch.ops.mwm.coral_loss.default, _coral_setup_context,
+                              _coral_backward)
 
 
 def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -92,7 +95,7 @@ def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_features(x, "x")
     _check_features(y, "y")
     _check_kernel(x)
-    loss, _ = torch.ops.mwm.coral_loss(x, y)
+    loss, _ = _coral_loss(x, y)
     return loss
 
 

@@ -18,6 +18,7 @@ import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
+from ._transforms import transform_ready
 
 __all__ = ["empty_loss_cache", "loss_cache_bytes", "mae_loss", "masked_recon_loss", "simmim_loss",
            "spark_loss"]
@@ -110,7 +111,7 @@ def masked_recon_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
             nonfinite)
     if _gradient_in_forward(pred, reduction):
         return torch.ops.mwm._masked_recon_loss_fused(*args)[0]
-    return torch.ops.mwm.masked_recon_loss(*args)
+    return _masked_recon_loss(*args)
 
 
 FUSED_REDUCTIONS = ("mean", "mean_eps", "sum")
@@ -121,9 +122,11 @@ def _gradient_in_forward(pred: torch.Tensor, reduction) -> bool:
     ``_masked_recon_loss_fused``): the loss is the last op of a forward whose backward will need
     that gradient, and writing it while each patch is in cache saves the backward's second read
     of pred and target. Not under ``torch.compile``, which traces the plain op and its backward
-    (inductor schedules both), nor on CUDA, whose backward kernel is unchanged."""
+    (inductor schedules both), nor under a torch.func transform (which needs the plain op's
+    autograd.Function, mwm._transforms), nor on CUDA, whose backward kernel is unchanged."""
     return (pred.requires_grad and torch.is_grad_enabled() and pred.device.type == "cpu"
-            and reduction in FUSED_REDUCTIONS and not torch.compiler.is_compiling())
+            and reduction in FUSED_REDUCTIONS and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
 
 
 def _mask_and_weight(mask: torch.Tensor):
@@ -225,6 +228,8 @@ def _backward(ctx, grad):
 
 torch.library.register_autograd("mwm::masked_recon_loss", _backward,
                                 setup_context=_setup_context)
+_masked_recon_loss = transform_ready(torch.ops.mwm.masked_recon_loss.default, _setup_context,
+                                     _backward)
 
 
 # ---- the fused pair: the forward returns grad_pred for grad_output == 1 ----------------------
