@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 import torch
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
+from ._transforms import transform_ready
 
 __all__ = ["gather_tokens", "pack_visible_tokens", "restore_tokens", "unpack_visible_tokens"]
 
@@ -47,7 +48,7 @@ def gather_tokens(x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
     Ids outside ``[-1, N)`` raise ValueError."""
     _require_tensor(x, "x")
     _require_tensor(ids_keep, "ids_keep")
-    return torch.ops.mwm.gather_tokens(x, ids_keep)
+    return _gather_tokens(x, ids_keep)
 
 
 def restore_tokens(x_vis: torch.Tensor, ids_restore: torch.Tensor, mask_token: torch.Tensor,
@@ -62,7 +63,7 @@ def restore_tokens(x_vis: torch.Tensor, ids_restore: torch.Tensor, mask_token: t
     mask_token = _mask_token_vector(mask_token)
     if num_visible is not None:
         _require_tensor(num_visible, "num_visible")
-    return torch.ops.mwm.restore_tokens(x_vis, ids_restore, mask_token, num_visible)
+    return _restore_tokens(x_vis, ids_restore, mask_token, num_visible)
 
 
 def _ids(result, field: str, argument: str) -> torch.Tensor:
@@ -83,7 +84,7 @@ def pack_visible_tokens(x: torch.Tensor, result) -> Tuple[torch.Tensor, torch.Te
     ``torch.compile`` it is a data-dependent value). Gradients flow to ``x``."""
     _require_tensor(x, "x")
     ids_keep = _ids(result, "ids_keep", "result")
-    packed, cu_seqlens = torch.ops.mwm.pack_tokens(x, ids_keep)
+    packed, cu_seqlens = _pack_tokens(x, ids_keep)
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     max_seqlen = int(lengths.max()) if lengths.numel() else 0
     return packed, cu_seqlens, max_seqlen
@@ -101,7 +102,7 @@ def unpack_visible_tokens(packed: torch.Tensor, cu_seqlens: torch.Tensor,
     _require_tensor(mask_token, "mask_token")
     ids_restore = _ids(result, "ids_restore", "result")
     mask_token = _mask_token_vector(mask_token)
-    return torch.ops.mwm.unpack_tokens(packed, cu_seqlens, ids_restore, mask_token)
+    return _unpack_tokens(packed, cu_seqlens, ids_restore, mask_token)
 
 
 # ---- fake kernels and autograd of the token ops ----------------------------------------------
@@ -153,10 +154,11 @@ def _unpack_tokens_backward_fake(grad, cu_seqlens, ids_restore, num_rows):
     return grad.new_empty((num_rows, grad.shape[2])), grad.new_empty((grad.shape[2],))
 
 
-def _register_gradient(op: str, backward: str, grad_inputs: Tuple[int, ...], saved, size) -> None:
+def _register_gradient(op: str, backward: str, grad_inputs: Tuple[int, ...], saved, size):
     """The autograd of token op ``op``: its gradient is the private op ``backward(grad,
     *saved(inputs, output), size(inputs))``, which returns the gradients of the inputs at
-    positions ``grad_inputs`` (in that order); it runs only when one of them is needed."""
+    positions ``grad_inputs`` (in that order); it runs only when one of them is needed. Returns
+    the op as the wrappers call it (through mwm._transforms under a torch.func transform)."""
     backward_op = getattr(torch.ops.mwm, backward)
 
     def setup_context(ctx, inputs, output):
@@ -166,7 +168,10 @@ def _register_gradient(op: str, backward: str, grad_inputs: Tuple[int, ...], sav
     def gradient(ctx, grad, *_grads_of_other_outputs):
         grads = [None] * len(ctx.needs_input_grad)
         if any(ctx.needs_input_grad[i] for i in grad_inputs):
-            results = backward_op(grad, *ctx.saved_tensors, ctx.size)
+            # A backward op with its own autograd (double backward) is called as the wrappers
+            # call ops, so that it works inside a torch.func transform too.
+            call = _DIFFERENTIABLE_BACKWARDS.get(backward, backward_op)
+            results = call(grad, *ctx.saved_tensors, ctx.size)
             results = results if isinstance(results, tuple) else (results,)
             for i, result in zip(grad_inputs, results):
                 if ctx.needs_input_grad[i]:
@@ -174,23 +179,24 @@ def _register_gradient(op: str, backward: str, grad_inputs: Tuple[int, ...], sav
         return tuple(grads)
 
     torch.library.register_autograd(f"mwm::{op}", gradient, setup_context=setup_context)
+    return transform_ready(getattr(torch.ops.mwm, op).default, setup_context, gradient)
 
 
 # (x, ids_keep) -> grad_x; (x_vis, ids_restore, mask_token, num_visible) -> grad_x_vis,
 # grad_mask_token; (x, ids_keep) -> grad_x; (packed, cu_seqlens, ids_restore, mask_token) ->
 # grad_packed, grad_mask_token.
-_register_gradient("gather_tokens", "_gather_tokens_backward", (0,),
-                   saved=lambda inputs, output: (inputs[1],),
-                   size=lambda inputs: inputs[0].shape[1])
-_register_gradient("restore_tokens", "_restore_tokens_backward", (0, 2),
-                   saved=lambda inputs, output: (inputs[1], inputs[3]),
-                   size=lambda inputs: inputs[0].shape[1])
-_register_gradient("pack_tokens", "_pack_tokens_backward", (0,),
-                   saved=lambda inputs, output: (inputs[1], output[1]),
-                   size=lambda inputs: inputs[0].shape[1])
-_register_gradient("unpack_tokens", "_unpack_tokens_backward", (0, 3),
-                   saved=lambda inputs, output: (inputs[1], inputs[2]),
-                   size=lambda inputs: inputs[0].shape[0])
+_gather_tokens = _register_gradient("gather_tokens", "_gather_tokens_backward", (0,),
+                                    saved=lambda inputs, output: (inputs[1],),
+                                    size=lambda inputs: inputs[0].shape[1])
+_restore_tokens = _register_gradient("restore_tokens", "_restore_tokens_backward", (0, 2),
+                                     saved=lambda inputs, output: (inputs[1], inputs[3]),
+                                     size=lambda inputs: inputs[0].shape[1])
+_pack_tokens = _register_gradient("pack_tokens", "_pack_tokens_backward", (0,),
+                                  saved=lambda inputs, output: (inputs[1], output[1]),
+                                  size=lambda inputs: inputs[0].shape[1])
+_unpack_tokens = _register_gradient("unpack_tokens", "_unpack_tokens_backward", (0, 3),
+                                    saved=lambda inputs, output: (inputs[1], inputs[2]),
+                                    size=lambda inputs: inputs[0].shape[0])
 
 
 # The packed backward ops are linear in their gradient input, and each one's adjoint is the
@@ -202,7 +208,7 @@ def _pack_backward_setup(ctx, inputs, output):
 
 def _pack_backward_backward(ctx, grad_grad_x):
     (ids_keep,) = ctx.saved_tensors
-    return torch.ops.mwm.pack_tokens(grad_grad_x, ids_keep)[0], None, None, None
+    return _pack_tokens(grad_grad_x, ids_keep)[0], None, None, None
 
 
 def _unpack_backward_setup(ctx, inputs, output):
@@ -215,11 +221,17 @@ def _unpack_backward_backward(ctx, grad_grad_packed, grad_grad_token):
     cu_seqlens, ids_restore = ctx.saved_tensors
     if grad_grad_token is None:
         grad_grad_token = grad_grad_packed.new_zeros((ctx.channels,))
-    return (torch.ops.mwm.unpack_tokens(grad_grad_packed, cu_seqlens, ids_restore,
-                                        grad_grad_token), None, None, None)
+    return (_unpack_tokens(grad_grad_packed, cu_seqlens, ids_restore, grad_grad_token), None,
+            None, None)
 
 
 torch.library.register_autograd("mwm::_pack_tokens_backward", _pack_backward_backward,
                                 setup_context=_pack_backward_setup)
 torch.library.register_autograd("mwm::_unpack_tokens_backward", _unpack_backward_backward,
                                 setup_context=_unpack_backward_setup)
+_DIFFERENTIABLE_BACKWARDS = {
+    "_pack_tokens_backward": transform_ready(torch.ops.mwm._pack_tokens_backward.default,
+                                             _pack_backward_setup, _pack_backward_backward),
+    "_unpack_tokens_backward": transform_ready(torch.ops.mwm._unpack_tokens_backward.default,
+                                               _unpack_backward_setup, _unpack_backward_backward),
+}

@@ -124,3 +124,47 @@ def test_grad_of_mae_loss_equals_backward():
         return mwm.mae_loss(p, target, mask, 16, norm_pix_loss=True)
 
     assert torch.equal(torch.func.grad(loss)(pred), autograd_gradient(loss, pred))
+
+
+def test_grad_through_the_token_ops_equals_backward():
+    generator = torch.Generator().manual_seed(5)
+    regions = (torch.rand(3, 16, generator=generator) > 0.5).to(torch.int32)
+    result = mwm.generate_masks((4, 4), policy="per_region", regions=regions,
+                                region_ratios=(0.3, 0.8))
+    x = torch.randn(3, 16, 8, generator=generator, dtype=torch.float64)
+    token = torch.randn(8, generator=generator, dtype=torch.float64)
+
+    def loss(x, token):
+        packed, cu_seqlens, _ = mwm.pack_visible_tokens(x, result)
+        unpacked = mwm.unpack_visible_tokens(packed * 2, cu_seqlens, result, token)
+        visible = mwm.gather_tokens(x, result.ids_keep)
+        restored = mwm.restore_tokens(visible, result.ids_restore, token, result.num_visible)
+        return (unpacked ** 2).sum() + (restored ** 3).sum()
+
+    grad_x, grad_token = torch.func.grad(loss, argnums=(0, 1))(x, token)
+    leaf_x, leaf_token = x.clone().requires_grad_(), token.clone().requires_grad_()
+    loss(leaf_x, leaf_token).backward()
+    assert torch.equal(grad_x, leaf_x.grad)
+    assert torch.equal(grad_token, leaf_token.grad)
+    assert grad_token.abs().sum() > 0
+
+
+def test_second_derivative_of_packing_under_torch_func():
+    # grad of grad runs the packed backward ops' own backward inside a transform.
+    generator = torch.Generator().manual_seed(6)
+    result = mwm.generate_masks((4, 4), 2, ratio=0.5)
+    x = torch.randn(2, 16, 4, generator=generator, dtype=torch.float64)
+    direction = torch.randn_like(x)
+
+    def loss(x):
+        packed, _, _ = mwm.pack_visible_tokens(x, result)
+        return (packed ** 3).sum()
+
+    def directional(x):
+        return (torch.func.grad(loss)(x) * direction).sum()
+
+    second = torch.func.grad(directional)(x)
+    visible = torch.zeros_like(x, dtype=torch.bool)
+    visible[torch.arange(2)[:, None], result.ids_keep] = True
+    expected = torch.where(visible, 6 * x * direction, torch.zeros_like(x))
+    torch.testing.assert_close(second, expected, rtol=1e-12, atol=1e-12)
