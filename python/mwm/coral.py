@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
-from ._transforms import transform_ready
+from ._transforms import register_autograd
 
 __all__ = ["ClassWiseCoral", "class_alignment", "class_wise_coral", "coral_consistency",
            "coral_loss"]
@@ -75,10 +75,8 @@ def _coral_backward(ctx, grad_loss, grad_cov_diff):
     return torch.ops.mwm._coral_loss_backward(grad_loss, grad_cov_diff, x, y, cov_diff)
 
 
-torch.library.register_autograd("mwm::coral_loss", _coral_backward,
+_coral_loss = register_autograd("mwm::coral_loss", _coral_backward,
                                 setup_context=_coral_setup_context)
-_coral_loss = transform_ready(torch.ops.mwm.coral_loss.default, _coral_setup_context,
-                              _coral_backward)
 
 
 def coral_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

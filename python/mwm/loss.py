@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
-from ._transforms import transform_ready
+from ._transforms import register_autograd
 
 __all__ = ["empty_loss_cache", "loss_cache_bytes", "mae_loss", "masked_recon_loss", "simmim_loss",
            "spark_loss"]
@@ -226,10 +226,8 @@ def _backward(ctx, grad):
     return (grad_pred,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
-torch.library.register_autograd("mwm::masked_recon_loss", _backward,
-                                setup_context=_setup_context)
-_masked_recon_loss = transform_ready(torch.ops.mwm.masked_recon_loss.default, _setup_context,
-                                     _backward)
+_masked_recon_loss = register_autograd("mwm::masked_recon_loss", _backward,
+                                       setup_context=_setup_context)
 
 
 # ---- the fused pair: the forward returns grad_pred for grad_output == 1 ----------------------
@@ -287,5 +285,6 @@ def _fused_backward(ctx, grad, _grad_of_grad_pred):
     return (grad_pred,) + none
 
 
+# Plain registration: under a torch.func transform the wrapper never takes the fused op.
 torch.library.register_autograd("mwm::_masked_recon_loss_fused", _fused_backward,
                                 setup_context=_fused_setup_context)

@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 
 from . import _extension  # noqa: F401  (loads the extension, which defines the ops)
-from ._transforms import transform_ready
+from ._transforms import register_autograd
 
 __all__ = ["gather_tokens", "pack_visible_tokens", "restore_tokens", "unpack_visible_tokens"]
 
@@ -178,8 +178,7 @@ def _register_gradient(op: str, backward: str, grad_inputs: Tuple[int, ...], sav
                     grads[i] = result
         return tuple(grads)
 
-    torch.library.register_autograd(f"mwm::{op}", gradient, setup_context=setup_context)
-    return transform_ready(getattr(torch.ops.mwm, op).default, setup_context, gradient)
+    return register_autograd(f"mwm::{op}", gradient, setup_context=setup_context)
 
 
 # (x, ids_keep) -> grad_x; (x_vis, ids_restore, mask_token, num_visible) -> grad_x_vis,
@@ -225,13 +224,11 @@ def _unpack_backward_backward(ctx, grad_grad_packed, grad_grad_token):
             None, None)
 
 
-torch.library.register_autograd("mwm::_pack_tokens_backward", _pack_backward_backward,
-                                setup_context=_pack_backward_setup)
-torch.library.register_autograd("mwm::_unpack_tokens_backward", _unpack_backward_backward,
-                                setup_context=_unpack_backward_setup)
 _DIFFERENTIABLE_BACKWARDS = {
-    "_pack_tokens_backward": transform_ready(torch.ops.mwm._pack_tokens_backward.default,
-                                             _pack_backward_setup, _pack_backward_backward),
-    "_unpack_tokens_backward": transform_ready(torch.ops.mwm._unpack_tokens_backward.default,
-                                               _unpack_backward_setup, _unpack_backward_backward),
+    "_pack_tokens_backward": register_autograd("mwm::_pack_tokens_backward",
+                                               _pack_backward_backward,
+                                               setup_context=_pack_backward_setup),
+    "_unpack_tokens_backward": register_autograd("mwm::_unpack_tokens_backward",
+                                                 _unpack_backward_backward,
+                                                 setup_context=_unpack_backward_setup),
 }
