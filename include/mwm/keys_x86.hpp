@@ -9,11 +9,7 @@
 #include "config.hpp"
 #include "keys.hpp"
 #include "philox.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MWM_DEVICE_COMPILE)
-#define MWM_KEYS_DISPATCH 1
-#include <immintrin.h>
-#endif
+#include "vector_unit.hpp"
 
 namespace mwm {
 namespace detail {
@@ -61,7 +57,7 @@ inline philox_sample_constants make_philox_sample_constants(std::uint64_t seed,
   return c;
 }
 
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
 
 // GCC 12 warns inside its own AVX-512 intrinsics (their _mm512_undefined_epi32 placeholder) when
 // they are inlined into a function that enables AVX-512 by attribute.
@@ -161,25 +157,11 @@ __attribute__((target("avx2"))) inline void fill_random_keys_avx2(
 #pragma GCC diagnostic pop
 #endif
 
-// Widest vector unit this CPU has for the kernels above (and sort_x86.hpp's): 512 (AVX-512 F,
-// VL, DQ, BW, with BMI2 and POPCNT), 256 (AVX2) or 128 (SSE2, the portable code). Asked once
-// per process.
-inline int x86_vector_bits() {
-  static const int bits = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                  __builtin_cpu_supports("avx512dq") &&
-                                  __builtin_cpu_supports("avx512bw") &&
-                                  __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt")
-                              ? 512
-                          : __builtin_cpu_supports("avx2") ? 256
-                                                           : 128;
-  return bits;
-}
-
-#endif  // MWM_KEYS_DISPATCH
+#endif  // MWM_X86_DISPATCH
 
 inline void fill_random_keys(selection_key* out, std::int64_t n, std::uint64_t seed,
                              std::uint64_t global_sample_index) {
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
   const int bits = x86_vector_bits();
   if (bits == 512) return fill_random_keys_avx512(out, n, seed, global_sample_index);
   if (bits == 256) return fill_random_keys_avx2(out, n, seed, global_sample_index);

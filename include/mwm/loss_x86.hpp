@@ -17,16 +17,13 @@
 #include "loss_bands.hpp"
 #include "loss_options.hpp"
 #include "loss_patch.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MWM_DEVICE_COMPILE)
-#define MWM_LOSS_X86 1
-#include <immintrin.h>
-#endif
+#include "loss_x86_avx2.hpp"
+#include "vector_unit.hpp"
 
 namespace mwm {
 namespace detail {
 
-#if defined(MWM_LOSS_X86)
+#if defined(MWM_X86_DISPATCH)
 
 // GCC 12 warns inside its own AVX-512 intrinsics when they are inlined into a function that
 // enables AVX-512 by attribute (see keys_x86.hpp).
@@ -38,11 +35,8 @@ namespace detail {
 
 #define MWM_LOSS_AVX512 __attribute__((target("avx512f"), always_inline)) inline
 
-// Whether this CPU runs the functions below. Asked once per process.
-inline bool loss_avx512() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported;
-}
+// Whether the functions below run (x86_vector_bits).
+inline bool loss_avx512() { return x86_vector_bits() == 512; }
 
 // The first `count` of 16 lanes (count < 16 selects fewer, count <= 0 none).
 MWM_LOSS_AVX512 __mmask16 first_lanes(std::int64_t count) {
@@ -302,30 +296,41 @@ __attribute__((target("avx512f"))) inline void gather_unit_rows_avx512(
 #pragma GCC diagnostic pop
 #endif
 
-#endif  // MWM_LOSS_X86
+#endif  // MWM_X86_DISPATCH
 
-// band_losses' gather of a band's target where gather_unit_rows_avx512 runs it (the lane sums
-// into `sums`, 32 per patch); false where the portable gather_band must (nothing written).
+// band_losses' gather of a band's target where gather_unit_rows_avx512 or, for rows of 8-pixel
+// multiples or under MWM_CPU_VECTOR_BITS=256, gather_unit_rows_avx2 runs it (the lane sums into
+// `sums`, 32 per patch); false where the portable gather_band must (nothing written).
 template <typename Acc, typename T>
 bool gather_band_vectorized(const T* data, const patch_strides& s, const patch_geometry& g,
                             std::int64_t band, const Acc* active, Acc* out, Acc* sums,
                             prefetch_range ahead) {
-#if defined(MWM_LOSS_X86)
+#if defined(MWM_X86_DISPATCH)
   if constexpr (std::is_same_v<Acc, float> && std::is_same_v<T, float>) {
-    if (!gathers_rows_avx512(s, g)) return false;
     const float* base = data + band_start(s, g.grid, band);
-    if (g.channels == 1)
-      gather_unit_rows_avx512<1>(base, s, g, active, out, sums, ahead);
-    else
-      gather_unit_rows_avx512<3>(base, s, g, active, out, sums, ahead);
-    return true;
+    if (gathers_rows_avx512(s, g)) {
+      if (g.channels == 1)
+        gather_unit_rows_avx512<1>(base, s, g, active, out, sums, ahead);
+      else
+        gather_unit_rows_avx512<3>(base, s, g, active, out, sums, ahead);
+      return true;
+    }
+    if (gathers_rows_avx2(s, g)) {
+      if (g.channels == 1)
+        gather_unit_rows_avx2<1>(base, s, g, active, out, sums, ahead);
+      else
+        gather_unit_rows_avx2<3>(base, s, g, active, out, sums, ahead);
+      return true;
+    }
+    return false;
   }
 #endif
   (void)data, (void)s, (void)g, (void)band, (void)active, (void)out, (void)sums, (void)ahead;
   return false;
 }
 
-// band_losses' work on one patch of `count` elements where patch_loss_avx512 runs it: its
+// band_losses' work on one patch of `count` elements where patch_loss_avx512 or (a CPU with
+// AVX2 but not AVX-512, or MWM_CPU_VECTOR_BITS=256) patch_loss_avx2 runs it: its
 // target t (gathered), its prediction `pred` (dense, in place) or else `gathered_pred`, the
 // error into *err and, for a non-zero `factor`, the gradient into `out` (streamed when it is
 // 64-byte aligned) or, without a direct destination, into the band's `band_grad` slot. `sums`:
@@ -335,14 +340,16 @@ template <typename Acc, typename P>
 bool patch_loss_vectorized(const loss_options& options, std::int64_t count, const Acc* t,
                            const P* pred, const Acc* gathered_pred, Acc factor, P* out,
                            Acc* band_grad, const Acc* sums, Acc* err) {
-#if defined(MWM_LOSS_X86)
+#if defined(MWM_X86_DISPATCH)
   if constexpr (std::is_same_v<Acc, float> && std::is_same_v<P, float>) {
-    if (!loss_avx512()) return false;
+    const int bits = x86_vector_bits();
+    if (bits < 256) return false;
     float* grad = factor == 0.0f ? nullptr : (out ? out : band_grad);
     const bool stream = out && (reinterpret_cast<std::uintptr_t>(out) & 63) == 0;
     target_normalization<float> norm;
-    *err = patch_loss_avx512(pred ? pred : gathered_pred, t, count, options, &norm, factor, grad,
-                             stream, sums);
+    const float* p = pred ? pred : gathered_pred;
+    *err = bits == 512 ? patch_loss_avx512(p, t, count, options, &norm, factor, grad, stream, sums)
+                       : patch_loss_avx2(p, t, count, options, &norm, factor, grad, stream, sums);
     return true;
   }
 #endif

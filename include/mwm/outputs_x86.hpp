@@ -10,7 +10,7 @@
 namespace mwm {
 namespace detail {
 
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push  // see keys_x86.hpp
@@ -53,13 +53,13 @@ write_restore_mask_noise_avx512(const std::int64_t* order, std::int64_t n, std::
 #pragma GCC diagnostic pop
 #endif
 
-#endif  // MWM_KEYS_DISPATCH
+#endif  // MWM_X86_DISPATCH
 
 // write_restore_mask_noise_avx512 where the CPU has AVX-512; false (nothing written) otherwise.
 inline bool write_restore_mask_noise_vector(const std::int64_t* order, std::int64_t n,
                                             std::int64_t visible, std::int64_t* restore,
                                             std::uint8_t* mask, float* noise) {
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
   if (x86_vector_bits() != 512) return false;
   write_restore_mask_noise_avx512(order, n, visible, restore, mask, noise);
   return true;

@@ -56,7 +56,7 @@ inline void add_rows_to_cells_loop(const float* const* rows, int row_count,
                                       lanes + c * mean_lanes);
 }
 
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -146,14 +146,14 @@ __attribute__((target("avx2"))) inline void add_rows_to_cells_avx2(const float* 
 #pragma GCC diagnostic pop
 #endif
 
-#endif  // MWM_KEYS_DISPATCH
+#endif  // MWM_X86_DISPATCH
 
 // The row step on the widest vector unit this CPU has; `vector_bits` 0 asks the CPU, 128 forces
 // the portable loop (tests compare the variants).
 template <bool ZeroNonFinite>
 inline void add_rows_to_cells(const float* const* rows, int row_count, const cell_columns* cells,
                               std::int64_t count, double* lanes, int vector_bits) {
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
   if (vector_bits == 0) vector_bits = x86_vector_bits();
   if (vector_bits == 512)
     return add_rows_to_cells_avx512<ZeroNonFinite>(rows, row_count, cells, count, lanes);

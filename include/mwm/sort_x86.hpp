@@ -20,7 +20,7 @@ namespace detail {
 // Cells the network sorts at most: their index fits in the 8 low bits of a short key.
 constexpr std::int64_t network_sort_max_cells = 256;
 
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push  // see keys_x86.hpp
@@ -293,11 +293,11 @@ inline bool sort_cells_by_live_registers(const selection_key* keys, std::int64_t
 #pragma GCC diagnostic pop
 #endif
 
-#endif  // MWM_KEYS_DISPATCH
+#endif  // MWM_X86_DISPATCH
 
 // Whether the network runs here: an x86 CPU with AVX-512 (x86_vector_bits) and 0 < n <= 256.
 inline bool network_sorts(std::int64_t n) {
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
   return n > 0 && n <= network_sort_max_cells && x86_vector_bits() == 512;
 #else
   (void)n;
@@ -310,7 +310,7 @@ inline bool network_sorts(std::int64_t n) {
 // not run here (network_sorts) or two keys share the top 24 bits of their random word: the caller
 // then sorts the full keys.
 inline bool network_sort_cells(const selection_key* keys, std::int64_t n, std::int64_t* cells) {
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
   if (!network_sorts(n)) return false;
   return network::sort_cells_by_live_registers(keys, n, nullptr, nullptr, cells);
 #else
@@ -328,7 +328,7 @@ inline bool network_sort_cells(const selection_key* keys, std::int64_t n, std::i
 inline bool network_order_two_groups(const selection_key* keys, std::int64_t n,
                                      const std::int32_t* groups, const std::int64_t* keep,
                                      std::int64_t* order) {
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
   if (!network_sorts(n)) return false;
   return network::sort_cells_by_live_registers(keys, n, groups, keep, order);
 #else

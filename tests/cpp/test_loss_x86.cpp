@@ -1,9 +1,10 @@
-// The AVX-512 patch step of the CPU loss (loss_x86.hpp) against the portable steps it replaces
-// (vector_normalization, vector_error, vector_gradient of loss_patch.hpp): the same bits for
-// every length (full groups of 32 lanes, a tail in either half, patches shorter than a group),
-// both errors, with and without the normalization, gradients streamed, stored plainly or not
-// written, factors that underflow, and values that are signed zeros, infinities or NaN. Skipped
-// on CPUs without AVX-512, where the portable steps run.
+// The AVX-512 and AVX2 patch steps of the CPU loss (loss_x86.hpp, loss_x86_avx2.hpp) against
+// the portable steps they replace (vector_normalization, vector_error, vector_gradient of
+// loss_patch.hpp): the same bits for every length (full groups of 32 lanes, a tail in any
+// register, patches shorter than a group), both errors, with and without the normalization,
+// gradients streamed, stored plainly or not written, factors that underflow, and values that are
+// signed zeros, infinities or NaN; and band_losses on their gathers. Each variant runs where the
+// CPU has it (MWM_CPU_VECTOR_BITS does not cap these direct calls).
 #include <mwm/loss.hpp>
 
 #include <cmath>
@@ -15,7 +16,7 @@
 
 #include "catch.hpp"
 
-#if defined(MWM_LOSS_X86)
+#if defined(MWM_X86_DISPATCH)
 
 namespace {
 
@@ -42,6 +43,21 @@ bool same_bits(float a, float b) {
   return std::memcmp(&a, &b, sizeof(float)) == 0;
 }
 
+// The vector variants this CPU runs: 512 (AVX-512) and 256 (AVX2), the widest first.
+std::vector<int> loss_variants_here() {
+  std::vector<int> bits;
+  if (mwm::detail::supported_x86_vector_bits() == 512) bits.push_back(512);
+  if (mwm::detail::supported_x86_vector_bits() >= 256) bits.push_back(256);
+  return bits;
+}
+
+float patch_loss_variant(int bits, const float* p, const float* t, std::int64_t count,
+                         const loss_options& o, target_normalization<float>* norm, float weight,
+                         float* grad, bool stream) {
+  return bits == 512 ? mwm::detail::patch_loss_avx512(p, t, count, o, norm, weight, grad, stream)
+                     : mwm::detail::patch_loss_avx2(p, t, count, o, norm, weight, grad, stream);
+}
+
 // 64-byte aligned storage for `count` floats starting `shift` floats past the boundary.
 struct aligned_floats {
   aligned_floats(std::int64_t count, std::int64_t shift)
@@ -60,7 +76,7 @@ struct aligned_floats {
 // One patch through both paths; every output compared bit for bit, and nothing written past
 // the patch.
 void require_same_patch(const std::vector<float>& p, const std::vector<float>& t,
-                        const loss_options& o, float weight, std::int64_t shift) {
+                        const loss_options& o, float weight, std::int64_t shift, int bits) {
   const std::int64_t count = static_cast<std::int64_t>(t.size());
   target_normalization<float> expected_norm{0.0f, 1.0f};
   if (o.norm_target) expected_norm = mwm::steps::vector_normalization(t.data(), count);
@@ -73,11 +89,12 @@ void require_same_patch(const std::vector<float>& p, const std::vector<float>& t
     aligned_floats grad(count, shift);
     const bool stream = mode == 2 && shift == 0;
     target_normalization<float> norm{};
-    const float err = mwm::detail::patch_loss_avx512(p.data(), t.data(), count, o, &norm, weight,
-                                                     mode == 0 ? nullptr : grad.data, stream);
+    const float err = patch_loss_variant(bits, p.data(), t.data(), count, o, &norm, weight,
+                                         mode == 0 ? nullptr : grad.data, stream);
     mwm::detail::stream_fence();
-    INFO("count " << count << ", error " << int(o.error) << ", norm " << o.norm_target
-                  << ", weight " << weight << ", mode " << mode << ", shift " << shift);
+    INFO("bits " << bits << ", count " << count << ", error " << int(o.error) << ", norm "
+                 << o.norm_target << ", weight " << weight << ", mode " << mode << ", shift "
+                 << shift);
     REQUIRE(same_bits(err, expected));
     if (o.norm_target) {
       REQUIRE(same_bits(norm.mean, expected_norm.mean));
@@ -105,55 +122,53 @@ std::vector<loss_options> error_and_norm_options() {
 
 }  // namespace
 
-TEST_CASE("the AVX-512 patch step has the portable steps' bits for every length", "[loss][x86]") {
-  if (!mwm::detail::loss_avx512()) {
-    WARN("this CPU has no AVX-512: the portable steps run, nothing to compare");
-    return;
-  }
-  std::uint64_t seed = 1;
-  for (std::int64_t count :
-       {2, 3, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 100, 768, 4096, 4096 + 23}) {
-    for (const auto& o : error_and_norm_options()) {
-      for (float offset : {0.0f, 1000.0f}) {
-        const auto p = values(count, ++seed, 0.0f);
-        const auto t = values(count, ++seed, offset);
-        for (float weight : {1.0f / 3.0f, 2.5e-7f, 1e-44f})
-          for (std::int64_t shift : {0, 1, 5}) require_same_patch(p, t, o, weight, shift);
+TEST_CASE("the vector patch steps have the portable steps' bits for every length", "[loss][x86]") {
+  const auto variants = loss_variants_here();
+  if (variants.empty()) WARN("this CPU has neither AVX-512 nor AVX2: nothing to compare");
+  for (int bits : variants) {
+    std::uint64_t seed = 1;
+    for (std::int64_t count : {2,  3,  7,  8,  9,  15, 16, 17, 23,  24,  25,   31,       32,
+                               33, 39, 41, 47, 48, 63, 64, 65, 100, 768, 4096, 4096 + 23}) {
+      for (const auto& o : error_and_norm_options()) {
+        for (float offset : {0.0f, 1000.0f}) {
+          const auto p = values(count, ++seed, 0.0f);
+          const auto t = values(count, ++seed, offset);
+          for (float weight : {1.0f / 3.0f, 2.5e-7f, 1e-44f})
+            for (std::int64_t shift : {0, 1, 5}) require_same_patch(p, t, o, weight, shift, bits);
+        }
       }
     }
   }
 }
 
-TEST_CASE("the AVX-512 patch step keeps signed zeros, infinities and NaN as the portable steps",
+TEST_CASE("the vector patch steps keep signed zeros, infinities and NaN as the portable steps",
           "[loss][x86]") {
-  if (!mwm::detail::loss_avx512()) {
-    WARN("this CPU has no AVX-512: the portable steps run, nothing to compare");
-    return;
-  }
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (std::int64_t count : {5, 40, 768}) {
-    for (const auto& o : error_and_norm_options()) {
-      // Residuals of exactly 0 (p == t, no normalization): l1's gradient is 0 there.
-      auto t = values(count, 3, 0.0f);
-      auto p = t;
-      p[1] = -0.0f;
-      t[1] = 0.0f;
-      require_same_patch(p, t, o, 1.0f, 0);
-      // Non-finite predictions and targets.
-      p[2] = inf;
-      p[3] = nan;
-      t[4] = -inf;
-      require_same_patch(p, t, o, 0.5f, 0);
+  for (int bits : loss_variants_here()) {
+    for (std::int64_t count : {5, 12, 40, 768}) {
+      for (const auto& o : error_and_norm_options()) {
+        // Residuals of exactly 0 (p == t, no normalization): l1's gradient is 0 there.
+        auto t = values(count, 3, 0.0f);
+        auto p = t;
+        p[1] = -0.0f;
+        t[1] = 0.0f;
+        require_same_patch(p, t, o, 1.0f, 0, bits);
+        // Non-finite predictions and targets.
+        p[2] = inf;
+        p[3] = nan;
+        t[4] = -inf;
+        require_same_patch(p, t, o, 0.5f, 0, bits);
+      }
     }
   }
 }
 
 namespace {
 
-// band_losses with the gradient for grad_output = 1 over float data whose rows the AVX-512
-// gather takes (unit stride, C = 1 or 3, patch_width a multiple of 16), against the portable
-// steps run patch by patch on a target patchified by a plain loop.
+// band_losses with the gradient for grad_output = 1 over float data whose rows the vector
+// gathers take (unit stride, C = 1 or 3, patch_width a multiple of 8 or 16), against the
+// portable steps run patch by patch on a target patchified by a plain loop.
 void require_band_losses_match_portable(const mwm::patch_geometry& g, std::int64_t batch,
                                         const loss_options& o, std::uint64_t seed) {
   const std::int64_t n = g.grid.num_patches(), p = g.patch_vector_size();
@@ -225,23 +240,25 @@ void require_band_losses_match_portable(const mwm::patch_geometry& g, std::int64
 
 }  // namespace
 
-TEST_CASE("band_losses on the AVX-512 gather has the portable steps' bits", "[loss][x86]") {
-  if (!mwm::detail::loss_avx512()) {
-    WARN("this CPU has no AVX-512: the portable steps run, nothing to compare");
-    return;
-  }
+TEST_CASE("band_losses on the vector gathers has the portable steps' bits", "[loss][x86]") {
+  // Under MWM_CPU_VECTOR_BITS=256 the AVX2 gather and patch step run, under 128 the portable
+  // ones (ctest runs the suite under both): the same bits each time.
   const mwm::patch_geometry geometries[] = {
       mwm::make_geometry_2d(3, 32, 48, 16, 16),          // MAE 2D, P = 768
       mwm::make_geometry_2d(3, 4, 64, 2, 32),            // two vectors per channel row
       mwm::make_geometry_2d(1, 6, 48, 1, 16),            // P = 16: half a lane group
+      mwm::make_geometry_2d(3, 16, 40, 8, 8),            // patch 8: the AVX2 gather only
+      mwm::make_geometry_2d(1, 6, 24, 3, 8),             // P = 24: three quarters
       mwm::make_geometry_3d(1, 32, 32, 32, 16, 16, 16),  // 3D, P = 4096
       mwm::make_geometry_3d(1, 4, 6, 32, 2, 3, 16)};     // P = 96: three vectors
   std::uint64_t seed = 100;
   for (const auto& g : geometries) {
-    REQUIRE(mwm::detail::gathers_rows_avx512(
+    const auto strides =
         mwm::image_patch_strides(g, 0, g.image_depth() * g.image_height() * g.image_width(),
-                                 g.image_height() * g.image_width(), g.image_width(), 1),
-        g));
+                                 g.image_height() * g.image_width(), g.image_width(), 1);
+    REQUIRE((mwm::detail::gathers_rows_avx512(strides, g) ||
+             mwm::detail::gathers_rows_avx2(strides, g)) ==
+            (mwm::detail::x86_vector_bits() >= 256));
     for (const auto& o : error_and_norm_options()) {
       require_band_losses_match_portable(g, 2, o, ++seed);
       loss_options sum = o;
@@ -251,4 +268,4 @@ TEST_CASE("band_losses on the AVX-512 gather has the portable steps' bits", "[lo
   }
 }
 
-#endif  // MWM_LOSS_X86
+#endif  // MWM_X86_DISPATCH

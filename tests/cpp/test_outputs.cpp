@@ -212,7 +212,7 @@ TEST_CASE("the wide-vector key loops give the portable loop's keys", "[outputs][
       std::vector<mwm::selection_key> keys(static_cast<std::size_t>(n));
       mwm::detail::fill_random_keys(keys.data(), n, 77, index);  // whichever this CPU runs
       REQUIRE(keys == expected);
-#if defined(MWM_KEYS_DISPATCH)
+#if defined(MWM_X86_DISPATCH)
       if (__builtin_cpu_supports("avx2")) {
         std::fill(keys.begin(), keys.end(), 0);
         mwm::detail::fill_random_keys_avx2(keys.data(), n, 77, index);

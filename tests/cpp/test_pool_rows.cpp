@@ -15,9 +15,9 @@ namespace {
 
 std::vector<int> variants_here() {
   std::vector<int> bits{128};
-#if defined(MWM_KEYS_DISPATCH)
-  if (mwm::detail::x86_vector_bits() >= 256) bits.push_back(256);
-  if (mwm::detail::x86_vector_bits() == 512) bits.push_back(512);
+#if defined(MWM_X86_DISPATCH)
+  if (mwm::detail::supported_x86_vector_bits() >= 256) bits.push_back(256);
+  if (mwm::detail::supported_x86_vector_bits() == 512) bits.push_back(512);
 #endif
   return bits;
 }
