@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include <mwm/config.hpp>
+#include <mwm/vector_unit.hpp>
 
 #include "common/coral_test_entries.h"
 #include "ops/generate_masks.h"
@@ -18,6 +19,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
     return true;
 #else
     return false;
+#endif
+  });
+  // The x86 vector unit the CPU kernels run on (512, 256, 128; MWM_CPU_VECTOR_BITS caps it), 0
+  // where they have no x86 variants. Raises for a bad MWM_CPU_VECTOR_BITS.
+  module.def("cpu_vector_bits", [] {
+#if defined(MWM_X86_DISPATCH)
+    return mwm::detail::x86_vector_bits();
+#else
+    return 0;
 #endif
   });
   // The names each string option of generate_masks accepts (policy, rounding, ...), from the

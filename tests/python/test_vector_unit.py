@@ -53,6 +53,9 @@ for shape, p in cases:
                 loss = mwm.masked_recon_loss(x, tgt, mask, p, norm_target=norm, error=error)
                 loss.backward()
                 add(loss), add(x.grad)
+from mwm import _extension
+
+print(_extension.extension.cpu_vector_bits())
 print(digest.hexdigest())
 """
 
@@ -69,12 +72,16 @@ def _run(bits):
 @pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",
                     reason="MWM_CPU_VECTOR_BITS caps the x86 kernels only")
 def test_every_vector_unit_gives_the_same_bits():
-    digests = {}
+    digests, units = {}, {}
     for bits in (None, "256", "128"):
         done = _run(bits)
         assert done.returncode == 0, done.stderr[-2000:]
-        digests[bits] = done.stdout.strip().splitlines()[-1]
+        units[bits], digests[bits] = map(str.strip, done.stdout.strip().splitlines()[-2:])
     assert len(set(digests.values())) == 1, digests
+    # The cap is what the kernels run on: the CPU's unit, at most the cap.
+    assert int(units[None]) in (128, 256, 512)
+    assert int(units["256"]) == min(256, int(units[None]))
+    assert units["128"] == "128"
 
 
 @pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",

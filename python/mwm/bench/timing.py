@@ -34,6 +34,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 MIB = float(1 << 20)
+VECTOR_UNITS = {512: "AVX-512", 256: "AVX2", 128: "portable (SSE2)"}
 THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS",
                       "OMP_PROC_BIND")
 
@@ -192,6 +193,11 @@ def machine_info(device: Optional[torch.device] = None) -> dict:
     # workers of one region can hold the cores the next region waits for.
     info["environment"] = {name: os.environ[name] for name in THREAD_ENVIRONMENT
                            if name in os.environ}
+    # The x86 kernels' vector unit (AVX-512, AVX2 or portable; MWM_CPU_VECTOR_BITS caps it):
+    # the loss and the pooling run at different shares of the bandwidth on each.
+    from mwm import _extension
+
+    info["cpu_vector_bits"] = _extension.extension.cpu_vector_bits()
     averages = load_averages()
     if averages:
         info["load_average_1min"] = averages[0]
@@ -214,6 +220,8 @@ def describe_machine(info: dict) -> str:
     load = info.get("load_average_1min")
     text = (f"{info['cpu']} ({info['logical_cpus']} logical CPUs), {info['platform']}, "
             f"torch {info['torch']}, torch threads {info['torch_threads']}")
+    if info.get("cpu_vector_bits"):
+        text += f", mwm CPU kernels {VECTOR_UNITS.get(info['cpu_vector_bits'], '?')}"
     if "gpu" in info:
         text += f", GPU {info['gpu']}"
     for name, value in info.get("environment", {}).items():
