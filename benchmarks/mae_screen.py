@@ -47,6 +47,12 @@ Fifth round:
     python benchmarks/mae_screen.py '{"seeds": [0], "zero": false,
         "pretrain_samples": 4096, "epochs": 1}'
 
+Sixth round:
+
+    python benchmarks/mae_screen.py '{"zero": false, "target_sigma": 1}'     # also 2
+    python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 1}'   # also 0.25, 3
+    python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 1, "mae_depth": 1}'
+
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
 "norm_pix" (default true), "pixel_stats" (default true: the harness's input standardization;
@@ -62,7 +68,10 @@ inner width replaces the patch embedding), "stem_norm" (default true: the stem's
 layer-normalized), "decoder_dim" (default: the encoder's width), "shift" (pixels of random
 translation of the pretraining images and heatmaps, `ratios.translate`; default 0), "no_pos"
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
-(true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one) and
+(true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
+"target_sigma" (> 0: the loss's target is the image blurred by a Gaussian of that sigma in
+pixels, PixMIM's low-pass target), "visible_weight" (> 0: the visible patches join the loss
+with that weight, the masked ones keeping 1) and
 "lesion" (true: rows "lesion" and "lesion_embed", a linear classifier of the lesion's type, 3
 classes, on the one token holding most of each lesion, of the last layer and of the tokens
 entering the first block). "probe" is the harness's
@@ -77,6 +86,7 @@ import sys
 
 import torch
 
+import mwm
 from mwm.bench import distributed as bdist
 from mwm.bench import models as M
 from mwm.bench import probes as P
@@ -205,6 +215,38 @@ def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_n
     return model
 
 
+def use_lowpass_target(sigma):
+    """Reconstruct a Gaussian-blurred image instead of the image itself (PixMIM's low-pass
+    target): the loss of every model built afterwards stops rewarding pixel noise."""
+    plain = M.reconstruction_loss
+
+    def lowpass_loss(pred, images, mask, norm_pix=True, patch_size=8):
+        return plain(pred, gaussian_blur(images, sigma), mask, norm_pix, patch_size=patch_size)
+
+    M.reconstruction_loss = lowpass_loss
+
+
+def use_visible_patches_in_loss(weight):
+    """Add the visible patches to the loss with `weight` (masked ones keep weight 1): the encoder
+    is also asked to keep each visible token's own content, which the probe reads."""
+    def with_visible(pred, images, mask, norm_pix=True, patch_size=8):
+        w = torch.where(mask, torch.ones((), dtype=pred.dtype),
+                        torch.full((), float(weight), dtype=pred.dtype))
+        return mwm.masked_recon_loss(pred, images, torch.ones_like(mask), patch_size,
+                                     weight=w, norm_target=norm_pix)
+
+    M.reconstruction_loss = with_visible
+
+
+def gaussian_blur(images, sigma):
+    radius = max(1, round(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype) / sigma) ** 2)
+    taps = taps / taps.sum()
+    x = torch.nn.functional.pad(images, (radius,) * 4, mode="reflect")
+    x = torch.nn.functional.conv2d(x, taps.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(x, taps.view(1, 1, -1, 1))
+
+
 def main(argv):
     torch.set_num_threads(1)
     over = json.loads(argv[0]) if argv else {}
@@ -226,6 +268,12 @@ def main(argv):
     no_pos = over.pop("no_pos", False)  # true: the encoder gets no position embedding
     learned_pos = over.pop("learned_pos", False)  # true: a learned position embedding
     lesion = over.pop("lesion", False)  # true: probe the lesion's token alone (rows "lesion*")
+    target_sigma = over.pop("target_sigma", 0)  # > 0: low-pass reconstruction target
+    if target_sigma:
+        use_lowpass_target(target_sigma)
+    visible_weight = over.pop("visible_weight", 0)  # > 0: visible patches in the loss too
+    if visible_weight:
+        use_visible_patches_in_loss(visible_weight)
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
     lr = lr or s.lr["mae"]
     data = R.prepare_builtin("brain", s)

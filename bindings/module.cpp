@@ -10,6 +10,10 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "mwm torch extension: ops are registered as torch.ops.mwm.*";
+#if defined(MWM_X86_DISPATCH)
+  // A bad MWM_CPU_VECTOR_BITS fails the import, naming the variable, not the first op.
+  mwm::detail::x86_vector_bits();
+#endif
   module.def("version", [] {
     return std::to_string(MWM_VERSION_MAJOR) + "." + std::to_string(MWM_VERSION_MINOR) + "." +
            std::to_string(MWM_VERSION_PATCH);
