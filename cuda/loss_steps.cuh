@@ -161,7 +161,8 @@ MWM_HOST_DEVICE MWM_INLINE lane_quad<Acc> quad_sum(const patch_geometry& g, int 
   lane_quad<Acc> sums;
   for (int j = 0; j < loss_lanes_per_thread; ++j) sums.v[j] = Acc(0);
   quad_walk(g, q, [&](const patch_cursor& at, int valid) {
-    Acc x[loss_lanes_per_thread];
+    // Zeroed although only the first `valid` are read: compilers cannot see that, and warn.
+    Acc x[loss_lanes_per_thread] = {};
     read(at, valid, x);
     MWM_LOSS_UNROLL_ALL
     for (int j = 0; j < loss_lanes_per_thread; ++j)
@@ -206,7 +207,7 @@ MWM_HOST_DEVICE lane_quad<Acc> quad_error_sum(const P* pred, const patch_strides
       g, q,
       [&](const patch_cursor& at, int valid, Acc* x) {
         // x holds the residuals: pred and target of the step, then p - t_hat.
-        Acc t[loss_lanes_per_thread];
+        Acc t[loss_lanes_per_thread] = {};
         load_quad(pred, ps, at, loads.pred, valid, x);
         load_quad(target, ts, at, loads.target, valid, t);
         MWM_LOSS_UNROLL_ALL
@@ -227,8 +228,8 @@ MWM_HOST_DEVICE void quad_gradient(const P* pred, const patch_strides& ps, const
                                    target_normalization<Acc> norm, Acc scale, P* grad,
                                    const patch_strides& gs) {
   quad_walk(g, q, [&](const patch_cursor& at, int valid) {
-    Acc p[loss_lanes_per_thread];
-    Acc t[loss_lanes_per_thread];
+    Acc p[loss_lanes_per_thread] = {};
+    Acc t[loss_lanes_per_thread] = {};
     load_quad(pred, ps, at, loads.pred, valid, p);
     load_quad(target, ts, at, loads.target, valid, t);
     MWM_LOSS_UNROLL_ALL
