@@ -53,6 +53,7 @@ Sixth round:
     python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 1}'   # also 0.25, 3, 10
     python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 1, "mae_depth": 1}'
     python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 3, "epochs": 8}'
+    python benchmarks/mae_screen.py '{"zero": false, "batch_size": 16, "lr": 5e-4}'  # also depth 1
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
