@@ -1,14 +1,10 @@
-// The CPU loss's band work on AVX-512 (float): the gather of unit-stride target rows into
-// patch-vector order, and the normalization, error and gradient of a contiguous patch vector,
-// with the bits of the portable gather_band, vector_normalization, vector_error and
-// vector_gradient (loss_bands.hpp, loss_patch.hpp), which tests/cpp/test_loss_x86.cpp checks.
-// The 32 lanes of the reduction order are two vector registers (lanes 0-15, 16-31): element e
-// is added into lane e % 32 in increasing e, and the lane tree is the same halving steps, so no
-// addition moves. The passes are fused where the order allows: the gather adds each patch's
-// target into its lane sums as it stores it (the mean's pass), and one pass over prediction and
-// target feeds each element's residual to both the error's lane and its gradient, streamed
-// straight to memory (the portable code's error, gradient and copy to the streaming stores).
-// Only the squared deviations, which need the mean, take a pass of their own.
+// The CPU loss's band work on x86 vector units (float), and where band_losses dispatches to it:
+// the gather of unit-stride target rows into patch-vector order on AVX-512 (here; on AVX2 in
+// loss_x86_avx2.hpp), which adds each patch's target into its lane sums as it stores it (the
+// mean's pass), and the fused passes over a patch vector (loss_x86_passes.hpp, compiled for
+// each unit), all with the bits of the portable gather_band, vector_normalization,
+// vector_error and vector_gradient (loss_bands.hpp, loss_patch.hpp), which
+// tests/cpp/test_loss_x86.cpp checks.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +14,7 @@
 #include "loss_options.hpp"
 #include "loss_patch.hpp"
 #include "loss_x86_avx2.hpp"
+#include "loss_x86_lanes.hpp"
 #include "vector_unit.hpp"
 
 namespace mwm {
@@ -38,170 +35,21 @@ namespace detail {
 // Whether the functions below run (x86_vector_bits).
 inline bool loss_avx512() { return x86_vector_bits() == 512; }
 
-// The first `count` of 16 lanes (count < 16 selects fewer, count <= 0 none).
-MWM_LOSS_AVX512 __mmask16 first_lanes(std::int64_t count) {
-  if (count <= 0) return __mmask16(0);
-  return count >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << count) - 1u);
-}
+namespace avx512 {
+#define MWM_LANES lanes_avx512
+#define MWM_LANES_TARGET "avx512f"
+#include "loss_x86_passes.hpp"
+#undef MWM_LANES
+#undef MWM_LANES_TARGET
+}  // namespace avx512
 
-// halving_total of the 32 lanes (lo: lanes 0-15, hi: 16-31): each step adds a[t + s] to a[t]
-// for t < s, as steps::lane_total does.
-MWM_LOSS_AVX512 float lanes_total_avx512(__m512 lo, __m512 hi) {
-  const __m512 s16 = _mm512_add_ps(lo, hi);
-  const __m256 low8 = _mm512_castps512_ps256(s16);
-  const __m256 high8 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s16), 1));
-  const __m256 s8 = _mm256_add_ps(low8, high8);
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  const __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-  return _mm_cvtss_f32(s1);
-}
-
-// The mean and the normalization of vector_normalization: two passes over t (in cache), or one
-// where the lane sums of the first are given (`sums`, 32 lanes: gather_unit_rows_avx512's).
-MWM_LOSS_AVX512 target_normalization<float> normalization_avx512(const float* t, std::int64_t count,
-                                                                 const float* sums) {
-  const std::int64_t full = count - count % loss_lanes;
-  const std::int64_t rest = count - full;
-  const __mmask16 k_lo = first_lanes(rest), k_hi = first_lanes(rest - 16);
-  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-  if (sums) {
-    lo = _mm512_loadu_ps(sums);
-    hi = _mm512_loadu_ps(sums + 16);
-  } else {
-    for (std::int64_t i = 0; i < full; i += loss_lanes) {
-      lo = _mm512_add_ps(lo, _mm512_loadu_ps(t + i));
-      hi = _mm512_add_ps(hi, _mm512_loadu_ps(t + i + 16));
-    }
-    if (rest > 0) lo = _mm512_mask_add_ps(lo, k_lo, lo, _mm512_maskz_loadu_ps(k_lo, t + full));
-    if (rest > 16)
-      hi = _mm512_mask_add_ps(hi, k_hi, hi, _mm512_maskz_loadu_ps(k_hi, t + full + 16));
-  }
-  const float mean = lanes_total_avx512(lo, hi) / static_cast<float>(count);
-  const __m512 m = _mm512_set1_ps(mean);
-  lo = _mm512_setzero_ps();
-  hi = _mm512_setzero_ps();
-  for (std::int64_t i = 0; i < full; i += loss_lanes) {
-    const __m512 d_lo = _mm512_sub_ps(_mm512_loadu_ps(t + i), m);
-    const __m512 d_hi = _mm512_sub_ps(_mm512_loadu_ps(t + i + 16), m);
-    lo = _mm512_add_ps(lo, _mm512_mul_ps(d_lo, d_lo));
-    hi = _mm512_add_ps(hi, _mm512_mul_ps(d_hi, d_hi));
-  }
-  if (rest > 0) {
-    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k_lo, t + full), m);
-    lo = _mm512_mask_add_ps(lo, k_lo, lo, _mm512_mul_ps(d, d));
-  }
-  if (rest > 16) {
-    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k_hi, t + full + 16), m);
-    hi = _mm512_mask_add_ps(hi, k_hi, hi, _mm512_mul_ps(d, d));
-  }
-  return finish_normalization(mean, lanes_total_avx512(lo, hi), static_cast<float>(count));
-}
-
-// The error and the gradient of 16 elements (k: the ones that exist): residual, element_error
-// and element_gradient of loss_patch.hpp, operation for operation.
-struct residual_step_avx512 {
-  __m512 error;
-  __m512 gradient;
-};
-
-// -x: the sign bit flipped, as the scalar negation does (0 - x would turn -0 into +0).
-MWM_LOSS_AVX512 __m512 negated_avx512(__m512 x) {
-  return _mm512_castsi512_ps(
-      _mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(static_cast<int>(0x80000000u))));
-}
-
-template <recon_error E>
-MWM_LOSS_AVX512 residual_step_avx512 residual_avx512(__m512 p, __m512 t, __m512 mean,
-                                                     __m512 inv_std, __m512 scale) {
-  const __m512 r = _mm512_sub_ps(p, _mm512_mul_ps(_mm512_sub_ps(t, mean), inv_std));
-  const __m512 zero = _mm512_setzero_ps();
-  if constexpr (E == recon_error::mse) {
-    return {_mm512_mul_ps(r, r), _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), r), scale)};
-  } else {
-    // r < 0 ? -r : r, and r > 0 ? scale : (r < 0 ? -scale : 0): a NaN r keeps r and gives 0.
-    const __mmask16 below = _mm512_cmp_ps_mask(r, zero, _CMP_LT_OQ);
-    const __mmask16 above = _mm512_cmp_ps_mask(r, zero, _CMP_GT_OQ);
-    const __m512 sign = _mm512_mask_mov_ps(zero, below, negated_avx512(scale));
-    return {_mm512_mask_mov_ps(r, below, negated_avx512(r)),
-            _mm512_mask_mov_ps(sign, above, scale)};
-  }
-}
-
-// Stores 16 gradient values: streamed when `Stream` (out 64-byte aligned), else plain.
-template <bool Stream>
-MWM_LOSS_AVX512 void store_gradient_avx512(float* out, __m512 g) {
-  if constexpr (Stream)
-    _mm512_stream_ps(out, g);
-  else
-    _mm512_storeu_ps(out, g);
-}
-
-// sum over the patch of element_error, in the lane order, and (Grad) the gradient of each
-// element for `scale` into grad.
-template <recon_error E, bool Grad, bool Stream>
-MWM_LOSS_AVX512 float error_and_gradient_avx512(const float* p, const float* t, std::int64_t count,
-                                                target_normalization<float> norm, float scale,
-                                                float* grad) {
-  const std::int64_t full = count - count % loss_lanes;
-  const std::int64_t rest = count - full;
-  const __m512 mean = _mm512_set1_ps(norm.mean), inv_std = _mm512_set1_ps(norm.inv_std);
-  const __m512 s = _mm512_set1_ps(scale);
-  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-  for (std::int64_t i = 0; i < full; i += loss_lanes) {
-    const auto a =
-        residual_avx512<E>(_mm512_loadu_ps(p + i), _mm512_loadu_ps(t + i), mean, inv_std, s);
-    const auto b = residual_avx512<E>(_mm512_loadu_ps(p + i + 16), _mm512_loadu_ps(t + i + 16),
-                                      mean, inv_std, s);
-    lo = _mm512_add_ps(lo, a.error);
-    hi = _mm512_add_ps(hi, b.error);
-    if constexpr (Grad) {
-      store_gradient_avx512<Stream>(grad + i, a.gradient);
-      store_gradient_avx512<Stream>(grad + i + 16, b.gradient);
-    }
-  }
-  for (std::int64_t half = 0; half < 2; ++half) {
-    const std::int64_t at = full + 16 * half;
-    if (rest <= 16 * half) break;
-    const __mmask16 k = first_lanes(rest - 16 * half);
-    const auto a = residual_avx512<E>(_mm512_maskz_loadu_ps(k, p + at),
-                                      _mm512_maskz_loadu_ps(k, t + at), mean, inv_std, s);
-    if (half == 0)
-      lo = _mm512_mask_add_ps(lo, k, lo, a.error);
-    else
-      hi = _mm512_mask_add_ps(hi, k, hi, a.error);
-    if constexpr (Grad) _mm512_mask_storeu_ps(grad + at, k, a.gradient);
-  }
-  return lanes_total_avx512(lo, hi);
-}
-
-template <recon_error E>
-__attribute__((target("avx512f"))) inline float patch_error_avx512_of(
-    const float* p, const float* t, std::int64_t count, target_normalization<float> norm,
-    float scale, float* grad, bool stream) {
-  if (!grad) return error_and_gradient_avx512<E, false, false>(p, t, count, norm, scale, grad);
-  if (stream) return error_and_gradient_avx512<E, true, true>(p, t, count, norm, scale, grad);
-  return error_and_gradient_avx512<E, true, false>(p, t, count, norm, scale, grad);
-}
-
-// The normalization (when norm_target) into *norm, and the error of the patch averaged over
-// its `count` elements, as steps::vector_normalization and steps::vector_error give them; with
-// `grad`, also steps::vector_gradient(weight, ...) into it. `stream`: grad is 64-byte aligned
-// and its full vectors go out as streaming stores (the caller fences, stream_fence()). `sums`:
-// the target's 32 lane sums when the gather added them, else null.
-__attribute__((target("avx512f"))) inline float patch_loss_avx512(
-    const float* p, const float* t, std::int64_t count, const loss_options& options,
-    target_normalization<float>* norm, float weight, float* grad, bool stream,
-    const float* sums = nullptr) {
-  *norm = options.norm_target ? normalization_avx512(t, count, sums)
-                              : target_normalization<float>{0.0f, 1.0f};
-  const float scale = weight / static_cast<float>(count);
-  const float sum =
-      options.error == recon_error::mse
-          ? patch_error_avx512_of<recon_error::mse>(p, t, count, *norm, scale, grad, stream)
-          : patch_error_avx512_of<recon_error::l1>(p, t, count, *norm, scale, grad, stream);
-  return sum / static_cast<float>(count);
-}
+namespace avx2 {
+#define MWM_LANES lanes_avx2
+#define MWM_LANES_TARGET "avx2"
+#include "loss_x86_passes.hpp"
+#undef MWM_LANES
+#undef MWM_LANES_TARGET
+}  // namespace avx2
 
 // Whether gather_unit_rows_avx512 gathers rows of this layout: unit-stride float rows of 1 or
 // 3 channels, whole vectors of 16 pixels each.
@@ -329,8 +177,8 @@ bool gather_band_vectorized(const T* data, const patch_strides& s, const patch_g
   return false;
 }
 
-// band_losses' work on one patch of `count` elements where patch_loss_avx512 or (a CPU with
-// AVX2 but not AVX-512, or MWM_CPU_VECTOR_BITS=256) patch_loss_avx2 runs it: its
+// band_losses' work on one patch of `count` elements where avx512::patch_loss or (a CPU with
+// AVX2 but not AVX-512, or MWM_CPU_VECTOR_BITS=256) avx2::patch_loss runs it: its
 // target t (gathered), its prediction `pred` (dense, in place) or else `gathered_pred`, the
 // error into *err and, for a non-zero `factor`, the gradient into `out` (streamed when it is
 // 64-byte aligned) or, without a direct destination, into the band's `band_grad` slot. `sums`:
@@ -348,8 +196,8 @@ bool patch_loss_vectorized(const loss_options& options, std::int64_t count, cons
     const bool stream = out && (reinterpret_cast<std::uintptr_t>(out) & 63) == 0;
     target_normalization<float> norm;
     const float* p = pred ? pred : gathered_pred;
-    *err = bits == 512 ? patch_loss_avx512(p, t, count, options, &norm, factor, grad, stream, sums)
-                       : patch_loss_avx2(p, t, count, options, &norm, factor, grad, stream, sums);
+    *err = bits == 512 ? avx512::patch_loss(p, t, count, options, &norm, factor, grad, stream, sums)
+                       : avx2::patch_loss(p, t, count, options, &norm, factor, grad, stream, sums);
     return true;
   }
 #endif

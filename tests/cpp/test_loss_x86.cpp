@@ -1,4 +1,4 @@
-// The AVX-512 and AVX2 patch steps of the CPU loss (loss_x86.hpp, loss_x86_avx2.hpp) against
+// The AVX-512 and AVX2 patch steps of the CPU loss (loss_x86_passes.hpp, loss_x86.hpp) against
 // the portable steps they replace (vector_normalization, vector_error, vector_gradient of
 // loss_patch.hpp): the same bits for every length (full groups of 32 lanes, a tail in any
 // register, patches shorter than a group), both errors, with and without the normalization,
@@ -54,8 +54,8 @@ std::vector<int> loss_variants_here() {
 float patch_loss_variant(int bits, const float* p, const float* t, std::int64_t count,
                          const loss_options& o, target_normalization<float>* norm, float weight,
                          float* grad, bool stream) {
-  return bits == 512 ? mwm::detail::patch_loss_avx512(p, t, count, o, norm, weight, grad, stream)
-                     : mwm::detail::patch_loss_avx2(p, t, count, o, norm, weight, grad, stream);
+  return bits == 512 ? mwm::detail::avx512::patch_loss(p, t, count, o, norm, weight, grad, stream)
+                     : mwm::detail::avx2::patch_loss(p, t, count, o, norm, weight, grad, stream);
 }
 
 // 64-byte aligned storage for `count` floats starting `shift` floats past the boundary.

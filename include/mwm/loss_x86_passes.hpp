@@ -1,0 +1,163 @@
+// The fused passes of the CPU loss over one contiguous patch vector, written once for both x86
+// vector units: the normalization, error and gradient with the bits of the portable
+// vector_normalization, vector_error and vector_gradient (loss_patch.hpp), which
+// tests/cpp/test_loss_x86.cpp checks for each unit. The 32 lanes of the reduction order are
+// the registers of a lane pack (loss_x86_lanes.hpp): element e is added into lane e % 32 in
+// increasing e, and the lane tree is the same halving steps, so no addition moves. One pass over
+// prediction and target feeds each element's residual to both the error's lane and its
+// gradient, streamed straight to memory; only the squared deviations, which need the mean, take
+// a pass of their own. No FMA: every product is rounded before it is added, as in the portable
+// code.
+//
+// Included twice by loss_x86.hpp, with MWM_LANES naming the lane pack and MWM_LANES_TARGET its
+// unit ("avx512f", "avx2"), inside a namespace of its own each time: which unit a function is
+// compiled for is an attribute, not a template parameter, so a template over the pack alone
+// could not be compiled for both. No include guard, for that reason.
+#if !defined(MWM_LANES) || !defined(MWM_LANES_TARGET)
+#error "loss_x86_passes.hpp is included by loss_x86.hpp, with MWM_LANES and MWM_LANES_TARGET"
+#endif
+
+#define MWM_LANES_INLINE __attribute__((target(MWM_LANES_TARGET), always_inline)) inline
+#define MWM_LANES_ENTRY __attribute__((target(MWM_LANES_TARGET))) inline
+// Before every loop over a pack's registers: unrolled before GCC places the lane sums, so that
+// they stay in registers (a loop it unrolls late leaves them in memory, a store every step).
+#define MWM_EACH_REGISTER _Pragma("GCC unroll 4")
+
+using lanes = MWM_LANES;
+using reg = lanes::reg;
+constexpr int registers = lanes::registers;
+constexpr int width = lanes::width;
+
+// vector_normalization: two passes over t (in cache), or one where the lane sums of the first
+// are given (`sums`, 32 lanes: the gather's).
+MWM_LANES_INLINE target_normalization<float> normalization(const float* t, std::int64_t count,
+                                                           const float* sums) {
+  const std::int64_t full = count - count % loss_lanes;
+  const std::int64_t rest = count - full;
+  reg l[registers];
+  MWM_EACH_REGISTER
+  for (int q = 0; q < registers; ++q) l[q] = sums ? lanes::load(sums + width * q) : lanes::zero();
+  if (!sums) {
+    for (std::int64_t i = 0; i < full; i += loss_lanes) {
+      MWM_EACH_REGISTER
+      for (int q = 0; q < registers; ++q) l[q] = lanes::add(l[q], lanes::load(t + i + width * q));
+    }
+    MWM_EACH_REGISTER
+    for (int q = 0; q < registers; ++q) {
+      if (width * q >= rest) continue;
+      const lanes::mask k = lanes::first(rest - width * q);
+      l[q] = lanes::masked_add(l[q], k, lanes::masked_load(k, t + full + width * q));
+    }
+  }
+  const float mean = lanes::total(l) / static_cast<float>(count);
+  const reg m = lanes::set1(mean);
+  MWM_EACH_REGISTER
+  for (int q = 0; q < registers; ++q) l[q] = lanes::zero();
+  for (std::int64_t i = 0; i < full; i += loss_lanes) {
+    MWM_EACH_REGISTER
+    for (int q = 0; q < registers; ++q) {
+      const reg d = lanes::sub(lanes::load(t + i + width * q), m);
+      l[q] = lanes::add(l[q], lanes::mul(d, d));
+    }
+  }
+  MWM_EACH_REGISTER
+  for (int q = 0; q < registers; ++q) {
+    if (width * q >= rest) continue;
+    const lanes::mask k = lanes::first(rest - width * q);
+    const reg d = lanes::sub(lanes::masked_load(k, t + full + width * q), m);
+    l[q] = lanes::masked_add(l[q], k, lanes::mul(d, d));
+  }
+  return finish_normalization(mean, lanes::total(l), static_cast<float>(count));
+}
+
+// The error and the gradient of one register of elements.
+struct residual_step {
+  reg error;
+  reg gradient;
+};
+
+// residual, element_error and element_gradient of loss_patch.hpp, operation for operation.
+template <recon_error E>
+MWM_LANES_INLINE residual_step residual(reg p, reg t, reg mean, reg inv_std, reg scale) {
+  const reg r = lanes::sub(p, lanes::mul(lanes::sub(t, mean), inv_std));
+  if constexpr (E == recon_error::mse) {
+    return {lanes::mul(r, r), lanes::mul(lanes::mul(lanes::set1(2.0f), r), scale)};
+  } else {
+    // r < 0 ? -r : r, and r > 0 ? scale : (r < 0 ? -scale : 0): a NaN r keeps r and gives 0.
+    const reg zero = lanes::zero();
+    const lanes::mask below = lanes::less(r, zero);
+    const reg sign = lanes::select(below, lanes::negated(scale), zero);
+    return {lanes::select(below, lanes::negated(r), r),
+            lanes::select(lanes::greater(r, zero), scale, sign)};
+  }
+}
+
+// The sum over the patch of element_error, in the lane order, and (Grad) the gradient of each
+// element for `scale` into grad (Stream: as streaming stores, grad 64-byte aligned).
+template <recon_error E, bool Grad, bool Stream>
+MWM_LANES_INLINE float error_and_gradient(const float* p, const float* t, std::int64_t count,
+                                          target_normalization<float> norm, float scale,
+                                          float* grad) {
+  const std::int64_t full = count - count % loss_lanes;
+  const std::int64_t rest = count - full;
+  const reg mean = lanes::set1(norm.mean), inv_std = lanes::set1(norm.inv_std);
+  const reg s = lanes::set1(scale);
+  reg l[registers];
+  MWM_EACH_REGISTER
+  for (int q = 0; q < registers; ++q) l[q] = lanes::zero();
+  for (std::int64_t i = 0; i < full; i += loss_lanes) {
+    MWM_EACH_REGISTER
+    for (int q = 0; q < registers; ++q) {
+      const std::int64_t at = i + width * q;
+      const residual_step r =
+          residual<E>(lanes::load(p + at), lanes::load(t + at), mean, inv_std, s);
+      l[q] = lanes::add(l[q], r.error);
+      if constexpr (Grad && Stream)
+        lanes::stream(grad + at, r.gradient);
+      else if constexpr (Grad)
+        lanes::store(grad + at, r.gradient);
+    }
+  }
+  MWM_EACH_REGISTER
+  for (int q = 0; q < registers; ++q) {
+    if (width * q >= rest) continue;
+    const std::int64_t at = full + width * q;
+    const lanes::mask k = lanes::first(rest - width * q);
+    const residual_step r =
+        residual<E>(lanes::masked_load(k, p + at), lanes::masked_load(k, t + at), mean, inv_std, s);
+    l[q] = lanes::masked_add(l[q], k, r.error);
+    if constexpr (Grad) lanes::masked_store(grad + at, k, r.gradient);
+  }
+  return lanes::total(l);
+}
+
+template <recon_error E>
+MWM_LANES_ENTRY float patch_error(const float* p, const float* t, std::int64_t count,
+                                  target_normalization<float> norm, float scale, float* grad,
+                                  bool stream) {
+  if (!grad) return error_and_gradient<E, false, false>(p, t, count, norm, scale, grad);
+  if (stream) return error_and_gradient<E, true, true>(p, t, count, norm, scale, grad);
+  return error_and_gradient<E, true, false>(p, t, count, norm, scale, grad);
+}
+
+// The normalization (when norm_target) into *norm, and the error of the patch averaged over
+// its `count` elements, as steps::vector_normalization and steps::vector_error give them; with
+// `grad`, also steps::vector_gradient(weight, ...) into it. `stream`: grad is 64-byte aligned
+// and its full vectors go out as streaming stores (the caller fences, stream_fence()). `sums`:
+// the target's 32 lane sums when the gather added them, else null.
+MWM_LANES_ENTRY float patch_loss(const float* p, const float* t, std::int64_t count,
+                                 const loss_options& options, target_normalization<float>* norm,
+                                 float weight, float* grad, bool stream,
+                                 const float* sums = nullptr) {
+  *norm =
+      options.norm_target ? normalization(t, count, sums) : target_normalization<float>{0.0f, 1.0f};
+  const float scale = weight / static_cast<float>(count);
+  const float sum = options.error == recon_error::mse
+                        ? patch_error<recon_error::mse>(p, t, count, *norm, scale, grad, stream)
+                        : patch_error<recon_error::l1>(p, t, count, *norm, scale, grad, stream);
+  return sum / static_cast<float>(count);
+}
+
+#undef MWM_LANES_INLINE
+#undef MWM_LANES_ENTRY
+#undef MWM_EACH_REGISTER
