@@ -1,10 +1,10 @@
-// The CPU loss's band work on x86 vector units (float), and where band_losses dispatches to it:
-// the gather of unit-stride target rows into patch-vector order on AVX-512 (here; on AVX2 in
-// loss_x86_avx2.hpp), which adds each patch's target into its lane sums as it stores it (the
-// mean's pass), and the fused passes over a patch vector (loss_x86_passes.hpp, compiled for
-// each unit), all with the bits of the portable gather_band, vector_normalization,
-// vector_error and vector_gradient (loss_bands.hpp, loss_patch.hpp), which
-// tests/cpp/test_loss_x86.cpp checks.
+// Where band_losses hands its float work to the x86 vector units: the band work of
+// loss_x86_passes.hpp (the gather of a band's target rows, which adds each patch's target into
+// its lane sums as it stores it, and the fused passes over a patch vector), compiled once for
+// AVX-512 (namespace avx512) and once for AVX2 (avx2) over their lane packs
+// (loss_x86_lanes.hpp), and picked at run time by x86_vector_bits. Every path has the bits of
+// the portable gather_band, vector_normalization, vector_error and vector_gradient
+// (loss_bands.hpp, loss_patch.hpp), which tests/cpp/test_loss_x86.cpp checks.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,6 @@
 #include "loss_bands.hpp"
 #include "loss_options.hpp"
 #include "loss_patch.hpp"
-#include "loss_x86_avx2.hpp"
 #include "loss_x86_lanes.hpp"
 #include "vector_unit.hpp"
 
@@ -29,11 +28,6 @@ namespace detail {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-
-#define MWM_LOSS_AVX512 __attribute__((target("avx512f"), always_inline)) inline
-
-// Whether the functions below run (x86_vector_bits).
-inline bool loss_avx512() { return x86_vector_bits() == 512; }
 
 namespace avx512 {
 #define MWM_LANES lanes_avx512
@@ -51,104 +45,16 @@ namespace avx2 {
 #undef MWM_LANES_TARGET
 }  // namespace avx2
 
-// Whether gather_unit_rows_avx512 gathers rows of this layout: unit-stride float rows of 1 or
-// 3 channels, whole vectors of 16 pixels each.
-inline bool gathers_rows_avx512(const patch_strides& s, const patch_geometry& g) {
-  return loss_avx512() && s.width == 1 && (g.channels == 1 || g.channels == 3) &&
-         g.patch_width % 16 == 0;
-}
-
-// The 16-lane half (0: lanes 0-15, 1: 16-31) that vector j of a patch vector (its elements
-// 16 j .. 16 j + 15) is added into.
-MWM_LOSS_AVX512 void add_to_half(__m512* lo, __m512* hi, std::int64_t j, __m512 v) {
-  if (j % 2 == 0)
-    *lo = _mm512_add_ps(*lo, v);
-  else
-    *hi = _mm512_add_ps(*hi, v);
-}
-
-// gather_band's unit-stride rows (gathers_rows_avx512) into patch-vector order, channel
-// fastest: for C = 3, sixteen pixels of the three channel rows become three vectors through two
-// two-source permutes each (x and y pixels, then z). Each vector, as it is stored, is also added
-// into its patch's lane sums (sums + 32 x: lanes 0-31, the first pass of vector_normalization in
-// the same order: a patch's rows come in increasing element order), so the normalization does
-// not read the target again for its mean. `ahead` as in gather_band.
-template <int C>
-__attribute__((target("avx512f"))) inline void gather_unit_rows_avx512(
-    const float* base, const patch_strides& s, const patch_geometry& g, const float* active,
-    float* out, float* sums, prefetch_range ahead) {
-  constexpr std::int64_t line = 64;
-  const std::int64_t p = g.patch_vector_size();
-  const std::int64_t pw = g.patch_width;
-  const std::int64_t rows = g.patch_depth * g.patch_height;
-  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
-  // Output vector q of 16 pixels, element j: channel (16 q + j) % 3 of pixel (16 q + j) / 3.
-  alignas(64) static const std::int32_t xy[3][16] = {
-      {0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5},
-      {21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26},
-      {0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0}};
-  alignas(64) static const std::int32_t with_z[3][16] = {
-      {0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15},
-      {0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15},
-      {26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31}};
-  const __m512i xy0 = _mm512_load_si512(xy[0]), xy1 = _mm512_load_si512(xy[1]);
-  const __m512i xy2 = _mm512_load_si512(xy[2]), z0 = _mm512_load_si512(with_z[0]);
-  const __m512i z1 = _mm512_load_si512(with_z[1]), z2 = _mm512_load_si512(with_z[2]);
-  for (std::int64_t x = 0; x < g.grid.width; ++x)
-    if (active[x] != 0.0f)
-      for (int l = 0; l < loss_lanes; ++l) sums[loss_lanes * x + l] = 0.0f;
-  std::int64_t next = 0;
-  for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
-    for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
-      for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
-        prefetch_line(ahead.begin + next);
-      const float* row = base + pd * s.depth + ph * s.height;
-      for (int c = 0; c < C; ++c) prefetch_next_row(ahead, base, row + c * s.channel, s, g);
-      const std::int64_t first = (pd * g.patch_height + ph) * pw * C;  // a multiple of 16
-      for (std::int64_t x = 0; x < g.grid.width; ++x) {
-        if (active[x] == 0.0f) continue;
-        const float* src = row + x * s.grid_width;
-        float* dst = out + x * p + first;
-        float* sum = sums + loss_lanes * x;
-        __m512 lo = _mm512_loadu_ps(sum), hi = _mm512_loadu_ps(sum + 16);
-        std::int64_t j = first / 16;
-        for (std::int64_t k = 0; k < pw; k += 16) {
-          if constexpr (C == 1) {
-            const __m512 v = _mm512_loadu_ps(src + k);
-            _mm512_storeu_ps(dst + k, v);
-            add_to_half(&lo, &hi, j++, v);
-          } else {
-            const __m512 r = _mm512_loadu_ps(src + k), gr = _mm512_loadu_ps(src + s.channel + k);
-            const __m512 b = _mm512_loadu_ps(src + 2 * s.channel + k);
-            const __m512 v0 = _mm512_permutex2var_ps(_mm512_permutex2var_ps(r, xy0, gr), z0, b);
-            const __m512 v1 = _mm512_permutex2var_ps(_mm512_permutex2var_ps(r, xy1, gr), z1, b);
-            const __m512 v2 = _mm512_permutex2var_ps(_mm512_permutex2var_ps(r, xy2, gr), z2, b);
-            float* at = dst + 3 * k;
-            _mm512_storeu_ps(at, v0);
-            _mm512_storeu_ps(at + 16, v1);
-            _mm512_storeu_ps(at + 32, v2);
-            add_to_half(&lo, &hi, j++, v0);
-            add_to_half(&lo, &hi, j++, v1);
-            add_to_half(&lo, &hi, j++, v2);
-          }
-        }
-        _mm512_storeu_ps(sum, lo);
-        _mm512_storeu_ps(sum + 16, hi);
-      }
-    }
-}
-
-#undef MWM_LOSS_AVX512
-
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
 
 #endif  // MWM_X86_DISPATCH
 
-// band_losses' gather of a band's target where gather_unit_rows_avx512 or, for rows of 8-pixel
-// multiples or under MWM_CPU_VECTOR_BITS=256, gather_unit_rows_avx2 runs it (the lane sums into
-// `sums`, 32 per patch); false where the portable gather_band must (nothing written).
+// band_losses' gather of a band's target where the AVX-512 gather (patch rows of 16-pixel
+// multiples) or the AVX2 one (8-pixel multiples, or under MWM_CPU_VECTOR_BITS=256) runs it, the
+// lane sums into `sums`, 32 per patch; false where the portable gather_band must (nothing
+// written).
 template <typename Acc, typename T>
 bool gather_band_vectorized(const T* data, const patch_strides& s, const patch_geometry& g,
                             std::int64_t band, const Acc* active, Acc* out, Acc* sums,
@@ -156,18 +62,12 @@ bool gather_band_vectorized(const T* data, const patch_strides& s, const patch_g
 #if defined(MWM_X86_DISPATCH)
   if constexpr (std::is_same_v<Acc, float> && std::is_same_v<T, float>) {
     const float* base = data + band_start(s, g.grid, band);
-    if (gathers_rows_avx512(s, g)) {
-      if (g.channels == 1)
-        gather_unit_rows_avx512<1>(base, s, g, active, out, sums, ahead);
-      else
-        gather_unit_rows_avx512<3>(base, s, g, active, out, sums, ahead);
+    if (avx512::gathers_rows(s, g)) {
+      avx512::gather_band_rows(base, s, g, active, out, sums, ahead);
       return true;
     }
-    if (gathers_rows_avx2(s, g)) {
-      if (g.channels == 1)
-        gather_unit_rows_avx2<1>(base, s, g, active, out, sums, ahead);
-      else
-        gather_unit_rows_avx2<3>(base, s, g, active, out, sums, ahead);
+    if (avx2::gathers_rows(s, g)) {
+      avx2::gather_band_rows(base, s, g, active, out, sums, ahead);
       return true;
     }
     return false;

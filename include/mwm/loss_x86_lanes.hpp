@@ -66,6 +66,31 @@ struct lanes_avx512 {
     return _mm512_mask_mov_ps(otherwise, m, if_set);
   }
 
+  // Adds v, register j of a patch vector (its elements 16 j .. 16 j + 15), into its lanes:
+  // register j % 2 of sum. A branch on the parity (periodic, so predicted) keeps the sums in
+  // registers, where an index into them would send every addition through memory.
+  MWM_LANES_AVX512 void add_to_part(reg* sum, std::int64_t j, reg v) {
+    if (j % 2 == 0)
+      sum[0] = _mm512_add_ps(sum[0], v);
+    else
+      sum[1] = _mm512_add_ps(sum[1], v);
+  }
+
+  // Sixteen pixels of three channel rows as three registers in patch-vector order, channel
+  // fastest (register u, lane j: channel (16 u + j) % 3 of pixel (16 u + j) / 3), through two
+  // two-source permutes each: the red and green pixels, then the blue.
+  MWM_LANES_AVX512 void interleave_three(reg r, reg g, reg b, reg* v) {
+    const __m512i rg0 = _mm512_setr_epi32(0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5);
+    const __m512i rg1 = _mm512_setr_epi32(21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26);
+    const __m512i rg2 = _mm512_setr_epi32(0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0);
+    const __m512i b0 = _mm512_setr_epi32(0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15);
+    const __m512i b1 = _mm512_setr_epi32(0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15);
+    const __m512i b2 = _mm512_setr_epi32(26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31);
+    v[0] = _mm512_permutex2var_ps(_mm512_permutex2var_ps(r, rg0, g), b0, b);
+    v[1] = _mm512_permutex2var_ps(_mm512_permutex2var_ps(r, rg1, g), b1, b);
+    v[2] = _mm512_permutex2var_ps(_mm512_permutex2var_ps(r, rg2, g), b2, b);
+  }
+
   // halving_total of the 32 lanes: each step adds a[t + s] to a[t] for t < s, s = 16 .. 1, as
   // steps::lane_total does.
   MWM_LANES_AVX512 float total(const reg* l) {
@@ -120,6 +145,49 @@ struct lanes_avx2 {
   MWM_LANES_AVX2 mask greater(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   MWM_LANES_AVX2 reg select(mask m, reg if_set, reg otherwise) {
     return _mm256_blendv_ps(otherwise, if_set, m);
+  }
+
+  // register j of a patch vector (elements 8 j .. 8 j + 7) into register j % 4 of sum, by a
+  // branch for the reason given for lanes_avx512.
+  MWM_LANES_AVX2 void add_to_part(reg* sum, std::int64_t j, reg v) {
+    switch (j % 4) {
+      case 0:
+        sum[0] = _mm256_add_ps(sum[0], v);
+        break;
+      case 1:
+        sum[1] = _mm256_add_ps(sum[1], v);
+        break;
+      case 2:
+        sum[2] = _mm256_add_ps(sum[2], v);
+        break;
+      default:
+        sum[3] = _mm256_add_ps(sum[3], v);
+        break;
+    }
+  }
+
+  // Eight pixels of three channel rows as three registers in patch-vector order (register u,
+  // lane j: channel (8 u + j) % 3 of pixel (8 u + j) / 3): each channel permuted into place
+  // across the register, then the three blended (mask bit j: lane j from the second operand).
+  MWM_LANES_AVX2 void interleave_three(reg r, reg g, reg b, reg* v) {
+    const __m256i r0 = _mm256_setr_epi32(0, 0, 0, 1, 0, 0, 2, 0);
+    const __m256i g0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 0, 0, 2);
+    const __m256i b0 = _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 0, 0);
+    const __m256i r1 = _mm256_setr_epi32(0, 3, 0, 0, 4, 0, 0, 5);
+    const __m256i g1 = _mm256_setr_epi32(0, 0, 3, 0, 0, 4, 0, 0);
+    const __m256i b1 = _mm256_setr_epi32(2, 0, 0, 3, 0, 0, 4, 0);
+    const __m256i r2 = _mm256_setr_epi32(0, 0, 6, 0, 0, 7, 0, 0);
+    const __m256i g2 = _mm256_setr_epi32(5, 0, 0, 6, 0, 0, 7, 0);
+    const __m256i b2 = _mm256_setr_epi32(0, 5, 0, 0, 6, 0, 0, 7);
+    v[0] = _mm256_blend_ps(
+        _mm256_blend_ps(_mm256_permutevar8x32_ps(r, r0), _mm256_permutevar8x32_ps(g, g0), 0x92),
+        _mm256_permutevar8x32_ps(b, b0), 0x24);
+    v[1] = _mm256_blend_ps(
+        _mm256_blend_ps(_mm256_permutevar8x32_ps(r, r1), _mm256_permutevar8x32_ps(g, g1), 0x24),
+        _mm256_permutevar8x32_ps(b, b1), 0x49);
+    v[2] = _mm256_blend_ps(
+        _mm256_blend_ps(_mm256_permutevar8x32_ps(r, r2), _mm256_permutevar8x32_ps(g, g2), 0x49),
+        _mm256_permutevar8x32_ps(b, b2), 0x92);
   }
 
   MWM_LANES_AVX2 float total(const reg* l) {

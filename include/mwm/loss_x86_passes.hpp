@@ -1,7 +1,8 @@
-// The fused passes of the CPU loss over one contiguous patch vector, written once for both x86
-// vector units: the normalization, error and gradient with the bits of the portable
-// vector_normalization, vector_error and vector_gradient (loss_patch.hpp), which
-// tests/cpp/test_loss_x86.cpp checks for each unit. The 32 lanes of the reduction order are
+// The CPU loss's band work on one x86 vector unit, written once for both: the gather of a band's
+// target rows, and the fused passes over a patch vector — normalization, error and gradient —
+// with the bits of the portable gather_band, vector_normalization, vector_error and
+// vector_gradient (loss_bands.hpp, loss_patch.hpp), which tests/cpp/test_loss_x86.cpp checks
+// for each unit. The 32 lanes of the reduction order are
 // the registers of a lane pack (loss_x86_lanes.hpp): element e is added into lane e % 32 in
 // increasing e, and the lane tree is the same halving steps, so no addition moves. One pass over
 // prediction and target feeds each element's residual to both the error's lane and its
@@ -156,6 +157,77 @@ MWM_LANES_ENTRY float patch_loss(const float* p, const float* t, std::int64_t co
                         ? patch_error<recon_error::mse>(p, t, count, *norm, scale, grad, stream)
                         : patch_error<recon_error::l1>(p, t, count, *norm, scale, grad, stream);
   return sum / static_cast<float>(count);
+}
+
+// Whether gather_unit_rows runs on this CPU for this layout: the unit (capped by
+// MWM_CPU_VECTOR_BITS), unit-stride rows of 1 or 3 channels, whole registers of pixels each.
+inline bool gathers_rows(const patch_strides& s, const patch_geometry& g) {
+  return x86_vector_bits() >= 32 * width && s.width == 1 && (g.channels == 1 || g.channels == 3) &&
+         g.patch_width % width == 0;
+}
+
+// gather_band's unit-stride rows (gathers_rows) into patch-vector order, channel fastest (for
+// C = 3 through lanes::interleave_three). Each register, as it is stored, is also added into
+// its patch's lane sums (sums + 32 x: the first pass of vector_normalization in the same order,
+// since a patch's rows come in increasing element order), so the normalization does not read
+// the target again for its mean. `ahead` as in gather_band.
+template <int C>
+MWM_LANES_ENTRY void gather_unit_rows(const float* base, const patch_strides& s,
+                                      const patch_geometry& g, const float* active, float* out,
+                                      float* sums, prefetch_range ahead) {
+  constexpr std::int64_t line = 64;
+  const std::int64_t p = g.patch_vector_size();
+  const std::int64_t pw = g.patch_width;
+  const std::int64_t rows = g.patch_depth * g.patch_height;
+  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
+  for (std::int64_t x = 0; x < g.grid.width; ++x)
+    if (active[x] != 0.0f)
+      for (int l = 0; l < loss_lanes; ++l) sums[loss_lanes * x + l] = 0.0f;
+  std::int64_t next = 0;
+  for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
+    for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
+      for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
+        prefetch_line(ahead.begin + next);
+      const float* row = base + pd * s.depth + ph * s.height;
+      for (int c = 0; c < C; ++c) prefetch_next_row(ahead, base, row + c * s.channel, s, g);
+      const std::int64_t first = (pd * g.patch_height + ph) * pw * C;  // a multiple of width
+      for (std::int64_t x = 0; x < g.grid.width; ++x) {
+        if (active[x] == 0.0f) continue;
+        const float* src = row + x * s.grid_width;
+        float* dst = out + x * p + first;
+        float* lane_sums = sums + loss_lanes * x;
+        reg sum[registers];
+        MWM_EACH_REGISTER
+        for (int q = 0; q < registers; ++q) sum[q] = lanes::load(lane_sums + width * q);
+        std::int64_t j = first / width;
+        for (std::int64_t k = 0; k < pw; k += width) {
+          if constexpr (C == 1) {
+            const reg v = lanes::load(src + k);
+            lanes::store(dst + k, v);
+            lanes::add_to_part(sum, j++, v);
+          } else {
+            reg v[3];
+            lanes::interleave_three(lanes::load(src + k), lanes::load(src + s.channel + k),
+                                    lanes::load(src + 2 * s.channel + k), v);
+            for (int u = 0; u < 3; ++u) {
+              lanes::store(dst + 3 * k + width * u, v[u]);
+              lanes::add_to_part(sum, j++, v[u]);
+            }
+          }
+        }
+        MWM_EACH_REGISTER
+        for (int q = 0; q < registers; ++q) lanes::store(lane_sums + width * q, sum[q]);
+      }
+    }
+}
+
+// gather_band's gather where gathers_rows holds.
+inline void gather_band_rows(const float* base, const patch_strides& s, const patch_geometry& g,
+                             const float* active, float* out, float* sums, prefetch_range ahead) {
+  if (g.channels == 1)
+    gather_unit_rows<1>(base, s, g, active, out, sums, ahead);
+  else
+    gather_unit_rows<3>(base, s, g, active, out, sums, ahead);
 }
 
 #undef MWM_LANES_INLINE

@@ -256,8 +256,8 @@ TEST_CASE("band_losses on the vector gathers has the portable steps' bits", "[lo
     const auto strides =
         mwm::image_patch_strides(g, 0, g.image_depth() * g.image_height() * g.image_width(),
                                  g.image_height() * g.image_width(), g.image_width(), 1);
-    REQUIRE((mwm::detail::gathers_rows_avx512(strides, g) ||
-             mwm::detail::gathers_rows_avx2(strides, g)) ==
+    REQUIRE((mwm::detail::avx512::gathers_rows(strides, g) ||
+             mwm::detail::avx2::gathers_rows(strides, g)) ==
             (mwm::detail::x86_vector_bits() >= 256));
     for (const auto& o : error_and_norm_options()) {
       require_band_losses_match_portable(g, 2, o, ++seed);

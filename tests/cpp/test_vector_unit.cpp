@@ -35,7 +35,12 @@ TEST_CASE("the kernels run on the CPU's vector unit, capped by MWM_CPU_VECTOR_BI
   const int expected = cap < supported ? cap : supported;
   INFO("supported " << supported << ", cap " << cap);
   REQUIRE(mwm::detail::x86_vector_bits() == expected);
-  REQUIRE(mwm::detail::loss_avx512() == (expected == 512));
+  // The loss's gathers of rows of 16 pixels: AVX-512 only at 512, AVX2 at 256 and above.
+  const mwm::patch_geometry g = mwm::make_geometry_2d(1, 6, 48, 1, 16);
+  const auto s = mwm::image_patch_strides(g, 0, g.image_height() * g.image_width(),
+                                          g.image_height() * g.image_width(), g.image_width(), 1);
+  REQUIRE(mwm::detail::avx512::gathers_rows(s, g) == (expected == 512));
+  REQUIRE(mwm::detail::avx2::gathers_rows(s, g) == (expected >= 256));
   REQUIRE(mwm::detail::network_sorts(16) == (expected == 512));
 }
 
