@@ -54,6 +54,11 @@ Sixth round:
     python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 1, "mae_depth": 1}'
     python benchmarks/mae_screen.py '{"zero": false, "visible_weight": 3, "epochs": 8}'
     python benchmarks/mae_screen.py '{"zero": false, "batch_size": 16, "lr": 5e-4}'  # also depth 1
+    python benchmarks/mae_screen.py '{"zero": false, "train_samples": 64}'   # also 128, 32
+    python benchmarks/mae_screen.py '{"zero": false, "train_samples": 64, "seeds": [5, 6, 7, 8, 9]}'
+    python benchmarks/mae_screen.py '{"zero": false, "train_samples": 64, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"zero": false, "train_samples": 64, "configs": ["none",
+        "random-0.7", "mwm-0.8/0.4", "mwm-0.7/0.3", "mwm-0.6/0.2", "fixed-0.4", "weighted-0.4"]}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
