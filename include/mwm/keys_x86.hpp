@@ -59,13 +59,7 @@ inline philox_sample_constants make_philox_sample_constants(std::uint64_t seed,
 
 #if defined(MWM_X86_DISPATCH)
 
-// GCC 12 warns inside its own AVX-512 intrinsics (their _mm512_undefined_epi32 placeholder) when
-// they are inlined into a function that enables AVX-512 by attribute.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MWM_X86_INTRINSIC_WARNINGS_OFF
 
 // Each 64-bit lane carries one patch's 32-bit Philox word in its low half; the high half is
 // left over from products and never read (pmuludq reads the low halves, the key shifts it out).
@@ -153,9 +147,7 @@ __attribute__((target("avx2"))) inline void fill_random_keys_avx2(
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MWM_X86_INTRINSIC_WARNINGS_ON
 
 #endif  // MWM_X86_DISPATCH
 

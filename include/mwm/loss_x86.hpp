@@ -21,13 +21,7 @@ namespace detail {
 
 #if defined(MWM_X86_DISPATCH)
 
-// GCC 12 warns inside its own AVX-512 intrinsics when they are inlined into a function that
-// enables AVX-512 by attribute (see keys_x86.hpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MWM_X86_INTRINSIC_WARNINGS_OFF
 
 namespace avx512 {
 #define MWM_LANES lanes_avx512
@@ -45,9 +39,7 @@ namespace avx2 {
 #undef MWM_LANES_TARGET
 }  // namespace avx2
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MWM_X86_INTRINSIC_WARNINGS_ON
 
 #endif  // MWM_X86_DISPATCH
 

@@ -14,13 +14,7 @@ namespace detail {
 
 #if defined(MWM_X86_DISPATCH)
 
-// GCC 12 warns inside its own AVX-512 intrinsics when they are inlined into a function that
-// enables AVX-512 by attribute (see keys_x86.hpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MWM_X86_INTRINSIC_WARNINGS_OFF
 
 #define MWM_LANES_AVX512 __attribute__((target("avx512f"), always_inline)) inline static
 #define MWM_LANES_AVX2 __attribute__((target("avx2"), always_inline)) inline static
@@ -201,9 +195,7 @@ struct lanes_avx2 {
 #undef MWM_LANES_AVX512
 #undef MWM_LANES_AVX2
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MWM_X86_INTRINSIC_WARNINGS_ON
 
 #endif  // MWM_X86_DISPATCH
 

@@ -6,17 +6,14 @@
 #include <cstdint>
 
 #include "keys_x86.hpp"
+#include "vector_unit.hpp"
 
 namespace mwm {
 namespace detail {
 
 #if defined(MWM_X86_DISPATCH)
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push  // see keys_x86.hpp
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MWM_X86_INTRINSIC_WARNINGS_OFF
 
 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"))) inline void
 write_restore_mask_noise_avx512(const std::int64_t* order, std::int64_t n, std::int64_t visible,
@@ -49,9 +46,7 @@ write_restore_mask_noise_avx512(const std::int64_t* order, std::int64_t n, std::
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MWM_X86_INTRINSIC_WARNINGS_ON
 
 #endif  // MWM_X86_DISPATCH
 

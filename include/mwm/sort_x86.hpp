@@ -13,6 +13,7 @@
 #include "config.hpp"
 #include "keys.hpp"
 #include "keys_x86.hpp"
+#include "vector_unit.hpp"
 
 namespace mwm {
 namespace detail {
@@ -22,11 +23,7 @@ constexpr std::int64_t network_sort_max_cells = 256;
 
 #if defined(MWM_X86_DISPATCH)
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push  // see keys_x86.hpp
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MWM_X86_INTRINSIC_WARNINGS_OFF
 
 #define MWM_AVX512_INLINE \
   __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"), always_inline)) inline
@@ -289,9 +286,7 @@ inline bool sort_cells_by_live_registers(const selection_key* keys, std::int64_t
 
 #undef MWM_AVX512_INLINE
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MWM_X86_INTRINSIC_WARNINGS_ON
 
 #endif  // MWM_X86_DISPATCH
 

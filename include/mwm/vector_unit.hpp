@@ -16,6 +16,19 @@
 #include <string>
 #endif
 
+// GCC 12 warns inside its own AVX-512 intrinsics (their _mm512_undefined_* placeholders) when
+// they are inlined into a function that enables AVX-512 by attribute: the x86 kernels' files
+// wrap their code in these.
+#if defined(__GNUC__) && !defined(__clang__)
+#define MWM_X86_INTRINSIC_WARNINGS_OFF                                                 \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"") \
+      _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define MWM_X86_INTRINSIC_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#else
+#define MWM_X86_INTRINSIC_WARNINGS_OFF
+#define MWM_X86_INTRINSIC_WARNINGS_ON
+#endif
+
 namespace mwm {
 namespace detail {
 
