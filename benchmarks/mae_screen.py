@@ -76,6 +76,8 @@ layer-normalized), "decoder_dim" (default: the encoder's width), "shift" (pixels
 translation of the pretraining images and heatmaps, `ratios.translate`; default 0), "no_pos"
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
+"probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
+"e<K>", so one long schedule shows the gain along it),
 "target_sigma" (> 0: the loss's target is the image blurred by a Gaussian of that sigma in
 pixels, PixMIM's low-pass target), "visible_weight" (> 0: the visible patches join the loss
 with that weight, the masked ones keeping 1) and
@@ -278,6 +280,7 @@ def main(argv):
     target_sigma = over.pop("target_sigma", 0)  # > 0: low-pass reconstruction target
     if target_sigma:
         use_lowpass_target(target_sigma)
+    probe_epochs = over.pop("probe_epochs", [])  # also probe after these epochs (rows "e<K>")
     visible_weight = over.pop("visible_weight", 0)  # > 0: visible patches in the loss too
     if visible_weight:
         use_visible_patches_in_loss(visible_weight)
@@ -302,18 +305,33 @@ def main(argv):
                 start = 0.02 * torch.randn(model.pos.shape, generator=gen)
                 del model._buffers["pos"]
                 model.pos = torch.nn.Parameter(start)
+            cpu = torch.device("cpu")
+            labels = (data.train.labels, data.test.labels)
+
+            def probe_now():
+                train = P.extract_features(model, data.train.images, cpu).positions()
+                test = P.extract_features(model, data.test.images, cpu).positions()
+                return train, test, P.linear_probe(train, labels[0], test, labels[1], k,
+                                                   max_iter=s.probe_steps)
+
+            along = {}
+
+            def probe_along(epoch, last_loss):
+                if epoch in probe_epochs:
+                    along[f"e{epoch}"] = probe_now()[2]
+                    print(f"   {seed} {name} epoch {epoch}: {100 * along[f'e{epoch}']:.1f} "
+                          f"loss {last_loss:.4f}", flush=True)
+
             loss = None
             if config.policy != "none":
                 masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
                 loss = R.pretrain(model, data, masker, s, lr, seed, ctx, progress=False,
-                                  shift=shift)
+                                  shift=shift, after_epoch=probe_along)
                 loss = round(loss.final_loss, 4)
-            cpu = torch.device("cpu")
-            train = P.extract_features(model, data.train.images, cpu).positions()
-            test = P.extract_features(model, data.test.images, cpu).positions()
-            labels = (data.train.labels, data.test.labels)
-            row = {"probe": P.linear_probe(train, labels[0], test, labels[1], k,
-                                           max_iter=s.probe_steps)}
+            train, test, accuracy = probe_now()
+            row = {"probe": accuracy}
+            for epoch in probe_epochs:  # the unpretrained encoder is the same at every epoch
+                row[f"e{epoch}"] = along.get(f"e{epoch}", accuracy)
             if show_zero:
                 row["zero"] = P.linear_probe(train, labels[0], test, labels[1], k,
                                              max_iter=s.probe_steps, schedules=((1.0,),))

@@ -233,6 +233,25 @@ def test_pretraining_shifts_each_image_and_its_heatmap_alike(shift):
     assert stats.lesion_total > 0  # the lesion patches are counted where the lesions moved to
 
 
+def test_pretraining_calls_after_epoch_once_per_epoch_in_training_mode():
+    s = R.preset("micro", epochs=3)
+    data = R.prepare_builtin("brain", s)
+    masker = R.parse_config("random-0.7").masker(data.grid, 0, s.thresholds, s.reduction)
+    model = _Recorder()
+    calls = []
+
+    def after_epoch(epochs_done, last_loss):
+        calls.append((epochs_done, len(model.seen), last_loss))
+        model.eval()  # a probe puts the model in eval mode; pretraining must go on training
+
+    steps = s.pretrain_samples // s.batch_size
+    R.pretrain(model, data, masker, s, 1e-3, 0, R.bdist.DistContext(), progress=False,
+               after_epoch=after_epoch)
+    assert [(e, n) for e, n, _ in calls] == [(e, e * steps) for e in (1, 2, 3)]
+    assert all(loss > 0 for _, _, loss in calls)
+    assert model.training
+
+
 # --- the micro pipeline, one process and two --------------------------------------------------
 
 MICRO_CONFIGS = ("none", "random-0.7", "mwm-0.8/0.4")

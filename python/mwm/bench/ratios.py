@@ -478,12 +478,15 @@ def pretrain(
     record: Optional[Dict[int, np.ndarray]] = None,
     desc: str = "pretrain",
     shift: int = 0,
+    after_epoch: Optional[Callable[[int, float], None]] = None,
 ) -> PretrainStats:
     """Masked-image-modeling pretraining; each process takes its slice of every global batch.
     `record`, when given, receives {global sample index: mask row} for this process's samples.
     `shift` > 0 translates every image, its heatmap and its lesion by up to that many pixels
     per axis (`draw_shifts`, `translate`) before the mask is drawn; the harness passes 0 (the
-    fifth MAE round of docs/harness.md measured it with benchmarks/mae_screen.py)."""
+    fifth MAE round of docs/harness.md measured it with benchmarks/mae_screen.py).
+    `after_epoch(epochs done, last loss)`, when given, runs after every epoch (the screen's
+    probes along one long schedule)."""
     images, heat = data.pretrain.images, data.pretrain.heatmaps
     roi = None
     if data.pretrain.lesions is not None:
@@ -549,6 +552,9 @@ def pretrain(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(last_loss):.3f}")
+        if after_epoch is not None:
+            after_epoch(epoch + 1, float(last_loss))
+            model.train()
     bar.close()
     stats.final_loss = float(last_loss)
     stats.seconds = time.perf_counter() - started
