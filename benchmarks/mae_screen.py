@@ -1,6 +1,6 @@
-"""Seed-paired screening of the benchmark's MAE ViT (docs/harness.md, "Third round" to "Fifth
-round"): pretrain each configuration on every seed, probe the frozen encoder, print the paired
-gain over `none`.
+"""Seed-paired screening of the benchmark's MAE ViT (docs/harness-mae.md, "Third round" to
+"Seventh round"): pretrain each configuration on every seed, probe the frozen encoder, print
+the paired gain over `none`.
 
 
     python benchmarks/mae_screen.py '{}'                                   # the quick setting
@@ -60,6 +60,17 @@ Sixth round:
     python benchmarks/mae_screen.py '{"zero": false, "train_samples": 64, "configs": ["none",
         "random-0.7", "mwm-0.8/0.4", "mwm-0.7/0.3", "mwm-0.6/0.2", "fixed-0.4", "weighted-0.4"]}'
 
+Seventh round:
+
+    python benchmarks/mae_screen.py '{"zero": false, "seeds": [0], "epochs": 128,
+        "probe_epochs": [4, 8, 16, 32, 64, 96]}'                           # also "seeds": [1]
+    python benchmarks/mae_screen.py '{"zero": false, "seeds": [0, 1], "epochs": 64,
+        "probe_epochs": [4, 16, 32], "reads": ["block1", "prenorm"]}'
+    python benchmarks/mae_screen.py '{"zero": false, "seeds": [0], "epochs": 64,
+        "decoder_depth": 4, "probe_epochs": [8, 16, 32], "reads": ["block1", "prenorm"]}'
+    python benchmarks/mae_screen.py '{"zero": false, "seeds": [0, 1, 2], "epochs": 8,
+        "decoder_depth": 4, "probe_epochs": [4]}'                     # also "seeds": [3, 4]
+
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
 "norm_pix" (default true), "pixel_stats" (default true: the harness's input standardization;
@@ -77,7 +88,8 @@ translation of the pretraining images and heatmaps, `ratios.translate`; default 
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
-"e<K>", so one long schedule shows the gain along it),
+"e<K>", and with "reads" also "e<K>_<readout>", so one long schedule shows the gain along
+it),
 "target_sigma" (> 0: the loss's target is the image blurred by a Gaussian of that sigma in
 pixels, PixMIM's low-pass target), "visible_weight" (> 0: the visible patches join the loss
 with that weight, the masked ones keeping 1) and
@@ -317,10 +329,18 @@ def main(argv):
             along = {}
 
             def probe_along(epoch, last_loss):
-                if epoch in probe_epochs:
-                    along[f"e{epoch}"] = probe_now()[2]
-                    print(f"   {seed} {name} epoch {epoch}: {100 * along[f'e{epoch}']:.1f} "
-                          f"loss {last_loss:.4f}", flush=True)
+                if epoch not in probe_epochs:
+                    return
+                along[f"e{epoch}"] = probe_now()[2]
+                if reads:
+                    tr, te = (readouts(model, data.train.images, reads),
+                              readouts(model, data.test.images, reads))
+                    for r in reads:
+                        along[f"e{epoch}_{r}"] = P.linear_probe(
+                            tr[r], labels[0], te[r], labels[1], k, max_iter=s.probe_steps)
+                print(f"   {seed} {name} epoch {epoch} loss {last_loss:.4f}:", {
+                    key: round(100 * v, 1) for key, v in along.items()
+                    if key == f"e{epoch}" or key.startswith(f"e{epoch}_")}, flush=True)
 
             loss = None
             if config.policy != "none":
@@ -330,8 +350,6 @@ def main(argv):
                 loss = round(loss.final_loss, 4)
             train, test, accuracy = probe_now()
             row = {"probe": accuracy}
-            for epoch in probe_epochs:  # the unpretrained encoder is the same at every epoch
-                row[f"e{epoch}"] = along.get(f"e{epoch}", accuracy)
             if show_zero:
                 row["zero"] = P.linear_probe(train, labels[0], test, labels[1], k,
                                              max_iter=s.probe_steps, schedules=((1.0,),))
@@ -351,6 +369,10 @@ def main(argv):
                 for r in reads:
                     row[r] = P.linear_probe(tr[r], labels[0], te[r], labels[1], k,
                                             max_iter=s.probe_steps)
+            for epoch in probe_epochs:  # the unpretrained encoder is the same at every epoch
+                row[f"e{epoch}"] = along.get(f"e{epoch}", row["probe"])
+                for r in reads or []:
+                    row[f"e{epoch}_{r}"] = along.get(f"e{epoch}_{r}", row[r])
             results[(seed, name)] = row
             print(seed, name, {key: round(100 * v, 1) for key, v in row.items()}, "loss", loss,
                   flush=True)
