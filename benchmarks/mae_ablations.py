@@ -47,6 +47,7 @@ import torch
 from mwm.bench import distributed as bdist
 from mwm.bench import finetune as FT
 from mwm.bench import models as M
+from mwm.bench import pretraining as PT
 from mwm.bench import probes as P
 from mwm.bench import ratios as R
 
@@ -70,11 +71,11 @@ def finetuned(model, data, seed, finetunes) -> dict:
 
 def cnn_row(name, config, data, s, seed, finetunes, ctx) -> None:
     """The SparK CNN under the same protocols: the harness's probe and the fine-tunings."""
-    model = R.initial_model("cnn", data, s, seed)
+    model = PT.initial_model("cnn", data, s, seed)
     loss = None
     if config.policy != "none":
         masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
-        loss = R.pretrain(model, data, masker, s, s.lr["cnn"], seed, ctx, progress=False)
+        loss = PT.pretrain(model, data, masker, s, s.lr["cnn"], seed, ctx, progress=False)
         loss = loss.final_loss
     accuracy, _ = R.evaluate(model, data, s, seed, torch.device("cpu"), progress=False)
     result = {"probe": accuracy, **finetuned(model, data, seed, finetunes)}
@@ -102,7 +103,7 @@ def main(argv):
         if kind == "cnn":
             cnn_row(name, config, data, s, seed, finetunes, ctx)
             continue
-        pixel_mean, pixel_std = R.pixel_statistics(data.pretrain.images)
+        pixel_mean, pixel_std = PT.pixel_statistics(data.pretrain.images)
         torch.manual_seed(seed)
         model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
                           heads=max(1, s.mae_dim // 32), decoder_dim=decoder_dim or s.mae_dim,
@@ -113,7 +114,7 @@ def main(argv):
         loss = None
         if config.policy != "none":
             masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
-            loss = R.pretrain(model, data, masker, s, lr, seed, ctx, progress=False).final_loss
+            loss = PT.pretrain(model, data, masker, s, lr, seed, ctx, progress=False).final_loss
         model.eval()
         with torch.no_grad():
             train = [torch.cat(m) for m in zip(*[layer_maps(model, data.train.images[i:i + 128])

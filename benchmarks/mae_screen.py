@@ -84,7 +84,7 @@ readouts probed with the harness's probe, rows named as in `readouts`: "prenorm"
 "blockK", "meanK"), "stem" (default 0; > 0: the patch-local stem `PatchLocalStem` of that
 inner width replaces the patch embedding), "stem_norm" (default true: the stem's tokens
 layer-normalized), "decoder_dim" (default: the encoder's width), "shift" (pixels of random
-translation of the pretraining images and heatmaps, `ratios.translate`; default 0), "no_pos"
+translation of the pretraining images and heatmaps, `pretraining.translate`; default 0), "no_pos"
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
@@ -110,6 +110,7 @@ import torch
 import mwm
 from mwm.bench import distributed as bdist
 from mwm.bench import models as M
+from mwm.bench import pretraining as PT
 from mwm.bench import probes as P
 from mwm.bench import ratios as R
 
@@ -218,7 +219,7 @@ def lesion_tokens(features, split, patch_size):
 
 def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_norm=True,
           decoder_dim=None):
-    mean, std = R.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
+    mean, std = PT.pixel_statistics(data.pretrain.images) if pixel_stats else (0.0, 1.0)
     torch.manual_seed(seed)
     heads = max(1, s.mae_dim // 32)
     model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
@@ -345,7 +346,7 @@ def main(argv):
             loss = None
             if config.policy != "none":
                 masker = config.masker(data.grid, seed, s.thresholds, s.reduction)
-                loss = R.pretrain(model, data, masker, s, lr, seed, ctx, progress=False,
+                loss = PT.pretrain(model, data, masker, s, lr, seed, ctx, progress=False,
                                   shift=shift, after_epoch=probe_along)
                 loss = round(loss.final_loss, 4)
             train, test, accuracy = probe_now()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mwm.bench import finetune as FT
+from mwm.bench import pretraining as PT
 from mwm.bench import ratios as R
 from mwm.bench.models import SparseCNN, TinyMAE
 
@@ -68,7 +69,7 @@ def test_every_configuration_of_a_seed_is_fine_tuned_from_the_same_start():
     s = R.preset("micro", models=("mae",))
     data = R.prepare_builtin("brain", s)
     recipe = FT.FinetuneRecipe(epochs=1, batch_size=8)
-    tuned = [FT.finetune(R.initial_model("mae", data, s, seed=1), data.train.images,
+    tuned = [FT.finetune(PT.initial_model("mae", data, s, seed=1), data.train.images,
                          data.train.labels, 4, seed=1, recipe=recipe) for _ in range(2)]
     for (name, pa), (_, pb) in zip(tuned[0][0].named_parameters(), tuned[1][0].named_parameters()):
         assert torch.equal(pa, pb), name

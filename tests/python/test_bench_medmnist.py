@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from mwm.bench import pretraining as PT
 from mwm.bench import ratios as R
 from mwm.bench.guidance import noisy_heatmaps, random_clip_heatmaps, smooth_field
 from mwm.bench.medmnist import folder_heatmaps, load_medmnist, npz_path
@@ -127,7 +128,7 @@ def test_guidance_quality_moves_the_roi_away_from_the_lesion():
     def roi_quality(source, quality=0.5):
         s = R.preset("micro", heatmaps=source, heatmap_quality=quality, pretrain_samples=48)
         data = R.prepare_builtin("brain", s)
-        lesion = R.lesion_patches(data.pretrain.lesions, s.patch_size)
+        lesion = PT.lesion_patches(data.pretrain.lesions, s.patch_size)
         import mwm
 
         scores = mwm.heatmap_to_patch_scores(data.pretrain.heatmaps, list(data.grid),

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from mwm.bench import pretraining as PT
 from mwm.bench import probes as P
 from mwm.bench import ratios as R
 from mwm.bench.models import TinyMAE
@@ -117,7 +118,7 @@ def test_tiny_mae_patch_embedding_is_initialized_like_a_linear_layer():
 def test_benchmark_mae_takes_the_pretraining_set_pixel_statistics():
     settings = R.preset("micro", models=("mae",))
     data = R.prepare_builtin("brain", settings)
-    model = R.build_model("mae", data, settings)
+    model = PT.build_model("mae", data, settings)
     pixels = data.pretrain.images.double()
     assert float(model.pixel_mean) == pytest.approx(float(pixels.mean()), rel=1e-6)
     assert float(model.pixel_std) == pytest.approx(float(pixels.std()), rel=1e-6)
@@ -125,9 +126,9 @@ def test_benchmark_mae_takes_the_pretraining_set_pixel_statistics():
 
 def test_pixel_statistics_match_a_float64_mean_and_std_in_chunks():
     images = 0.4 + 0.2 * torch.randn(130, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    mean, std = R.pixel_statistics(images, chunk=7)  # chunks that do not divide the set
+    mean, std = PT.pixel_statistics(images, chunk=7)  # chunks that do not divide the set
     as64 = images.double()
     assert mean == pytest.approx(float(as64.mean()), rel=1e-12)
     assert std == pytest.approx(float(as64.std()), rel=1e-12)
     with pytest.raises(ValueError, match="too few pixels"):
-        R.pixel_statistics(torch.zeros(1, 1, 1, 1))
+        PT.pixel_statistics(torch.zeros(1, 1, 1, 1))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mwm
+from mwm.bench import pretraining as PT
 from mwm.bench import ratios as R
 from mwm.bench.models import SparseCNN, TinyMAE, reconstruction_loss
 from mwm.bench.probes import dice_scores, linear_probe
@@ -172,26 +173,26 @@ def test_translate_moves_each_sample_by_its_own_shift_and_replicates_the_border(
     x[0, 0, 3, 4] = 1.0
     x[1, 0, :, 0] = 0.5  # the left border column
     x[1, 0, 5, 5] = 2.0
-    out = R.translate(x, torch.tensor([[1, -2], [0, 3]]), reach=3)
+    out = PT.translate(x, torch.tensor([[1, -2], [0, 3]]), reach=3)
     assert out.shape == x.shape
     # out[p] = x[p + shift]: the content moves by minus the shift.
     assert out[0, 0, 2, 6] == 1.0 and out[0].sum() == 1.0
     assert out[1, 0, 5, 2] == 2.0
-    assert torch.equal(R.translate(x, torch.zeros(2, 2, dtype=torch.long), reach=3), x)
+    assert torch.equal(PT.translate(x, torch.zeros(2, 2, dtype=torch.long), reach=3), x)
     # A shift towards the left border fills the space with that border, not with zeros.
-    left = R.translate(x[1:], torch.tensor([[0, -2]]), reach=2)
+    left = PT.translate(x[1:], torch.tensor([[0, -2]]), reach=2)
     assert torch.equal(left[0, 0, :, :3], torch.full((8, 3), 0.5))
     volume = torch.zeros(1, 1, 4, 4, 4)
     volume[0, 0, 1, 2, 3] = 1.0
-    assert R.translate(volume, torch.tensor([[1, 0, 2]]), reach=2)[0, 0, 0, 2, 1] == 1.0
+    assert PT.translate(volume, torch.tensor([[1, 0, 2]]), reach=2)[0, 0, 0, 2, 1] == 1.0
 
 
 def test_shifts_are_drawn_per_global_batch_within_the_reach():
-    a = R.draw_shifts(seed=3, batch_start=64, batch=64, ndim=2, reach=8)
+    a = PT.draw_shifts(seed=3, batch_start=64, batch=64, ndim=2, reach=8)
     assert a.shape == (64, 2) and a.abs().max() <= 8 and a.abs().max() == 8
-    assert torch.equal(a, R.draw_shifts(3, 64, 64, 2, 8))
-    assert not torch.equal(a, R.draw_shifts(3, 128, 64, 2, 8))
-    assert not torch.equal(a, R.draw_shifts(4, 64, 64, 2, 8))
+    assert torch.equal(a, PT.draw_shifts(3, 64, 64, 2, 8))
+    assert not torch.equal(a, PT.draw_shifts(3, 128, 64, 2, 8))
+    assert not torch.equal(a, PT.draw_shifts(4, 64, 64, 2, 8))
 
 
 class _Recorder(torch.nn.Module):
@@ -221,7 +222,7 @@ def test_pretraining_shifts_each_image_and_its_heatmap_alike(shift):
         return masker(heat, offset)
 
     model = _Recorder()
-    stats = R.pretrain(model, data, recording_masker, s, 1e-3, 0, R.bdist.DistContext(),
+    stats = PT.pretrain(model, data, recording_masker, s, 1e-3, 0, R.bdist.DistContext(),
                        progress=False, shift=shift)
     assert len(model.seen) == len(heats) == s.epochs * (s.pretrain_samples // s.batch_size)
     for images, heat in zip(model.seen, heats):
@@ -245,7 +246,7 @@ def test_pretraining_calls_after_epoch_once_per_epoch_in_training_mode():
         model.eval()  # a probe puts the model in eval mode; pretraining must go on training
 
     steps = s.pretrain_samples // s.batch_size
-    R.pretrain(model, data, masker, s, 1e-3, 0, R.bdist.DistContext(), progress=False,
+    PT.pretrain(model, data, masker, s, 1e-3, 0, R.bdist.DistContext(), progress=False,
                after_epoch=after_epoch)
     assert [(e, n) for e, n, _ in calls] == [(e, e * steps) for e in (1, 2, 3)]
     assert all(loss > 0 for _, _, loss in calls)
@@ -313,10 +314,10 @@ def test_micro_results_hold_paired_comparisons(micro_run):
 def test_every_configuration_of_a_seed_starts_from_the_same_weights():
     settings = R.preset("micro")
     data = R.prepare_builtin("brain", settings)
-    first = R.initial_model("mae", data, settings, seed=3).state_dict()
+    first = PT.initial_model("mae", data, settings, seed=3).state_dict()
     torch.manual_seed(123)  # whatever ran before
-    again = R.initial_model("mae", data, settings, seed=3).state_dict()
-    other = R.initial_model("mae", data, settings, seed=4).state_dict()
+    again = PT.initial_model("mae", data, settings, seed=3).state_dict()
+    other = PT.initial_model("mae", data, settings, seed=4).state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
