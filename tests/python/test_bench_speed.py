@@ -14,7 +14,7 @@ import torch
 
 import mwm
 from mwm.bench import references as ref
-from mwm.bench import speed, speed_coral, speed_loss, timing
+from mwm.bench import speed, speed_coral, speed_loss, speed_report, speed_targets, timing
 from mwm.bench.cli import main as bench_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,7 +237,7 @@ def test_targets_follow_the_medians():
             _row("random (MAE)", "B=256 14x14", 1.0, 3.0),
             _row("per_region (MWM)", "B=8 8x8x8", 1.0, 10.0)]
     targets = {(t["target"].split()[0], t["size"], t["unit"]): t
-               for t in speed.evaluate_targets(rows)}
+               for t in speed_targets.evaluate_targets(rows)}
     assert targets[("per_region", "B=256 14x14", "x faster")]["met"]  # 25x
     assert not targets[("per_region", "B=8 8x8x8", "x faster")]["met"]  # 10x
     versus_mae = targets[("per_region", "B=256 14x14", "mwm / MAE")]
@@ -245,10 +245,18 @@ def test_targets_follow_the_medians():
     assert targets[("random", "B=256 14x14", "mwm / MAE")]["value"] == pytest.approx(1 / 3)
 
 
+def test_the_targets_name_the_sizes_the_benchmark_measures():
+    labels = [size.label for size in speed.FULL_SIZES]
+    assert speed_targets.VIT_SIZE == labels[0]
+    targets = speed_targets.SPEEDUP_TARGETS + speed_targets.BANDWIDTH_TARGETS
+    named = {size for _, _, size, *_ in targets if size.startswith("B=")}
+    assert named <= set(labels)
+
+
 def test_rows_in_another_format_get_a_table_of_their_own():
     foreign = {"section": "loss", "case": "2d", "method": "eager", "median_ms": 1.5,
                "machine": "x86_64", "threads": 2}
-    text = speed.markdown_table([_row("random (MAE)", "B=8 8x8x8", 1.0, 2.0), foreign])
+    text = speed_report.markdown_table([_row("random (MAE)", "B=8 8x8x8", 1.0, 2.0), foreign])
     main, other = text.split("\n\n**loss**\n\n")
     assert "| random (MAE) | B=8 8x8x8 | ref | 1.000 | 2.000 | 0.500 | 2.0x |" in main
     assert other.splitlines()[0] == "| case | method | median_ms |"

@@ -20,6 +20,9 @@ On a shared or oversubscribed machine libgomp's default spinning makes every par
 cost milliseconds; measure with ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` there (the
 environment is printed with the machine).
 
+The targets the rows are judged by live in mwm.bench.speed_targets, the tables and the generated
+section of docs/speed.md in mwm.bench.speed_report.
+
 Run: ``mwm-bench speed [--quick] [--out mwm-out/speed.json]`` or ``python -m mwm.bench.speed``.
 """
 
@@ -40,10 +43,11 @@ import numpy as np
 import torch
 
 from . import references as ref
+from .speed_report import markdown_table, print_report, targets_text, write_doc_section
+from .speed_targets import evaluate_targets
 from .timing import (
     bandwidth_share,
     copy_bandwidth,
-    describe_machine,
     load_averages,
     machine_info,
     median_time,
@@ -61,7 +65,6 @@ SPARK_RATIO = 0.6
 BEIT_RATIO = 0.4  # BEiT v2: 75-78 of 196 patches
 SIMMIM_RATIO = 0.6
 HARD_SHARE = 0.5  # HPM: half of the masked budget by predicted loss
-GUIDED_VS_LOOP_TARGET = 20.0
 
 
 @dataclass(frozen=True)
@@ -372,253 +375,6 @@ def _section_rows(module_name: str, function_name: str, args) -> List[dict]:
     return rows
 
 
-def _find(rows: Sequence[dict], case: str, size: str,
-          reference: Optional[str] = None) -> Optional[dict]:
-    return next((r for r in rows if r.get("case") == case and r.get("size") == size
-                 and (reference is None or reference in str(r.get("reference", "")))), None)
-
-
-def _speedup_target(rows, target, case, size, minimum, reference=None) -> Optional[dict]:
-    row = _find(rows, case, size, reference)
-    if row is None or not row.get("ours_ms") or not row.get("reference_ms"):
-        return None
-    speedup = row["reference_ms"] / row["ours_ms"]
-    best = None
-    if row.get("ours_min_ms") and row.get("reference_min_ms"):
-        best = row["reference_min_ms"] / row["ours_min_ms"]
-    return {"target": target, "size": size, "value": speedup, "best": best,
-            "unit": "x faster", "met": speedup >= minimum}
-
-
-def _bandwidth_target(rows, target, case, size, minimum) -> Optional[dict]:
-    row = _find(rows, case, size)
-    if row is None or row.get("bandwidth_share") is None:
-        return None
-    share = row["bandwidth_share"]
-    return {"target": target, "size": size, "value": 100 * share, "best": None,
-            "unit": "% of copy bandwidth", "met": share >= minimum}
-
-
-# Issue 13's targets: (label, case, size, reference substring or None, minimum speed-up).
-SPEEDUP_TARGETS = (
-    ("13: text-guided nearest >= 10x the MWM reference", "text-guided, nearest", "B=128 7x7",
-     None, 10.0),
-    ("13: per_region >= 50x the MWM per-sample loop", "per_region (MWM)", "B=256 14x14", None,
-     50.0),
-    ("13: per_region >= 6x the MWM per-sample loop", "per_region (MWM)", "B=8 8x8x8", None, 6.0),
-    ("13: random >= 8x MAE random_masking", "random (MAE)", "B=256 14x14", None, 8.0),
-    ("13: text-guided area mean >= 3x threshold + resize + loop", "text-guided, area mean",
-     "B=128 7x7", None, 3.0),
-    ("13: coral_loss >= 1.2x eager PyTorch", "coral_loss forward+backward",
-     "n=6400 m=6400 d=32 float32", "eager", 1.2),
-    ("13: coral_loss >= 1.0x torch.compile", "coral_loss forward+backward",
-     "n=6400 m=6400 d=32 float32", "torch.compile", 1.0),
-    ("13: coral_loss >= 1.2x eager PyTorch", "coral_loss forward+backward",
-     "n=6400 m=6400 d=256 float32", "eager", 1.2),
-    ("13: coral_loss >= 1.0x torch.compile", "coral_loss forward+backward",
-     "n=6400 m=6400 d=256 float32", "torch.compile", 1.0),
-    ("13: fused loss 3D >= 1.5x torch.compile", "MAE loss, norm_pix_loss, forward + backward",
-     "3d B=8 1x128^3 p16", "torch.compile", 1.5),
-)
-# (label, case, size, minimum share of the copy bandwidth)
-BANDWIDTH_TARGETS = (
-    ("13: area-mean pooling >= 50% of copy bandwidth", "area-mean pooling alone", "B=128 7x7",
-     0.5),
-    ("13: fused loss 2D >= 60% of copy bandwidth", "MAE loss, norm_pix_loss, forward + backward",
-     "2d B=64 3x224x224 p16", 0.6),
-    ("13: fused loss 3D >= 60% of copy bandwidth", "MAE loss, norm_pix_loss, forward + backward",
-     "3d B=8 1x128^3 p16", 0.6),
-)
-
-
-def _targets_at_one_thread_count(rows: Sequence[dict]) -> List[dict]:
-    targets = []
-    # The earlier targets: guided masking >= 20x the MWM loop (every size), and no slower than
-    # MAE's random_masking at B=256 14x14.
-    for size in FULL_SIZES:
-        guided = _find(rows, "per_region (MWM)", size.label)
-        if guided is not None:
-            speedup = guided["reference_ms"] / guided["ours_ms"]
-            targets.append({
-                "target": f"per_region >= {GUIDED_VS_LOOP_TARGET:.0f}x faster than the MWM loop",
-                "size": size.label, "value": speedup,
-                "best": guided["reference_min_ms"] / guided["ours_min_ms"], "unit": "x faster",
-                "met": speedup >= GUIDED_VS_LOOP_TARGET})
-    vit = FULL_SIZES[0].label
-    guided = _find(rows, "per_region (MWM)", vit)
-    mae = _find(rows, "random (MAE)", vit)
-    for case, row in (("per_region", guided), ("random", mae)):
-        if row is not None and mae is not None:
-            ratio = row["ours_ms"] / mae["reference_ms"]
-            targets.append({
-                "target": f"{case} no slower than MAE random_masking (time ratio <= 1)",
-                "size": vit, "value": ratio,
-                "best": row["ours_min_ms"] / mae["reference_min_ms"], "unit": "mwm / MAE",
-                "met": ratio <= 1.0})
-    for label, case, size, reference, minimum in SPEEDUP_TARGETS:
-        target = _speedup_target(rows, label, case, size, minimum, reference)
-        if target is not None:
-            targets.append(target)
-    for label, case, size, minimum in BANDWIDTH_TARGETS:
-        target = _bandwidth_target(rows, label, case, size, minimum)
-        if target is not None:
-            targets.append(target)
-    return targets
-
-
-def evaluate_targets(rows: Sequence[dict]) -> List[dict]:
-    """The targets, judged on medians (``best``: the same from the fastest runs), separately at
-    every thread count the rows were measured at (``threads`` of each target)."""
-    by_threads: dict = {}
-    for row in rows:
-        by_threads.setdefault(row.get("threads"), []).append(row)
-    targets = []
-    for threads, group in by_threads.items():
-        for target in _targets_at_one_thread_count(group):
-            target["threads"] = threads
-            targets.append(target)
-    return targets
-
-
-def _fmt(value, digits: int = 2, suffix: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    return f"{value:.{digits}f}{suffix}"
-
-
-COLUMNS = ("case", "size", "reference", "mwm ms", "ref ms", "mwm/ref", "speed-up",
-           "best mwm/ref", "peak MiB mwm/ref", "copy-bw share", "same counts", "threads")
-
-
-def table_rows(rows: Sequence[dict]) -> List[List[str]]:
-    out = []
-    for r in rows:
-        ratio = r.get("ratio")
-        peak = "-"
-        if r.get("ours_peak_mb") is not None or r.get("reference_peak_mb") is not None:
-            peak = f"{_fmt(r.get('ours_peak_mb'), 1)} / {_fmt(r.get('reference_peak_mb'), 1)}"
-        share = r.get("bandwidth_share")
-        best = None
-        if r.get("ours_min_ms") and r.get("reference_min_ms"):
-            best = r["ours_min_ms"] / r["reference_min_ms"]
-        out.append([
-            str(r.get("case", "?")), str(r.get("size", "")), str(r.get("reference", "-")),
-            _fmt(r.get("ours_ms"), 3), _fmt(r.get("reference_ms"), 3), _fmt(ratio, 3),
-            _fmt(1.0 / ratio if ratio else None, 1, "x"), _fmt(best, 3), peak,
-            "-" if share is None else f"{100 * share:.0f}%", _fmt(r.get("counts_match")),
-            str(r.get("threads", "-")),
-        ])
-    return out
-
-
-def is_comparison_row(row: dict) -> bool:
-    """Rows in the shared format (mwm.bench.timing) go into the main table; others are shown
-    as they come, in a table of their own."""
-    return "ours_ms" in row
-
-
-# Keys repeated on every row of another module's table; the header already says them.
-_CONTEXT_KEYS = ("section", "benchmark", "machine", "torch", "threads", "copy_GBps")
-
-
-def generic_table(rows: Sequence[dict]) -> tuple:
-    """(columns, cells) of rows in any format: the union of their keys, in order of appearance."""
-    columns: List[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns and k not in _CONTEXT_KEYS]
-    cells = [[_fmt_any(row.get(k)) for k in columns] for row in rows]
-    return columns, cells
-
-
-def _fmt_any(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _plain(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(x) for x in col) for col in zip(columns, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in body])
-
-
-def plain_table(rows: Sequence[dict]) -> str:
-    return _plain(COLUMNS, table_rows(rows))
-
-
-def _markdown(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines)
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    """The main table, then one table per section whose rows use another format."""
-    parts = [_markdown(COLUMNS, table_rows([r for r in rows if is_comparison_row(r)]))]
-    for section, group in _other_sections(rows):
-        parts.append(f"**{section}**\n\n" + _markdown(*generic_table(group)))
-    return "\n\n".join(parts)
-
-
-def _other_sections(rows: Sequence[dict]) -> List[tuple]:
-    groups: dict = {}
-    for row in rows:
-        if not is_comparison_row(row):
-            groups.setdefault(str(row.get("section", "other")), []).append(row)
-    return list(groups.items())
-
-
-def targets_text(targets: Sequence[dict]) -> List[str]:
-    lines = []
-    for t in targets:
-        threads = f", {t['threads']} thread{'s' if t['threads'] != 1 else ''}" if t.get(
-            "threads") else ""
-        best = f" (best runs: {t['best']:.2f})" if t.get("best") is not None else ""
-        lines.append(f"{t['target']} [{t['size']}{threads}]: {t['value']:.2f} {t['unit']}"
-                     f"{best} -> {'met' if t['met'] else 'NOT met'}")
-    return lines
-
-
-def print_report(doc: dict, plain: bool) -> None:
-    header = [f"machine: {describe_machine(doc['machine'])}",
-              f"copy bandwidth: {doc['copy_bandwidth_gbps']:.1f} GB/s; threads "
-              f"{', '.join(map(str, doc['settings']['threads']))}; medians of "
-              f"{doc['settings']['repeats']} runs after {doc['settings']['warmup']} warm-up; "
-              f"mwm/ref < 1 means mwm is faster (best: ratio of the fastest runs)"]
-    if not plain:
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError:
-            plain = True
-    main_rows = [r for r in doc["rows"] if is_comparison_row(r)]
-    others = [(f"{section} rows", *generic_table(group))
-              for section, group in _other_sections(doc["rows"])]
-    title = "mwm-bench speed" + (" (--quick)" if doc["settings"]["quick"] else "")
-    if plain:
-        print("\n".join(header))
-        print(plain_table(main_rows))
-        for name, columns, cells in others:
-            print(f"\n{name}\n{_plain(columns, cells)}")
-    else:
-        console = Console(width=max(160, Console().width))
-        for line in header:
-            console.print(line, highlight=False)
-        for name, columns, cells in [(title, COLUMNS, table_rows(main_rows))] + others:
-            table = Table(title=name)
-            for column in columns:
-                table.add_column(column, justify="left" if column in COLUMNS[:3] else "right")
-            for cells_row in cells:
-                table.add_row(*cells_row)
-            console.print(table)
-    for line in targets_text(doc["targets"]):
-        print(line)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"CI smoke run: {QUICK_REPEATS} repetitions after {QUICK_WARMUP} "
@@ -754,47 +510,6 @@ def run(args, argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {args.out} and {markdown}" + (f" and {args.doc}" if args.doc else "") +
           f" ({doc['elapsed_seconds']:.0f} s: {spent})")
     return 0
-
-
-DOC_BEGIN = "<!-- mwm-bench speed: begin -->"
-DOC_END = "<!-- mwm-bench speed: end -->"
-
-
-def doc_section(doc: dict) -> str:
-    """The generated part of docs/speed.md: the command, the machine, one table per thread
-    count, the cost model and the targets."""
-    machine = doc["machine"]
-    bw = ", ".join(f"{t} thread{'s' if t != 1 else ''}: {v:.1f} GB/s"
-                   for t, v in doc["copy_bandwidth_gbps_by_threads"].items())
-    lines = [DOC_BEGIN, "",
-             f"Generated by `{doc['command'].strip()}` ({doc['elapsed_seconds']:.0f} s).", "",
-             f"- machine: {describe_machine(machine)}",
-             f"- load average (1, 5, 15 min) after the run: "
-             f"{', '.join(f'{v:.2f}' for v in machine.get('load_average_after', ()))}",
-             f"- copy bandwidth (dst.copy_(src), 2 x bytes / time), measured before each "
-             f"thread count's rows: {bw}",
-             f"- medians of {doc['settings']['repeats']} runs after {doc['settings']['warmup']} "
-             f"warm-up; mwm/ref < 1 means mwm is faster", ""]
-    for threads in doc["settings"]["threads"]:
-        rows = [r for r in doc["rows"] if r.get("threads") == threads]
-        lines += [f"#### {threads} thread{'s' if threads != 1 else ''}", "",
-                  markdown_table(rows), ""]
-    lines += ["#### Targets", ""] + [f"- {line}" for line in targets_text(doc["targets"])]
-    lines += ["", DOC_END]
-    return "\n".join(lines)
-
-
-def write_doc_section(path: Path, doc: dict) -> None:
-    text = path.read_text() if path.exists() else ""
-    section = doc_section(doc)
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
