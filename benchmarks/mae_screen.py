@@ -70,6 +70,8 @@ Seventh round:
         "decoder_depth": 4, "probe_epochs": [8, 16, 32], "reads": ["block1", "prenorm"]}'
     python benchmarks/mae_screen.py '{"zero": false, "seeds": [0, 1, 2], "epochs": 8,
         "decoder_depth": 4, "probe_epochs": [4]}'                     # also "seeds": [3, 4]
+    python benchmarks/mae_screen.py '{"zero": false, "mae_dim": 32}'       # also seeds 5-9
+    python benchmarks/mae_screen.py '{"zero": false, "patch_size": 16}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
