@@ -19,9 +19,19 @@ namespace mwm {
 
 namespace detail {
 
+// Inlined wherever it is called: into the walk of a copy written for a wider vector unit (a
+// lambda with that target, loss_x86_passes.hpp), and, for the prefetch hints, because GCC finds
+// a function that only prefetches free of side effects and drops calls to it that it has not
+// inlined first.
+#if defined(__GNUC__) || defined(__clang__)
+#define MWM_BAND_INLINE __attribute__((always_inline)) inline
+#else
+#define MWM_BAND_INLINE inline
+#endif
+
 // A hint that `address` will be read soon, into L2 (host code; a no-op where the builtin is
 // missing): a band's predictions prefetched into L1 would push the gathered target out of it.
-inline void prefetch_line(const void* address) {
+MWM_BAND_INLINE void prefetch_line(const void* address) {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(address, 0, 2);
 #else
@@ -36,7 +46,7 @@ inline void prefetch_line(const void* address) {
 // prefetchers pick up afresh at every slice and page: without the hint, the gather's loads wait
 // for memory at each of them), band_losses for the next band's dense predictions patch by
 // patch.
-inline void prefetch_bytes(const void* address, std::int64_t bytes) {
+MWM_BAND_INLINE void prefetch_bytes(const void* address, std::int64_t bytes) {
 #if defined(__GNUC__) || defined(__clang__)
   const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(address);
   for (std::uintptr_t line = at & ~std::uintptr_t(63); line < at + bytes; line += 64)
@@ -60,8 +70,8 @@ struct prefetch_range {
 // element): all its grid.width patches, unmasked ones included (a run of whole rows, measured
 // faster than the masked patches' lines alone).
 template <typename T>
-void prefetch_next_row(const prefetch_range& ahead, const T* base, const T* row,
-                       const patch_strides& s, const patch_geometry& g) {
+MWM_BAND_INLINE void prefetch_next_row(const prefetch_range& ahead, const T* base, const T* row,
+                                       const patch_strides& s, const patch_geometry& g) {
   if (!ahead.next) return;
   const std::int64_t elements =
       (g.grid.width - 1) * s.grid_width + (g.patch_width - 1) * s.width + 1;
@@ -77,31 +87,50 @@ inline std::int64_t band_start(const patch_strides& s, const grid_shape& grid, s
   return b * s.batch + d * s.grid_depth + h * s.grid_height;
 }
 
-template <bool Unit, typename Acc, typename T>
-void gather_rows(const T* base, const patch_strides& s, const patch_geometry& g, const Acc* active,
-                 Acc* out, prefetch_range ahead) {
+// The row walk of every band gather: the patches' rows in (channel group, pd, ph) order, each
+// row read across the band's active patches. `channel_rows` is how many channel rows one copy
+// takes (g.channels where the copy interleaves them all, 1 where the channels are walked one
+// after the other). Along the way it spreads the prefetch of `ahead.bytes` over the rows and
+// prefetches the next band's part of each row. For each (row, active patch x) it calls
+// copy_row(the patch's first pixel in that row, x, where that row starts in a patch vector).
+template <typename T, typename Acc, typename CopyRow>
+MWM_BAND_INLINE void walk_band_rows(const T* base, const patch_strides& s, const patch_geometry& g,
+                                    std::int64_t channel_rows, const Acc* active,
+                                    const prefetch_range& ahead, CopyRow&& copy_row) {
   constexpr std::int64_t line = 64;
-  const std::int64_t p = g.patch_vector_size();
-  const std::int64_t step = Unit ? 1 : s.width;
-  const std::int64_t rows = g.channels * g.patch_depth * g.patch_height;
+  // Read once: after a store of copy_row (vector stores may alias anything) the compiler
+  // would read them again through `s` and `g` at every patch.
+  const std::int64_t patches = g.grid.width, patch_step = s.grid_width;
+  const std::int64_t groups = g.channels / channel_rows;
+  const std::int64_t rows = groups * g.patch_depth * g.patch_height;
   const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
   std::int64_t next = 0;
-  for (std::int64_t c = 0; c < g.channels; ++c)
+  for (std::int64_t c = 0; c < groups; ++c)
     for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
       for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
         for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
           prefetch_line(ahead.begin + next);
         const T* row = base + c * s.channel + pd * s.depth + ph * s.height;
-        prefetch_next_row(ahead, base, row, s, g);
+        for (std::int64_t k = 0; k < channel_rows; ++k)
+          prefetch_next_row(ahead, base, row + k * s.channel, s, g);
         const std::int64_t first = ((pd * g.patch_height + ph) * g.patch_width) * g.channels + c;
-        for (std::int64_t x = 0; x < g.grid.width; ++x) {
-          if (active[x] == Acc(0)) continue;
-          const T* src = row + x * s.grid_width;
-          Acc* dst = out + x * p + first;
-          for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
-            dst[pw * g.channels] = static_cast<Acc>(src[pw * step]);
-        }
+        for (std::int64_t x = 0; x < patches; ++x)
+          if (active[x] != Acc(0)) copy_row(row + x * patch_step, x, first);
       }
+}
+
+template <bool Unit, typename Acc, typename T>
+__attribute__((noinline)) void gather_rows(const T* base, const patch_strides& s,
+                                           const patch_geometry& g, const Acc* active, Acc* out,
+                                           prefetch_range ahead) {
+  const std::int64_t p = g.patch_vector_size();
+  const std::int64_t step = Unit ? 1 : s.width;
+  walk_band_rows(base, s, g, 1, active, ahead,
+                 [&](const T* src, std::int64_t x, std::int64_t first) {
+                   Acc* dst = out + x * p + first;
+                   for (std::int64_t pw = 0; pw < g.patch_width; ++pw)
+                     dst[pw * g.channels] = static_cast<Acc>(src[pw * step]);
+                 });
 }
 
 // out[3 k + c] = rows[c][k] for k < count: three image rows of one (pd, ph) interleaved into
@@ -141,24 +170,13 @@ void interleave_three_rows(const T* r0, const T* r1, const T* r2, std::int64_t c
 // which compilers vectorize, for C = 1; the shuffles above for C = 3), where the generic loop
 // stores with a stride of C.
 template <int C, typename Acc, typename T>
-void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometry& g,
-                      const Acc* active, Acc* out, prefetch_range ahead) {
-  constexpr std::int64_t line = 64;
+__attribute__((noinline)) void gather_unit_rows(const T* base, const patch_strides& s,
+                                                const patch_geometry& g, const Acc* active,
+                                                Acc* out, prefetch_range ahead) {
   const std::int64_t p = g.patch_vector_size();
   const std::int64_t pw_count = g.patch_width;
-  const std::int64_t rows = g.patch_depth * g.patch_height;
-  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
-  std::int64_t next = 0;
-  for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
-    for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
-      for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
-        prefetch_line(ahead.begin + next);
-      const T* row = base + pd * s.depth + ph * s.height;
-      for (int c = 0; c < C; ++c) prefetch_next_row(ahead, base, row + c * s.channel, s, g);
-      const std::int64_t first = (pd * g.patch_height + ph) * pw_count * C;
-      for (std::int64_t x = 0; x < g.grid.width; ++x) {
-        if (active[x] == Acc(0)) continue;
-        const T* src = row + x * s.grid_width;
+  walk_band_rows(
+      base, s, g, C, active, ahead, [&](const T* src, std::int64_t x, std::int64_t first) {
         Acc* dst = out + x * p + first;
         if constexpr (C == 3) {
           interleave_three_rows(src, src + s.channel, src + 2 * s.channel, pw_count, dst);
@@ -166,8 +184,7 @@ void gather_unit_rows(const T* base, const patch_strides& s, const patch_geometr
           for (std::int64_t pw = 0; pw < pw_count; ++pw)
             for (int c = 0; c < C; ++c) dst[pw * C + c] = static_cast<Acc>(src[c * s.channel + pw]);
         }
-      }
-    }
+      });
 }
 
 template <bool Unit, typename Acc, typename P>

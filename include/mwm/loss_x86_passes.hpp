@@ -20,6 +20,7 @@
 
 #define MWM_LANES_INLINE __attribute__((target(MWM_LANES_TARGET), always_inline)) inline
 #define MWM_LANES_ENTRY __attribute__((target(MWM_LANES_TARGET))) inline
+#define MWM_LANES_LAMBDA __attribute__((target(MWM_LANES_TARGET)))
 // Before every loop over a pack's registers: unrolled before GCC places the lane sums, so that
 // they stay in registers (a loop it unrolls late leaves them in memory, a store every step).
 #define MWM_EACH_REGISTER _Pragma("GCC unroll 4")
@@ -175,50 +176,40 @@ template <int C>
 MWM_LANES_ENTRY void gather_unit_rows(const float* base, const patch_strides& s,
                                       const patch_geometry& g, const float* active, float* out,
                                       float* sums, prefetch_range ahead) {
-  constexpr std::int64_t line = 64;
   const std::int64_t p = g.patch_vector_size();
   const std::int64_t pw = g.patch_width;
-  const std::int64_t rows = g.patch_depth * g.patch_height;
-  const std::int64_t lines_per_row = (ahead.bytes / line + rows - 1) / rows;
   for (std::int64_t x = 0; x < g.grid.width; ++x)
     if (active[x] != 0.0f)
       for (int l = 0; l < loss_lanes; ++l) sums[loss_lanes * x + l] = 0.0f;
-  std::int64_t next = 0;
-  for (std::int64_t pd = 0; pd < g.patch_depth; ++pd)
-    for (std::int64_t ph = 0; ph < g.patch_height; ++ph) {
-      for (std::int64_t k = 0; k < lines_per_row && next < ahead.bytes; ++k, next += line)
-        prefetch_line(ahead.begin + next);
-      const float* row = base + pd * s.depth + ph * s.height;
-      for (int c = 0; c < C; ++c) prefetch_next_row(ahead, base, row + c * s.channel, s, g);
-      const std::int64_t first = (pd * g.patch_height + ph) * pw * C;  // a multiple of width
-      for (std::int64_t x = 0; x < g.grid.width; ++x) {
-        if (active[x] == 0.0f) continue;
-        const float* src = row + x * s.grid_width;
-        float* dst = out + x * p + first;
-        float* lane_sums = sums + loss_lanes * x;
-        reg sum[registers];
-        MWM_EACH_REGISTER
-        for (int q = 0; q < registers; ++q) sum[q] = lanes::load(lane_sums + width * q);
-        std::int64_t j = first / width;
-        for (std::int64_t k = 0; k < pw; k += width) {
-          if constexpr (C == 1) {
-            const reg v = lanes::load(src + k);
-            lanes::store(dst + k, v);
-            lanes::add_to_part(sum, j++, v);
-          } else {
-            reg v[3];
-            lanes::interleave_three(lanes::load(src + k), lanes::load(src + s.channel + k),
-                                    lanes::load(src + 2 * s.channel + k), v);
-            for (int u = 0; u < 3; ++u) {
-              lanes::store(dst + 3 * k + width * u, v[u]);
-              lanes::add_to_part(sum, j++, v[u]);
-            }
-          }
-        }
-        MWM_EACH_REGISTER
-        for (int q = 0; q < registers; ++q) lanes::store(lane_sums + width * q, sum[q]);
-      }
-    }
+  // `first` is a multiple of width: a patch row starts at a whole register of its patch vector.
+  walk_band_rows(base, s, g, C, active, ahead,
+                 [out, sums, p, pw, channel = s.channel](const float* src, std::int64_t x,
+                                                         std::int64_t first) MWM_LANES_LAMBDA {
+                   float* dst = out + x * p + first;
+                   float* lane_sums = sums + loss_lanes * x;
+                   reg sum[registers];
+                   MWM_EACH_REGISTER
+                   for (int q = 0; q < registers; ++q) sum[q] = lanes::load(lane_sums + width * q);
+                   std::int64_t j = first / width;
+                   for (std::int64_t k = 0; k < pw; k += width) {
+                     if constexpr (C == 1) {
+                       (void)channel;  // the other channels' rows are read for C = 3 only
+                       const reg v = lanes::load(src + k);
+                       lanes::store(dst + k, v);
+                       lanes::add_to_part(sum, j++, v);
+                     } else {
+                       reg v[3];
+                       lanes::interleave_three(lanes::load(src + k), lanes::load(src + channel + k),
+                                               lanes::load(src + 2 * channel + k), v);
+                       for (int u = 0; u < 3; ++u) {
+                         lanes::store(dst + 3 * k + width * u, v[u]);
+                         lanes::add_to_part(sum, j++, v[u]);
+                       }
+                     }
+                   }
+                   MWM_EACH_REGISTER
+                   for (int q = 0; q < registers; ++q) lanes::store(lane_sums + width * q, sum[q]);
+                 });
 }
 
 // gather_band's gather where gathers_rows holds.
@@ -232,4 +223,5 @@ inline void gather_band_rows(const float* base, const patch_strides& s, const pa
 
 #undef MWM_LANES_INLINE
 #undef MWM_LANES_ENTRY
+#undef MWM_LANES_LAMBDA
 #undef MWM_EACH_REGISTER
