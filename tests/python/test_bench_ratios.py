@@ -1,6 +1,7 @@
 """`mwm-bench ratios`: models, loss, probes, the micro pipeline end to end, and DDP masks."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -251,6 +252,41 @@ def test_pretraining_calls_after_epoch_once_per_epoch_in_training_mode():
     assert [(e, n) for e, n, _ in calls] == [(e, e * steps) for e in (1, 2, 3)]
     assert all(loss > 0 for _, _, loss in calls)
     assert model.training
+
+
+class _DecayOnly(torch.nn.Module):
+    """A loss without gradient: AdamW's decoupled weight decay is all that moves the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2, 2))
+        self.b = torch.nn.Parameter(torch.ones(2))
+
+    def forward(self, images, masks):
+        return 0.0 * (self.w.sum() + self.b.sum())
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_pretraining_decays_weight_matrices_by_the_settings_weight_decay(weight_decay):
+    s = R.preset("micro", weight_decay=weight_decay)
+    data = R.prepare_builtin("brain", s)
+    masker = R.parse_config("random-0.7").masker(data.grid, 0, s.thresholds, s.reduction)
+    model = _DecayOnly()
+    lr = 0.1
+    PT.pretrain(model, data, masker, s, lr, 0, R.bdist.DistContext(), progress=False)
+    steps = s.epochs * (s.pretrain_samples // s.batch_size)
+    warmup = max(1, int(s.warmup_share * steps))
+    expected = math.prod(1 - PT._lr_at(k, steps, lr, warmup) * weight_decay for k in range(steps))
+    assert torch.allclose(model.w, torch.full((2, 2), expected))
+    assert (expected < 0.99) == (weight_decay > 0)
+    assert torch.equal(model.b.detach(), torch.ones(2))  # biases and norms are never decayed
+
+
+@pytest.mark.parametrize("field, value", [("warmup_share", 1.0), ("warmup_share", -0.1),
+                                          ("weight_decay", -1e-3), ("weight_decay", math.nan)])
+def test_bad_schedule_settings_are_named(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value}"):
+        R.validate_settings(R.preset("micro", **{field: value}))
 
 
 # --- the micro pipeline, one process and two --------------------------------------------------

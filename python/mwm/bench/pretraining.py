@@ -162,7 +162,7 @@ def pretrain(
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay=0.05), lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=lr, betas=(0.9, 0.95))
     warmup = max(1, int(s.warmup_share * total_steps))
     stats = PretrainStats()
     started = time.perf_counter()

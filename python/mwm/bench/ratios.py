@@ -141,6 +141,7 @@ class Settings:
     batch_size: int = 64
     lr: Dict[str, float] = field(default_factory=lambda: {"cnn": 2e-3, "mae": 1e-3})
     warmup_share: float = 0.1
+    weight_decay: float = 0.05  # pretraining AdamW, off norms, biases and mask tokens
     cnn_widths: Tuple[int, ...] = (32, 64)
     mae_dim: int = 64
     mae_depth: int = 3
@@ -210,6 +211,10 @@ def validate_settings(s: Settings, world_size: int = 1) -> None:
         raise ValueError(
             f"batch_size={s.batch_size} must be divisible by the number of processes {world_size}"
         )
+    if not 0 <= s.warmup_share < 1:
+        raise ValueError(f"warmup_share={s.warmup_share} must lie in [0, 1)")
+    if not s.weight_decay >= 0:
+        raise ValueError(f"weight_decay={s.weight_decay} must be >= 0")
     if s.patch_size & (s.patch_size - 1) or s.patch_size < 2:
         raise ValueError(f"patch_size={s.patch_size} must be a power of two (CNN strides)")
     if s.data not in ("builtin", "folder", "medmnist"):
