@@ -73,6 +73,18 @@ Seventh round:
     python benchmarks/mae_screen.py '{"zero": false, "mae_dim": 32}'       # also seeds 5-9
     python benchmarks/mae_screen.py '{"zero": false, "patch_size": 16}'
 
+Eighth round (schedule settings are `Settings` overrides):
+
+    python benchmarks/mae_screen.py '{"zero": false}'
+    python benchmarks/mae_screen.py '{"zero": false, "warmup_share": 0.0}'  # also 0.25, 0.5
+    python benchmarks/mae_screen.py '{"zero": false, "warmup_share": 0.5, "lr": 3e-3}'
+    python benchmarks/mae_screen.py '{"zero": false, "warmup_share": 0.5, "epochs": 8}'
+    python benchmarks/mae_screen.py '{"zero": false, "warmup_share": 0.0, "lr": 3e-4}'
+    python benchmarks/mae_screen.py '{"zero": false, "lr": 3e-4, "epochs": 16}'
+    python benchmarks/mae_screen.py '{"zero": false, "weight_decay": 0.0}'   # also 0.3
+    python benchmarks/mae_screen.py '{"zero": false, "configs": ["none", "random-0.75",
+        "random-0.9"]}'
+
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
 "norm_pix" (default true), "pixel_stats" (default true: the harness's input standardization;
