@@ -84,6 +84,11 @@ Eighth round (schedule settings are `Settings` overrides):
     python benchmarks/mae_screen.py '{"zero": false, "weight_decay": 0.0}'   # also 0.3
     python benchmarks/mae_screen.py '{"zero": false, "configs": ["none", "random-0.75",
         "random-0.9"]}'
+    python benchmarks/mae_screen.py '{"zero": false, "frozen_embed": true}'  # also "epochs": 8, 16
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"zero": false, "frozen_embed": true, "mae_depth": 1}'
+    python benchmarks/mae_screen.py '{"zero": false, "frozen_embed": true, "mae_depth": 1,
+        "seeds": [5, 6, 7, 8, 9]}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -101,6 +106,8 @@ layer-normalized), "decoder_dim" (default: the encoder's width), "shift" (pixels
 translation of the pretraining images and heatmaps, `pretraining.translate`; default 0), "no_pos"
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
+"frozen_embed" (true: the patch embedding keeps its random initialization, MoCo v3's random
+patch projection),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
 "e<K>", and with "reads" also "e<K>_<readout>", so one long schedule shows the gain along
 it),
@@ -303,6 +310,7 @@ def main(argv):
     shift = over.pop("shift", 0)  # > 0: pretraining translation by up to this many pixels
     no_pos = over.pop("no_pos", False)  # true: the encoder gets no position embedding
     learned_pos = over.pop("learned_pos", False)  # true: a learned position embedding
+    frozen_embed = over.pop("frozen_embed", False)  # true: the patch embedding stays random
     lesion = over.pop("lesion", False)  # true: probe the lesion's token alone (rows "lesion*")
     target_sigma = over.pop("target_sigma", 0)  # > 0: low-pass reconstruction target
     if target_sigma:
@@ -323,6 +331,8 @@ def main(argv):
             model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem,
                           stem_norm, decoder_dim)
             model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
+            if frozen_embed:
+                model.patch_embed.requires_grad_(False)  # MoCo v3's random patch projection
             if no_pos:
                 model.pos.zero_()  # the decoder keeps its own
             if learned_pos:
