@@ -89,6 +89,8 @@ Eighth round (schedule settings are `Settings` overrides):
     python benchmarks/mae_screen.py '{"zero": false, "frozen_embed": true, "mae_depth": 1}'
     python benchmarks/mae_screen.py '{"zero": false, "frozen_embed": true, "mae_depth": 1,
         "seeds": [5, 6, 7, 8, 9]}'
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "seeds": [7, 8],
+        "configs": ["none"], "starts": true}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
