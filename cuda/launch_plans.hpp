@@ -1,7 +1,8 @@
 // How the launchers cut their work: which kernel tier a request takes, how samples are split
 // into chunks, how many threads copy a row, and the size checks that must pass before any
 // device memory is sized or allocated. Host code on the standard library and the core only, so
-// that tests/cpp/test_cuda_shared.cpp runs every decomposition on the CPU.
+// that tests/cpp/test_cuda_selection.cpp and test_cuda_tokens.cpp run every decomposition on
+// the CPU.
 #pragma once
 
 #include <cstddef>

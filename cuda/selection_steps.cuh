@@ -12,7 +12,7 @@
 //   5. write    write_position / write_padding_at per position of that order.
 //
 // Only standard-library and core headers are included, so a host compiler reads this file too
-// (tests/cpp/test_cuda_shared.cpp runs the passes on the CPU against select_sample).
+// (tests/cpp/test_cuda_selection.cpp runs the passes on the CPU against select_sample).
 #pragma once
 
 #include <cstdint>
