@@ -91,6 +91,8 @@ Eighth round (schedule settings are `Settings` overrides):
         "seeds": [5, 6, 7, 8, 9]}'
     python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 1, "seeds": [7, 8],
         "configs": ["none"], "starts": true}'
+    python benchmarks/mae_screen.py '{"zero": false, "hog_cell": 4}'  # also "lr": 2e-3; "epochs": 8
+    python benchmarks/mae_screen.py '{"zero": false, "hog_cell": 8}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -109,7 +111,8 @@ translation of the pretraining images and heatmaps, `pretraining.translate`; def
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
 "frozen_embed" (true: the patch embedding keeps its random initialization, MoCo v3's random
-patch projection),
+patch projection), "hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch, 9 bins
+per cell of that side, `hog_patches`),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
 "e<K>", and with "reads" also "e<K>_<readout>", so one long schedule shows the gain along
 it),
@@ -283,6 +286,40 @@ def use_visible_patches_in_loss(weight):
     M.reconstruction_loss = with_visible
 
 
+def hog_patches(images, patch_size, cell, bins=9):
+    """MaskFeat's target: per patch, the histograms of oriented gradients (unsigned, `bins`
+    bins, weighted by the gradient's magnitude) of its `cell` x `cell` cells, each cell's
+    histogram L2-normalized; (B, N, bins * (patch_size // cell) ** 2) in the grid's row-major
+    patch order."""
+    x = images[:, :1]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    gx = padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]
+    gy = padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]
+    magnitude = torch.sqrt(gx ** 2 + gy ** 2)[:, 0]
+    angle = torch.atan2(gy, gx)[:, 0].remainder(torch.pi)
+    which = (angle / torch.pi * bins).long().clamp(max=bins - 1)
+    hist = torch.zeros(x.shape[0], bins, *x.shape[2:], dtype=x.dtype)
+    hist.scatter_(1, which[:, None], magnitude[:, None])
+    hist = torch.nn.functional.avg_pool2d(hist, cell) * cell * cell  # (B, bins, H/c, W/c)
+    hist = hist / (hist.norm(dim=1, keepdim=True) + 1e-6)
+    per = patch_size // cell
+    b, k, gh, gw = hist.shape
+    hist = hist.view(b, k, gh // per, per, gw // per, per)
+    return hist.permute(0, 2, 4, 3, 5, 1).reshape(b, (gh // per) * (gw // per), per * per * k)
+
+
+def use_hog_target(cell):
+    """Predict each masked patch's HOG (`hog_patches`) instead of its pixels (MaskFeat): the
+    target keeps edges and shapes and drops smooth intensity."""
+    def hog_loss(pred, images, mask, norm_pix=True, patch_size=8):
+        target = hog_patches(images, patch_size, cell)
+        per_patch = ((pred - target) ** 2).mean(-1)
+        weight = mask.to(per_patch.dtype)
+        return (per_patch * weight).sum() / weight.sum().clamp(min=1)
+
+    M.reconstruction_loss = hog_loss
+
+
 def gaussian_blur(images, sigma):
     radius = max(1, round(3 * sigma))
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype) / sigma) ** 2)
@@ -318,6 +355,9 @@ def main(argv):
     if target_sigma:
         use_lowpass_target(target_sigma)
     probe_epochs = over.pop("probe_epochs", [])  # also probe after these epochs (rows "e<K>")
+    hog_cell = over.pop("hog_cell", 0)  # > 0: MaskFeat's HOG target with cells of this side
+    if hog_cell:
+        use_hog_target(hog_cell)
     visible_weight = over.pop("visible_weight", 0)  # > 0: visible patches in the loss too
     if visible_weight:
         use_visible_patches_in_loss(visible_weight)
@@ -333,6 +373,9 @@ def main(argv):
             model = build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem,
                           stem_norm, decoder_dim)
             model.forward.__func__.__defaults__ = (norm_pix,)  # the loss's target normalization
+            if hog_cell:
+                width = 9 * (s.patch_size // hog_cell) ** 2
+                model.decoder_pred = torch.nn.Linear(model.decoder_pred.in_features, width)
             if frozen_embed:
                 model.patch_embed.requires_grad_(False)  # MoCo v3's random patch projection
             if no_pos:
