@@ -362,6 +362,7 @@ def main(argv):
     if visible_weight:
         use_visible_patches_in_loss(visible_weight)
     s = R.preset("quick", models=("mae",), seeds=tuple(seeds), **over)
+    R.validate_settings(s)
     lr = lr or s.lr["mae"]
     data = R.prepare_builtin("brain", s)
     k = len(data.class_names)

@@ -1,0 +1,63 @@
+"""benchmarks/mae_screen.py, whose rows docs/harness-mae.md quotes: its targets and a tiny run."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mae_screen.py"
+TINY = ('"seeds": [0], "pretrain_samples": 64, "train_samples": 32, "test_samples": 32, '
+        '"epochs": 2, "probe_steps": 5, "zero": false')
+
+
+def load_screen():
+    spec = importlib.util.spec_from_file_location("mae_screen", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hog_target_puts_an_edge_in_the_cells_it_crosses_and_its_orientation_bin():
+    screen = load_screen()
+    image = torch.zeros(1, 1, 16, 16)
+    image[0, 0, :, 8:] = 1.0  # a vertical edge between columns 7 and 8
+    hog = screen.hog_patches(image, patch_size=8, cell=4).view(4, 2, 2, 9)  # patch, cell, bin
+    assert hog.shape == (4, 2, 2, 9)
+    crossed = torch.zeros(4, 2, 2, dtype=torch.bool)
+    crossed[[0, 2], :, 1] = True  # the left patches' right cells
+    crossed[[1, 3], :, 0] = True  # the right patches' left cells
+    norms = hog.norm(dim=-1)
+    assert torch.allclose(norms[crossed], torch.ones(8), atol=1e-5)
+    assert torch.equal(norms[~crossed], torch.zeros(8))
+    assert torch.equal(hog[crossed].argmax(-1), torch.zeros(8, dtype=torch.long))  # horizontal
+    # The same edge turned: it now crosses the upper patches' lower cells and the lower
+    # patches' upper cells, with its gradient vertical (bin 4 of 9).
+    turned = screen.hog_patches(image.transpose(2, 3), patch_size=8, cell=4).view(4, 2, 2, 9)
+    crossed_turned = torch.zeros(4, 2, 2, dtype=torch.bool)
+    crossed_turned[[0, 1], 1, :] = True
+    crossed_turned[[2, 3], 0, :] = True
+    assert torch.equal(turned.norm(dim=-1)[~crossed_turned], torch.zeros(8))
+    assert torch.equal(turned[crossed_turned].argmax(-1), torch.full((8,), 4, dtype=torch.long))
+
+
+def test_a_tiny_screen_with_the_eighth_rounds_keys_prints_the_paired_gain():
+    keys = '"hog_cell": 4, "frozen_embed": true, "warmup_share": 0.25, "weight_decay": 0.1'
+    done = subprocess.run([sys.executable, str(SCRIPT), "{" + TINY + ", " + keys + "}"],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    gain = re.search(r"^GAIN probe random-0\.6 - none: ([+-]\d+\.\d) per seed \[(.*)\]$",
+                     done.stdout, re.M)
+    assert gain, done.stdout
+    assert float(gain.group(1)) == float(gain.group(2))  # one seed: the mean is that seed's
+    losses = re.findall(r"^0 random-0\.6 .* loss (\d+\.\d+)$", done.stdout, re.M)
+    assert len(losses) == 1 and float(losses[0]) > 0
+
+
+def test_a_screen_with_a_bad_setting_names_it():
+    done = subprocess.run([sys.executable, str(SCRIPT), "{" + TINY + ', "warmup_share": 1.5}'],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert done.returncode != 0
+    assert "warmup_share=1.5" in done.stderr
