@@ -283,7 +283,8 @@ def test_pretraining_decays_weight_matrices_by_the_settings_weight_decay(weight_
 
 
 @pytest.mark.parametrize("field, value", [("warmup_share", 1.0), ("warmup_share", -0.1),
-                                          ("weight_decay", -1e-3), ("weight_decay", math.nan)])
+                                          ("weight_decay", -1e-3), ("weight_decay", math.nan),
+                                          ("weight_decay", math.inf)])
 def test_bad_schedule_settings_are_named(field, value):
     with pytest.raises(ValueError, match=f"{field}={value}"):
         R.validate_settings(R.preset("micro", **{field: value}))

@@ -213,8 +213,8 @@ def validate_settings(s: Settings, world_size: int = 1) -> None:
         )
     if not 0 <= s.warmup_share < 1:
         raise ValueError(f"warmup_share={s.warmup_share} must lie in [0, 1)")
-    if not s.weight_decay >= 0:
-        raise ValueError(f"weight_decay={s.weight_decay} must be >= 0")
+    if not (math.isfinite(s.weight_decay) and s.weight_decay >= 0):
+        raise ValueError(f"weight_decay={s.weight_decay} must be finite and >= 0")
     if s.patch_size & (s.patch_size - 1) or s.patch_size < 2:
         raise ValueError(f"patch_size={s.patch_size} must be a power of two (CNN strides)")
     if s.data not in ("builtin", "folder", "medmnist"):
