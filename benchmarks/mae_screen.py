@@ -93,6 +93,8 @@ Eighth round (schedule settings are `Settings` overrides):
         "configs": ["none"], "starts": true}'
     python benchmarks/mae_screen.py '{"zero": false, "hog_cell": 4}'  # also "lr": 2e-3; "epochs": 8
     python benchmarks/mae_screen.py '{"zero": false, "hog_cell": 8}'
+    python benchmarks/mae_screen.py '{"zero": false, "deep": [1]}'   # also with "epochs": 8
+    python benchmarks/mae_screen.py '{"zero": false, "deep": [2]}'   # also "deep": [1, 2]
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -111,8 +113,9 @@ translation of the pretraining images and heatmaps, `pretraining.translate`; def
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
 "frozen_embed" (true: the patch embedding keeps its random initialization, MoCo v3's random
-patch projection), "hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch, 9 bins
-per cell of that side, `hog_patches`),
+patch projection), "hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch,
+9 bins per cell of that side, `hog_patches`), "deep" (block numbers, 1-based, whose outputs
+are also decoded, each through its own copy of the decoder: DeepMIM's deep supervision),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
 "e<K>", and with "reads" also "e<K>_<readout>", so one long schedule shows the gain along
 it),
@@ -128,6 +131,7 @@ weights alone (the probe before the third round). One torch thread: deterministi
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 
@@ -320,6 +324,53 @@ def use_hog_target(cell):
     M.reconstruction_loss = hog_loss
 
 
+class _SideDecoder(torch.nn.Module):
+    """A copy of the MAE's decoder (with its own final-norm copy) that reads an intermediate
+    block's packed tokens: DeepMIM's deep supervision."""
+
+    def __init__(self, model):
+        super().__init__()
+        for name in ("norm", "decoder_embed", "mask_token", "decoder_blocks", "decoder_norm",
+                     "decoder_pred"):
+            setattr(self, name, copy.deepcopy(getattr(model, name)))
+
+    def forward(self, model, packed, cu_seqlens, masks):
+        x = mwm.unpack_visible_tokens(self.decoder_embed(self.norm(packed)), cu_seqlens,
+                                      masks.ids_restore, self.mask_token)
+        x = x + model.decoder_pos
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        return self.decoder_pred(self.decoder_norm(x))
+
+
+def use_deep_supervision(model, blocks, norm_pix):
+    """Also reconstruct the masked patches from the outputs of `blocks` (1-based), each through
+    its own copy of the decoder, the losses averaged with the last block's (DeepMIM)."""
+    model.side_decoders = torch.nn.ModuleDict({str(k): _SideDecoder(model) for k in blocks})
+
+    def forward(images, masks):
+        tokens = model._tokens(images)
+        packed, cu_seqlens, _ = mwm.pack_visible_tokens(tokens, masks.ids_keep)
+        losses = []
+        for k, blk in enumerate(model.blocks, start=1):
+            packed = blk.forward_packed(packed, cu_seqlens)
+            if str(k) in model.side_decoders:
+                pred = model.side_decoders[str(k)](model, packed, cu_seqlens, masks)
+                losses.append(M.reconstruction_loss(pred, images, masks.mask, norm_pix,
+                                                    patch_size=model.patch_size))
+        x = mwm.unpack_visible_tokens(model.decoder_embed(model.norm(packed)), cu_seqlens,
+                                      masks.ids_restore, model.mask_token)
+        x = x + model.decoder_pos
+        for blk in model.decoder_blocks:
+            x = blk(x)
+        pred = model.decoder_pred(model.decoder_norm(x))
+        losses.append(M.reconstruction_loss(pred, images, masks.mask, norm_pix,
+                                            patch_size=model.patch_size))
+        return sum(losses) / len(losses)
+
+    model.forward = forward
+
+
 def gaussian_blur(images, sigma):
     radius = max(1, round(3 * sigma))
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype) / sigma) ** 2)
@@ -355,6 +406,7 @@ def main(argv):
     if target_sigma:
         use_lowpass_target(target_sigma)
     probe_epochs = over.pop("probe_epochs", [])  # also probe after these epochs (rows "e<K>")
+    deep = over.pop("deep", [])  # blocks (1-based) whose outputs are also decoded (DeepMIM)
     hog_cell = over.pop("hog_cell", 0)  # > 0: MaskFeat's HOG target with cells of this side
     if hog_cell:
         use_hog_target(hog_cell)
@@ -379,6 +431,8 @@ def main(argv):
                 model.decoder_pred = torch.nn.Linear(model.decoder_pred.in_features, width)
             if frozen_embed:
                 model.patch_embed.requires_grad_(False)  # MoCo v3's random patch projection
+            if deep:  # after the decoder's last change: the side decoders copy it
+                use_deep_supervision(model, deep, norm_pix)
             if no_pos:
                 model.pos.zero_()  # the decoder keeps its own
             if learned_pos:

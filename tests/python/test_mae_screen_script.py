@@ -44,7 +44,8 @@ def test_hog_target_puts_an_edge_in_the_cells_it_crosses_and_its_orientation_bin
 
 
 def test_a_tiny_screen_with_the_eighth_rounds_keys_prints_the_paired_gain():
-    keys = '"hog_cell": 4, "frozen_embed": true, "warmup_share": 0.25, "weight_decay": 0.1'
+    keys = ('"hog_cell": 4, "frozen_embed": true, "warmup_share": 0.25, "weight_decay": 0.1, '
+            '"deep": [1]')
     done = subprocess.run([sys.executable, str(SCRIPT), "{" + TINY + ", " + keys + "}"],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert done.returncode == 0, done.stderr
