@@ -324,48 +324,51 @@ def use_hog_target(cell):
     M.reconstruction_loss = hog_loss
 
 
-class _SideDecoder(torch.nn.Module):
-    """A copy of the MAE's decoder (with its own final-norm copy) that reads an intermediate
-    block's packed tokens: DeepMIM's deep supervision."""
+_DECODER_PARTS = ("norm", "decoder_embed", "mask_token", "decoder_blocks", "decoder_norm",
+                  "decoder_pred")
 
-    def __init__(self, model):
-        super().__init__()
-        for name in ("norm", "decoder_embed", "mask_token", "decoder_blocks", "decoder_norm",
-                     "decoder_pred"):
-            setattr(self, name, copy.deepcopy(getattr(model, name)))
 
-    def forward(self, model, packed, cu_seqlens, masks):
-        x = mwm.unpack_visible_tokens(self.decoder_embed(self.norm(packed)), cu_seqlens,
-                                      masks.ids_restore, self.mask_token)
-        x = x + model.decoder_pos
-        for blk in self.decoder_blocks:
-            x = blk(x)
-        return self.decoder_pred(self.decoder_norm(x))
+def decode(parts, decoder_pos, packed, cu_seqlens, masks):
+    """The MAE's decoder on packed visible tokens, with the modules named `_DECODER_PARTS` of
+    `parts` (the TinyMAE itself, or a copy of them): the predicted patches (B, N, P)."""
+    x = mwm.unpack_visible_tokens(parts.decoder_embed(parts.norm(packed)), cu_seqlens,
+                                  masks.ids_restore, parts.mask_token)
+    x = x + decoder_pos
+    for blk in parts.decoder_blocks:
+        x = blk(x)
+    return parts.decoder_pred(parts.decoder_norm(x))
+
+
+def _decoder_copy(model):
+    """A copy of the MAE's decoder, with its own copy of the final norm, for one side output."""
+    side = torch.nn.Module()
+    for name in _DECODER_PARTS:
+        setattr(side, name, copy.deepcopy(getattr(model, name)))
+    return side
 
 
 def use_deep_supervision(model, blocks, norm_pix):
     """Also reconstruct the masked patches from the outputs of `blocks` (1-based), each through
     its own copy of the decoder, the losses averaged with the last block's (DeepMIM)."""
-    model.side_decoders = torch.nn.ModuleDict({str(k): _SideDecoder(model) for k in blocks})
+    model.side_decoders = torch.nn.ModuleDict({str(k): _decoder_copy(model) for k in blocks})
 
     def forward(images, masks):
         tokens = model._tokens(images)
         packed, cu_seqlens, _ = mwm.pack_visible_tokens(tokens, masks.ids_keep)
+
+        def loss_of(parts, tokens_k):
+            pred = decode(parts, model.decoder_pos, tokens_k, cu_seqlens, masks)
+            return M.reconstruction_loss(pred, images, masks.mask, norm_pix,
+                                         patch_size=model.patch_size)
+
+        # Each side loss is built as soon as its block has run: the order in which autograd
+        # then sums the gradients into a block's output, and so the run's bits, follow from it.
         losses = []
         for k, blk in enumerate(model.blocks, start=1):
             packed = blk.forward_packed(packed, cu_seqlens)
             if str(k) in model.side_decoders:
-                pred = model.side_decoders[str(k)](model, packed, cu_seqlens, masks)
-                losses.append(M.reconstruction_loss(pred, images, masks.mask, norm_pix,
-                                                    patch_size=model.patch_size))
-        x = mwm.unpack_visible_tokens(model.decoder_embed(model.norm(packed)), cu_seqlens,
-                                      masks.ids_restore, model.mask_token)
-        x = x + model.decoder_pos
-        for blk in model.decoder_blocks:
-            x = blk(x)
-        pred = model.decoder_pred(model.decoder_norm(x))
-        losses.append(M.reconstruction_loss(pred, images, masks.mask, norm_pix,
-                                            patch_size=model.patch_size))
+                losses.append(loss_of(model.side_decoders[str(k)], packed))
+        losses.append(loss_of(model, packed))
         return sum(losses) / len(losses)
 
     model.forward = forward
