@@ -1,5 +1,5 @@
 """Seed-paired screening of the benchmark's MAE ViT (docs/harness-mae.md, "Third round" to
-"Seventh round"): pretrain each configuration on every seed, probe the frozen encoder, print
+"Ninth round"): pretrain each configuration on every seed, probe the frozen encoder, print
 the paired gain over `none`.
 
 
@@ -96,6 +96,22 @@ Eighth round (schedule settings are `Settings` overrides):
     python benchmarks/mae_screen.py '{"zero": false, "deep": [1]}'   # also with "epochs": 8
     python benchmarks/mae_screen.py '{"zero": false, "deep": [2]}'   # also "deep": [1, 2]
 
+Ninth round (the probe converged: `Settings.probe_steps` 1000, where rounds 3-8 ran with 100;
+add `"probe_steps": 100` to their JSON above to rerun them as they were):
+
+    python benchmarks/mae_screen.py '{"zero": false}'                       # also seeds 5-9
+    python benchmarks/mae_screen.py '{"zero": false, "probe_steps": 100}'
+    python benchmarks/mae_screen.py '{"zero": false, "layer_scale": 0.1}'   # also 1e-4
+    python benchmarks/mae_screen.py '{"zero": false, "layer_scale": 0.1, "epochs": 16,
+        "probe_epochs": [4, 8], "lr": 3e-3, "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"zero": false, "local": 1}'           # also 2
+    python benchmarks/mae_screen.py '{"zero": false, "local": 2, "epochs": 16, "probe_epochs": [8]}'
+    python benchmarks/mae_screen.py '{"zero": false, "local": 2, "epochs": 32,
+        "probe_epochs": [16], "seeds": [0, 1, 2]}'
+    python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4, "local": 4}'
+    python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4, "epochs": 16,
+        "probe_epochs": [8], "seeds": [0, 1, 2]}'
+
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
 "norm_pix" (default true), "pixel_stats" (default true: the harness's input standardization;
@@ -113,7 +129,9 @@ translation of the pretraining images and heatmaps, `pretraining.translate`; def
 (true: the encoder's position embedding is zeroed, the decoder keeps its own), "learned_pos"
 (true: a learned position embedding, std 0.02, replaces the encoder's sin-cos one),
 "frozen_embed" (true: the patch embedding keeps its random initialization, MoCo v3's random
-patch projection), "hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch,
+patch projection), "layer_scale" (> 0: each encoder block's two residual branches scaled by a
+learned per-channel LayerScale starting there, CaiT's), "local" (> 0: encoder tokens attend only
+to tokens within that many patches on the grid, LoMaR's local windows; random masks only), "hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch,
 9 bins per cell of that side, `hog_patches`), "deep" (block numbers, 1-based, whose outputs
 are also decoded, each through its own copy of the decoder: DeepMIM's deep supervision),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
@@ -374,6 +392,75 @@ def use_deep_supervision(model, blocks, norm_pix):
     model.forward = forward
 
 
+class LayerScale(torch.nn.Module):
+    """A learned per-channel scale on a residual branch, starting at `init` (CaiT, DeiT III,
+    BEiT: timm's ``init_values``): a block starts close to the identity."""
+
+    def __init__(self, dim, init):
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+def use_layer_scale(model, init):
+    """Scale both residual branches of every encoder block by a `LayerScale` starting at `init`;
+    the weights keep their draw (the scales are constants, drawn from no generator)."""
+    for blk in model.blocks:
+        dim = blk.proj.out_features
+        blk.proj = torch.nn.Sequential(blk.proj, LayerScale(dim, init))
+        blk.mlp = torch.nn.Sequential(*blk.mlp, LayerScale(dim, init))
+
+
+def _local_block(blk, x, allowed):
+    """`_Block.forward` with attention limited to `allowed` (B, T, T) pairs of tokens."""
+    b, t, d = x.shape
+    q, k, v = blk.qkv(blk.norm1(x)).reshape(b, t, 3, blk.heads, d // blk.heads).unbind(2)
+    y = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None])
+    x = x + blk.proj(y.transpose(1, 2).reshape(b, t, d))
+    return x + blk.mlp(blk.norm2(x))
+
+
+def use_local_attention(model, radius):
+    """Let each encoder token attend only to the tokens within `radius` patches of it on the
+    grid (Chebyshev distance; LoMaR's local windows), in pretraining and in the probe's
+    features. Equal visible counts only (the random and fixed-total policies)."""
+    grid_w = model.grid[1]
+
+    def allowed(ids):  # ids (B, T) patch indices -> (B, T, T)
+        row, col = ids // grid_w, ids % grid_w
+        near = ((row[:, :, None] - row[:, None, :]).abs() <= radius)
+        return near & ((col[:, :, None] - col[:, None, :]).abs() <= radius)
+
+    def encode(x, ids):
+        pairs = allowed(ids)
+        for blk in model.blocks:
+            x = _local_block(blk, x, pairs)
+        return model.norm(x)
+
+    def features(images):
+        x = model._tokens(images)
+        ids = torch.arange(model.num_patches).expand(x.shape[0], -1)
+        x = encode(x, ids)
+        return [x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *model.grid)]
+
+    def decoder_input(tokens, masks, uniform):
+        if not uniform:
+            raise ValueError("local attention: the screen supports equal visible counts only")
+        n = model.num_patches
+        ids_keep = masks.ids_keep[:, : n - int(masks.num_masked[0])].long()
+        x = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        x = model.decoder_embed(encode(x, ids_keep))
+        shuffled = torch.cat([x, model.mask_token.expand(x.shape[0], n - x.shape[1], -1)], 1)
+        return torch.gather(shuffled, 1,
+                            masks.ids_restore.long()[..., None].expand(-1, -1, x.shape[-1]))
+
+    model.features = features
+    model._decoder_input_padded = decoder_input
+
+
 def gaussian_blur(images, sigma):
     radius = max(1, round(3 * sigma))
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype) / sigma) ** 2)
@@ -404,6 +491,8 @@ def main(argv):
     no_pos = over.pop("no_pos", False)  # true: the encoder gets no position embedding
     learned_pos = over.pop("learned_pos", False)  # true: a learned position embedding
     frozen_embed = over.pop("frozen_embed", False)  # true: the patch embedding stays random
+    layer_scale = over.pop("layer_scale", 0)  # > 0: LayerScale on the encoder's blocks
+    local = over.pop("local", 0)  # > 0: encoder attention within this many patches
     lesion = over.pop("lesion", False)  # true: probe the lesion's token alone (rows "lesion*")
     target_sigma = over.pop("target_sigma", 0)  # > 0: low-pass reconstruction target
     if target_sigma:
@@ -432,6 +521,10 @@ def main(argv):
             if hog_cell:
                 width = 9 * (s.patch_size // hog_cell) ** 2
                 model.decoder_pred = torch.nn.Linear(model.decoder_pred.in_features, width)
+            if layer_scale:
+                use_layer_scale(model, layer_scale)
+            if local:
+                use_local_attention(model, local)
             if frozen_embed:
                 model.patch_embed.requires_grad_(False)  # MoCo v3's random patch projection
             if deep:  # after the decoder's last change: the side decoders copy it

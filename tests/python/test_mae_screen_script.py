@@ -62,3 +62,47 @@ def test_a_screen_with_a_bad_setting_names_it():
                           capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert done.returncode != 0
     assert "warmup_share=1.5" in done.stderr
+
+
+def _tiny_mae(seed=0):
+    from mwm.bench import models as M
+    torch.manual_seed(seed)
+    return M.TinyMAE(32, 1, 8, dim=32, depth=2, heads=1, decoder_dim=32, decoder_depth=1,
+                     decoder_heads=1)
+
+
+def test_local_attention_over_the_whole_grid_is_the_plain_encoder_and_a_radius_narrows_it():
+    import mwm
+    screen = load_screen()
+    images = torch.randn(3, 1, 32, 32)
+    masks = mwm.generate_masks((4, 4), 3, policy="random", ratio=0.5, seed=1)
+    plain, wide, narrow = _tiny_mae(), _tiny_mae(), _tiny_mae()
+    screen.use_local_attention(wide, radius=3)  # the 4x4 grid: every pair within 3 patches
+    screen.use_local_attention(narrow, radius=1)
+    with torch.no_grad():
+        assert torch.allclose(wide.features(images)[0], plain.features(images)[0], atol=1e-5)
+        assert torch.allclose(wide(images, masks), plain(images, masks), atol=1e-5)
+        assert not torch.allclose(narrow.features(images)[0], plain.features(images)[0],
+                                  atol=1e-3)
+        # Radius 1 in each of two blocks: the top-left token sees two patches far, so the
+        # bottom-right patch (three away) does not reach it.
+        changed = images.clone()
+        changed[..., 24:, 24:] += 1.0
+        f, g = narrow.features(images)[0], narrow.features(changed)[0]
+        assert torch.allclose(f[..., 0, 0], g[..., 0, 0], atol=1e-6)
+        assert not torch.allclose(f[..., 3, 3], g[..., 3, 3], atol=1e-3)
+
+
+def test_layer_scale_starting_at_one_is_the_plain_encoder_and_a_small_one_nearly_skips_blocks():
+    screen = load_screen()
+    images = torch.randn(2, 1, 32, 32)
+    plain, unit, small = _tiny_mae(), _tiny_mae(), _tiny_mae()
+    screen.use_layer_scale(unit, 1.0)
+    screen.use_layer_scale(small, 1e-6)
+    with torch.no_grad():
+        assert torch.allclose(unit.features(images)[0], plain.features(images)[0], atol=1e-6)
+        skipped = small.norm(small._tokens(images))
+        assert torch.allclose(small.features(images)[0].flatten(2).transpose(1, 2), skipped,
+                              atol=1e-4)
+    assert sum(p.numel() for p in small.parameters()) == sum(
+        p.numel() for p in plain.parameters()) + 2 * 2 * 32  # two scales in each of two blocks
