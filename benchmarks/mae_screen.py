@@ -131,8 +131,9 @@ translation of the pretraining images and heatmaps, `pretraining.translate`; def
 "frozen_embed" (true: the patch embedding keeps its random initialization, MoCo v3's random
 patch projection), "layer_scale" (> 0: each encoder block's two residual branches scaled by a
 learned per-channel LayerScale starting there, CaiT's), "local" (> 0: encoder tokens attend only
-to tokens within that many patches on the grid, LoMaR's local windows; random masks only), "hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch,
-9 bins per cell of that side, `hog_patches`), "deep" (block numbers, 1-based, whose outputs
+to tokens within that many patches on the grid, LoMaR's local windows; random masks only),
+"hog_cell" (> 0: the loss's target is MaskFeat's HOG of each masked patch, 9 bins per cell of
+that side, `hog_patches`), "deep" (block numbers, 1-based, whose outputs
 are also decoded, each through its own copy of the decoder: DeepMIM's deep supervision),
 "probe_epochs" (a list of epochs: the pretraining encoder is also probed after each, rows
 "e<K>", and with "reads" also "e<K>_<readout>", so one long schedule shows the gain along

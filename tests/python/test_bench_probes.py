@@ -68,6 +68,26 @@ def test_probe_keeps_the_start_with_the_lowest_training_objective():
     assert torch.equal(again.weight, singles[0].weight)
 
 
+def test_probes_default_cap_lets_lbfgs_converge_where_100_iterations_stop_short():
+    # Correlated channels slow L-BFGS down, as the features of a trained encoder do.
+    gen = torch.Generator().manual_seed(0)
+    n, channels, positions, k = 256, 48, 16, 4
+    x = torch.randn(n, channels, positions, generator=gen)
+    mix = 0.3 * torch.randn(channels, channels, generator=gen) + torch.eye(channels)
+    x = torch.einsum("lcp,dc->ldp", x, mix)
+    y = torch.randint(0, k, (n,), generator=gen)
+    where = torch.randint(0, positions, (n,), generator=gen)
+    x[torch.arange(n), :k, where] += 1.5 * torch.nn.functional.one_hot(y, k).float()
+    z, _ = P._standardize(x, x, dim=(0, 2))
+    z = P._channels_last(z)
+    capped = P.fit_positionwise_classifier(z, y, k, max_iter=100)
+    default = P.fit_positionwise_classifier(z, y, k)
+    longer = P.fit_positionwise_classifier(z, y, k, max_iter=5 * P.PROBE_MAX_ITER)
+    assert default.objective == pytest.approx(longer.objective, abs=1e-6)
+    assert capped.objective > default.objective + 1e-4
+    assert R.Settings().probe_steps == P.PROBE_MAX_ITER
+
+
 def test_probe_is_deterministic():
     train_x, train_y, test_x, test_y = _split(*_lesion_features(seed=1))
     first = P.linear_probe(train_x, train_y, test_x, test_y, num_classes=3)

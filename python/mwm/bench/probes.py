@@ -73,6 +73,12 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 # from the last one's weights. The probe keeps the fit with the lowest training objective.
 PROBE_SCHEDULES: Tuple[Tuple[float, ...], ...] = ((1.0,), (16.0, 4.0, 1.0), (8.0, 1.0))
 
+# L-BFGS iterations per stage, a cap rather than a budget: on the harness's features every
+# stage stopped at L-BFGS's own tolerance after 27-610 iterations. A cap of 100 stopped fits
+# before they converged, which moved single accuracies by up to 4 points (docs/harness-mae.md,
+# "Ninth round").
+PROBE_MAX_ITER = 1000
+
 
 @dataclass
 class ProbeFit:
@@ -98,7 +104,7 @@ def fit_positionwise_classifier(
     train_y: torch.Tensor,
     num_classes: int,
     weight_decay: float = 1e-2,
-    max_iter: int = 100,
+    max_iter: int = PROBE_MAX_ITER,
     schedules: Sequence[Sequence[float]] = PROBE_SCHEDULES,
 ) -> ProbeFit:
     """The position-wise classifier on standardized, channels-last features (L, P, C).
@@ -143,7 +149,7 @@ def linear_probe(
     test_y: torch.Tensor,
     num_classes: int,
     weight_decay: float = 1e-2,
-    max_iter: int = 100,
+    max_iter: int = PROBE_MAX_ITER,
     schedules: Sequence[Sequence[float]] = PROBE_SCHEDULES,
 ) -> float:
     """Test accuracy of a position-wise linear classifier with log-sum-exp pooling.

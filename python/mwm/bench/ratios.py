@@ -34,7 +34,7 @@ from .grounding_sim import SimulatedGrounder
 from .guidance import check_source, noisy_heatmaps, random_clip_heatmaps
 from .phantoms import CLASS_NAMES, PhantomDataset
 from .pretraining import PretrainStats, initial_model, pretrain
-from .probes import extract_features, linear_probe, segmentation_probe
+from .probes import PROBE_MAX_ITER, extract_features, linear_probe, segmentation_probe
 from .stats import comparisons, learning_checks
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ class Settings:
     thresholds: Tuple[float, ...] = (0.5,)
     reduction: str = "max"
     data_seed: int = 0
-    probe_steps: int = 100  # L-BFGS iterations of the linear probe
+    probe_steps: int = PROBE_MAX_ITER  # the classifier probe's L-BFGS cap per stage
     seg_probe_steps: int = 200
     data: str = "builtin"  # builtin | folder | medmnist
     folder: Optional[str] = None
