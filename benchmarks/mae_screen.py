@@ -109,8 +109,9 @@ add `"probe_steps": 100` to their JSON above to rerun them as they were):
     python benchmarks/mae_screen.py '{"zero": false, "local": 2, "epochs": 32,
         "probe_epochs": [16], "seeds": [0, 1, 2]}'
     python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4, "local": 4}'
+    python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4}'
     python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4, "epochs": 16,
-        "probe_epochs": [8], "seeds": [0, 1, 2]}'
+        "probe_epochs": [8], "seeds": [0, 1, 2]}'                      # also "seeds": [3, 4]
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
