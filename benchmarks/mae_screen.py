@@ -96,8 +96,14 @@ Eighth round (schedule settings are `Settings` overrides):
     python benchmarks/mae_screen.py '{"zero": false, "deep": [1]}'   # also with "epochs": 8
     python benchmarks/mae_screen.py '{"zero": false, "deep": [2]}'   # also "deep": [1, 2]
 
-Ninth round (the probe converged: `Settings.probe_steps` 1000, where rounds 3-8 ran with 100;
-add `"probe_steps": 100` to their JSON above to rerun them as they were):
+The harness changed under these rows. Rounds 3-8 ran a depth-3 MAE with a trained patch
+embedding, probed from three starts capped at 100 L-BFGS iterations: to rerun them as they
+were, add `"before_ninth": true` (the keys of `BEFORE_NINTH` under the row's own: "probe_steps"
+100, "probe_random_starts" 0, "mae_depth" 3, "mae_freeze_patch_embed" false). The ninth round's
+rows below up to the 4x4 patches ran with the probe converged but still from three starts and
+on the depth-3 MAE: add `"before_ninth": true, "probe_steps": 1000`.
+
+Ninth round:
 
     python benchmarks/mae_screen.py '{"zero": false}'                       # also seeds 5-9
     python benchmarks/mae_screen.py '{"zero": false, "probe_steps": 100}'
@@ -112,6 +118,14 @@ add `"probe_steps": 100` to their JSON above to rerun them as they were):
     python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4}'
     python benchmarks/mae_screen.py '{"zero": false, "patch_size": 4, "epochs": 16,
         "probe_epochs": [8], "seeds": [0, 1, 2]}'                      # also "seeds": [3, 4]
+
+Ninth round, with the probe's eight starts (the harness's probe since):
+
+    python benchmarks/mae_screen.py '{"zero": false, "mae_depth": 3,
+        "mae_freeze_patch_embed": false}'
+    python benchmarks/mae_screen.py '{"zero": false, "mae_freeze_patch_embed": false}'
+    python benchmarks/mae_screen.py '{"zero": false}'                  # the harness's MAE since
+    python benchmarks/mae_screen.py '{"zero": false, "seeds": [5, 6, 7, 8, 9]}'
 
 The JSON holds `Settings` overrides of the quick preset (brain; seeds 0-4 unless "seeds" is
 given) plus "configs" (default none and random-0.6), "lr", "decoder_depth" (default 1),
@@ -164,39 +178,25 @@ from mwm.bench import pretraining as PT
 from mwm.bench import probes as P
 from mwm.bench import ratios as R
 
-RANDOM_STARTS = 5
+# The harness's settings before the ninth round (see the docstring).
+BEFORE_NINTH = {"probe_steps": 100, "probe_random_starts": 0, "mae_depth": 3,
+          "mae_freeze_patch_embed": False}
 
 
 def start_table(train_x, train_y, test_x, test_y, num_classes, max_iter):
-    """(name, training objective, test accuracy) of every start, one fit each."""
+    """(name, training objective, test accuracy) of each of the probe's starts, one fit each."""
     a, b = P._standardize(train_x, test_x, dim=(0, 2))
     a, b = P._channels_last(a), P._channels_last(b)
-    fits = [(f"T{'-'.join(f'{t:g}' for t in sched)}",
-             P.fit_positionwise_classifier(a, train_y, num_classes, max_iter=max_iter,
-                                           schedules=(sched,)))
-            for sched in P.PROBE_SCHEDULES]
-    gen = torch.Generator().manual_seed(0)
-    for r in range(RANDOM_STARTS):
-        weight = (0.1 * torch.randn(a.shape[2], num_classes, generator=gen)).requires_grad_()
-        bias = torch.zeros(num_classes, requires_grad=True)
-        opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=10,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = P._objective(a, train_y, weight, bias, 1e-2)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            objective = float(P._objective(a, train_y, weight, bias, 1e-2))
-        fits.append((f"random{r}", P.ProbeFit(weight.detach(), bias.detach(), objective, (1.0,))))
+    names = [f"T{'-'.join(f'{t:g}' for t in sched)}" for sched in P.PROBE_SCHEDULES]
+    names += [f"random{r}" for r in range(P.PROBE_RANDOM_STARTS)]
     rows = []
-    for name, fit in fits:
+    for name, (start, sched) in zip(names, P.probe_starts(a.shape[2], num_classes)):
+        weight = start.clone().requires_grad_()
+        bias = torch.zeros(num_classes, requires_grad=True)
+        objective = P._fit_from(a, train_y, weight, bias, sched, 1e-2, max_iter)
         with torch.no_grad():
-            predicted = P._pooled_logits(b, fit.weight, fit.bias).argmax(dim=1)
-        rows.append((name, fit.objective, float((predicted == test_y).float().mean())))
+            predicted = P._pooled_logits(b, weight, bias).argmax(dim=1)
+        rows.append((name, objective, float((predicted == test_y).float().mean())))
     return rows
 
 
@@ -273,6 +273,7 @@ def build(data, s, seed, decoder_depth, pixel_stats, legacy_init, stem=0, stem_n
     torch.manual_seed(seed)
     heads = max(1, s.mae_dim // 32)
     model = M.TinyMAE(data.image_size, 1, s.patch_size, dim=s.mae_dim, depth=s.mae_depth,
+                      freeze_patch_embed=s.mae_freeze_patch_embed,
                       heads=heads, decoder_dim=decoder_dim or s.mae_dim,
                       decoder_depth=decoder_depth, decoder_heads=heads, pixel_mean=mean,
                       pixel_std=std)
@@ -475,6 +476,8 @@ def gaussian_blur(images, sigma):
 def main(argv):
     torch.set_num_threads(1)
     over = json.loads(argv[0]) if argv else {}
+    if over.pop("before_ninth", False):
+        over = {**BEFORE_NINTH, **over}
     configs = over.pop("configs", ["none", "random-0.6"])
     seeds = over.pop("seeds", [0, 1, 2, 3, 4])
     decoder_depth = over.pop("decoder_depth", 1)
@@ -547,7 +550,8 @@ def main(argv):
                 train = P.extract_features(model, data.train.images, cpu).positions()
                 test = P.extract_features(model, data.test.images, cpu).positions()
                 return train, test, P.linear_probe(train, labels[0], test, labels[1], k,
-                                                   max_iter=s.probe_steps)
+                                                   max_iter=s.probe_steps,
+                                                   random_starts=s.probe_random_starts)
 
             along = {}
 
@@ -560,7 +564,8 @@ def main(argv):
                               readouts(model, data.test.images, reads))
                     for r in reads:
                         along[f"e{epoch}_{r}"] = P.linear_probe(
-                            tr[r], labels[0], te[r], labels[1], k, max_iter=s.probe_steps)
+                            tr[r], labels[0], te[r], labels[1], k, max_iter=s.probe_steps,
+                            random_starts=s.probe_random_starts)
                 print(f"   {seed} {name} epoch {epoch} loss {last_loss:.4f}:", {
                     key: round(100 * v, 1) for key, v in along.items()
                     if key == f"e{epoch}" or key.startswith(f"e{epoch}_")}, flush=True)
@@ -575,23 +580,27 @@ def main(argv):
             row = {"probe": accuracy}
             if show_zero:
                 row["zero"] = P.linear_probe(train, labels[0], test, labels[1], k,
-                                             max_iter=s.probe_steps, schedules=((1.0,),))
+                                             max_iter=s.probe_steps, schedules=((1.0,),),
+                                             random_starts=0)
             for wd in decays:
                 row[f"wd{wd:g}"] = P.linear_probe(train, labels[0], test, labels[1], k,
-                                                  weight_decay=wd, max_iter=s.probe_steps)
+                                                  weight_decay=wd, max_iter=s.probe_steps,
+                                                  random_starts=s.probe_random_starts)
             if lesion:
                 emb = readouts(model, data.train.images, ["embed"])["embed"]
                 emb_te = readouts(model, data.test.images, ["embed"])["embed"]
                 for key, (a, b) in {"lesion": (train, test), "lesion_embed": (emb, emb_te)}.items():
                     (xa, ya), (xb, yb) = (lesion_tokens(a, data.train, s.patch_size),
                                           lesion_tokens(b, data.test, s.patch_size))
-                    row[key] = P.linear_probe(xa, ya, xb, yb, k - 1, max_iter=s.probe_steps)
+                    row[key] = P.linear_probe(xa, ya, xb, yb, k - 1, max_iter=s.probe_steps,
+                                              random_starts=s.probe_random_starts)
             if reads:
                 tr = readouts(model, data.train.images, reads)
                 te = readouts(model, data.test.images, reads)
                 for r in reads:
                     row[r] = P.linear_probe(tr[r], labels[0], te[r], labels[1], k,
-                                            max_iter=s.probe_steps)
+                                            max_iter=s.probe_steps,
+                                            random_starts=s.probe_random_starts)
             for epoch in probe_epochs:  # the unpretrained encoder is the same at every epoch
                 row[f"e{epoch}"] = along.get(f"e{epoch}", row["probe"])
                 for r in reads or []:

@@ -58,14 +58,32 @@ def test_probe_keeps_the_start_with_the_lowest_training_objective():
     x, y = _lesion_features(seed=3)
     z, _ = P._standardize(x, x, dim=(0, 2))
     z = P._channels_last(z)
-    singles = [P.fit_positionwise_classifier(z, y, 3, schedules=(s,)) for s in P.PROBE_SCHEDULES]
+    starts = P.probe_starts(z.shape[2], 3)
+    assert len(starts) == len(P.PROBE_SCHEDULES) + P.PROBE_RANDOM_STARTS
+    objectives = []
+    for start, sched in starts:
+        weight, bias = start.clone().requires_grad_(), torch.zeros(3, requires_grad=True)
+        objectives.append(P._fit_from(z, y, weight, bias, sched, 1e-2, P.PROBE_MAX_ITER))
     chosen = P.fit_positionwise_classifier(z, y, 3)
-    assert chosen.objective == min(f.objective for f in singles)
-    best = min(singles, key=lambda f: f.objective)
-    assert torch.equal(chosen.weight, best.weight) and chosen.schedule == best.schedule
+    assert chosen.objective == min(objectives)
+    assert chosen.start == objectives.index(min(objectives))
+    assert chosen.schedule == starts[chosen.start][1]
+    # The random starts differ from each other and from zero; the draws repeat in every call.
+    drawn = [w for w, _ in starts[len(P.PROBE_SCHEDULES):]]
+    assert all(w.abs().sum() > 0 for w in drawn) and not torch.equal(drawn[0], drawn[1])
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(starts, P.probe_starts(z.shape[2], 3)))
     # The zero start alone is the probe before several starts: the same fit bit for bit.
-    again = P.fit_positionwise_classifier(z, y, 3, schedules=((1.0,),))
-    assert torch.equal(again.weight, singles[0].weight)
+    again = P.fit_positionwise_classifier(z, y, 3, schedules=((1.0,),), random_starts=0)
+    weight = torch.zeros(z.shape[2], 3, requires_grad=True)
+    bias = torch.zeros(3, requires_grad=True)
+    P._fit_from(z, y, weight, bias, (1.0,), 1e-2, P.PROBE_MAX_ITER)
+    assert torch.equal(again.weight, weight.detach())
+
+
+def test_probe_names_a_negative_count_of_random_starts():
+    x, y = _lesion_features(n=12)
+    with pytest.raises(ValueError, match="random_starts=-1"):
+        P.linear_probe(x, y, x, y, num_classes=3, random_starts=-1)
 
 
 def test_probes_default_cap_lets_lbfgs_converge_where_100_iterations_stop_short():
@@ -80,9 +98,10 @@ def test_probes_default_cap_lets_lbfgs_converge_where_100_iterations_stop_short(
     x[torch.arange(n), :k, where] += 1.5 * torch.nn.functional.one_hot(y, k).float()
     z, _ = P._standardize(x, x, dim=(0, 2))
     z = P._channels_last(z)
-    capped = P.fit_positionwise_classifier(z, y, k, max_iter=100)
-    default = P.fit_positionwise_classifier(z, y, k)
-    longer = P.fit_positionwise_classifier(z, y, k, max_iter=5 * P.PROBE_MAX_ITER)
+    capped = P.fit_positionwise_classifier(z, y, k, max_iter=100, random_starts=0)
+    default = P.fit_positionwise_classifier(z, y, k, random_starts=0)
+    longer = P.fit_positionwise_classifier(z, y, k, max_iter=5 * P.PROBE_MAX_ITER,
+                                           random_starts=0)
     assert default.objective == pytest.approx(longer.objective, abs=1e-6)
     assert capped.objective > default.objective + 1e-4
     assert R.Settings().probe_steps == P.PROBE_MAX_ITER

@@ -284,10 +284,33 @@ def test_pretraining_decays_weight_matrices_by_the_settings_weight_decay(weight_
 
 @pytest.mark.parametrize("field, value", [("warmup_share", 1.0), ("warmup_share", -0.1),
                                           ("weight_decay", -1e-3), ("weight_decay", math.nan),
-                                          ("weight_decay", math.inf)])
+                                          ("weight_decay", math.inf), ("probe_steps", 0),
+                                          ("probe_random_starts", -1)])
 def test_bad_schedule_settings_are_named(field, value):
     with pytest.raises(ValueError, match=f"{field}={value}"):
         R.validate_settings(R.preset("micro", **{field: value}))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_mae_patch_embedding_keeps_its_random_start_only_when_frozen(freeze):
+    s = R.preset("micro", models=("mae",), mae_freeze_patch_embed=freeze)
+    data = R.prepare_builtin("brain", s)
+    model = PT.initial_model("mae", data, s, 0)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    masker = R.parse_config("random-0.7").masker(data.grid, 0, s.thresholds, s.reduction)
+    PT.pretrain(model, data, masker, s, 1e-3, 0, R.bdist.DistContext(), progress=False)
+    after = model.state_dict()
+    embed_kept = all(torch.equal(after[k], start[k]) for k in start if k.startswith("patch_embed"))
+    assert embed_kept == freeze
+    assert not torch.equal(after["blocks.0.qkv.weight"], start["blocks.0.qkv.weight"])
+    groups = PT._param_groups(model, s.weight_decay)
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert (id(model.patch_embed.weight) in grouped) != freeze
+
+
+def test_the_harness_mae_is_one_block_on_a_frozen_patch_embedding():
+    s = R.preset("quick")
+    assert (s.mae_depth, s.mae_freeze_patch_embed) == (1, True)
 
 
 # --- the micro pipeline, one process and two --------------------------------------------------

@@ -57,6 +57,17 @@ def test_a_tiny_screen_with_the_eighth_rounds_keys_prints_the_paired_gain():
     assert len(losses) == 1 and float(losses[0]) > 0
 
 
+def test_a_tiny_screen_with_the_ninth_rounds_keys_on_the_earlier_harness_runs():
+    keys = '"before_ninth": true, "layer_scale": 0.1, "local": 1, "starts": true'
+    done = subprocess.run([sys.executable, str(SCRIPT), "{" + TINY + ", " + keys + "}"],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^GAIN probe random-0\.6 - none: [+-]\d+\.\d per seed", done.stdout, re.M)
+    # "starts": every start of the probe, eight, each with its objective and accuracy.
+    starts = re.findall(r"starts \(objective - best, accuracy %\): (.*)$", done.stdout, re.M)
+    assert len(starts) == 2 and all(len(row.split("  ")) == 8 for row in starts)
+
+
 def test_a_screen_with_a_bad_setting_names_it():
     done = subprocess.run([sys.executable, str(SCRIPT), "{" + TINY + ', "warmup_share": 1.5}'],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=300)

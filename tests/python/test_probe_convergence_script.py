@@ -24,7 +24,7 @@ def test_iterations_are_counted_per_stage_and_stop_at_the_cap_or_before():
     gen = torch.Generator().manual_seed(0)
     x = P._channels_last(torch.randn(64, 8, 4, generator=gen))
     y = torch.arange(64) % 3
-    stages = sum(len(sched) for sched in P.PROBE_SCHEDULES)
+    stages = sum(len(sched) for sched in P.PROBE_SCHEDULES) + P.PROBE_RANDOM_STARTS
     capped = script.iterations_per_stage(x, y, 3, cap=3)
     free = script.iterations_per_stage(x, y, 3, cap=5000)
     assert len(capped) == len(free) == stages
@@ -44,4 +44,4 @@ def test_the_script_prints_each_cap_and_the_stages_on_a_micro_setting():
     for line in lines:
         objectives = [float(v) for v in re.findall(r"objective (\d+\.\d+)", line)]
         assert len(objectives) == 2 and objectives[1] <= objectives[0] + 1e-6
-        assert re.search(r"iterations per stage \(cap 5000\): \[(\d+, ){5}\d+\]$", line)
+        assert re.search(r"iterations per stage \(cap 5000\): \[(\d+, ){10}\d+\]$", line)

@@ -304,7 +304,8 @@ class TinyMAE(nn.Module):
     statistics, as MAE's data pipeline uses ImageNet's) and the patch embedding is initialized
     like a linear layer (Xavier-uniform on the flattened kernel) rather than with a
     convolution's default, so that each token's content is not drowned by the position
-    embedding at the start of training."""
+    embedding at the start of training. With ``freeze_patch_embed`` the patch embedding keeps
+    that random start and only the blocks learn (MoCo v3's random patch projection)."""
 
     def __init__(
         self,
@@ -321,6 +322,7 @@ class TinyMAE(nn.Module):
         token_layout: str = "packed",
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
+        freeze_patch_embed: bool = False,
     ):
         super().__init__()
         if not (math.isfinite(pixel_std) and pixel_std > 0) or not math.isfinite(pixel_mean):
@@ -357,6 +359,8 @@ class TinyMAE(nn.Module):
         kernel = self.patch_embed.weight.data
         nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
         nn.init.zeros_(self.patch_embed.bias)
+        if freeze_patch_embed:
+            self.patch_embed.requires_grad_(False)
 
     @staticmethod
     def _init_weights(m):

@@ -79,6 +79,7 @@ def build_model(kind: str, data: Prepared, s: Settings) -> nn.Module:
         data.image_size, channels, s.patch_size, ndim=data.ndim, dim=s.mae_dim,
         depth=s.mae_depth, heads=heads, decoder_dim=s.mae_dim, decoder_depth=1,
         decoder_heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
+        freeze_patch_embed=s.mae_freeze_patch_embed,
     )
 
 

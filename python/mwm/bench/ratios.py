@@ -34,7 +34,13 @@ from .grounding_sim import SimulatedGrounder
 from .guidance import check_source, noisy_heatmaps, random_clip_heatmaps
 from .phantoms import CLASS_NAMES, PhantomDataset
 from .pretraining import PretrainStats, initial_model, pretrain
-from .probes import PROBE_MAX_ITER, extract_features, linear_probe, segmentation_probe
+from .probes import (
+    PROBE_MAX_ITER,
+    PROBE_RANDOM_STARTS,
+    extract_features,
+    linear_probe,
+    segmentation_probe,
+)
 from .stats import comparisons, learning_checks
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +150,10 @@ class Settings:
     weight_decay: float = 0.05  # pretraining AdamW, off norms, biases and mask tokens
     cnn_widths: Tuple[int, ...] = (32, 64)
     mae_dim: int = 64
-    mae_depth: int = 3
+    # One block on a patch embedding frozen at its random start (MoCo v3): the MAE whose
+    # pretraining gains over its own random start (docs/harness-mae.md, "Ninth round").
+    mae_depth: int = 1
+    mae_freeze_patch_embed: bool = True
     prompts: Dict[str, str] = field(
         default_factory=lambda: {"brain": "tumor", "brain3d": "tumor", "chest": "lesion"}
     )
@@ -156,6 +165,7 @@ class Settings:
     reduction: str = "max"
     data_seed: int = 0
     probe_steps: int = PROBE_MAX_ITER  # the classifier probe's L-BFGS cap per stage
+    probe_random_starts: int = PROBE_RANDOM_STARTS  # after its three deterministic starts
     seg_probe_steps: int = 200
     data: str = "builtin"  # builtin | folder | medmnist
     folder: Optional[str] = None
@@ -215,6 +225,9 @@ def validate_settings(s: Settings, world_size: int = 1) -> None:
         raise ValueError(f"warmup_share={s.warmup_share} must lie in [0, 1)")
     if not (math.isfinite(s.weight_decay) and s.weight_decay >= 0):
         raise ValueError(f"weight_decay={s.weight_decay} must be finite and >= 0")
+    if s.probe_steps < 1 or s.probe_random_starts < 0:
+        raise ValueError(f"probe_steps={s.probe_steps} must be >= 1 and probe_random_starts="
+                         f"{s.probe_random_starts} >= 0")
     if s.patch_size & (s.patch_size - 1) or s.patch_size < 2:
         raise ValueError(f"patch_size={s.patch_size} must be a power of two (CNN strides)")
     if s.data not in ("builtin", "folder", "medmnist"):
@@ -376,6 +389,7 @@ def evaluate(model: nn.Module, data: Prepared, s: Settings, seed: int, device, p
     accuracy = linear_probe(
         train.positions(), data.train.labels, test.positions(), data.test.labels,
         num_classes=len(data.class_names), max_iter=s.probe_steps,
+        random_starts=s.probe_random_starts,
     )
     dice = float("nan")
     if data.train.lesions is not None and data.test.lesions is not None:
