@@ -74,7 +74,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 PROBE_SCHEDULES: Tuple[Tuple[float, ...], ...] = ((1.0,), (16.0, 4.0, 1.0), (8.0, 1.0))
 
 # L-BFGS iterations per stage, a cap rather than a budget: on the harness's features every
-# stage stopped at L-BFGS's own tolerance after 27-610 iterations. A cap of 100 stopped fits
+# stage stopped at L-BFGS's own tolerance after 24-787 iterations. A cap of 100 stopped fits
 # before they converged, which moved single accuracies by up to 4 points (docs/harness-mae.md,
 # "Ninth round").
 PROBE_MAX_ITER = 1000
