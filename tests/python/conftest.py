@@ -133,3 +133,26 @@ def _tiny_sam(seed=0):
 def tiny_sam():
     """The factory ``tiny_sam(seed=0) -> (model, processor)``."""
     return _tiny_sam
+
+
+# --- the repository's scripts ---------------------------------------------------------------
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _load_repo_script(relative_path: str):
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def repo_script():
+    """Imports a script of the repository as a module: ``repo_script("benchmarks/x.py")``."""
+    return _load_repo_script

@@ -1,23 +1,9 @@
 """Smoke test of examples/corn_left_atrium.py at a micro setting, and of its phantom generator."""
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
 import torch
 
 from mwm.examples_data.left_atrium import left_atrium_dataset, left_atrium_phantom
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "corn_left_atrium.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("corn_left_atrium", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_phantoms_are_deterministic_and_left_atrium_like():
@@ -37,8 +23,8 @@ def test_phantoms_are_deterministic_and_left_atrium_like():
         left_atrium_phantom(0, size=8)
 
 
-def test_micro_training_runs_both_settings():
-    example = _load_example()
+def test_micro_training_runs_both_settings(repo_script):
+    example = repo_script("examples/corn_left_atrium.py")
     config = example.Config(size=16, train_volumes=6, test_volumes=1, steps=5, rampup_steps=2,
                             labeled_per_batch=1, unlabeled_per_batch=1, width=4, pool_sample=16,
                             filter_per_side=32, pool_slot_capacity=64, label_share=0.34)

@@ -1,5 +1,4 @@
 """benchmarks/mae_screen.py, whose rows docs/harness-mae.md quotes: its targets and a tiny run."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,15 +12,8 @@ TINY = ('"seeds": [0], "pretrain_samples": 64, "train_samples": 32, "test_sample
         '"epochs": 2, "probe_steps": 5, "zero": false')
 
 
-def load_screen():
-    spec = importlib.util.spec_from_file_location("mae_screen", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_hog_target_puts_an_edge_in_the_cells_it_crosses_and_its_orientation_bin():
-    screen = load_screen()
+def test_hog_target_puts_an_edge_in_the_cells_it_crosses_and_its_orientation_bin(repo_script):
+    screen = repo_script("benchmarks/mae_screen.py")
     image = torch.zeros(1, 1, 16, 16)
     image[0, 0, :, 8:] = 1.0  # a vertical edge between columns 7 and 8
     hog = screen.hog_patches(image, patch_size=8, cell=4).view(4, 2, 2, 9)  # patch, cell, bin
@@ -82,9 +74,10 @@ def _tiny_mae(seed=0):
                      decoder_heads=1)
 
 
-def test_local_attention_over_the_whole_grid_is_the_plain_encoder_and_a_radius_narrows_it():
+def test_local_attention_over_the_whole_grid_is_the_plain_encoder_and_a_radius_narrows_it(
+        repo_script):
     import mwm
-    screen = load_screen()
+    screen = repo_script("benchmarks/mae_screen.py")
     images = torch.randn(3, 1, 32, 32)
     masks = mwm.generate_masks((4, 4), 3, policy="random", ratio=0.5, seed=1)
     plain, wide, narrow = _tiny_mae(), _tiny_mae(), _tiny_mae()
@@ -104,8 +97,9 @@ def test_local_attention_over_the_whole_grid_is_the_plain_encoder_and_a_radius_n
         assert not torch.allclose(f[..., 3, 3], g[..., 3, 3], atol=1e-3)
 
 
-def test_layer_scale_starting_at_one_is_the_plain_encoder_and_a_small_one_nearly_skips_blocks():
-    screen = load_screen()
+def test_layer_scale_starting_at_one_is_the_plain_encoder_and_a_small_one_nearly_skips_blocks(
+        repo_script):
+    screen = repo_script("benchmarks/mae_screen.py")
     images = torch.randn(2, 1, 32, 32)
     plain, unit, small = _tiny_mae(), _tiny_mae(), _tiny_mae()
     screen.use_layer_scale(unit, 1.0)

@@ -1,5 +1,4 @@
 """benchmarks/probe_convergence.py, whose counts docs/harness-mae.md quotes."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -11,16 +10,9 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_convergence.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("probe_convergence", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_iterations_are_counted_per_stage_and_stop_at_the_cap_or_before():
+def test_iterations_are_counted_per_stage_and_stop_at_the_cap_or_before(repo_script):
     from mwm.bench import probes as P
-    script = load_script()
+    script = repo_script("benchmarks/probe_convergence.py")
     gen = torch.Generator().manual_seed(0)
     x = P._channels_last(torch.randn(64, 8, 4, generator=gen))
     y = torch.arange(64) % 3
