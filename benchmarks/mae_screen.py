@@ -416,16 +416,6 @@ def use_layer_scale(model, init):
         blk.mlp = torch.nn.Sequential(*blk.mlp, LayerScale(dim, init))
 
 
-def _local_block(blk, x, allowed):
-    """`_Block.forward` with attention limited to `allowed` (B, T, T) pairs of tokens."""
-    b, t, d = x.shape
-    q, k, v = blk.qkv(blk.norm1(x)).reshape(b, t, 3, blk.heads, d // blk.heads).unbind(2)
-    y = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None])
-    x = x + blk.proj(y.transpose(1, 2).reshape(b, t, d))
-    return x + blk.mlp(blk.norm2(x))
-
-
 def use_local_attention(model, radius):
     """Let each encoder token attend only to the tokens within `radius` patches of it on the
     grid (Chebyshev distance; LoMaR's local windows), in pretraining and in the probe's
@@ -440,7 +430,7 @@ def use_local_attention(model, radius):
     def encode(x, ids):
         pairs = allowed(ids)
         for blk in model.blocks:
-            x = _local_block(blk, x, pairs)
+            x = blk(x, pairs=pairs)
         return model.norm(x)
 
     def features(images):

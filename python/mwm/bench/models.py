@@ -256,7 +256,8 @@ logging.getLogger("torch.fx._symbolic_trace").addFilter(_TorchTracingNotice())
 
 
 class _Block(nn.Module):
-    """Pre-norm transformer block; `valid` (B, T) marks real tokens (None: all real)."""
+    """Pre-norm transformer block; `valid` (B, T) marks real tokens (None: all real), and
+    `pairs` (B, T, T), if given, the pairs of tokens that may attend to each other."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
@@ -269,10 +270,13 @@ class _Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None,
+                pairs: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).unbind(2)
         attn_mask = None if valid is None else valid[:, None, None, :]
+        if pairs is not None:
+            attn_mask = pairs[:, None] if attn_mask is None else attn_mask & pairs[:, None]
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask
         )
